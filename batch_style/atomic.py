@@ -1,0 +1,130 @@
+"""Atomic file writes: a file appears under its final name only when it is complete."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from pathlib import Path
+from typing import Iterator
+
+# Every temporary name carries this mark, so leftovers of a killed run can be found and removed.
+TMP_MARK = ".tmp-"
+_RANDOM_BYTES = 4  # 8 hex digits: two writers in one process never collide in practice
+_MAX_PID_DIGITS = 9  # Linux pids stay below 2**22; longer digit runs are not pids
+
+
+def temporary_name(final: Path) -> Path:
+    """`.NAME.tmp-PID-RANDOM.SUFFIX` next to `final`.
+
+    Hidden (leading dot) so globs like `*.png` do not pick it up, and ending in the final suffix so
+    writers that choose a format from the extension (Pillow, ffmpeg) still choose the right one.
+    """
+    final = Path(final)
+    token = secrets.token_hex(_RANDOM_BYTES)
+    return final.with_name(f".{final.name}{TMP_MARK}{os.getpid()}-{token}{final.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path next to `final`; on success move the finished file onto `final`.
+
+    The body must create the file at the yielded path. On success the file is fsynced, renamed
+    over `final` (os.replace is atomic within one file system, hence the same folder) and the
+    folder is fsynced so the rename survives a power cut. On any exception the temporary is
+    removed and the exception propagates; `final` is left as it was.
+    """
+    final = Path(final)
+    tmp = temporary_name(final)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        # BaseException too: Ctrl-C or a worker being stopped must not leave a temporary behind.
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def scratch_path(near: Path) -> Iterator[Path]:
+    """Yield a temporary path next to `near` that is always removed afterwards.
+
+    For intermediate files (e.g. a video before its audio is muxed in). Named like atomic_path's
+    temporaries, so clean_temporaries() removes any a killed process left.
+    """
+    tmp = temporary_name(Path(near))
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(final: Path, data: bytes) -> None:
+    """Write `data` to `final` atomically."""
+    with atomic_path(final) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(final: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `final` atomically."""
+    atomic_write_bytes(final, text.encode("utf-8"))
+
+
+def clean_temporaries(folder: Path) -> int:
+    """Remove temporaries left by killed writers anywhere under `folder`; return how many.
+
+    A temporary whose writer process is still alive is kept: removing it would make that
+    writer's final rename fail (several workers may share an output folder).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for path in folder.rglob(f".*{TMP_MARK}*"):
+        if not path.is_file() or _writer_alive(path):
+            continue
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _writer_alive(path: Path) -> bool:
+    """Whether the process named in a temporary's name is running (on this machine)."""
+    rest = path.name.rsplit(TMP_MARK, 1)[-1]
+    pid_text = rest.split("-", 1)[0]
+    if not pid_text.isdigit() or len(pid_text) > _MAX_PID_DIGITS:
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError as e:
+        return e.errno not in (errno.ESRCH, errno.EINVAL)
+    return True
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Directories can only be opened and fsynced on POSIX; elsewhere the rename is the best we get.
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
