@@ -6,8 +6,8 @@ import contextlib
 import errno
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 # Every temporary name carries this mark, so leftovers of a killed run can be found and removed.
 TMP_MARK = ".tmp-"

@@ -8,8 +8,15 @@ import sys
 
 import pytest
 
-from batch_style.atomic import (TMP_MARK, atomic_path, atomic_write_bytes, atomic_write_text,
-                                clean_temporaries, scratch_path, temporary_name)
+from batch_style.atomic import (
+    TMP_MARK,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    clean_temporaries,
+    scratch_path,
+    temporary_name,
+)
 
 
 def test_temporary_name_is_hidden_in_same_folder_with_same_suffix(tmp_path):
@@ -32,20 +39,18 @@ def test_atomic_path_moves_into_place(tmp_path):
 
 def test_atomic_path_leaves_nothing_when_the_body_raises(tmp_path):
     final = tmp_path / "out.bin"
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic_path(final) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(final) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_atomic_path_keeps_the_old_file_when_the_body_raises(tmp_path):
     final = tmp_path / "out.txt"
     final.write_text("old")
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_path(final) as tmp:
-            tmp.write_text("new, half written")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_path(final) as tmp:
+        tmp.write_text("new, half written")
+        raise KeyboardInterrupt
     assert final.read_text() == "old"
     assert list(tmp_path.iterdir()) == [final]
 
