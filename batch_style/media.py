@@ -1,0 +1,317 @@
+"""Reading, resizing, colour handling and writing of still images and GIFs (float32 RGB in [0,1])."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from batch_style.atomic import atomic_path
+from batch_style.errors import UserError
+
+_MPX = 1_000_000  # pixels per megapixel
+_UINT8_MAX = 255.0
+_UINT16_MAX = 65535.0
+
+# What Pillow raises while decoding a damaged file (truncated data, bad tiles, bad EXIF blocks).
+_DECODE_ERRORS = (OSError, ValueError, EOFError, SyntaxError)
+
+# Output formats by file suffix: Pillow format name and save options.
+IMAGE_FORMATS: dict[str, tuple[str, dict]] = {
+    ".png": ("PNG", {}),
+    ".jpg": ("JPEG", {"quality": 95, "subsampling": 0}),  # 4:4:4: styles have fine colour detail
+    ".jpeg": ("JPEG", {"quality": 95, "subsampling": 0}),
+}
+
+# GIF timing: delays are stored in centiseconds, and browsers replace delays under 20 ms by
+# 100 ms, so each frame gets a multiple of 10 ms and at least 20 ms.
+GIF_TICK_MS = 10
+GIF_MIN_DELAY_MS = 20
+GIF_COLORS = 256
+GIF_PALETTE_SIDE = 256  # px: the palette is computed on a thumbnail this size (colours, not detail)
+
+# ITU-R BT.601 luma and the YIQ chroma axes, as used by Gatys et al. (2016) for colour preservation.
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
+                        [0.595716, -0.274453, -0.321263],
+                        [0.211456, -0.522591, 0.311135]], dtype=np.float64)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+_STD_FLOOR = 1e-6  # luminance std below this is a flat image: match the mean only
+
+
+# ----- reading
+
+
+def probe_image(path: Path, max_pixels: int) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels.
+
+    Raises UserError for a missing file, a file Pillow cannot identify, and an image with more
+    than `max_pixels` pixels or over Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS,
+    about 89 Mpx, which therefore caps max_pixels).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("no such file" if not path.exists() else "not a file", file=path)
+    try:
+        with _bomb_guard(path), Image.open(path) as im:
+            width, height = im.size
+    except UnidentifiedImageError:
+        raise UserError("not an image: cannot identify image file", file=path) from None
+    except OSError as e:
+        raise UserError(f"cannot read image: {e}", file=path) from None
+    if width * height > max_pixels:
+        raise UserError(f"image is {width}\u00d7{height} = {width * height / _MPX:.1f} Mpx, over the "
+                        f"limit of {max_pixels / _MPX:.1f} Mpx (setting max_pixels)", file=path)
+    return width, height
+
+
+def load_image(path: Path, max_pixels: int) -> np.ndarray:
+    """The image as float32 RGB in [0,1], H×W×3, upright (EXIF orientation applied).
+
+    The size is checked from the header first, so an oversized image is refused before any
+    decoding. Transparent images are composited onto white; 16-bit greyscale keeps its precision.
+    """
+    path = Path(path)
+    probe_image(path, max_pixels)
+    try:
+        with _bomb_guard(path), Image.open(path) as im:
+            upright = ImageOps.exif_transpose(im)  # decodes the pixels
+            return _to_rgb_float(upright)
+    except _DECODE_ERRORS as e:
+        # Pillow says "image file is truncated" and the like; ImageFile.LOAD_TRUNCATED_IMAGES stays
+        # off because a silently grey bottom half is worse than an error.
+        raise UserError(f"truncated or corrupt image: {e}", file=path) from None
+
+
+@contextlib.contextmanager
+def _bomb_guard(path: Path) -> Iterator[None]:
+    """Turn Pillow's decompression-bomb warning and error into a UserError for `path`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise UserError(f"image is over Pillow's decompression-bomb limit: {e}",
+                            file=path) from None
+
+
+def _to_rgb_float(im: Image.Image) -> np.ndarray:
+    """Any Pillow mode to float32 RGB in [0,1]."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # Pillow's convert("RGB") clips 16-bit values at 255 instead of scaling them.
+        grey = np.asarray(im, dtype=np.float32) / _UINT16_MAX
+        return np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
+    if im.mode == "F":
+        return np.repeat(np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)[..., None], 3, axis=2)
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    if has_alpha:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / _UINT8_MAX
+        alpha = rgba[..., 3:]
+        return rgba[..., :3] * alpha + (1.0 - alpha)  # onto white
+    return np.asarray(im.convert("RGB"), dtype=np.float32) / _UINT8_MAX
+
+
+# ----- geometry
+
+
+def fit_size(width: int, height: int, longest: int) -> tuple[int, int]:
+    """(w, h) with the longest side equal to `longest`, aspect ratio kept, each side >= 1."""
+    scale = longest / max(width, height)
+    # floor(x + 0.5), not round(): Python's round() rounds halves to even.
+    return (max(1, math.floor(width * scale + 0.5)), max(1, math.floor(height * scale + 0.5)))
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resample an H×W×C float image to `size` = (w, h): Lanczos when shrinking, bicubic when
+    enlarging, per channel in Pillow's 32-bit float mode (no 8-bit banding); clipped to [0,1].
+
+    The seed squashed every image to 224×224 with nearest-neighbour sampling; callers now keep the
+    aspect ratio (fit_size) and get antialiased resampling.
+    """
+    width, height = size
+    src_height, src_width = image.shape[:2]
+    if (width, height) == (src_width, src_height):
+        return image.astype(np.float32, copy=True)
+    enlarging = width >= src_width and height >= src_height
+    method = Image.Resampling.BICUBIC if enlarging else Image.Resampling.LANCZOS
+    channels = image[..., None] if image.ndim == 2 else image
+    resized = [np.asarray(Image.fromarray(np.ascontiguousarray(channels[..., c], np.float32), "F")
+                          .resize((width, height), method))
+               for c in range(channels.shape[2])]
+    out = np.stack(resized, axis=2)
+    out = out[..., 0] if image.ndim == 2 else out
+    # Lanczos and bicubic overshoot at edges (ringing); values outside [0,1] are not colours.
+    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+# ----- writing
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """uint8 to float32 in [0,1]; float images become float32 unchanged otherwise."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / _UINT8_MAX
+    return np.asarray(image, np.float32)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float [0,1] to uint8 (rounded, clipped); uint8 passes through unchanged."""
+    if image.dtype == np.uint8:
+        return image
+    return np.clip(np.rint(np.asarray(image, np.float32) * _UINT8_MAX), 0, 255).astype(np.uint8)
+
+
+def save_image(image: np.ndarray, path: Path) -> None:
+    """Write an RGB image atomically; the format follows the suffix (see IMAGE_FORMATS)."""
+    path = Path(path)
+    fmt, options = _image_format(path)
+    pil = Image.fromarray(to_uint8(image))
+    with atomic_path(path) as tmp:
+        pil.save(tmp, format=fmt, **options)
+
+
+def _image_format(path: Path) -> tuple[str, dict]:
+    try:
+        return IMAGE_FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise UserError(f"cannot write images with suffix {path.suffix!r}; expected one of "
+                        f"{', '.join(IMAGE_FORMATS)}", file=path) from None
+
+
+def save_gif(frames: Iterable[np.ndarray], path: Path, duration_ms: float | list[float],
+             loop: int = 0, hold_last_ms: float = 0.0) -> None:
+    """Write an animated GIF atomically.
+
+    `duration_ms` is the display time of every frame, or one per frame, in milliseconds; the last
+    frame is shown `hold_last_ms` longer (a progress GIF pauses on the result). `loop` 0 repeats
+    forever. Frames are quantized one at a time (own adaptive palette each) and resized to the
+    first frame's size when they differ, so a generator works; Pillow keeps the 8-bit palette
+    frames (1 byte a pixel) until it writes. Pillow merges a frame identical to the one before
+    into it (adding the delays), so a GIF can hold fewer frames than were given.
+    """
+    path = Path(path)
+    delays = _gif_delays(duration_ms)
+    palette_frames = _with_delays(_quantized(frames), delays, hold_last_ms)
+    first = next(palette_frames, None)
+    if first is None:
+        raise ValueError("save_gif needs at least one frame")
+    with atomic_path(path) as tmp:
+        # No `duration=` here: each frame carries its own in .info, which Pillow reads when the
+        # keyword is absent. That lets the last frame's hold be set once the generator ends.
+        first.save(tmp, format="GIF", save_all=True, append_images=palette_frames, loop=loop)
+
+
+def _quantized(frames: Iterable[np.ndarray]) -> Iterator[Image.Image]:
+    size = None  # (w, h) of the first frame
+    for frame in frames:
+        if size is not None and frame.shape[1::-1] != size:
+            frame = resize(to_float(frame), size)
+        rgb = Image.fromarray(to_uint8(frame))
+        size = rgb.size
+        yield _quantize(rgb)
+
+
+def _quantize(rgb: Image.Image) -> Image.Image:
+    """An adaptive median-cut palette, applied with Floyd–Steinberg dithering.
+
+    Pillow's quantize() ignores `dither` when it also builds the palette, so the palette is built
+    first (on a thumbnail: it depends on the colours, not on detail, and is 10× faster) and then
+    applied with dithering, which trades visible banding in smooth areas for fine noise.
+    """
+    thumb = rgb.copy()
+    thumb.thumbnail((GIF_PALETTE_SIDE, GIF_PALETTE_SIDE))
+    palette = thumb.quantize(GIF_COLORS, method=Image.Quantize.MEDIANCUT)
+    return rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
+
+
+def _gif_delays(duration_ms: float | list[float]) -> Iterator[int]:
+    """Per-frame delays in whole centiseconds whose running sum tracks the requested times.
+
+    GIF stores delays in 10 ms ticks; truncating 33.3 ms to 30 ms every frame would play a 30 fps
+    clip 11% fast, so the rounding error is carried over (30, 30, 40, 30, 30, 40 ms, ...).
+    """
+    per_frame = itertools.repeat(float(duration_ms)) if np.isscalar(duration_ms) else (
+        float(d) for d in duration_ms)
+    elapsed_ms = 0.0
+    shown_ms = 0
+    for wanted in per_frame:
+        elapsed_ms += wanted
+        delay = GIF_TICK_MS * math.floor(elapsed_ms / GIF_TICK_MS + 0.5) - shown_ms
+        delay = max(GIF_MIN_DELAY_MS, delay)
+        shown_ms += delay
+        yield delay
+
+
+def _with_delays(frames: Iterator[Image.Image], delays: Iterator[int],
+                 hold_last_ms: float) -> Iterator[Image.Image]:
+    """Attach each frame's delay to its .info; the last frame (found by looking one ahead) also
+    gets `hold_last_ms`."""
+    previous = None
+    for frame in frames:
+        delay = next(delays, None)
+        if delay is None:
+            raise ValueError("save_gif: fewer durations than frames")
+        frame.info["duration"] = delay
+        if previous is not None:
+            yield previous
+        previous = frame
+    if previous is not None:
+        hold = GIF_TICK_MS * math.floor(hold_last_ms / GIF_TICK_MS + 0.5)
+        previous.info["duration"] += hold
+        yield previous
+
+
+# ----- colour
+
+
+def luminance(image: np.ndarray) -> np.ndarray:
+    """Y (BT.601 luma) of an RGB image, H×W."""
+    return np.asarray(image, np.float64) @ _RGB_TO_YIQ[0]
+
+
+def match_luminance(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`image` with its luminance shifted and scaled to the mean and std of `reference`'s, its
+    chroma (I, Q) unchanged; float32 RGB clipped to [0,1].
+
+    Gatys et al. (2016) do this to the style image before luminance-only transfer, so the style's
+    brightness statistics do not fight the content's.
+    """
+    yiq = _to_yiq(image)
+    yiq[..., 0] = _matched(yiq[..., 0], luminance(reference))
+    return _from_yiq(yiq)
+
+
+def preserve_colors(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """The content's colours with the stylized image's luminance (Gatys et al. 2016, "Preserving
+    colour in neural artistic style transfer", luminance-only transfer).
+
+    Y comes from `stylized`, with its mean and std matched to the content's Y; I and Q come from
+    `content` (resized to the stylized image's size when they differ).
+    """
+    height, width = stylized.shape[:2]
+    if content.shape[:2] != (height, width):
+        content = resize(content, (width, height))
+    yiq = _to_yiq(content)
+    yiq[..., 0] = _matched(luminance(stylized), yiq[..., 0])
+    return _from_yiq(yiq)
+
+
+def _matched(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    std = values.std()
+    centred = values - values.mean()
+    if std > _STD_FLOOR:
+        centred *= reference.std() / std
+    return centred + reference.mean()
+
+
+def _to_yiq(image: np.ndarray) -> np.ndarray:
+    return np.asarray(image, np.float64) @ _RGB_TO_YIQ.T
+
+
+def _from_yiq(yiq: np.ndarray) -> np.ndarray:
+    return np.clip(yiq @ _YIQ_TO_RGB.T, 0.0, 1.0).astype(np.float32)
