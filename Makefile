@@ -1,0 +1,36 @@
+# Every target sets itself up on a fresh clone: `make demo` and `make test` are all a new user needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup weights demo test test-slow bench lint clean
+
+setup: $(STAMP) weights
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+weights: $(STAMP)
+	$(BIN)/batch-style weights
+
+demo: setup
+	$(BIN)/batch-style run jobs/demo.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+bench: setup
+	$(BIN)/python -m batch_style.bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check batch_style tests
+
+clean:
+	rm -rf $(VENV) out bench-results

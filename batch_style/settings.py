@@ -1,0 +1,209 @@
+"""Stylization settings: one frozen dataclass, each default written once, validated once."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+# Layer names are Keras' VGG19 names, the public contract (keras.applications.vgg19).
+VGG19_CONV_LAYERS = (
+    "block1_conv1", "block1_conv2",
+    "block2_conv1", "block2_conv2",
+    "block3_conv1", "block3_conv2", "block3_conv3", "block3_conv4",
+    "block4_conv1", "block4_conv2", "block4_conv3", "block4_conv4",
+    "block5_conv1", "block5_conv2", "block5_conv3", "block5_conv4",
+)
+VGG19_POOL_LAYERS = tuple(f"block{b}_pool" for b in range(1, 6))
+VGG19_LAYERS = VGG19_CONV_LAYERS + VGG19_POOL_LAYERS
+
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise")  # or a path to an image
+
+
+def _spec(default, help: str, *, lo=None, hi=None, choices=None, kind=None):
+    """A settings field with its validation rule and its one-line help (shown by the CLI)."""
+    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "kind": kind}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one image (or one video frame) is stylized.
+
+    The objective is DESIGN.md's (the TensorFlow tutorial's definitions); see losses.py.
+    """
+
+    size: int = _spec(512, "longest side of the result, px (aspect ratio kept)", lo=16, hi=8192)
+    steps: int = _spec(300, "optimizer iterations at the full size", lo=0, hi=100_000)
+    optimizer: str = _spec("lbfgs", "lbfgs | adam", choices=OPTIMIZERS)
+    learning_rate: float = _spec(0.02, "Adam step size (pixels in [0,1])", lo=1e-6, hi=10.0)
+    # The seed's 1e4 : 1e-2 ratio leaves the photo almost unchanged (DESIGN.md); 1e4 : 1 paints.
+    content_weight: float = _spec(1.0e4, "alpha: weight of the content loss", lo=0.0, hi=1e12)
+    style_weight: float = _spec(1.0, "beta: weight of the style loss", lo=0.0, hi=1e12)
+    tv_weight: float = _spec(30.0, "weight of the total-variation loss", lo=0.0, hi=1e12)
+    content_layers: tuple[str, ...] = _spec(("block4_conv2",), "VGG19 layers for content",
+                                            choices=VGG19_LAYERS, kind="layers")
+    style_layers: tuple[str, ...] = _spec(
+        ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
+        "VGG19 layers for style", choices=VGG19_LAYERS, kind="layers")
+    style_layer_weights: tuple[float, ...] | None = _spec(
+        None, "relative weight per style layer (default: equal)", lo=0.0, kind="floats")
+    style_blend: tuple[float, ...] | None = _spec(
+        None, "relative weight per style image when several are given (default: equal)",
+        lo=0.0, kind="floats")
+    style_scale: float = _spec(1.0, "style image size relative to the result's size",
+                               lo=0.05, hi=8.0)
+    preserve_colors: bool = _spec(False, "keep the content's colours (transfer luminance only)")
+    init: str = _spec("content", "content | noise | path to an image", kind="init")
+    seed: int = _spec(0, "random seed (noise init, reproducible runs)", lo=0, hi=2**31 - 1)
+    scales: int = _spec(1, "coarse-to-fine levels, each half the size of the next", lo=1, hi=6)
+    tolerance: float = _spec(0.0, "stop when the loss improves by less than this fraction "
+                                  "over 10 steps (0: run all steps)", lo=0.0, hi=1.0)
+    snapshot_every: int = _spec(10, "steps between frames of the progress GIF", lo=1, hi=100_000)
+    # Video (issue: temporal coherence).
+    frame_steps: int = _spec(100, "steps for video frames after the first of a shot",
+                             lo=0, hi=100_000)
+    warm_start: bool = _spec(True, "video: start each frame from the previous stylized frame")
+    temporal_weight: float = _spec(0.0, "video: weight keeping a frame close to the previous one",
+                                   lo=0.0, hi=1e12)
+    max_pixels: int = _spec(50_000_000, "refuse input images with more pixels than this",
+                            lo=1, hi=2_000_000_000)
+    preset: str | None = _spec(None, "a named bundle of settings (see PRESETS)", kind="preset")
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+
+# Named bundles applied under a job's own settings (defaults < preset < explicit).
+PRESETS: dict[str, dict[str, Any]] = {
+    # The seed / TensorFlow tutorial schedule: content init, Adam lr 0.02 (beta1 0.99, eps 0.1 are
+    # fixed in optimize.py), 1000 steps at one scale, no early stop.
+    "seed": {"optimizer": "adam", "learning_rate": 0.02, "steps": 1000, "scales": 1,
+             "tolerance": 0.0},
+    # Small and quick: for trying a manifest before the overnight run.
+    "draft": {"size": 256, "steps": 100},
+}
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def did_you_mean(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def check_value(name: str, value: Any) -> tuple[Any, str | None]:
+    """Validate and normalize one setting. Returns (normalized value, error message or None)."""
+    if name not in FIELDS:
+        return value, f"unknown setting{did_you_mean(name, FIELDS)}"
+    f = FIELDS[name]
+    meta = f.metadata
+    kind = meta["kind"]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+    def got(v):
+        return f"got {v!r} ({type(v).__name__})"
+
+    if value is None:
+        if default is None:
+            return None, None
+        return value, f"expected a value, {got(value)}"
+    if kind == "layers":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not value:
+            return value, f"expected a non-empty list of VGG19 layer names, {got(value)}"
+        for layer in value:
+            if layer not in meta["choices"]:
+                hint = did_you_mean(str(layer), meta["choices"])
+                return value, f"unknown VGG19 layer {layer!r}{hint}"
+        return tuple(value), None
+    if kind == "floats":
+        if not isinstance(value, (list, tuple)) or not value:
+            return value, f"expected a non-empty list of numbers, {got(value)}"
+        out = []
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                return value, f"expected numbers, {got(v)}"
+            if v < 0:
+                return value, f"expected numbers >= 0, got {v}"
+            out.append(float(v))
+        if sum(out) <= 0:
+            return value, "expected at least one positive weight"
+        return tuple(out), None
+    if kind == "preset":
+        if value not in PRESETS:
+            return value, f"unknown preset {value!r}; expected one of {', '.join(PRESETS)}"
+        return value, None
+    if kind == "init":
+        if not isinstance(value, str) or not value:
+            return value, f"expected 'content', 'noise' or an image path, {got(value)}"
+        return value, None
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            return value, f"expected true or false, {got(value)}"
+        return value, None
+    if isinstance(default, int) or f.type in ("int",):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                return value, f"expected a whole number, {got(value)}"
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value, f"expected a number, {got(value)}"
+        value = float(value)
+        if not math.isfinite(value):
+            return value, f"expected a finite number, got {value}"
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            return value, f"expected text, {got(value)}"
+    if meta["choices"] is not None and value not in meta["choices"]:
+        return value, (f"unknown value {value!r}{did_you_mean(str(value), meta['choices'])}; "
+                       f"expected one of {', '.join(meta['choices'])}")
+    lo, hi = meta["lo"], meta["hi"]
+    if lo is not None and value < lo or hi is not None and value > hi:
+        rng = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        return value, f"expected a value {rng}, got {value}"
+    return value, None
+
+
+def check_settings(mapping: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Validate a mapping of settings. Returns (normalized mapping, [(name, message)])."""
+    clean, problems = {}, []
+    for name, value in mapping.items():
+        value, problem = check_value(str(name), value)
+        if problem:
+            problems.append((str(name), problem))
+        else:
+            clean[name] = value
+    return clean, problems
+
+
+def resolve(*layers: Mapping[str, Any]) -> Settings:
+    """Settings from validated layers of overrides, lowest priority first.
+
+    A `preset` named in any layer is applied just above the defaults. Consistency between fields
+    (one weight per style layer) is checked here, after merging.
+    """
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    preset = merged.get("preset")
+    values = dict(PRESETS[preset]) if preset else {}
+    values.update(merged)
+    settings = Settings(**values)
+    if settings.style_layer_weights is not None and \
+            len(settings.style_layer_weights) != len(settings.style_layers):
+        raise ValueError(f"style_layer_weights: expected {len(settings.style_layers)} weights "
+                         f"(one per style layer), got {len(settings.style_layer_weights)}")
+    return settings
