@@ -1,0 +1,351 @@
+"""The optimizer: an image made to match one image's content and another's style (Gatys et al.)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Hashable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from batch_style import losses, media
+from batch_style.errors import UserError
+from batch_style.model import FeatureModel
+from batch_style.settings import OPTIMIZERS, Settings
+
+# Adam as in the seed and the TensorFlow tutorial (beta1 0.99, epsilon 0.1 on pixels in [0,1]).
+ADAM_BETA1 = 0.99
+ADAM_BETA2 = 0.999
+ADAM_EPSILON = 0.1
+L_BFGS_HISTORY = 20  # correction pairs kept by L-BFGS-B (SciPy's default is 10)
+TOLERANCE_WINDOW = 10  # steps over which `tolerance` measures the relative improvement
+
+
+@dataclass(frozen=True)
+class Losses:
+    """The objective's terms, unweighted, and the weighted total."""
+
+    total: float
+    content: float
+    style: float
+    tv: float
+    temporal: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"total": self.total, "content": self.content, "style": self.style,
+                "tv": self.tv, "temporal": self.temporal}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of the optimization, reported to the caller's callback."""
+
+    step: int               # steps done at this scale (1-based)
+    steps: int              # step budget at this scale
+    scale: int              # 0 = coarsest
+    scales: int
+    size: tuple[int, int]   # (width, height) at this scale, px
+    losses: Losses
+    elapsed: float          # seconds since stylize() began
+    snapshot: np.ndarray | None  # the current image (HxWx3 float32) every `snapshot_every` steps
+
+
+@dataclass(frozen=True)
+class Result:
+    image: np.ndarray       # HxWx3 float32 in [0,1], at settings.size
+    losses: Losses          # at the last step
+    steps: int              # objective evaluations over all scales
+    seconds: float
+    stopped_early: bool     # the tolerance rule ended a scale before its budget
+    history: tuple[float, ...]  # total loss after each step, all scales in order
+
+
+@dataclass(frozen=True)
+class Temporal:
+    """Video coherence term: keep pixels where `mask` is 1 close to `previous` (Ruder et al.)."""
+
+    previous: np.ndarray    # HxWx3, the previous stylized frame warped to this one
+    mask: np.ndarray        # HxW or HxWx1 in [0,1]
+
+
+Callback = Callable[[Progress], None]
+
+
+def scale_sizes(width: int, height: int, settings: Settings, min_side: int) -> list[tuple[int, int]]:
+    """(w, h) per scale, coarsest first: each half the next, the last at settings.size."""
+    sizes = []
+    for level in reversed(range(settings.scales)):
+        longest = max(round(settings.size / 2 ** level), 1)
+        w, h = media.fit_size(width, height, longest)
+        if min(w, h) >= min_side:
+            sizes.append((w, h))
+    if not sizes:
+        w, h = media.fit_size(width, height, settings.size)
+        raise UserError(f"the result would be {w}×{h} px, too small for VGG19: each side must be "
+                        f"at least {min_side} px for the layers asked for; raise size",
+                        field="size")
+    return sizes
+
+
+class Stylizer:
+    """Holds a VGG19 feature model and reuses it, its traced functions and style targets.
+
+    A worker process makes one and stylizes many units with it: the cost per unit is the
+    optimization, not start-up. Style targets are cached per (style key, size, layers).
+    """
+
+    def __init__(self, model: FeatureModel):
+        self.model = model
+        self._style_cache: dict[Hashable, dict[str, tf.Tensor]] = {}
+        self._evaluate = tf.function(self._loss_and_grad, reduce_retracing=False)
+        self._adam_step = tf.function(self._adam_update)
+
+    # -- the objective ----------------------------------------------------------------------
+    def _loss_and_grad(self, x, content_targets, style_targets, layer_weights, weights,
+                       temporal_previous, temporal_mask):
+        """Total loss, its terms and d(total)/dx. Traced once per image size."""
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            features = self.model(x)
+            content = losses.content_loss({n: features[n] for n in content_targets},
+                                          content_targets)
+            style = losses.style_loss({n: losses.gram(features[n]) for n in style_targets},
+                                      style_targets, layer_weights)
+            tv = losses.tv_loss(x)
+            temporal = tf.reduce_mean(temporal_mask * tf.square(x - temporal_previous))
+            total = (weights[0] * content + weights[1] * style + weights[2] * tv
+                     + weights[3] * temporal)
+        return total, tf.stack([content, style, tv, temporal]), tape.gradient(total, x)
+
+    def _adam_update(self, x, m, v, t, learning_rate, *objective_args):
+        """One Adam step, Keras' formulation (epsilon outside the bias correction), then [0,1]."""
+        total, terms, grad = self._loss_and_grad(x, *objective_args)
+        m.assign(ADAM_BETA1 * m + (1 - ADAM_BETA1) * grad)
+        v.assign(ADAM_BETA2 * v + (1 - ADAM_BETA2) * tf.square(grad))
+        t = tf.cast(t, tf.float32)
+        rate = learning_rate * tf.sqrt(1 - ADAM_BETA2 ** t) / (1 - ADAM_BETA1 ** t)
+        x.assign(tf.clip_by_value(x - rate * m / (tf.sqrt(v) + ADAM_EPSILON), 0.0, 1.0))
+        return total, terms
+
+    # -- targets ----------------------------------------------------------------------------
+    def style_grams(self, style: np.ndarray, longest: int, layers: Sequence[str],
+                    key: Hashable | None = None) -> dict[str, tf.Tensor]:
+        """Gram matrices of a style image resized to `longest` px, cached when `key` is given."""
+        cache_key = None if key is None else (key, longest, tuple(layers))
+        if cache_key in self._style_cache:
+            return self._style_cache[cache_key]
+        h, w = style.shape[:2]
+        resized = media.resize(style, media.fit_size(w, h, longest))
+        features = self.model(tf.constant(resized[None]))
+        grams = {n: losses.gram(features[n]) for n in layers}
+        if cache_key is not None:
+            self._style_cache[cache_key] = grams
+        return grams
+
+    def content_targets(self, content: np.ndarray, layers: Sequence[str]) -> dict[str, tf.Tensor]:
+        features = self.model(tf.constant(content[None]))
+        return {n: features[n] for n in layers}
+
+    # -- the whole optimization -------------------------------------------------------------
+    def stylize(self, content: np.ndarray, styles: Sequence[np.ndarray], settings: Settings, *,
+                style_keys: Sequence[Hashable] | None = None, init: np.ndarray | None = None,
+                steps: int | None = None, temporal: Temporal | None = None,
+                callback: Callback | None = None) -> Result:
+        """Stylize `content` (HxWx3 in [0,1], any size) with `styles`, as `settings` say.
+
+        `init` (any size) replaces settings.init; `steps` replaces settings.steps (video frames
+        after the first use frame_steps); `temporal` adds the video coherence term.
+        """
+        missing = set(settings.content_layers + settings.style_layers) - set(
+            self.model.layer_names)
+        if missing:
+            raise ValueError(f"the feature model lacks layers {sorted(missing)}")
+        if settings.optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {settings.optimizer!r}; expected one of "
+                            f"{', '.join(OPTIMIZERS)}", field="optimizer")
+        started = time.perf_counter()
+        budget = settings.steps if steps is None else steps
+        height, width = content.shape[:2]
+        sizes = scale_sizes(width, height, settings, self.model.min_size)
+        image = self._initial_image(content, sizes[0], settings, init)
+        blend = settings.style_blend or (1.0,) * len(styles)
+        if len(blend) != len(styles):
+            raise UserError(f"expected {len(styles)} weights (one per style), got {len(blend)}",
+                            field="style_blend")
+        layer_weights = dict(zip(settings.style_layers,
+                                 settings.style_layer_weights or (1.0,) * len(settings.style_layers)))
+        keys = list(style_keys) if style_keys is not None else [None] * len(styles)
+        history: list[float] = []
+        evaluations, stopped_early, last = 0, False, None
+        for scale, (w, h) in enumerate(sizes):
+            content_here = media.resize(content, (w, h))
+            image = media.resize(image, (w, h)) if image.shape[:2] != (h, w) else image
+            style_longest = max(round(max(w, h) * settings.style_scale), self.model.min_size)
+            grams = [self.style_grams(s, style_longest, settings.style_layers, k)
+                     for s, k in zip(styles, keys)]
+            objective_args = (
+                self.content_targets(content_here, settings.content_layers),
+                losses.blend_grams(grams, blend) if len(grams) > 1 else grams[0],
+                layer_weights,
+                tf.constant([settings.content_weight, settings.style_weight, settings.tv_weight,
+                             settings.temporal_weight if temporal else 0.0], tf.float32),
+                *self._temporal_args(temporal, (w, h)),
+            )
+            run = _OPTIMIZERS[settings.optimizer]
+            report = _Reporter(callback, settings, scale, len(sizes), (w, h), budget, started,
+                               content_here if settings.preserve_colors else None)
+            image, last, n, early = run(self, image, objective_args, settings, budget, report)
+            history.extend(report.history)
+            evaluations += n
+            stopped_early |= early
+        if settings.preserve_colors:
+            image = media.preserve_colors(image, media.resize(content, image.shape[1::-1]))
+        if last is None:  # zero steps: report the objective of the initial image
+            last = self.evaluate(image, content, styles, settings, style_keys=style_keys)
+        return Result(image=image.astype(np.float32), losses=last, steps=evaluations,
+                      seconds=time.perf_counter() - started, stopped_early=stopped_early,
+                      history=tuple(history))
+
+    def evaluate(self, image: np.ndarray, content: np.ndarray, styles: Sequence[np.ndarray],
+                 settings: Settings, *, style_keys=None) -> Losses:
+        """The objective of `image` (already at the result's size) — the bench's common measure."""
+        h, w = image.shape[:2]
+        content_here = media.resize(content, (w, h))
+        style_longest = max(round(max(w, h) * settings.style_scale), self.model.min_size)
+        keys = list(style_keys) if style_keys is not None else [None] * len(styles)
+        grams = [self.style_grams(s, style_longest, settings.style_layers, k)
+                 for s, k in zip(styles, keys)]
+        blend = settings.style_blend or (1.0,) * len(styles)
+        layer_weights = dict(zip(settings.style_layers,
+                                 settings.style_layer_weights or (1.0,) * len(settings.style_layers)))
+        total, terms, _ = self._evaluate(
+            tf.constant(image[None], tf.float32),
+            self.content_targets(content_here, settings.content_layers),
+            losses.blend_grams(grams, blend) if len(grams) > 1 else grams[0], layer_weights,
+            tf.constant([settings.content_weight, settings.style_weight, settings.tv_weight, 0.0]),
+            *self._temporal_args(None, (w, h)))
+        return _losses(total, terms)
+
+    @staticmethod
+    def _temporal_args(temporal: Temporal | None, size: tuple[int, int]):
+        w, h = size
+        if temporal is None:
+            zeros = tf.zeros((1, h, w, 3), tf.float32)
+            return zeros, zeros
+        previous = media.resize(temporal.previous, (w, h))
+        mask = temporal.mask.astype(np.float32)
+        mask = mask[..., None] if mask.ndim == 2 else mask
+        mask = media.resize(np.repeat(mask, 3, axis=-1), (w, h))
+        return tf.constant(previous[None]), tf.constant(mask[None])
+
+    @staticmethod
+    def _initial_image(content: np.ndarray, size: tuple[int, int], settings: Settings,
+                       init: np.ndarray | None) -> np.ndarray:
+        w, h = size
+        if init is not None:
+            return media.resize(init, (w, h))
+        if settings.init == "content":
+            return media.resize(content, (w, h))
+        if settings.init == "noise":
+            rng = np.random.default_rng(settings.seed)
+            return rng.uniform(0.0, 1.0, (h, w, 3)).astype(np.float32)
+        # A path: the manifest validated it; callers pass the loaded image as `init`.
+        raise ValueError("settings.init is a path: load it and pass it as init=")
+
+
+def _losses(total, terms) -> Losses:
+    c, s, t, tt = (float(v) for v in np.asarray(terms))
+    return Losses(total=float(total), content=c, style=s, tv=t, temporal=tt)
+
+
+class _Reporter:
+    """Turns each step into a Progress event and applies the tolerance stopping rule."""
+
+    def __init__(self, callback, settings, scale, scales, size, steps, started, color_source):
+        self.callback, self.settings = callback, settings
+        self.scale, self.scales, self.size, self.steps = scale, scales, size, steps
+        self.started, self.color_source = started, color_source
+        self.history: list[float] = []
+
+    def step(self, losses_now: Losses, image_fn: Callable[[], np.ndarray]) -> bool:
+        """Record a step; True when the tolerance rule says to stop."""
+        self.history.append(losses_now.total)
+        n = len(self.history)
+        if self.callback is not None:
+            snapshot = None
+            if n % self.settings.snapshot_every == 0 or n == self.steps:
+                snapshot = image_fn()
+                if self.color_source is not None:
+                    snapshot = media.preserve_colors(snapshot, self.color_source)
+            self.callback(Progress(step=n, steps=self.steps, scale=self.scale,
+                                   scales=self.scales, size=self.size, losses=losses_now,
+                                   elapsed=time.perf_counter() - self.started,
+                                   snapshot=snapshot))
+        tol = self.settings.tolerance
+        if tol > 0 and n > TOLERANCE_WINDOW:
+            before = self.history[-1 - TOLERANCE_WINDOW]
+            if before - losses_now.total < tol * abs(before):
+                return True
+        return False
+
+
+def _run_adam(stylizer: Stylizer, image, objective_args, settings, steps, report):
+    x = tf.Variable(image[None], dtype=tf.float32)
+    m = tf.Variable(tf.zeros_like(x))
+    v = tf.Variable(tf.zeros_like(x))
+    rate = tf.constant(settings.learning_rate, tf.float32)
+    last, early, n = None, False, 0
+    for n in range(1, steps + 1):
+        total, terms = stylizer._adam_step(x, m, v, tf.constant(n), rate, *objective_args)
+        last = _losses(total, terms)
+        if report.step(last, lambda: x.numpy()[0]):
+            early = True
+            break
+    return x.numpy()[0], last, n, early
+
+
+class _StopOptimizer(Exception):
+    pass
+
+
+def _run_lbfgs(stylizer: Stylizer, image, objective_args, settings, steps, report):
+    """SciPy's L-BFGS-B with box bounds [0,1] (no clipping needed) fed by TensorFlow gradients.
+
+    Gatys et al. used L-BFGS; bounds keep pixels valid exactly, where Adam must clip. A step is
+    one objective evaluation (line searches included), so step budgets cost the same for both.
+    """
+    from scipy.optimize import Bounds, minimize
+
+    shape = (1, *image.shape)
+    state = {"n": 0, "best": (math.inf, None, image), "early": False}
+
+    def fun(flat: np.ndarray):
+        x = tf.constant(flat.reshape(shape), tf.float32)
+        total, terms, grad = stylizer._evaluate(x, *objective_args)
+        state["n"] += 1
+        current = _losses(total, terms)
+        if current.total < state["best"][0]:
+            state["best"] = (current.total, current, flat)
+        if report.step(current, lambda: flat.reshape(image.shape).astype(np.float32)):
+            state["early"] = True
+        if state["early"] or state["n"] >= steps:
+            raise _StopOptimizer  # SciPy has no way to stop from inside an evaluation
+        return float(total), grad.numpy().astype(np.float64).ravel()
+
+    if steps > 0:
+        try:
+            minimize(fun, image.astype(np.float64).ravel(), jac=True, method="L-BFGS-B",
+                     bounds=Bounds(0.0, 1.0),
+                     options={"maxfun": steps + 1, "maxiter": steps + 1,
+                              "maxcor": L_BFGS_HISTORY, "ftol": 0.0, "gtol": 0.0})
+        except _StopOptimizer:
+            pass
+    # The best point seen: L-BFGS-B's line search may have ended on a worse trial point.
+    _, best_losses, best = state["best"]
+    return (np.asarray(best, np.float32).reshape(image.shape), best_losses, state["n"],
+            state["early"])
+
+
+_OPTIMIZERS = {"adam": _run_adam, "lbfgs": _run_lbfgs}
