@@ -1,0 +1,734 @@
+"""Load and validate YAML job manifests (version 1) into frozen Jobs."""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from batch_style.errors import UserError, UserErrors
+from batch_style.settings import FIELDS, INITS, Settings, check_value, did_you_mean, resolve
+
+VERSION = 1
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# Output formats by job kind; the first is the default when a job gives no `outputs`.
+OUTPUTS = {"images": ("image", "progress_gif"), "video": ("mp4", "gif", "frames")}
+TOP_KEYS = ("version", "output", "defaults", "jobs")
+JOB_KEYS = ("name", "content", "video", "style", "style_blend", "outputs", "start", "end", "fps",
+            "settings")
+VIDEO_KEYS = ("start", "end", "fps")
+EMPTY = "empty manifest; expected a mapping with 'version', 'output' and 'jobs'"
+
+# A job name becomes a folder under `output`: one safe path component, never hidden or '..'.
+_JOB_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_GLOB_MAGIC = re.compile(r"[*?[]")
+_TAG = "tag:yaml.org,2002:"
+_MAP, _SEQ, _NULL, _MERGE = (_TAG + t for t in ("map", "seq", "null", "merge"))
+# Tags SafeConstructor builds plain data from; anything else (!!python/..., !custom) is refused.
+_SAFE_TAGS = frozenset(t for t in SafeConstructor.yaml_constructors if t is not None)
+_INVALID = object()  # a value already reported as a problem
+_MAX_PIXELS = Settings().max_pixels
+_KIND_NAMES = {"images": "image", "video": "video"}
+_UNITS = {"start": "seconds", "end": "seconds", "fps": "frames per second"}
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads 1e4 and 1.0e4 as numbers.
+
+    PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent, so the natural
+    `content_weight: 1.0e4` would be the text '1.0e4'. YAML 1.2 (and every user) says number.
+    """
+
+
+_Loader.add_implicit_resolver(
+    _TAG + "float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of a manifest, checked: every path exists and is absolute."""
+
+    name: str                  # unique in its manifest; the folder of its results under `output`
+    kind: str                  # "images" (files, folders, globs) or "video"
+    contents: tuple[Path, ...]  # images: the content images, absolute, sorted, unique; video: ()
+    video: Path | None         # video: the source video, absolute; images: None
+    start: float               # video: first second to stylize (frames with start <= t < end)
+    end: float | None          # video: second to stop at (None: the end of the video)
+    fps: float | None          # video: resample to this many frames per second (None: source fps)
+    styles: tuple[Path, ...]   # one or more style images, absolute, in the manifest's order
+    outputs: tuple[str, ...]   # formats to write, from OUTPUTS[kind]
+    settings: Settings         # defaults < preset < manifest `defaults` < job `settings`
+    line: int                  # line of the job in the manifest (1-based)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A checked manifest: where its results go and its jobs."""
+
+    path: Path             # the manifest file, absolute
+    output: Path           # results folder, absolute
+    jobs: tuple[Job, ...]  # in the manifest's order
+
+
+def load(path: str | os.PathLike) -> Manifest:
+    """Read and check one manifest; raises UserErrors listing every problem found."""
+    manifest, errors = _load(path)
+    if errors:
+        raise UserErrors(errors)
+    return manifest
+
+
+def load_all(paths: Iterable[str | os.PathLike]) -> list[Manifest]:
+    """Read and check several manifests; raises UserErrors with the problems of all of them.
+
+    Besides each manifest's own problems, two manifests may not write a job of the same name
+    into the same output folder (each would overwrite, and mark done, the other's results).
+    """
+    loaded: list[tuple[str, Manifest]] = []
+    errors: list[UserError] = []
+    seen: set[str] = set()
+    for path in paths:
+        # The same manifest named twice would collide with itself; running it once is what's meant.
+        key = os.path.realpath(os.path.expanduser(path))
+        if key in seen:
+            continue
+        seen.add(key)
+        manifest, problems = _load(path)
+        errors += problems
+        if manifest is not None:
+            loaded.append((os.fspath(path), manifest))
+    errors += _collisions(loaded)
+    if errors:
+        raise UserErrors(errors)
+    return [manifest for _, manifest in loaded]
+
+
+def _collisions(loaded: list[tuple[str, Manifest]]) -> list[UserError]:
+    first: dict[tuple[str, str], tuple[str, int]] = {}
+    errors = []
+    for shown, manifest in loaded:
+        for index, job in enumerate(manifest.jobs):
+            key = (os.path.realpath(manifest.output), job.name)
+            if key in first:
+                other, line = first[key]
+                errors.append(UserError(
+                    f"job {job.name!r} writes into the same folder, "
+                    f"'{manifest.output / job.name}', as the job on {other}:{line}",
+                    file=shown, line=job.line, field=f"jobs[{index}].name"))
+            else:
+                first[key] = (shown, job.line)
+    return errors
+
+
+def _load(path: str | os.PathLike) -> tuple[Manifest | None, list[UserError]]:
+    shown = os.fspath(path)
+    file = Path(os.path.abspath(os.path.expanduser(shown)))
+    try:
+        root = _compose(_read_text(file, shown), shown)
+    except UserError as error:
+        return None, [error]
+    reader = _Reader(shown, file.parent)
+    manifest = reader.manifest(root, file)
+    errors = _unique(reader.errors)
+    return (None if errors else manifest), errors
+
+
+def _read_text(file: Path, shown: str) -> str:
+    if file.is_dir():
+        raise UserError("is a folder; expected a YAML manifest", file=shown)
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise UserError("no such file", file=shown) from None
+    except OSError as error:
+        raise UserError(f"cannot read: {error.strerror}", file=shown) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise UserError("not UTF-8 text; a manifest is a YAML text file", file=shown,
+                        line=line) from None
+
+
+def _compose(text: str, shown: str) -> Node | None:
+    """The YAML node tree, which keeps the line of every value (yaml.load would lose them)."""
+    try:
+        return yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        message = f"invalid YAML: {error.problem or error.context}"
+        if error.context and error.context_mark and error.context_mark.line != mark.line:
+            message += f" ({error.context} on line {error.context_mark.line + 1})"
+        raise UserError(message, file=shown, line=mark.line + 1) from None
+    except yaml.reader.ReaderError as error:
+        line = text[:error.position].count("\n") + 1
+        raise UserError(f"invalid YAML: {error.reason} (character {error.character!r})",
+                        file=shown, line=line) from None
+
+
+def _unique(errors: list[UserError]) -> list[UserError]:
+    """Errors in line order, each once (a bad `defaults` entry is found again for every job)."""
+    seen, out = set(), []
+    for error in sorted(errors, key=lambda e: e.line or 0):
+        if str(error) not in seen:
+            seen.add(str(error))
+            out.append(error)
+    return out
+
+
+def _line(node: Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _got(value: Any) -> str:
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"got {text} ({type(value).__name__})"
+
+
+def _describe(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    if node.tag == _NULL:
+        return "nothing"
+    return repr(node.value) if node.tag == _TAG + "str" else node.value
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _unsafe_tag(node: Node) -> Node | None:
+    """The first node under `node` with a tag that would build something other than plain data."""
+    stack, seen = [node], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # aliases can make the tree a graph, even a cyclic one
+            continue
+        seen.add(id(node))
+        if node.tag not in _SAFE_TAGS and node.tag != _MERGE:
+            return node
+        if isinstance(node, SequenceNode):
+            stack.extend(reversed(node.value))
+        elif isinstance(node, MappingNode):
+            stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
+    return None
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
+
+
+class _Given(NamedTuple):
+    """A checked setting and where the manifest gave it."""
+
+    value: Any
+    line: int
+    field: str
+
+
+class _Reader:
+    """Walks one manifest's YAML nodes, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, shown: str, folder: Path):
+        self.shown = shown      # the manifest's path as the user wrote it, for messages
+        self.folder = folder    # relative paths in the manifest are relative to this folder
+        self.errors: list[UserError] = []
+        self._probed: dict[tuple[Path, int], str | None] = {}
+
+    def error(self, where: Node | int, field: str, message: str) -> None:
+        line = where if isinstance(where, int) else _line(where)
+        self.errors.append(UserError(message, file=self.shown, line=line, field=field or None))
+
+    # --- YAML nodes -----------------------------------------------------------------------------
+
+    def value(self, node: Node, field: str) -> Any:
+        """The plain data of a node, or _INVALID (reported) when a tag would build an object."""
+        bad = _unsafe_tag(node)
+        if bad is not None:
+            self.error(bad, field, f"YAML tag {_short_tag(bad.tag)!r} is not allowed; "
+                                   "a manifest holds plain data only")
+            return _INVALID
+        try:
+            return SafeConstructor().construct_document(node)
+        except ConstructorError as error:  # e.g. a malformed !!timestamp or !!binary
+            mark = error.problem_mark or node.start_mark
+            self.error(mark.line + 1, field, f"invalid value: {error.problem}")
+            return _INVALID
+
+    def entries(self, node: Node, field: str, allowed: Iterable[str] | None, expected: str,
+                merging: frozenset[int] = frozenset()) -> dict[str, tuple[Node, Node]] | None:
+        """A mapping node's (key node, value node) by key; reports bad, duplicate, unknown keys.
+
+        `<<: *anchor` merge keys are honoured (keys written here win over merged ones);
+        `merging` holds the mappings being merged already, as an anchor can merge itself.
+        """
+        if not isinstance(node, MappingNode) or node.tag != _MAP:
+            tag = "" if node.tag in _SAFE_TAGS else f" tagged {_short_tag(node.tag)!r}"
+            self.error(node, field, f"expected {expected}, got {_describe(node)}{tag}")
+            return None
+        out: dict[str, tuple[Node, Node]] = {}
+        merged: list[Node] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                merged += value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+                continue
+            key = self.value(key_node, field)
+            if key is _INVALID:
+                continue
+            sub = f"{field}.{key}" if field else str(key)
+            if not isinstance(key, str):
+                self.error(key_node, field, f"expected text keys, {_got(key)}")
+            elif key in out:
+                self.error(key_node, sub, f"duplicate key (first on line {_line(out[key][0])})")
+            elif allowed is not None and key not in allowed:
+                self.error(key_node, sub, f"unknown key{did_you_mean(key, allowed)}; "
+                                          f"expected one of {', '.join(allowed)}")
+            else:
+                out[key] = (key_node, value_node)
+        merging |= {id(node)}
+        for source in merged:
+            if id(source) in merging:
+                continue
+            source_entries = self.entries(source, field, allowed, expected, merging) or {}
+            for key, pair in source_entries.items():
+                out.setdefault(key, pair)
+        return out
+
+    def items(self, node: Node, field: str) -> list[tuple[Node, str]]:
+        """(node, field) of each element of a list, or of the value itself when it is not a list."""
+        if isinstance(node, SequenceNode) and node.tag == _SEQ:
+            return [(item, f"{field}[{i}]") for i, item in enumerate(node.value)]
+        return [(node, field)]
+
+    def path(self, text: str) -> Path:
+        return Path(os.path.abspath(self.folder / os.path.expanduser(text)))
+
+    def shown_path(self, path: Path) -> str:
+        """A path as short as the manifest would write it: relative to its folder when inside."""
+        relative = os.path.relpath(path, self.folder)
+        return str(path) if relative.startswith("..") else relative
+
+    # --- top level ------------------------------------------------------------------------------
+
+    def manifest(self, root: Node | None, file: Path) -> Manifest | None:
+        if root is None:  # an empty file, or only comments
+            self.error(1, "", EMPTY)
+            return None
+        top = self.entries(root, "", TOP_KEYS,
+                           "a mapping with 'version', 'output' and 'jobs'")
+        if top is None:
+            return None
+        self.version(top, root)
+        output = self.output(top, root)
+        defaults = self.settings_layer(top["defaults"][1], "defaults") if "defaults" in top else {}
+        jobs = self.jobs(top, root, defaults)
+        if self.errors:
+            return None
+        return Manifest(path=file, output=output, jobs=jobs)
+
+    def version(self, top: dict, root: Node) -> None:
+        if "version" not in top:
+            self.error(root, "version", f"missing; expected 'version: {VERSION}'")
+            return
+        node = top["version"][1]
+        value = self.value(node, "version")
+        if value is not _INVALID and (type(value) is not int or value != VERSION):
+            self.error(node, "version",
+                       f"unsupported manifest version {value!r}; expected {VERSION}")
+
+    def output(self, top: dict, root: Node) -> Path | None:
+        if "output" not in top:
+            self.error(root, "output", "missing; expected the results folder, e.g. 'output: out'")
+            return None
+        node = top["output"][1]
+        value = self.value(node, "output")
+        if value is _INVALID:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.error(node, "output", f"expected a folder path, {_got(value)}")
+            return None
+        path = self.path(value)
+        if path.exists() and not path.is_dir():
+            self.error(node, "output", f"{value!r} exists and is not a folder")
+        return path
+
+    def settings_layer(self, node: Node, field: str) -> dict[str, _Given]:
+        """Checked settings of one mapping (`defaults` or a job's `settings`), with their lines."""
+        if isinstance(node, ScalarNode) and node.tag == _NULL:  # `defaults:` left empty
+            return {}
+        entries = self.entries(node, field, None, "a mapping of settings")
+        layer: dict[str, _Given] = {}
+        for name, (key_node, value_node) in (entries or {}).items():
+            sub = f"{field}.{name}"
+            value = self.value(value_node, sub)
+            if value is _INVALID:
+                continue
+            value, problem = check_value(name, value)
+            if problem:
+                self.error(value_node if name in FIELDS else key_node, sub, problem)
+                continue
+            if name == "init" and value not in INITS:
+                path = self.image_file(value, value_node, sub)
+                if path is None:
+                    continue
+                value = str(path)
+            layer[name] = _Given(value, _line(value_node), sub)
+        return layer
+
+    def jobs(self, top: dict, root: Node, defaults: dict[str, _Given]) -> tuple[Job, ...]:
+        if "jobs" not in top:
+            self.error(root, "jobs", "missing; expected a non-empty list of jobs")
+            return ()
+        node = top["jobs"][1]
+        if not isinstance(node, SequenceNode) or node.tag != _SEQ or not node.value:
+            self.error(node, "jobs", f"expected a non-empty list of jobs, got {_describe(node)}")
+            return ()
+        names: dict[str, int] = {}
+        jobs = (self.job(i, item, defaults, names) for i, item in enumerate(node.value))
+        return tuple(job for job in jobs if job is not None)
+
+    # --- one job --------------------------------------------------------------------------------
+
+    def job(self, index: int, node: Node, defaults: dict[str, _Given],
+            names: dict[str, int]) -> Job | None:
+        field = f"jobs[{index}]"
+        entries = self.entries(node, field, JOB_KEYS,
+                               "a mapping with 'name', 'content' or 'video', and 'style'")
+        if entries is None:
+            return None
+        errors_before = len(self.errors)
+        name = self.job_name(entries, node, field, names)
+        kind = self.kind(entries, node, field)
+        images: list[tuple[Path, Node, str]] = []  # (image, node, field) to probe once sizes known
+        contents = self.contents(entries["content"], field, images) if kind == "images" else ()
+        video = self.video(entries["video"], field) if kind == "video" else None
+        styles = self.styles(entries, node, field, images)
+        outputs = self.outputs(entries, field, kind)
+        start, end, fps = self.video_range(entries, field, kind)
+        settings, given = self.job_settings(entries, node, field, defaults, name, len(styles))
+        init = given.get("init")
+        if init is not None and init.value not in INITS:
+            images.append((Path(init.value), init.line, init.field))
+        # Probed even when the settings do not add up, so that one run shows every problem.
+        if settings is not None:
+            self.probe_images(images, settings.max_pixels)
+        else:
+            self.probe_images(images, given["max_pixels"].value if "max_pixels" in given
+                              else _MAX_PIXELS)
+        if len(self.errors) > errors_before:
+            return None
+        return Job(name=name, kind=kind, contents=contents, video=video, start=start, end=end,
+                   fps=fps, styles=styles, outputs=outputs, settings=settings, line=_line(node))
+
+    def job_name(self, entries: dict, node: Node, field: str, names: dict[str, int]) -> str | None:
+        if "name" not in entries:
+            self.error(node, f"{field}.name", "missing; every job needs a unique name "
+                                              "(it names the job's output folder)")
+            return None
+        value_node = entries["name"][1]
+        value = self.value(value_node, f"{field}.name")
+        if value is _INVALID:
+            return None
+        if not isinstance(value, str):
+            self.error(value_node, f"{field}.name", f"expected text, {_got(value)}")
+        elif not _JOB_NAME.fullmatch(value):
+            self.error(value_node, f"{field}.name",
+                       f"{value!r} cannot name a folder: use letters, digits, '.', '_' and '-', "
+                       f"not starting with '.'")
+        elif value in names:
+            self.error(value_node, f"{field}.name",
+                       f"duplicate job name {value!r} (first on line {names[value]})")
+        else:
+            names[value] = _line(value_node)
+            return value
+        return None
+
+    def kind(self, entries: dict, node: Node, field: str) -> str | None:
+        if "content" in entries and "video" in entries:
+            self.error(node, field, "give either 'content' or 'video', not both")
+            return None
+        if "content" not in entries and "video" not in entries:
+            self.error(node, field, "missing 'content' or 'video'")
+            return None
+        return "images" if "content" in entries else "video"
+
+    def contents(self, entry: tuple[Node, Node], field: str,
+                 images: list[tuple[Path, Node, str]]) -> tuple[Path, ...]:
+        field += ".content"
+        value_node = entry[1]
+        items = self.items(value_node, field)
+        if not items:
+            self.error(value_node, field, "expected a file, a folder or a glob pattern, "
+                                          "or a non-empty list of them; got an empty list")
+        found: dict[Path, None] = {}
+        for node, sub in items:
+            text = self.value(node, sub)
+            if text is _INVALID:
+                continue
+            if not isinstance(text, str) or not text:
+                self.error(node, sub, f"expected a file, a folder or a glob pattern, {_got(text)}")
+                continue
+            for path in self.expand(text, node, sub):
+                if path not in found:
+                    found[path] = None
+                    images.append((path, node, sub))
+        self.check_names(found, value_node, field)
+        return tuple(sorted(found))
+
+    def expand(self, text: str, node: Node, field: str) -> list[Path]:
+        """The content images a manifest entry names: a file, every image in a folder, or a glob."""
+        path = self.path(text)
+        if path.is_file():
+            return [path]
+        if path.is_dir():
+            images = self.images_in(path, node, field)
+            if images == []:
+                self.error(node, field, f"no images in folder {text!r} "
+                                        f"(looked for {' '.join(IMAGE_EXTENSIONS)})")
+            return images or []
+        if _GLOB_MAGIC.search(text):
+            matches = glob.glob(os.path.expanduser(text), root_dir=self.folder, recursive=True)
+            images = sorted(self.path(m) for m in matches if _is_image_file(self.path(m)))
+            if not images:
+                also = f" (it matches {len(matches)} other files)" if matches else ""
+                self.error(node, field, f"glob {text!r} matches no images{also}")
+            return images
+        if path.exists():
+            self.error(node, field, f"{text!r} is not a regular file")
+        else:
+            self.error(node, field, f"no such file or folder {text!r}")
+        return []
+
+    def images_in(self, folder: Path, node: Node, field: str) -> list[Path] | None:
+        try:
+            return sorted(p for p in folder.iterdir() if _is_image_file(p))
+        except OSError as error:
+            self.error(node, field, f"cannot list folder '{self.shown_path(folder)}': "
+                                    f"{error.strerror}")
+            return None
+
+    def check_names(self, contents: Iterable[Path], node: Node, field: str) -> None:
+        """Results are named after the content file (plan.stems), so one name may come only once.
+
+        a.jpg and a.png can share a job (plan names them a_jpg, a_png); two folders' a.jpg cannot.
+        """
+        first: dict[str, Path] = {}
+        for path in sorted(contents):
+            if path.name in first:
+                self.error(node, field, f"'{self.shown_path(first[path.name])}' and "
+                                        f"'{self.shown_path(path)}' have the same file name; their "
+                                        f"results would overwrite each other")
+            else:
+                first[path.name] = path
+
+    def video(self, entry: tuple[Node, Node], field: str) -> Path | None:
+        field += ".video"
+        node = entry[1]
+        text = self.value(node, field)
+        if text is _INVALID:
+            return None
+        if not isinstance(text, str) or not text:
+            self.error(node, field, f"expected a video file, {_got(text)}")
+            return None
+        path = self.file(text, node, field)
+        if path is not None and not self.probe_video(path, node, field):
+            return None
+        return path
+
+    def styles(self, entries: dict, node: Node, field: str,
+               images: list[tuple[Path, Node, str]]) -> tuple[Path, ...]:
+        field += ".style"
+        if "style" not in entries:
+            self.error(node, field, "missing; expected a style image or a list of them")
+            return ()
+        value_node = entries["style"][1]
+        items = self.items(value_node, field)
+        if not items:
+            self.error(value_node, field, "expected a style image or a non-empty list of them, "
+                                          "got an empty list")
+        styles = []
+        for item, sub in items:
+            path = self.image_file(self.value(item, sub), item, sub)
+            if path is not None:
+                styles.append(path)
+                images.append((path, item, sub))
+        return tuple(styles)
+
+    def outputs(self, entries: dict, field: str, kind: str | None) -> tuple[str, ...]:
+        if kind is None:  # content or video is missing (reported): formats depend on it
+            return ()
+        valid = OUTPUTS[kind]
+        if "outputs" not in entries:
+            return valid[:1]
+        field += ".outputs"
+        value_node = entries["outputs"][1]
+        items = self.items(value_node, field)
+        if not items:
+            self.error(value_node, field, f"expected a non-empty list of output formats, "
+                                          f"from: {', '.join(valid)}")
+        outputs: dict[str, None] = {}
+        for item, sub in items:
+            value = self.value(item, sub)
+            if value is _INVALID:
+                continue
+            if value in valid:
+                outputs[value] = None
+                continue
+            other = next((k for k, formats in OUTPUTS.items() if value in formats), None)
+            hint = (f" ('{value}' is for {_KIND_NAMES[other]} jobs)" if other
+                    else did_you_mean(str(value), valid))
+            self.error(item, sub, f"unknown output format {value!r} for {_KIND_NAMES[kind]} "
+                                  f"jobs{hint}; expected one of {', '.join(valid)}")
+        return tuple(outputs)
+
+    def video_range(self, entries: dict, field: str,
+                    kind: str | None) -> tuple[float, float | None, float | None]:
+        values: dict[str, float | None] = {"start": 0.0, "end": None, "fps": None}
+        for key in VIDEO_KEYS:
+            if key not in entries:
+                continue
+            key_node, node = entries[key]
+            sub = f"{field}.{key}"
+            if kind == "images":
+                self.error(key_node, sub, "only for video jobs")
+                continue
+            value = self.value(node, sub)
+            if value is _INVALID:
+                continue
+            if value is None and key != "start":  # `end: null`: to the end; `fps: null`: source's
+                continue
+            if not _is_number(value):
+                self.error(node, sub, f"expected a number of {_UNITS[key]}, {_got(value)}")
+            elif key == "start" and value < 0:
+                self.error(node, sub, f"expected a value >= 0, got {value}")
+            elif key == "fps" and value <= 0:
+                self.error(node, sub, f"expected a value > 0, got {value}")
+            elif key == "end" and values["start"] is not None and value <= values["start"]:
+                self.error(node, sub, f"expected a value > start ({values['start']}), got {value}")
+            else:
+                values[key] = float(value)
+                continue
+            values[key] = None  # so that a bad start does not also make `end` look wrong
+        return values["start"] or 0.0, values["end"], values["fps"]
+
+    def job_settings(self, entries: dict, node: Node, field: str, defaults: dict[str, _Given],
+                     name: str | None, n_styles: int) -> tuple[Settings | None, dict]:
+        """The job's settings, and where each was given (for the errors found after merging)."""
+        layer = {}
+        if "settings" in entries:
+            layer = self.settings_layer(entries["settings"][1], f"{field}.settings")
+        if "style_blend" in entries:
+            self.style_blend(entries["style_blend"], field, layer)
+        given = {**defaults, **layer}
+        try:
+            settings = resolve({k: g.value for k, g in defaults.items()},
+                               {k: g.value for k, g in layer.items()})
+        except ValueError as error:
+            self.settings_error(str(error), given, node, field)
+            return None, given
+        blend = settings.style_blend
+        if blend is not None and n_styles and len(blend) != n_styles:
+            where = given["style_blend"]
+            job = "" if where.field.startswith(field) else f" of job {name or field}"
+            self.error(where.line, where.field, f"expected {n_styles} weights, one per style "
+                                                f"image{job}, got {len(blend)}")
+            return None, given
+        return settings, given
+
+    def style_blend(self, entry: tuple[Node, Node], field: str, layer: dict[str, _Given]) -> None:
+        """The job key `style_blend` is the job setting of that name, written next to `style`."""
+        key_node, node = entry
+        field += ".style_blend"
+        if "style_blend" in layer:
+            self.error(key_node, field, f"given twice: here and as {layer['style_blend'].field}")
+            return
+        value = self.value(node, field)
+        if value is _INVALID:
+            return
+        value, problem = check_value("style_blend", value)
+        if problem:
+            self.error(node, field, problem)
+        else:
+            layer["style_blend"] = _Given(value, _line(node), field)
+
+    def settings_error(self, message: str, given: dict[str, _Given], node: Node,
+                       field: str) -> None:
+        """A ValueError from settings.resolve, shown at the setting it names ('NAME: problem')."""
+        name, _, rest = message.partition(": ")
+        if name in given and rest:
+            self.error(given[name].line, given[name].field, rest)
+        else:
+            self.error(node, f"{field}.settings", message)
+
+    # --- files ----------------------------------------------------------------------------------
+
+    def file(self, text: str, node: Node, field: str) -> Path | None:
+        path = self.path(text)
+        if path.is_file():
+            return path
+        if path.is_dir():
+            self.error(node, field, f"{text!r} is a folder; expected a file")
+        elif path.exists():
+            self.error(node, field, f"{text!r} is not a regular file")
+        else:
+            self.error(node, field, f"no such file {text!r}")
+        return None
+
+    def image_file(self, text: Any, node: Node, field: str) -> Path | None:
+        if text is _INVALID:
+            return None
+        if not isinstance(text, str) or not text:
+            self.error(node, field, f"expected an image file, {_got(text)}")
+            return None
+        return self.file(text, node, field)
+
+    def probe_images(self, images: list[tuple[Path, Node | int, str]], max_pixels: int) -> None:
+        for path, where, field in images:
+            problem = self.probe_image(path, max_pixels)
+            if problem:
+                self.error(where, field, f"'{self.shown_path(path)}': {problem}")
+
+    def probe_image(self, path: Path, max_pixels: int) -> str | None:
+        """What is wrong with an image, from its header; cached (several jobs share images)."""
+        # Imported when needed: media and video pull in imaging and ffmpeg libraries.
+        from batch_style.media import probe_image
+
+        key = (path, max_pixels)
+        if key not in self._probed:
+            try:
+                probe_image(path, max_pixels)
+                self._probed[key] = None
+            except UserError as error:
+                self._probed[key] = error.message
+        return self._probed[key]
+
+    def probe_video(self, path: Path, node: Node, field: str) -> bool:
+        from batch_style.video import probe_video
+
+        try:
+            probe_video(path)
+        except UserError as error:
+            self.error(node, field, f"'{self.shown_path(path)}': {error.message}")
+            return False
+        return True
+
+
+
+def _is_image_file(path: Path) -> bool:
+    # Hidden files are skipped like glob skips them: '._x.jpg' is macOS metadata, not an image.
+    return (path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+            and path.is_file())
