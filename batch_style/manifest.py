@@ -415,10 +415,10 @@ class _Reader:
         kind = self.kind(entries, node, field)
         images: list[tuple[Path, Node, str]] = []  # (image, node, field) to probe once sizes known
         contents = self.contents(entries["content"], field, images) if kind == "images" else ()
-        video = self.video(entries["video"], field) if kind == "video" else None
+        video, info = self.video(entries["video"], field) if kind == "video" else (None, None)
         styles = self.styles(entries, node, field, images)
         outputs = self.outputs(entries, field, kind)
-        start, end, fps = self.video_range(entries, field, kind)
+        start, end, fps = self.video_range(entries, field, kind, info)
         settings, given = self.job_settings(entries, node, field, defaults, name, len(styles))
         init = given.get("init")
         if init is not None and init.value not in INITS:
@@ -535,19 +535,19 @@ class _Reader:
             else:
                 first[path.name] = path
 
-    def video(self, entry: tuple[Node, Node], field: str) -> Path | None:
+    def video(self, entry: tuple[Node, Node], field: str) -> tuple[Path | None, Any]:
+        """The video file and its VideoInfo (None, None when reported as a problem)."""
         field += ".video"
         node = entry[1]
         text = self.value(node, field)
         if text is _INVALID:
-            return None
+            return None, None
         if not isinstance(text, str) or not text:
             self.error(node, field, f"expected a video file, {_got(text)}")
-            return None
+            return None, None
         path = self.file(text, node, field)
-        if path is not None and not self.probe_video(path, node, field):
-            return None
-        return path
+        info = self.probe_video(path, node, field) if path is not None else None
+        return (path, info) if info is not None else (None, None)
 
     def styles(self, entries: dict, node: Node, field: str,
                images: list[tuple[Path, Node, str]]) -> tuple[Path, ...]:
@@ -595,8 +595,9 @@ class _Reader:
                                   f"jobs{hint}; expected one of {', '.join(valid)}")
         return tuple(outputs)
 
-    def video_range(self, entries: dict, field: str,
-                    kind: str | None) -> tuple[float, float | None, float | None]:
+    def video_range(self, entries: dict, field: str, kind: str | None,
+                    info: Any) -> tuple[float, float | None, float | None]:
+        """start, end and fps of a video job; `info` (video.VideoInfo) bounds start when known."""
         values: dict[str, float | None] = {"start": 0.0, "end": None, "fps": None}
         for key in VIDEO_KEYS:
             if key not in entries:
@@ -615,6 +616,10 @@ class _Reader:
                 self.error(node, sub, f"expected a number of {_UNITS[key]}, {_got(value)}")
             elif key == "start" and value < 0:
                 self.error(node, sub, f"expected a value >= 0, got {value}")
+            elif key == "start" and info is not None and value >= info.duration:
+                # Caught here, not as a job with no frames half-way through a run.
+                self.error(node, sub, f"expected a value before the end of the video "
+                                      f"({info.duration:g} s), got {value}")
             elif key == "fps" and value <= 0:
                 self.error(node, sub, f"expected a value > 0, got {value}")
             elif key == "end" and values["start"] is not None and value <= values["start"]:
@@ -643,7 +648,7 @@ class _Reader:
         blend = settings.style_blend
         if blend is not None and n_styles and len(blend) != n_styles:
             where = given["style_blend"]
-            job = "" if where.field.startswith(field) else f" of job {name or field}"
+            job = "" if where.field.startswith(field + ".") else f" of job {name or field}"
             self.error(where.line, where.field, f"expected {n_styles} weights, one per style "
                                                 f"image{job}, got {len(blend)}")
             return None, given
@@ -716,16 +721,15 @@ class _Reader:
                 self._probed[key] = error.message
         return self._probed[key]
 
-    def probe_video(self, path: Path, node: Node, field: str) -> bool:
+    def probe_video(self, path: Path, node: Node, field: str) -> Any:
+        """video.VideoInfo, or None when the file is not a usable video (reported)."""
         from batch_style.video import probe_video
 
         try:
-            probe_video(path)
+            return probe_video(path)
         except UserError as error:
             self.error(node, field, f"'{self.shown_path(path)}': {error.message}")
-            return False
-        return True
-
+            return None
 
 
 def _is_image_file(path: Path) -> bool:

@@ -315,8 +315,11 @@ BAD = [
     pytest.param(HEAD + JOB + "    start: 1\n",
                  "7: jobs[0].start: only for video jobs", id="start-for-images"),
     pytest.param(HEAD + "  - name: a\n    video: clips/clip.mp4\n    style: styles/starry.png\n"
-                 "    start: 2\n    end: 1.5\n",
-                 "8: jobs[0].end: expected a value > start (2.0), got 1.5", id="end-before-start"),
+                 "    start: 1\n    end: 0.5\n",
+                 "8: jobs[0].end: expected a value > start (1.0), got 0.5", id="end-before-start"),
+    pytest.param(HEAD + "  - name: a\n    video: clips/clip.mp4\n    style: styles/starry.png\n"
+                 "    start: 2\n", "7: jobs[0].start: expected a value before the end of the video "
+                 "(2 s), got 2", id="start-past-end"),
     pytest.param(HEAD + "  - name: a\n    video: clips/clip.mp4\n    style: styles/starry.png\n"
                  "    fps: 0\n", "7: jobs[0].fps: expected a value > 0, got 0", id="fps-0"),
     pytest.param(HEAD + "  - name: a\n    video: clips/nope.mp4\n    style: styles/starry.png\n",
@@ -518,4 +521,5 @@ def test_real_video_probe(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (error,) = caught.value.errors
     assert (error.line, error.field) == (8, "jobs[1].video")
     assert error.message.startswith("'clips/text.mp4': ")
+    assert "video" in error.message
 
