@@ -1,4 +1,4 @@
-"""Reading, resizing, colour handling and writing of still images and GIFs (float32 RGB in [0,1])."""
+"""Reading, resizing, colour handling and writing of images and GIFs (float32 RGB in [0,1])."""
 
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ def probe_image(path: Path, max_pixels: int) -> tuple[int, int]:
     except OSError as e:
         raise UserError(f"cannot read image: {e}", file=path) from None
     if width * height > max_pixels:
-        raise UserError(f"image is {width}\u00d7{height} = {width * height / _MPX:.1f} Mpx, over the "
-                        f"limit of {max_pixels / _MPX:.1f} Mpx (setting max_pixels)", file=path)
+        megapixels = width * height / _MPX
+        raise UserError(f"image is {width}\u00d7{height} = {megapixels:.1f} Mpx, over the limit of "
+                        f"{max_pixels / _MPX:.1f} Mpx (setting max_pixels)", file=path)
     return width, height
 
 

@@ -113,7 +113,7 @@ def test_load_converts_other_modes_to_rgb(tmp_path, mode):
     Image.fromarray(media.to_uint8(ramp_rgb())).convert(mode).save(path)
     loaded = media.load_image(path, BIG)
     assert loaded.shape == (48, 64, 3) and loaded.dtype == np.float32
-    assert 0.0 <= loaded.min() and loaded.max() <= 1.0
+    assert loaded.min() >= 0.0 and loaded.max() <= 1.0
 
 
 def test_load_16_bit_greyscale_keeps_precision(tmp_path):
@@ -174,7 +174,7 @@ def test_resize_enlarge_is_smooth_and_clipped():
     image = ramp_rgb(16, 12)
     out = media.resize(image, (64, 48))
     assert out.shape == (48, 64, 3)
-    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert out.min() >= 0.0 and out.max() <= 1.0
     assert np.abs(np.diff(out[..., 0], axis=1)).max() < 0.05  # no staircase
 
 
@@ -228,7 +228,7 @@ def test_save_gif_from_a_generator(tmp_path):
     assert delays == [100, 100, 100, 100, 500]
     assert loop == 0
     expected = list(distinct_frames(5))
-    for got, want in zip(frames, expected):
+    for got, want in zip(frames, expected, strict=True):
         assert np.abs(got - want).mean() < 0.03  # adaptive palette + dithering
     assert [p.name for p in tmp_path.iterdir()] == ["p.gif"]
 
