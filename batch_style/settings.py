@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 # Layer names are Keras' VGG19 names, the public contract (keras.applications.vgg19).
 VGG19_CONV_LAYERS = (
@@ -75,7 +76,7 @@ class Settings:
                             lo=1, hi=2_000_000_000)
     preset: str | None = _spec(None, "a named bundle of settings (see PRESETS)", kind="preset")
 
-    def replace(self, **changes) -> "Settings":
+    def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,7 +172,7 @@ def check_value(name: str, value: Any) -> tuple[Any, str | None]:
         return value, (f"unknown value {value!r}{did_you_mean(str(value), meta['choices'])}; "
                        f"expected one of {', '.join(meta['choices'])}")
     lo, hi = meta["lo"], meta["hi"]
-    if lo is not None and value < lo or hi is not None and value > hi:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
         rng = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
         return value, f"expected a value {rng}, got {value}"
     return value, None
