@@ -1,0 +1,335 @@
+"""Orchestrator: plan, skip what is done, dispatch units to workers, record, assemble."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from batch_style import assemble, atomic, ledger
+from batch_style import plan as planning
+from batch_style.errors import UserError
+from batch_style.manifest import Manifest, load_all
+from batch_style.plan import Plan, Unit, VideoPlan
+from batch_style.worker import UnitResult, WorkerConfig, init_worker, run_unit
+
+log = logging.getLogger("batch_style")
+
+MAX_ATTEMPTS = 3        # a unit whose worker died is retried in a fresh worker up to this often
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    workers: int | None = None      # worker processes; None: one per GPU, else 1; 0: in-process
+    device: str = "auto"            # auto | cpu | gpu
+    force: bool = False             # redo finished units too
+    weights: str | None = None      # explicit VGG19 weights file
+    tiny: bool = False              # tiny random VGG19 (tests)
+    max_attempts: int = MAX_ATTEMPTS
+
+
+@dataclass
+class RunSummary:
+    done: int = 0                   # finished in this run
+    skipped: int = 0                # already finished before
+    failed: list[tuple[str, str]] = field(default_factory=list)   # (key, reason)
+    assembled: int = 0
+    interrupted: bool = False
+    stopped: str | None = None      # why the run stopped early (disk full)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.failed or self.stopped else 0
+
+
+# -- devices ----------------------------------------------------------------------------------
+def visible_gpus() -> tuple[str, ...]:
+    """GPU ids without importing TensorFlow (the parent must stay free to pin its workers).
+
+    BATCH_STYLE_GPUS (comma-separated ids) overrides detection; tests use it to simulate GPUs.
+    """
+    override = os.environ.get("BATCH_STYLE_GPUS")
+    if override is not None:
+        return tuple(g.strip() for g in override.split(",") if g.strip())
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return tuple(g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1")
+    if shutil.which("nvidia-smi") is None:
+        return ()
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(line.strip() for line in out.splitlines() if line.strip())
+
+
+def worker_setup(options: RunOptions, state_dir: Path) -> tuple[int, WorkerConfig]:
+    gpus = () if options.device == "cpu" else visible_gpus()
+    if options.device == "gpu" and not gpus:
+        raise UserError("--device gpu: no GPU is visible (nvidia-smi finds none, or "
+                        "CUDA_VISIBLE_DEVICES hides them)", field="device")
+    workers = options.workers if options.workers is not None else max(len(gpus), 1)
+    if gpus and workers > len(gpus):
+        raise UserError(f"--workers {workers}: only {len(gpus)} GPUs, and a worker needs one "
+                        f"(use --device cpu for CPU workers)", field="workers")
+    config = WorkerConfig(weights=options.weights, tiny=options.tiny, device=options.device,
+                          gpu_ids=gpus, state_dir=str(state_dir))
+    return workers, config
+
+
+# -- executors --------------------------------------------------------------------------------
+class InProcessExecutor(cf.Executor):
+    """`--workers 0`: units run in this process, one after another, on the same code path."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = cf.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # handed to the caller through the future, like a pool
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            future.set_exception(e)
+        return future
+
+    def shutdown(self, wait=True, *, cancel_futures=False, kill_workers=False):
+        pass
+
+
+def make_executor(workers: int, config: WorkerConfig) -> cf.Executor:
+    if workers == 0:
+        return InProcessExecutor()
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    # joblib's loky pool: spawned (not forked) processes, so TensorFlow state never leaks in,
+    # a worker that dies is reported as TerminatedWorkerError instead of hanging the pool.
+    return ProcessPoolExecutor(max_workers=workers, initializer=init_worker, initargs=(config,))
+
+
+def _broken_pool(error: BaseException) -> bool:
+    from joblib.externals.loky.process_executor import BrokenProcessPool
+
+    return isinstance(error, (BrokenProcessPool, cf.process.BrokenProcessPool))
+
+
+# -- the run ----------------------------------------------------------------------------------
+def unit_done(unit: Unit, book: ledger.Ledger) -> bool:
+    """Done is a fact on disk: a matching ledger record and every output file present."""
+    outputs = [unit.output] + ([unit.progress_gif] if unit.progress_gif else [])
+    return book.is_done(unit.key, unit.hash) and all(p.exists() for p in outputs)
+
+
+def video_done(vp: VideoPlan, book: ledger.Ledger) -> bool:
+    return book.is_done(vp.key, vp.hash) and all(p.exists() for p in vp.outputs.values())
+
+
+def run(manifest_paths: list[Path], options: RunOptions,
+        on_event: Callable[[str, dict], None] | None = None) -> RunSummary:
+    """Run every job of the manifests. Raises UserError for invalid manifests or usage."""
+    manifests = load_all(manifest_paths)
+    summary = RunSummary()
+    previous_handler = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        for manifest in manifests:
+            _run_manifest(manifest, options, summary, on_event or (lambda kind, data: None))
+            if summary.interrupted or summary.stopped:
+                break
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    return summary
+
+
+def _sigterm_as_interrupt(signum, frame):
+    # An overnight run stopped by `kill` (or a scheduler's SIGTERM) ends like Ctrl-C: cleanly.
+    raise KeyboardInterrupt
+
+
+def _run_manifest(manifest: Manifest, options: RunOptions, summary: RunSummary, emit) -> None:
+    out = manifest.output
+    state = out / planning.STATE_DIR
+    with ledger.RunLock(out), _log_to(out / "run.log"):
+        removed = atomic.clean_temporaries(out)
+        if removed:
+            log.info("removed %d unfinished temporary files from an earlier run", removed)
+        plan = planning.make_plan(manifest)
+        book = ledger.Ledger(ledger.ledger_path(out))
+        book.records()
+        if book.skipped:
+            log.warning("ignored %d corrupt ledger lines; those units will be redone",
+                        book.skipped)
+        _write_plan(plan, state)
+        todo = [u for u in plan.units if options.force or not unit_done(u, book)]
+        summary.skipped += len(plan.units) - len(todo)
+        log.info("run %s: %d units, %d already done, %d to do", manifest.path,
+                 len(plan.units), len(plan.units) - len(todo), len(todo))
+        emit("start", {"total": len(plan.units), "todo": len(todo),
+                       "skipped": len(plan.units) - len(todo)})
+        for vp in plan.videos:
+            if any(u in todo for u in vp.units):
+                assemble.extract_frames(vp)
+        workers, config = worker_setup(options, state)
+        try:
+            _dispatch(todo, workers, config, options, book, summary, emit)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            log.warning("interrupted: finished work is kept; run the same command to resume")
+            return
+        if summary.stopped:
+            return
+        for vp in plan.videos:
+            _assemble_video(vp, book, options, summary, emit)
+
+
+def _dispatch(todo: list[Unit], workers: int, config: WorkerConfig, options: RunOptions,
+              book: ledger.Ledger, summary: RunSummary, emit) -> None:
+    """Submit ready units (a video frame waits for the one it starts from), record results."""
+    if not todo:
+        return
+    waiting_on: dict[str, list[Unit]] = {}
+    todo_keys = {u.key for u in todo}
+    ready: deque[Unit] = deque()
+    for unit in todo:
+        if unit.previous in todo_keys:
+            waiting_on.setdefault(unit.previous, []).append(unit)
+        else:
+            ready.append(unit)
+    attempts: dict[str, int] = {}
+    in_flight: dict[cf.Future, Unit] = {}
+    capacity = max(workers, 1)
+    executor = make_executor(workers, config)
+    try:
+        while ready or in_flight:
+            while ready and len(in_flight) < capacity:
+                unit = ready.popleft()
+                attempts[unit.key] = attempts.get(unit.key, 0) + 1
+                emit("unit_start", {"key": unit.key, "attempt": attempts[unit.key]})
+                in_flight[executor.submit(run_unit, unit, config)] = unit
+            finished, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+            lost = []
+            for future in finished:
+                unit = in_flight.pop(future)
+                error = future.exception()
+                if error is not None and _broken_pool(error):
+                    lost.append(unit)
+                    continue
+                result = future.result()  # an exception here is a bug in run_unit: let it show
+                _record(unit, result, attempts[unit.key], book, summary, emit)
+                # Chained frames go first, so a video's chain keeps moving.
+                ready.extendleft(reversed(waiting_on.pop(unit.key, [])))
+                if result.error_kind == "disk-full":
+                    summary.stopped = result.error
+                    log.error("stopping the run: %s; free some space and run the same "
+                              "command again", result.error)
+                    return
+            if lost:
+                # A worker died (killed, out of memory): the pool is broken. Every unit that was
+                # in it is lost; each is retried in a fresh pool until it has had its attempts.
+                lost.extend(in_flight.values())
+                in_flight.clear()
+                executor.shutdown(wait=True, kill_workers=True)
+                executor = make_executor(workers, config)
+                for unit in reversed(lost):
+                    if attempts[unit.key] >= options.max_attempts:
+                        result = UnitResult(key=unit.key, ok=False, error_kind="crash",
+                                            error=f"its worker died {attempts[unit.key]} "
+                                                  f"times (killed, or out of memory)")
+                        _record(unit, result, attempts[unit.key], book, summary, emit)
+                        ready.extendleft(reversed(waiting_on.pop(unit.key, [])))
+                    else:
+                        log.warning("%s: its worker died; retrying", unit.key)
+                        ready.appendleft(unit)
+    finally:
+        executor.shutdown(wait=False, kill_workers=True)
+
+
+def _record(unit: Unit, result: UnitResult, attempt: int, book: ledger.Ledger,
+            summary: RunSummary, emit) -> None:
+    record = {"key": unit.key, "job": unit.job, "hash": unit.hash, "attempts": attempt,
+              "status": "done" if result.ok else "failed", "seconds": round(result.seconds, 3),
+              "steps": result.steps, "losses": result.losses, "history": list(result.history),
+              "worker": result.worker, "gpu": result.gpu}
+    if result.ok:
+        record["outputs"] = [str(p) for p in (unit.output, unit.progress_gif) if p]
+        summary.done += 1
+        log.info("%s: done in %.1f s, %d steps, loss %.4g (worker %s)", unit.key,
+                 result.seconds, result.steps, result.losses.get("total", float("nan")),
+                 result.worker)
+    else:
+        record.update(error=result.error, error_kind=result.error_kind)
+        summary.failed.append((unit.key, result.error or "failed"))
+        log.error("%s: failed: %s", unit.key, result.error)
+        if result.detail:
+            log.debug("%s", result.detail)
+    book.append(record)  # after the outputs: the record is the proof they are complete
+    emit("unit_done", record)
+
+
+def _assemble_video(vp: VideoPlan, book: ledger.Ledger, options: RunOptions,
+                    summary: RunSummary, emit) -> None:
+    if not vp.outputs or (not options.force and video_done(vp, book)):
+        return
+    missing = [u.key for u in vp.units if not unit_done(u, book)]
+    if missing:
+        reason = f"not assembled: {len(missing)} of {len(vp.units)} frames failed"
+        summary.failed.append((vp.key, reason))
+        book.append({"key": vp.key, "hash": vp.hash, "status": "failed", "error": reason,
+                     "job": vp.job})
+        log.error("%s: %s", vp.key, reason)
+        return
+    started = time.perf_counter()
+    try:
+        assemble.assemble_video(vp)
+    except UserError as e:
+        summary.failed.append((vp.key, str(e)))
+        book.append({"key": vp.key, "hash": vp.hash, "status": "failed", "error": str(e),
+                     "job": vp.job})
+        log.error("%s: %s", vp.key, e)
+        return
+    record = {"key": vp.key, "job": vp.job, "hash": vp.hash, "status": "done",
+              "outputs": [str(p) for p in vp.outputs.values()],
+              "seconds": round(time.perf_counter() - started, 3)}
+    book.append(record)
+    summary.assembled += 1
+    log.info("%s: assembled %s", vp.key, ", ".join(p.name for p in vp.outputs.values()))
+    emit("video_done", record)
+
+
+def _write_plan(plan: Plan, state: Path) -> None:
+    """The run's unit list, so `batch-style status OUTPUT` knows what is still pending."""
+    data = {"units": [{"key": u.key, "job": u.job, "hash": u.hash} for u in plan.units],
+            "videos": [{"key": v.key, "job": v.job, "hash": v.hash,
+                        "frames": len(v.units)} for v in plan.videos]}
+    state.mkdir(parents=True, exist_ok=True)
+    atomic.atomic_write_text(state / "plan.json", json.dumps(data, indent=1))
+
+
+class _log_to:
+    """Context manager: the run's log file in the output folder, for the run's duration."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handler = logging.FileHandler(self.path, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.handler.setLevel(logging.DEBUG)
+        log.addHandler(self.handler)
+        log.setLevel(logging.DEBUG)
+        return self
+
+    def __exit__(self, *exc):
+        log.removeHandler(self.handler)
+        self.handler.close()
+        return False

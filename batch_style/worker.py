@@ -1,0 +1,191 @@
+"""Worker: stylizes one unit at a time in a process that keeps VGG19 and style targets loaded."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# No TensorFlow import at module level: a worker must be pinned to its GPU (CUDA_VISIBLE_DEVICES)
+# before TensorFlow loads, and unpickling this module's functions happens before that.
+from batch_style.errors import UserError
+from batch_style.plan import Unit
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What every worker of a run needs to know; picklable."""
+
+    weights: str | None = None          # explicit VGG19 weights file (else resolved)
+    tiny: bool = False                  # a tiny random VGG19 (tests only)
+    device: str = "auto"                # auto | cpu | gpu
+    gpu_ids: tuple[str, ...] = ()       # the GPUs workers may claim, one each
+    state_dir: str | None = None        # where GPU claims are kept (OUTPUT/.batch_style)
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """What a unit returns: ok, or why not (failures are data here, and only here)."""
+
+    key: str
+    ok: bool
+    error: str | None = None            # one line for people
+    error_kind: str | None = None       # input | disk-full | oom | internal
+    detail: str | None = None           # traceback of an internal error, for the log
+    seconds: float = 0.0
+    steps: int = 0
+    losses: dict = field(default_factory=dict)
+    history: tuple[float, ...] = ()     # total loss per step, subsampled to <= 200 points
+    worker: str = ""                    # host:pid
+    gpu: str | None = None
+
+
+class _WorkerState:
+    """Heavy per-process state: feature models per layer set, stylizers, loaded style images."""
+
+    def __init__(self, config: WorkerConfig):
+        self.config = config
+        self.stylizers: dict[tuple[str, ...], object] = {}
+        self.images: dict[tuple[str, int], object] = {}
+
+    def stylizer(self, layers: tuple[str, ...]):
+        if layers not in self.stylizers:
+            from batch_style.model import load_feature_model
+            from batch_style.optimize import Stylizer
+
+            model = load_feature_model(layers, self.config.weights, tiny=self.config.tiny)
+            self.stylizers[layers] = Stylizer(model)
+        return self.stylizers[layers]
+
+    def style_image(self, path: Path, max_pixels: int):
+        from batch_style import media
+
+        key = (str(path), max_pixels)
+        if key not in self.images:
+            self.images[key] = media.load_image(path, max_pixels)
+        return self.images[key]
+
+
+_STATE: _WorkerState | None = None
+_GPU: str | None = None
+_CLAIM = None  # open file holding this worker's GPU claim (released by the kernel on exit)
+TF_LOADED_BEFORE_PINNING: bool | None = None  # checked by tests
+
+
+def init_worker(config: WorkerConfig) -> None:
+    """Process initializer: claim a GPU (or hide them all) before TensorFlow is imported."""
+    global _GPU, _CLAIM, TF_LOADED_BEFORE_PINNING
+    import fcntl
+
+    TF_LOADED_BEFORE_PINNING = "tensorflow" in sys.modules
+    if config.device == "cpu" or not config.gpu_ids:
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1" if config.device == "cpu" else \
+            os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        return
+    # Each worker takes the first GPU whose claim file it can lock. A worker that dies releases
+    # its claim with its process, so its replacement takes the same GPU.
+    claims = Path(config.state_dir) / "gpus"
+    claims.mkdir(parents=True, exist_ok=True)
+    for gpu in config.gpu_ids:
+        handle = open(claims / f"gpu-{gpu}.lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _GPU, _CLAIM = gpu, handle
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        return
+    raise RuntimeError(f"more workers than GPUs {list(config.gpu_ids)}")
+
+
+def _configure_tensorflow() -> None:
+    from batch_style.backend import import_tensorflow
+
+    tf = import_tensorflow()
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        # Take GPU memory as needed, so a small unit does not reserve the whole card.
+        tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def worker_info() -> dict:
+    """Where this worker runs (tests check GPU pinning with this)."""
+    return {"pid": os.getpid(), "gpu": _GPU,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "tf_loaded_before_pinning": TF_LOADED_BEFORE_PINNING}
+
+
+def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
+    """Stylize one unit and write its outputs; never raises for a failure of the unit itself."""
+    global _STATE
+    started = time.perf_counter()
+    where = {"worker": f"{socket.gethostname()}:{os.getpid()}", "gpu": _GPU}
+    try:
+        if _STATE is None or _STATE.config != config:
+            _configure_tensorflow()
+            _STATE = _WorkerState(config)
+        result = _stylize_unit(unit, _STATE)
+        return UnitResult(key=unit.key, ok=True, seconds=time.perf_counter() - started,
+                          **result, **where)
+    except UserError as e:
+        kind, message, detail = "input", str(e), None
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        kind, message, detail = "disk-full", f"disk full while writing {unit.output}", None
+    except Exception as e:  # the unit boundary: anything else is reported as a bug of ours
+        if type(e).__name__ == "ResourceExhaustedError":
+            kind, message = "oom", "out of memory (try a smaller size or fewer workers)"
+        else:
+            kind, message = "internal", f"internal error: {type(e).__name__}: {e}"
+        detail = traceback.format_exc()
+    return UnitResult(key=unit.key, ok=False, error=message.splitlines()[0], error_kind=kind,
+                      detail=detail, seconds=time.perf_counter() - started, **where)
+
+
+def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
+    from batch_style import ledger, media
+
+    s = unit.settings
+    content = media.load_image(unit.content, s.max_pixels)
+    styles = [state.style_image(p, s.max_pixels) for p in unit.styles]
+    init, steps = None, None
+    if unit.previous_output is not None and unit.previous_output.exists():
+        # Warm start from the previous stylized frame, with the smaller frame budget; when that
+        # frame failed, this one starts afresh with the full budget.
+        init, steps = media.load_image(unit.previous_output, s.max_pixels), unit.steps
+    elif unit.init is not None:
+        init = media.load_image(unit.init, s.max_pixels)
+    snapshots = []
+
+    def on_progress(event):
+        if unit.progress_gif is not None and event.snapshot is not None:
+            snapshots.append(media.to_uint8(event.snapshot))
+
+    stylizer = state.stylizer(tuple(dict.fromkeys(s.content_layers + s.style_layers)))
+    result = stylizer.stylize(content, styles, s, init=init, steps=steps,
+                              style_keys=[ledger.file_digest(p) for p in unit.styles],
+                              callback=on_progress)
+    media.save_image(result.image, unit.output)
+    if unit.progress_gif is not None:
+        write_progress_gif(content, snapshots, result.image, unit.progress_gif, s)
+    step = max(1, len(result.history) // 200)
+    return {"steps": result.steps, "losses": result.losses.as_dict(),
+            "history": tuple(result.history[::step])}
+
+
+def write_progress_gif(content, snapshots, final, path: Path, settings) -> None:
+    """The optimization as it paints: the start, a frame every `snapshot_every` steps, the end."""
+    from batch_style import media
+
+    h, w = final.shape[:2]
+    start = media.resize(content, (w, h))
+    frames = [start, *(media.resize(f.astype("float32") / 255.0, (w, h)) for f in snapshots),
+              final]
+    media.save_gif(frames, path, duration_ms=100, hold_last_ms=1500)
