@@ -31,8 +31,9 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path next to `final`; on success move the finished file onto `final`.
 
     The folder is created if needed. The body must create the file at the yielded path. On
-    success the file is fsynced, renamed over `final` (os.replace is atomic within one file system, hence the same folder) and the
-    folder is fsynced so the rename survives a power cut. On any exception the temporary is
+    success the file is fsynced, renamed over `final` (os.replace is atomic within one file
+    system, hence the same folder) and the folder is fsynced so the rename survives a power
+    cut. On any exception the temporary is
     removed and the exception propagates; `final` is left as it was.
     """
     final = Path(final)
