@@ -168,7 +168,7 @@ def _run_manifest(manifest: Manifest, options: RunOptions, summary: RunSummary, 
         if book.skipped:
             log.warning("ignored %d corrupt ledger lines; those units will be redone",
                         book.skipped)
-        _write_plan(plan, state)
+        _write_plan(manifest, plan, state)
         todo = [u for u in plan.units if options.force or not unit_done(u, book)]
         summary.skipped += len(plan.units) - len(todo)
         log.info("run %s: %d units, %d already done, %d to do", manifest.path,
@@ -305,11 +305,23 @@ def _assemble_video(vp: VideoPlan, book: ledger.Ledger, options: RunOptions,
     emit("video_done", record)
 
 
-def _write_plan(plan: Plan, state: Path) -> None:
-    """The run's unit list, so `batch-style status OUTPUT` knows what is still pending."""
-    data = {"units": [{"key": u.key, "job": u.job, "hash": u.hash} for u in plan.units],
-            "videos": [{"key": v.key, "job": v.job, "hash": v.hash,
-                        "frames": len(v.units)} for v in plan.videos]}
+def _write_plan(manifest: Manifest, plan: Plan, state: Path) -> None:
+    """The run's jobs and units, for `batch-style status` (pending work) and the report."""
+    def unit(u: Unit) -> dict:
+        return {"key": u.key, "job": u.job, "hash": u.hash, "content": str(u.content),
+                "styles": [str(p) for p in u.styles], "output": str(u.output),
+                "progress_gif": str(u.progress_gif) if u.progress_gif else None}
+
+    data = {"manifest": str(manifest.path),
+            "jobs": [{"name": j.name, "kind": j.kind, "outputs": list(j.outputs),
+                      "styles": [str(p) for p in j.styles],
+                      "video": str(j.video) if j.video else None,
+                      "settings": j.settings.to_dict()} for j in manifest.jobs],
+            "units": [unit(u) for u in plan.units],
+            "videos": [{"key": v.key, "job": v.job, "hash": v.hash, "frames": len(v.units),
+                        "source": str(v.source), "fps": v.fps,
+                        "outputs": {k: str(p) for k, p in v.outputs.items()}}
+                       for v in plan.videos]}
     state.mkdir(parents=True, exist_ok=True)
     atomic.atomic_write_text(state / "plan.json", json.dumps(data, indent=1))
 
