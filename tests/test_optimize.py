@@ -1,0 +1,167 @@
+"""The objective's math and both optimizers, on the tiny random VGG19."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from batch_style import losses, media  # noqa: E402
+from batch_style.errors import UserError  # noqa: E402
+from batch_style.model import TINY_WIDTHS, FeatureModel, layers_needed  # noqa: E402
+from batch_style.optimize import Stylizer, Temporal, scale_sizes  # noqa: E402
+from batch_style.settings import Settings, resolve  # noqa: E402
+
+LAYERS = Settings().content_layers + Settings().style_layers
+
+
+@pytest.fixture(scope="module")
+def stylizer():
+    return Stylizer(FeatureModel(LAYERS, None, TINY_WIDTHS, seed=1))
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:64] / 64.0
+    content = np.stack([xx, yy, 0.5 * (xx + yy)], axis=-1).astype(np.float32)
+    style = rng.uniform(0, 1, (40, 40, 3)).astype(np.float32)
+    return content, style
+
+
+# -- the math ---------------------------------------------------------------------------------
+def test_gram_is_ftf_over_positions():
+    f = np.arange(2 * 3 * 4, dtype=np.float32).reshape(1, 2, 3, 4)
+    flat = f.reshape(6, 4)
+    np.testing.assert_allclose(losses.gram(tf.constant(f)).numpy(), flat.T @ flat / 6, rtol=1e-6)
+
+
+def test_style_loss_is_weighted_mean_of_layer_mses():
+    a = {"x": tf.ones((2, 2)), "y": tf.zeros((3, 3))}
+    b = {"x": tf.zeros((2, 2)), "y": tf.fill((3, 3), 2.0)}
+    # Layer MSEs are 1 and 4.
+    assert losses.style_loss(a, b, {"x": 1.0, "y": 1.0}).numpy() == pytest.approx(2.5)
+    assert losses.style_loss(a, b, {"x": 3.0, "y": 1.0}).numpy() == pytest.approx(1.75)
+
+
+def test_content_loss_is_mean_over_layers_of_mse():
+    a = {"p": tf.fill((1, 2, 2, 3), 3.0), "q": tf.zeros((1, 1, 1, 2))}
+    b = {"p": tf.fill((1, 2, 2, 3), 1.0), "q": tf.ones((1, 1, 1, 2))}
+    assert losses.content_loss(a, b).numpy() == pytest.approx((4.0 + 1.0) / 2)
+
+
+def test_tv_loss_is_sum_of_absolute_neighbour_differences():
+    x = np.random.default_rng(3).uniform(size=(1, 5, 7, 3)).astype(np.float32)
+    expected = np.abs(np.diff(x, axis=1)).sum() + np.abs(np.diff(x, axis=2)).sum()
+    assert losses.tv_loss(tf.constant(x)).numpy() == pytest.approx(expected, rel=1e-5)
+
+
+def test_blend_of_grams_is_their_weighted_mean():
+    g1, g2 = {"l": tf.ones((2, 2))}, {"l": tf.fill((2, 2), 5.0)}
+    blended = losses.blend_grams([g1, g2], [3.0, 1.0])
+    np.testing.assert_allclose(blended["l"].numpy(), np.full((2, 2), 2.0))
+
+
+# -- the model --------------------------------------------------------------------------------
+def test_model_is_truncated_after_deepest_layer():
+    names = [n for n, _ in layers_needed(["block2_conv1"])]
+    assert names == ["block1_conv1", "block1_conv2", "block1_pool", "block2_conv1"]
+    model = FeatureModel(["block2_conv1"], None, TINY_WIDTHS)
+    assert {layer.name for layer in model.keras_model.layers} >= set(names)
+    assert not any(layer.name.startswith("block3") for layer in model.keras_model.layers)
+    assert model.min_size == 2
+
+
+def test_too_small_for_vgg_is_a_user_error(stylizer, images):
+    content, style = images
+    with pytest.raises(UserError, match="too small for VGG19"):
+        stylizer.stylize(content, [style], resolve({"size": 16, "steps": 1}))
+
+
+def test_scale_sizes_keep_aspect_and_end_at_size():
+    sizes = scale_sizes(1024, 768, resolve({"size": 256, "scales": 3}), 16)
+    assert sizes == [(64, 48), (128, 96), (256, 192)]
+
+
+# -- the optimizers ---------------------------------------------------------------------------
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_objective_decreases_and_pixels_stay_in_bounds(stylizer, images, optimizer):
+    content, style = images
+    settings = resolve({"size": 64, "steps": 15, "optimizer": optimizer, "learning_rate": 0.05})
+    events = []
+    result = stylizer.stylize(content, [style], settings, callback=events.append)
+    assert result.image.shape == (48, 64, 3)
+    assert result.image.min() >= 0.0 and result.image.max() <= 1.0
+    assert result.steps == 15 and len(result.history) == 15
+    assert result.losses.total < result.history[0]
+    assert [e.step for e in events] == list(range(1, 16))
+    # A snapshot every `snapshot_every` (10) steps and at the end.
+    assert [e.step for e in events if e.snapshot is not None] == [10, 15]
+
+
+def test_one_trace_per_size_and_cached_style_targets(images):
+    content, style = images
+    stylizer = Stylizer(FeatureModel(LAYERS, None, TINY_WIDTHS))
+    settings = resolve({"size": 64, "steps": 3})
+    for _ in range(3):
+        stylizer.stylize(content, [style], settings, style_keys=["s"])
+    assert stylizer._evaluate.experimental_get_tracing_count() == 1
+    assert len(stylizer._style_cache) == 1
+    stylizer.stylize(content, [style], settings.replace(size=80), style_keys=["s"])
+    assert stylizer._evaluate.experimental_get_tracing_count() == 2
+
+
+def test_same_seed_same_result(stylizer, images):
+    content, style = images
+    settings = resolve({"size": 64, "steps": 5, "init": "noise", "seed": 7})
+    a = stylizer.stylize(content, [style], settings).image
+    b = stylizer.stylize(content, [style], settings).image
+    c = stylizer.stylize(content, [style], settings.replace(seed=8)).image
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).mean() > 1e-3
+
+
+def test_zero_steps_returns_the_content_init(stylizer, images):
+    content, style = images
+    result = stylizer.stylize(content, [style], resolve({"size": 64, "steps": 0}))
+    np.testing.assert_allclose(result.image, media.resize(content, (64, 48)), atol=1e-6)
+    assert result.steps == 0 and result.losses.total > 0
+
+
+def test_style_blend_weights_select_the_style(stylizer, images):
+    content, style = images
+    other = 1.0 - style
+    s = resolve({"size": 64, "steps": 0})
+    only_first = stylizer.evaluate(media.resize(content, (64, 48)), content, [style, other],
+                                   s.replace(style_blend=(1.0, 0.0)))
+    single = stylizer.evaluate(media.resize(content, (64, 48)), content, [style], s)
+    assert only_first.style == pytest.approx(single.style, rel=1e-5)
+
+
+def test_tolerance_stops_early(stylizer, images):
+    content, style = images
+    settings = resolve({"size": 64, "steps": 200, "tolerance": 0.5})
+    result = stylizer.stylize(content, [style], settings)
+    assert result.stopped_early and result.steps < 200
+
+
+def test_preserve_colors_keeps_content_chroma(stylizer, images):
+    content, style = images
+    settings = resolve({"size": 64, "steps": 5, "preserve_colors": True})
+    result = stylizer.stylize(content, [style], settings)
+    yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    chroma_result = (result.image @ yiq.T)[..., 1:]
+    chroma_content = (media.resize(content, (64, 48)) @ yiq.T)[..., 1:]
+    # Clipping to [0,1] after recombination may move chroma a little.
+    assert np.abs(chroma_result - chroma_content).mean() < 0.02
+
+
+def test_temporal_term_pulls_towards_previous_frame(stylizer, images):
+    content, style = images
+    previous = np.full((48, 64, 3), 0.5, np.float32)
+    base = resolve({"size": 64, "steps": 10, "optimizer": "adam", "learning_rate": 0.05})
+    free = stylizer.stylize(content, [style], base).image
+    held = stylizer.stylize(content, [style], base.replace(temporal_weight=1e9),
+                            temporal=Temporal(previous, np.ones((48, 64), np.float32))).image
+    assert np.abs(held - previous).mean() < np.abs(free - previous).mean()
