@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from batch_style import media, video
-from batch_style.plan import FRAME_NAME, VideoPlan
+from batch_style.plan import EXTRACT_PREFIX, FRAME_NAME, VideoPlan
 
 
 def extract_frames(vp: VideoPlan) -> int:
     """Decode the kept frames of a video to PNG files for the workers (streaming; resumable).
 
-    Returns how many were written; frames already on disk from an earlier run are kept.
+    Returns how many were written; frames already on disk from an earlier run are kept. Frames
+    extracted for another window or an older source (a sibling folder) are removed.
     """
+    _remove_stale_extractions(vp.frames_dir)
     paths = [vp.frames_dir / FRAME_NAME.format(i) for i in range(len(vp.frames))]
     if all(p.exists() for p in paths):
         return 0
@@ -28,6 +31,15 @@ def extract_frames(vp: VideoPlan) -> int:
             media.save_image(frame, paths[index])
             written += 1
     return written
+
+
+def _remove_stale_extractions(frames_dir: Path) -> None:
+    if not frames_dir.parent.is_dir():
+        return
+    for folder in frames_dir.parent.iterdir():
+        stale = folder.name.startswith(EXTRACT_PREFIX) or folder.name == "in"  # "in": before keys
+        if stale and folder.is_dir() and folder != frames_dir:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _stylized_frames(vp: VideoPlan) -> Iterator[np.ndarray]:

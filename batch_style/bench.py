@@ -100,7 +100,8 @@ def table(results: list[Measurement], checkpoints: tuple[int, ...]) -> str:
     finals = {(m.pair, m.method): m.objective for m in results}
     for m in results:
         adam_final = finals.get((m.pair, "adam"))
-        reach = time_to_reach(m, adam_final) if adam_final is not None else None
+        reach = (m.seconds if m.method == "adam" else
+                 time_to_reach(m, adam_final) if adam_final is not None else None)
         rows.append([m.pair, m.method, f"{m.size[0]}×{m.size[1]}", str(m.steps),
                      f"{m.seconds:.1f}", f"{m.seconds_per_step:.3f}"]
                     + [_sci(m.checkpoints.get(n)) for n in checkpoints]

@@ -23,7 +23,7 @@ def _add_settings_options(parser: argparse.ArgumentParser) -> None:
         meta = f.metadata
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-        help_text = f"{meta['help']} (default: {shown})"
+        help_text = meta["help"] + ("" if default is None else f" (default: {shown})")
         if isinstance(default, bool):
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
@@ -188,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("stylize", help="stylize one image")
-    p.add_argument("content")
-    p.add_argument("style", nargs="+")
+    p.add_argument("content", help="the photo (any size; the result keeps its aspect ratio)")
+    p.add_argument("style", nargs="+", help="one painting, or several to blend (--style-blend)")
     p.add_argument("-o", "--output", required=True, help="result image (.png or .jpg)")
     p.add_argument("--progress-gif", metavar="PATH", help="also write the optimization as a GIF")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
+import threading
 import time
+from pathlib import Path
 from typing import TextIO
 
-PLAIN_EVERY_S = 30.0   # seconds between progress lines when not on a terminal (nohup, cron)
+PLAIN_EVERY_S = 30.0   # seconds between `stylize` step lines when not on a terminal (nohup, cron)
+PLAIN_PROGRESS_S = 60.0  # seconds between a run's progress lines when not on a terminal
+POLL_S = 2.0           # seconds between redraws of a run's live area on a terminal
 
 
 def _is_tty(stream: TextIO) -> bool:
     return hasattr(stream, "isatty") and stream.isatty()
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
@@ -37,7 +42,7 @@ class StepBar:
         scale = f" scale {event.scale + 1}/{event.scales}" if event.scales > 1 else ""
         w, h = event.size
         line = (f"step {event.step}/{event.steps}{scale} {w}×{h}  loss {event.losses.total:.4g}"
-                f"  {_duration(event.elapsed)}")
+                f"  {duration(event.elapsed)}")
         if self.tty:
             fraction = event.step / max(event.steps, 1)
             self.stream.write(f"\r{_bar(fraction)} {line}\033[K")
@@ -54,37 +59,50 @@ class StepBar:
 
 
 class RunDisplay:
-    """Progress of a whole run: units done of total with an ETA, one line per finished unit."""
+    """Progress of a whole run: a line per finished unit, and how far along the run is.
 
-    def __init__(self, stream: TextIO):
-        self.stream, self.tty = stream, _is_tty(stream)
+    On a terminal, under those lines: an overall bar (units finished / total, ETA) and a line per
+    busy worker (unit, step, loss, from the workers' progress files), redrawn every `poll_s`
+    seconds. Elsewhere (nohup, cron, a pipe): plain lines only, never a carriage return or an
+    escape code: one per finished unit and, at most every `plain_every_s` seconds, a progress
+    line.
+    """
+
+    def __init__(self, stream: TextIO, poll_s: float = POLL_S,
+                 plain_every_s: float = PLAIN_PROGRESS_S, tty: bool | None = None):
+        self.stream = stream
+        self.tty = _is_tty(stream) if tty is None else tty
+        self.poll_s, self.plain_every_s = poll_s, plain_every_s
         self.total = self.done = self.failed = 0
         self.started = time.monotonic()
+        self.last_plain = self.started
         self.unit_seconds: list[float] = []
+        self.output: Path | None = None       # the folder whose workers' progress files we read
+        self.in_flight: dict[str, float] = {}  # unit key → when it was handed to a worker
+        self.beats: list[dict] = []
+        self.drawn = 0                          # lines of the live area now on screen (TTY)
+        self.lock = threading.RLock()           # the poller thread draws too
+        self.stopping = threading.Event()
+        self.poller: threading.Thread | None = None
 
-    def _write(self, text: str) -> None:
-        prefix = "\r\033[K" if self.tty else ""
-        self.stream.write(prefix + text + "\n")
-        if self.tty:
-            self.stream.write(self._status_line())
-        self.stream.flush()
-
-    def _status_line(self) -> str:
-        finished = self.done + self.failed
-        eta = ""
-        if self.unit_seconds and finished < self.total:
-            elapsed = time.monotonic() - self.started
-            eta = f"  ETA {_duration(elapsed / finished * (self.total - finished))}"
-        return (f"{_bar(finished / max(self.total, 1))} {finished}/{self.total} units"
-                f"{f', {self.failed} failed' if self.failed else ''}{eta}")
-
+    # -- events from the run --------------------------------------------------------------------
     def event(self, kind: str, data: dict) -> None:
+        with self.lock:
+            self._event(kind, data)
+            self._refresh()
+
+    def _event(self, kind: str, data: dict) -> None:
         if kind == "start":
             self.total += data["todo"]
+            self.output = Path(data["output"]) if data.get("output") else self.output
+            self._start_poller()
             if data["skipped"]:
                 self._write(f"{data['skipped']} of {data['total']} units already done; "
                             f"resuming with {data['todo']}")
+        elif kind == "unit_start":
+            self.in_flight[data["key"]] = time.monotonic()
         elif kind == "unit_done":
+            self.in_flight.pop(data["key"], None)
             if data["status"] == "done":
                 self.done += 1
                 self.unit_seconds.append(data["seconds"])
@@ -96,10 +114,99 @@ class RunDisplay:
         elif kind == "video_done":
             self._write(f"video   {data['key']}: " + ", ".join(data["outputs"]))
 
-    def close(self, summary) -> None:
+    # -- drawing ----------------------------------------------------------------------------------
+    def _write(self, text: str) -> None:
+        """A permanent line (above the live area on a terminal)."""
+        self._clear()
+        self.stream.write(text + "\n")
+        self._draw()
+        self.stream.flush()
+
+    def _clear(self) -> None:
+        if self.tty and self.drawn:
+            up = f"\033[{self.drawn - 1}A" if self.drawn > 1 else ""
+            self.stream.write(f"\r{up}\033[J")
+            self.drawn = 0
+
+    def _draw(self) -> None:
+        if not self.tty or not self.total:
+            return
+        width = max(shutil.get_terminal_size((100, 24)).columns - 1, 20)
+        lines = [self._status_line()] + [f"  {line}" for line in self._worker_lines()]
+        self.stream.write("\n".join(line[:width] for line in lines))
+        self.drawn = len(lines)
+
+    def _refresh(self) -> None:
+        """Redraw the live area (terminal), or write a progress line when one is due (plain)."""
+        if self.output is not None:
+            from batch_style import events
+
+            self.beats = events.busy_workers(self.output, set(self.in_flight))
         if self.tty:
-            self.stream.write("\r\033[K")
-        elapsed = _duration(time.monotonic() - self.started)
+            self._clear()
+            self._draw()
+            self.stream.flush()
+        elif self.total and time.monotonic() - self.last_plain >= self.plain_every_s:
+            self.last_plain = time.monotonic()
+            busy = "; ".join(self._worker_lines())
+            self.stream.write(f"progress: {self._counts()}{self._eta()}"
+                              f"{f'; busy: {busy}' if busy else ''}\n")
+            self.stream.flush()
+
+    def _counts(self) -> str:
+        return (f"{self.done + self.failed}/{self.total} units"
+                f"{f', {self.failed} failed' if self.failed else ''}")
+
+    def _eta(self) -> str:
+        finished = self.done + self.failed
+        if not self.unit_seconds or finished >= self.total:
+            return ""
+        elapsed = time.monotonic() - self.started
+        return f", ETA {duration(elapsed / finished * (self.total - finished))}"
+
+    def _status_line(self) -> str:
+        finished = self.done + self.failed
+        return f"{_bar(finished / max(self.total, 1))} {self._counts()}{self._eta()}"
+
+    def _worker_lines(self) -> list[str]:
+        beats = {b["key"]: b for b in self.beats}
+        lines = []
+        for key, since in sorted(self.in_flight.items(), key=lambda item: item[1]):
+            beat = beats.get(key)
+            if beat is None or not beat.get("steps"):
+                lines.append(f"{key}  starting ({duration(time.monotonic() - since)})")
+                continue
+            scale = (f" (scale {beat['scale'] + 1}/{beat['scales']})"
+                     if (beat.get("scales") or 1) > 1 else "")
+            gpu = f", GPU {beat['gpu']}" if beat.get("gpu") is not None else ""
+            loss = f"  loss {beat['loss']:.4g}" if isinstance(beat.get("loss"), (int, float)) \
+                else ""
+            lines.append(f"{key}  step {beat['step']}/{beat['steps']}{scale}{loss}  "
+                         f"[{beat.get('worker', '?')}{gpu}]")
+        return lines
+
+    def _start_poller(self) -> None:
+        if self.poller is not None or self.poll_s <= 0:
+            return
+        self.poller = threading.Thread(target=self._poll, name="batch-style-display",
+                                       daemon=True)
+        self.poller.start()
+
+    def _poll(self) -> None:
+        while not self.stopping.wait(self.poll_s):
+            with self.lock:
+                self._refresh()
+
+    def close(self, summary) -> None:
+        self.stopping.set()
+        if self.poller is not None:
+            self.poller.join()
+        with self.lock:
+            self._clear()
+            self._write_summary(summary)
+
+    def _write_summary(self, summary) -> None:
+        elapsed = duration(time.monotonic() - self.started)
         parts = [f"{summary.done} done", f"{summary.skipped} already done"]
         if summary.assembled:
             parts.append(f"{summary.assembled} videos assembled")
@@ -147,14 +254,30 @@ def describe_plan(manifest, force: bool = False) -> str:
 
 
 def format_status(status) -> str:
+    """`batch-style status`: counts per job, failures, busy workers and the time left."""
+    state = ""
+    if status.running_pid:
+        state = f" — running (pid {status.running_pid})" if status.running_pid > 0 else \
+            " — running"
+    elif status.pending:
+        state = " — not running: run the same command to finish"
     lines = [f"{status.output}: {status.done} done, {status.failed} failed, "
-             f"{status.pending} pending"
-             + (f" — running (pid {status.running_pid})" if status.running_pid else "")]
+             f"{status.pending} pending{state}"]
     for job in status.jobs:
         lines.append(f"  {job.name}: {job.done} done, {job.failed} failed, {job.pending} pending"
-                     f"; {_duration(job.seconds)} spent")
+                     f"; {duration(job.seconds)} spent")
         for key, reason in job.failures:
             lines.append(f"    failed {key}: {reason}")
+    spent = sum(job.seconds for job in status.jobs)
+    if status.started is not None:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status.started))
+        lines.append(f"  time spent: {duration(spent)} in units, since {when}")
+    for beat in getattr(status, "workers", []):
+        steps = f"step {beat.get('step')}/{beat['steps']}" if beat.get("steps") else "starting"
+        loss = f"  loss {beat['loss']:.4g}" if isinstance(beat.get("loss"), (int, float)) else ""
+        gpu = f", GPU {beat['gpu']}" if beat.get("gpu") is not None else ""
+        lines.append(f"  busy: {beat['key']}  {steps}{loss}  [{beat.get('worker', '?')}{gpu}]")
     if status.eta_seconds is not None:
-        lines.append(f"  estimated time left: {_duration(status.eta_seconds)}")
+        lines.append(f"  estimated time left: {duration(status.eta_seconds)}"
+                     + ("" if status.running_pid else " (when run again)"))
     return "\n".join(lines)

@@ -15,7 +15,9 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from batch_style import ledger
 from batch_style.errors import UserError, UserErrors
+from batch_style.model import layers_needed
 from batch_style.settings import FIELDS, INITS, Settings, check_value, did_you_mean, resolve
 
 VERSION = 1
@@ -30,6 +32,17 @@ EMPTY = "empty manifest; expected a mapping with 'version', 'output' and 'jobs'"
 
 # A job name becomes a folder under `output`: one safe path component, never hidden or '..'.
 _JOB_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+MAX_NAME = 100  # characters of a job name (file systems allow 255 bytes per path component)
+MAX_MANIFEST_BYTES = 10 * 2**20  # a manifest is a page of text; this is not one
+# Values a document may hold once its aliases are expanded: `&a [*b, *b, ...]` chains (the
+# "billion laughs") stay small as nodes but would blow up every repr() and loop over them.
+MAX_VALUES = 1_000_000
+# What a run writes under OUTPUT besides the job folders (ledger.py, run.py, worker.py), and under
+# OUTPUT/STATE_DIR: none of it may be a symbolic link out of the output folder.
+_STATE_PATHS = (("run.log",), (ledger.STATE_DIR, ledger.LEDGER_NAME),
+                (ledger.STATE_DIR, ledger.LOCK_NAME), (ledger.STATE_DIR, "gpus"),
+                (ledger.STATE_DIR, "work"))
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # "http:", "concat:", ...; not "C:"
 _GLOB_MAGIC = re.compile(r"[*?[]")
 _TAG = "tag:yaml.org,2002:"
 _MAP, _SEQ, _NULL, _MERGE = (_TAG + t for t in ("map", "seq", "null", "merge"))
@@ -147,11 +160,15 @@ def _read_text(file: Path, shown: str) -> str:
     if file.is_dir():
         raise UserError("is a folder; expected a YAML manifest", file=shown)
     try:
-        data = file.read_bytes()
+        with open(file, "rb") as f:  # capped: /dev/zero is a file name too
+            data = f.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise UserError("no such file", file=shown) from None
     except OSError as error:
         raise UserError(f"cannot read: {error.strerror}", file=shown) from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise UserError(f"larger than {MAX_MANIFEST_BYTES // 2**20} MB; expected a YAML manifest",
+                        file=shown)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -163,7 +180,9 @@ def _read_text(file: Path, shown: str) -> str:
 def _compose(text: str, shown: str) -> Node | None:
     """The YAML node tree, which keeps the line of every value (yaml.load would lose them)."""
     try:
-        return yaml.compose(text, Loader=_Loader)
+        root = yaml.compose(text, Loader=_Loader)
+    except RecursionError:  # PyYAML composes recursively: [[[[...]]]] a few hundred deep
+        raise UserError("invalid YAML: nested too deeply", file=shown) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         message = f"invalid YAML: {error.problem or error.context}"
@@ -174,6 +193,42 @@ def _compose(text: str, shown: str) -> Node | None:
         line = text[:error.position].count("\n") + 1
         raise UserError(f"invalid YAML: {error.reason} (character {error.character!r})",
                         file=shown, line=line) from None
+    problem = _alias_problem(root) if root is not None else None
+    if problem is not None:
+        node, message = problem
+        raise UserError(f"invalid YAML: {message}", file=shown, line=_line(node))
+    return root
+
+
+def _alias_problem(root: Node) -> tuple[Node, str] | None:
+    """An alias that contains itself, or more than MAX_VALUES values once aliases are expanded.
+
+    Depth-first over the node graph, each node once, counting the values under it with aliases
+    expanded (a node met again is shared, not copied, so its count is reused).
+    """
+    counts: dict[int, int] = {}  # finished nodes: values under them, expanded
+    open_nodes: set[int] = set()  # on the current path
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        children = (node.value if isinstance(node, SequenceNode) else
+                    [n for pair in node.value for n in pair] if isinstance(node, MappingNode)
+                    else [])
+        if finished:
+            open_nodes.discard(id(node))
+            counts[id(node)] = 1 + sum(counts[id(child)] for child in children)
+            if counts[id(node)] > MAX_VALUES:
+                return node, (f"its aliases expand to more than {MAX_VALUES:,} values; "
+                              f"a manifest is not that big")
+            continue
+        if id(node) in counts:
+            continue
+        if id(node) in open_nodes:
+            return node, "an alias refers to a value that contains it"
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in reversed(children))
+    return None
 
 
 def _unique(errors: list[UserError]) -> list[UserError]:
@@ -247,7 +302,9 @@ class _Reader:
         self.shown = shown      # the manifest's path as the user wrote it, for messages
         self.folder = folder    # relative paths in the manifest are relative to this folder
         self.errors: list[UserError] = []
-        self._probed: dict[tuple[Path, int], str | None] = {}
+        self.out: Path | None = None  # the output folder, once known
+        # (image, max_pixels) -> ((width, height), None) or (None, what is wrong with it)
+        self._probed: dict[tuple[Path, int], tuple[tuple[int, int] | None, str | None]] = {}
 
     def error(self, where: Node | int, field: str, message: str) -> None:
         line = where if isinstance(where, int) else _line(where)
@@ -334,6 +391,10 @@ class _Reader:
             return None
         self.version(top, root)
         output = self.output(top, root)
+        self.out = output
+        if output is not None:
+            for parts in _STATE_PATHS:
+                self.check_inside(parts, top["output"][1], "output")
         defaults = self.settings_layer(top["defaults"][1], "defaults") if "defaults" in top else {}
         jobs = self.jobs(top, root, defaults)
         if self.errors:
@@ -397,14 +458,14 @@ class _Reader:
         if not isinstance(node, SequenceNode) or node.tag != _SEQ or not node.value:
             self.error(node, "jobs", f"expected a non-empty list of jobs, got {_describe(node)}")
             return ()
-        names: dict[str, int] = {}
+        names: dict[str, tuple[str, int]] = {}  # casefolded name -> (name, line)
         jobs = (self.job(i, item, defaults, names) for i, item in enumerate(node.value))
         return tuple(job for job in jobs if job is not None)
 
     # --- one job --------------------------------------------------------------------------------
 
     def job(self, index: int, node: Node, defaults: dict[str, _Given],
-            names: dict[str, int]) -> Job | None:
+            names: dict[str, tuple[str, int]]) -> Job | None:
         field = f"jobs[{index}]"
         entries = self.entries(node, field, JOB_KEYS,
                                "a mapping with 'name', 'content' or 'video', and 'style'")
@@ -434,7 +495,8 @@ class _Reader:
         return Job(name=name, kind=kind, contents=contents, video=video, start=start, end=end,
                    fps=fps, styles=styles, outputs=outputs, settings=settings, line=_line(node))
 
-    def job_name(self, entries: dict, node: Node, field: str, names: dict[str, int]) -> str | None:
+    def job_name(self, entries: dict, node: Node, field: str,
+                 names: dict[str, tuple[str, int]]) -> str | None:
         if "name" not in entries:
             self.error(node, f"{field}.name", "missing; every job needs a unique name "
                                               "(it names the job's output folder)")
@@ -443,17 +505,25 @@ class _Reader:
         value = self.value(value_node, f"{field}.name")
         if value is _INVALID:
             return None
+        folded = value.casefold() if isinstance(value, str) else None
         if not isinstance(value, str):
             self.error(value_node, f"{field}.name", f"expected text, {_got(value)}")
         elif not _JOB_NAME.fullmatch(value):
             self.error(value_node, f"{field}.name",
                        f"{value!r} cannot name a folder: use letters, digits, '.', '_' and '-', "
                        f"not starting with '.'")
-        elif value in names:
+        elif len(value) > MAX_NAME:
             self.error(value_node, f"{field}.name",
-                       f"duplicate job name {value!r} (first on line {names[value]})")
+                       f"expected at most {MAX_NAME} characters, got {len(value)}")
+        elif folded in names:
+            first, line = names[folded]
+            same = "" if first == value else f" (as {first!r}: they differ only in case, and " \
+                                              f"share a folder where case is ignored)"
+            self.error(value_node, f"{field}.name",
+                       f"duplicate job name {value!r}{same} (first on line {line})")
         else:
-            names[value] = _line(value_node)
+            names[folded] = (value, _line(value_node))
+            self.check_inside((value,), value_node, f"{field}.name")
             return value
         return None
 

@@ -50,25 +50,49 @@ _STD_FLOOR = 1e-6  # luminance std below this is a flat image: match the mean on
 def probe_image(path: Path, max_pixels: int) -> tuple[int, int]:
     """(width, height) from the file's header, without decoding the pixels.
 
-    Raises UserError for a missing file, a file Pillow cannot identify, and an image with more
-    than `max_pixels` pixels or over Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS,
-    about 89 Mpx, which therefore caps max_pixels).
+    Raises UserError for a missing or empty file, a file Pillow cannot identify, and an image with
+    more than `max_pixels` pixels. Pillow's own decompression-bomb guard stays on underneath: its
+    hard limit (2 × Image.MAX_IMAGE_PIXELS, about 179 Mpx) refuses an image whatever max_pixels
+    says; its warning (over Image.MAX_IMAGE_PIXELS) is an error unless max_pixels is higher.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError("no such file" if not path.exists() else "not a file", file=path)
+    if path.stat().st_size == 0:
+        raise UserError("not an image: the file is empty (0 bytes)", file=path)
     try:
-        with _bomb_guard(path), Image.open(path) as im:
+        with _bomb_guard(path, max_pixels), Image.open(path) as im:
             width, height = im.size
     except UnidentifiedImageError:
         raise UserError("not an image: cannot identify image file", file=path) from None
-    except OSError as e:
+    except _DECODE_ERRORS as e:
         raise UserError(f"cannot read image: {e}", file=path) from None
     if width * height > max_pixels:
         megapixels = width * height / _MPX
         raise UserError(f"image is {width}\u00d7{height} = {megapixels:.1f} Mpx, over the limit of "
                         f"{max_pixels / _MPX:.1f} Mpx (setting max_pixels)", file=path)
     return width, height
+
+
+def check_image(path: Path, max_pixels: int) -> tuple[int, int]:
+    """probe_image, then read the whole file as cheaply as it can be, so that a truncated or
+    corrupt image is found by `validate` rather than half-way through a run.
+
+    PNG: every chunk and its CRC (verify(), no decompression). JPEG: decoded at 1/8 scale (draft
+    mode still walks all the entropy-coded data). Other formats: decoded.
+    """
+    size = probe_image(path, max_pixels)
+    path = Path(path)
+    try:
+        with _bomb_guard(path, max_pixels), Image.open(path) as im:
+            if im.format == "PNG":
+                im.verify()
+            else:
+                im.draft("RGB", (1, 1))
+                im.load()
+    except _DECODE_ERRORS as e:
+        raise UserError(f"truncated or corrupt image: {e}", file=path) from None
+    return size
 
 
 def load_image(path: Path, max_pixels: int) -> np.ndarray:
@@ -80,7 +104,7 @@ def load_image(path: Path, max_pixels: int) -> np.ndarray:
     path = Path(path)
     probe_image(path, max_pixels)
     try:
-        with _bomb_guard(path), Image.open(path) as im:
+        with _bomb_guard(path, max_pixels), Image.open(path) as im:
             upright = ImageOps.exif_transpose(im)  # decodes the pixels
             return _to_rgb_float(upright)
     except _DECODE_ERRORS as e:
@@ -90,10 +114,14 @@ def load_image(path: Path, max_pixels: int) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _bomb_guard(path: Path) -> Iterator[None]:
+def _bomb_guard(path: Path, max_pixels: int) -> Iterator[None]:
     """Turn Pillow's decompression-bomb warning and error into a UserError for `path`."""
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # Over MAX_IMAGE_PIXELS Pillow warns; that is an error unless our own limit is higher
+        # (checked from the header right after). Over twice that, Pillow raises regardless.
+        limit = Image.MAX_IMAGE_PIXELS
+        wanted = "ignore" if limit is not None and max_pixels > limit else "error"
+        warnings.simplefilter(wanted, Image.DecompressionBombWarning)
         try:
             yield
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +15,8 @@ from batch_style.settings import Settings
 
 STATE_DIR = ledger.STATE_DIR      # OUTPUT/.batch_style: ledger, lock, log, work files
 FRAME_NAME = "{:06d}.png"
+EXTRACT_PREFIX = "in-"            # work/JOB/STEM/in-KEY: a video's extracted frames
+EXTRACT_KEY_LEN = 12              # hex digits of the source-and-window hash in that name
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class VideoPlan:
     duration: float               # seconds covered by the kept frames
     has_audio: bool
     frames: tuple[tuple[int, float], ...]   # (source frame index, time) per kept frame
-    frames_dir: Path              # extracted input frames
+    frames_dir: Path              # extracted input frames (named for the source and window)
     units: tuple[Unit, ...]
     outputs: dict[str, Path]      # "mp4" / "gif" → final path (frames are the units' outputs)
     hash: str = ""
@@ -61,24 +66,44 @@ class Plan:
         return len(self.units)
 
 
-def stems(paths: tuple[Path, ...]) -> list[str]:
-    """Output names for content images; `a.jpg` and `a.png` in one job become `a.jpg`/`a.png`."""
-    counts: dict[str, int] = {}
-    for p in paths:
-        counts[p.stem] = counts.get(p.stem, 0) + 1
-    return [p.name.replace(".", "_") if counts[p.stem] > 1 else p.stem for p in paths]
+def stems(paths: Sequence[Path]) -> list[str]:
+    """Output names for a job's content images, unique within the job.
+
+    A file's stem (`a` for `a.jpg`) when no other content shares it, else its name with dots as
+    underscores (`a.jpg`, `a.png` → `a_jpg`, `a_png`). The manifest refuses two files of the same
+    name, but a renamed `a.png` can still meet another file's own stem (`a_png.png`); the later
+    of those is numbered (`a_png-2`).
+    """
+    counts = Counter(p.stem for p in paths)
+    names = [p.stem if counts[p.stem] == 1 else p.name.replace(".", "_") for p in paths]
+    wanted = set(names)
+    taken: set[str] = set()
+    unique_names = []
+    for name in names:
+        unique, n = name, 1
+        while unique in taken or (unique != name and unique in wanted):
+            n += 1
+            unique = f"{name}-{n}"
+        taken.add(unique)
+        unique_names.append(unique)
+    return unique_names
+
+
+def _init_path(settings: Settings) -> Path | None:
+    """settings.init when it names an image (the manifest made it absolute and checked it)."""
+    return None if settings.init in ("content", "noise") else Path(settings.init)
 
 
 def image_units(job: Job, out: Path) -> list[Unit]:
     folder = out / job.name
     units = []
-    inputs_extra = [job.settings.init] if job.settings.init not in ("content", "noise") else []
+    init = _init_path(job.settings)
     for path, stem in zip(job.contents, stems(job.contents)):
         gif = folder / f"{stem}.progress.gif" if "progress_gif" in job.outputs else None
-        inputs = [path, *job.styles, *map(Path, inputs_extra)]
+        inputs = [path, *job.styles, *([init] if init else [])]
         unit = Unit(key=f"{job.name}/{stem}", job=job.name, content=path, styles=job.styles,
                     settings=job.settings, output=folder / f"{stem}.png", progress_gif=gif,
-                    init=Path(inputs_extra[0]) if inputs_extra else None)
+                    init=init)
         units.append(dataclasses.replace(unit, hash=ledger.unit_hash(
             inputs, job.settings.to_dict(),
             {"outputs": sorted(job.outputs)})))
@@ -94,11 +119,15 @@ def video_plan(job: Job, out: Path) -> VideoPlan:
     fps = min(job.fps, info.fps) if job.fps else info.fps
     stem = job.video.stem
     work = out / STATE_DIR / "work" / job.name / stem
-    frames_dir = work / "in"
+    window = {"start": job.start, "end": job.end, "fps": job.fps}
+    # Extracted frames are named by position (000000.png, ...), so the folder is named for the
+    # source and the window: another window, or a replaced source, must not reuse them.
+    frames_dir = work / f"{EXTRACT_PREFIX}{ledger.unit_hash([job.video], {}, window)[:EXTRACT_KEY_LEN]}"
     out_dir = (out / job.name / "frames" / stem) if "frames" in job.outputs else work / "out"
     s = job.settings
-    video_hash = ledger.unit_hash([job.video, *job.styles], s.to_dict(),
-                                  {"start": job.start, "end": job.end, "fps": job.fps})
+    init = _init_path(s)
+    video_hash = ledger.unit_hash([job.video, *job.styles, *([init] if init else [])],
+                                  s.to_dict(), window)
     units, previous = [], None
     for i, (_, t) in enumerate(frames):
         name = FRAME_NAME.format(i)
@@ -107,7 +136,7 @@ def video_plan(job: Job, out: Path) -> VideoPlan:
         chained = s.warm_start and previous is not None
         unit = Unit(key=f"{job.name}/{stem}/{i:06d}", job=job.name,
                     content=frames_dir / name, styles=job.styles, settings=s,
-                    output=out_dir / name,
+                    output=out_dir / name, init=init,
                     steps=s.frame_steps if chained else None,
                     previous=previous.key if chained else None,
                     previous_output=previous.output if chained else None,
@@ -137,3 +166,18 @@ def make_plan(manifest: Manifest) -> Plan:
         else:
             units.extend(image_units(job, manifest.output))
     return Plan(output=manifest.output, units=tuple(units), videos=tuple(videos))
+
+
+def frames_fingerprint(frame_keys: Sequence[str], latest: Mapping[str, dict]) -> str:
+    """Which finished frame records an assembled video was made from (sha256 hex).
+
+    A video's own hash says what it should show; this says which renderings of its frames it
+    shows. A frame redone (its output lost, or a run killed between a frame and the assembly)
+    gets a new record, so the fingerprint changes and the MP4 and GIF are assembled again.
+    """
+    parts = []
+    for key in frame_keys:
+        record = latest.get(key)
+        stamp = record["time"] if record is not None and record["status"] == "done" else None
+        parts.append(f"{key}\t{stamp!r}")
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()

@@ -18,8 +18,10 @@ class JobStatus:
     done: int = 0
     failed: int = 0
     pending: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0            # time spent in this job's units (and video assembly)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    unit_seconds: list[float] = field(default_factory=list)   # of each done image or frame
+    pending_units: int = 0          # pending images and frames (pending minus videos)
 
 
 @dataclass
@@ -28,6 +30,9 @@ class RunStatus:
     jobs: list[JobStatus]
     running_pid: int | None
     eta_seconds: float | None
+    workers: list[dict] = field(default_factory=list)  # busy workers' progress, while running
+    started: float | None = None    # unix time the first finished unit started
+    updated: float | None = None    # unix time of the latest ledger record
 
     @property
     def done(self) -> int:
@@ -61,29 +66,51 @@ def running_pid(output: Path) -> int | None:
 
 
 def read_status(output: Path) -> RunStatus:
+    """Counts per job from the plan and the ledger; works during a run and after it."""
+    from batch_style import events
+
     plan_file = output / STATE_DIR / "plan.json"
     if not plan_file.exists():
         raise UserError("no batch-style run here (no .batch_style/plan.json); give the "
                         "`output` folder of a manifest", file=output)
     plan = json.loads(plan_file.read_text())
     latest = ledger.Ledger(ledger.ledger_path(output)).latest()
-    jobs: dict[str, JobStatus] = {}
-    done_seconds: list[float] = []
+    jobs: dict[str, JobStatus] = {j["name"]: JobStatus(j["name"]) for j in plan.get("jobs", [])}
+    times: list[tuple[float, float]] = []   # (started, finished) of each record
     for unit in plan["units"] + plan["videos"]:
         job = jobs.setdefault(unit["job"], JobStatus(unit["job"]))
+        is_video = "#video" in unit["key"]
         record = latest.get(unit["key"])
         if record is None or record.get("hash") != unit["hash"]:
             job.pending += 1
+            job.pending_units += not is_video
             continue
-        job.seconds += float(record.get("seconds", 0.0))
+        seconds = float(record.get("seconds") or 0.0)
+        job.seconds += seconds
+        times.append((record["time"] - seconds, record["time"]))
         if record["status"] == "done":
             job.done += 1
-            if "#video" not in unit["key"]:
-                done_seconds.append(float(record.get("seconds", 0.0)))
+            if not is_video:
+                job.unit_seconds.append(seconds)
         else:
             job.failed += 1
             job.failures.append((unit["key"], record.get("error", "failed")))
-    pending = sum(j.pending for j in jobs.values())
-    eta = (sum(done_seconds) / len(done_seconds) * pending) if done_seconds and pending else None
-    return RunStatus(output=output, jobs=list(jobs.values()), running_pid=running_pid(output),
-                     eta_seconds=eta)
+    pid = running_pid(output)
+    workers = events.busy_workers(output) if pid else []
+    return RunStatus(output=output, jobs=list(jobs.values()), running_pid=pid,
+                     eta_seconds=estimate_left(list(jobs.values()), max(len(workers), 1)),
+                     workers=workers, started=min((t[0] for t in times), default=None),
+                     updated=max((t[1] for t in times), default=None))
+
+
+def estimate_left(jobs: list[JobStatus], parallel: int = 1) -> float | None:
+    """Seconds left: each job's pending units at that job's mean seconds per unit (sizes and
+    steps differ between jobs), or the mean over all jobs for a job with none done yet; shared
+    among `parallel` workers. None when nothing is pending or nothing is known yet."""
+    every = [s for j in jobs for s in j.unit_seconds]
+    if not every or not any(j.pending_units for j in jobs):
+        return None
+    overall = sum(every) / len(every)
+    total = sum(j.pending_units * (sum(j.unit_seconds) / len(j.unit_seconds)
+                                   if j.unit_seconds else overall) for j in jobs)
+    return total / parallel

