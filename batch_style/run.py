@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import json
 import logging
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,11 +23,13 @@ from batch_style import plan as planning
 from batch_style.errors import UserError
 from batch_style.manifest import Manifest, load_all
 from batch_style.plan import Plan, Unit, VideoPlan
-from batch_style.worker import UnitResult, WorkerConfig, init_worker, run_unit
+from batch_style.worker import DISK_FULL, UnitResult, WorkerConfig, init_worker, run_unit
 
 log = logging.getLogger("batch_style")
 
 MAX_ATTEMPTS = 3        # a unit whose worker died is retried in a fresh worker up to this often
+
+Latest = dict[str, dict]  # the ledger's last record per key (ledger.Ledger.latest)
 
 
 @dataclass(frozen=True)
@@ -117,21 +122,31 @@ def make_executor(workers: int, config: WorkerConfig) -> cf.Executor:
     return ProcessPoolExecutor(max_workers=workers, initializer=init_worker, initargs=(config,))
 
 
-def _broken_pool(error: BaseException) -> bool:
-    from joblib.externals.loky.process_executor import BrokenProcessPool
-
-    return isinstance(error, (BrokenProcessPool, cf.process.BrokenProcessPool))
+def _broken_pool(error: BaseException | None) -> bool:
+    # loky's BrokenProcessPool and TerminatedWorkerError subclass the standard library's.
+    return isinstance(error, cf.process.BrokenProcessPool)
 
 
 # -- the run ----------------------------------------------------------------------------------
-def unit_done(unit: Unit, book: ledger.Ledger) -> bool:
-    """Done is a fact on disk: a matching ledger record and every output file present."""
+def unit_done(unit: Unit, book: ledger.Ledger, latest: Latest | None = None) -> bool:
+    """Done is a fact on disk: a matching ledger record and every output file present.
+
+    Pass `latest` (book.latest()) when asking for many units: it is the ledger read once.
+    """
+    record = (book.latest() if latest is None else latest).get(unit.key)
     outputs = [unit.output] + ([unit.progress_gif] if unit.progress_gif else [])
-    return book.is_done(unit.key, unit.hash) and all(p.exists() for p in outputs)
+    return (record is not None and record["status"] == "done" and record["hash"] == unit.hash
+            and all(p.exists() for p in outputs))
 
 
-def video_done(vp: VideoPlan, book: ledger.Ledger) -> bool:
-    return book.is_done(vp.key, vp.hash) and all(p.exists() for p in vp.outputs.values())
+def video_done(vp: VideoPlan, book: ledger.Ledger, latest: Latest | None = None) -> bool:
+    """Assembled from the frames as they are now (a redone frame makes it stale) and on disk."""
+    latest = book.latest() if latest is None else latest
+    record = latest.get(vp.key)
+    return (record is not None and record["status"] == "done" and record["hash"] == vp.hash
+            and record.get("frames") == planning.frames_fingerprint([u.key for u in vp.units],
+                                                                    latest)
+            and all(p.exists() for p in vp.outputs.values()))
 
 
 def run(manifest_paths: list[Path], options: RunOptions,
@@ -139,14 +154,19 @@ def run(manifest_paths: list[Path], options: RunOptions,
     """Run every job of the manifests. Raises UserError for invalid manifests or usage."""
     manifests = load_all(manifest_paths)
     summary = RunSummary()
-    previous_handler = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    # Signal handlers can only be set from the main thread; a library caller in another thread
+    # keeps SIGTERM's default.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) \
+        if in_main_thread else None
     try:
         for manifest in manifests:
             _run_manifest(manifest, options, summary, on_event or (lambda kind, data: None))
             if summary.interrupted or summary.stopped:
                 break
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
     return summary
 
 
@@ -158,42 +178,60 @@ def _sigterm_as_interrupt(signum, frame):
 def _run_manifest(manifest: Manifest, options: RunOptions, summary: RunSummary, emit) -> None:
     out = manifest.output
     state = out / planning.STATE_DIR
+    workers, config = worker_setup(options, state)  # usage errors before anything is written
     with ledger.RunLock(out), _log_to(out / "run.log"):
-        removed = atomic.clean_temporaries(out)
-        if removed:
-            log.info("removed %d unfinished temporary files from an earlier run", removed)
-        plan = planning.make_plan(manifest)
-        book = ledger.Ledger(ledger.ledger_path(out))
-        book.records()
-        if book.skipped:
-            log.warning("ignored %d corrupt ledger lines; those units will be redone",
-                        book.skipped)
-        _write_plan(manifest, plan, state)
-        todo = [u for u in plan.units if options.force or not unit_done(u, book)]
-        summary.skipped += len(plan.units) - len(todo)
-        log.info("run %s: %d units, %d already done, %d to do", manifest.path,
-                 len(plan.units), len(plan.units) - len(todo), len(todo))
-        emit("start", {"total": len(plan.units), "todo": len(todo),
-                       "skipped": len(plan.units) - len(todo)})
-        for vp in plan.videos:
-            if any(u in todo for u in vp.units):
-                assemble.extract_frames(vp)
-        workers, config = worker_setup(options, state)
         try:
-            _dispatch(todo, workers, config, options, book, summary, emit)
+            _run_plan(manifest, workers, config, options, summary, emit)
         except KeyboardInterrupt:
             summary.interrupted = True
             log.warning("interrupted: finished work is kept; run the same command to resume")
-            return
-        if summary.stopped:
-            return
-        for vp in plan.videos:
-            _assemble_video(vp, book, options, summary, emit)
+        except OSError as e:
+            # A worker's disk-full is a unit result (see _dispatch); this is the orchestrator's
+            # own writing: extracted frames, the ledger, plan.json, assembled videos.
+            if e.errno not in DISK_FULL:
+                raise
+            summary.stopped = f"disk full while writing {e.filename or out}"
+            log.error("stopping the run: %s; free some space and run the same command again",
+                      summary.stopped)
+
+
+def _run_plan(manifest: Manifest, workers: int, config: WorkerConfig, options: RunOptions,
+              summary: RunSummary, emit) -> None:
+    out = manifest.output
+    removed = atomic.clean_temporaries(out)
+    if removed:
+        log.info("removed %d unfinished temporary files from an earlier run", removed)
+    plan = planning.make_plan(manifest)
+    book = ledger.Ledger(ledger.ledger_path(out))
+    latest = book.latest()
+    if book.skipped:
+        log.warning("ignored %d corrupt ledger lines; those units will be redone", book.skipped)
+    _write_plan(manifest, plan, out / planning.STATE_DIR)
+    todo = [u for u in plan.units if options.force or not unit_done(u, book, latest)]
+    summary.skipped += len(plan.units) - len(todo)
+    log.info("run %s: %d units, %d already done, %d to do", manifest.path,
+             len(plan.units), len(plan.units) - len(todo), len(todo))
+    emit("start", {"total": len(plan.units), "todo": len(todo),
+                   "skipped": len(plan.units) - len(todo)})
+    todo_keys = {u.key for u in todo}
+    for vp in plan.videos:
+        if any(u.key in todo_keys for u in vp.units):
+            assemble.extract_frames(vp)
+    _dispatch(todo, workers, config, options, book, summary, emit)
+    if summary.stopped:
+        return
+    latest = book.latest()
+    for vp in plan.videos:
+        _assemble_video(vp, book, latest, options, summary, emit)
 
 
 def _dispatch(todo: list[Unit], workers: int, config: WorkerConfig, options: RunOptions,
               book: ledger.Ledger, summary: RunSummary, emit) -> None:
-    """Submit ready units (a video frame waits for the one it starts from), record results."""
+    """Submit ready units (a video frame waits for the one it starts from), record results.
+
+    Attempts are counted per run: a run that was interrupted leaves no count behind, and a unit
+    that failed is tried afresh by the next run.
+    """
     if not todo:
         return
     waiting_on: dict[str, list[Unit]] = {}
@@ -204,37 +242,51 @@ def _dispatch(todo: list[Unit], workers: int, config: WorkerConfig, options: Run
             waiting_on.setdefault(unit.previous, []).append(unit)
         else:
             ready.append(unit)
+
+    def release(unit: Unit, ok: bool) -> None:
+        # Frames chained to this one go first, so a video's chain keeps moving. When this one
+        # failed, they start afresh with the full budget, not from a stale file of an older run.
+        followers = waiting_on.pop(unit.key, [])
+        if not ok:
+            followers = [dataclasses.replace(f, previous_output=None, steps=None)
+                         for f in followers]
+        ready.extendleft(reversed(followers))
+
     attempts: dict[str, int] = {}
     in_flight: dict[cf.Future, Unit] = {}
     capacity = max(workers, 1)
     executor = make_executor(workers, config)
     try:
         while ready or in_flight:
-            while ready and len(in_flight) < capacity:
+            lost: list[Unit] = []
+            while ready and len(in_flight) < capacity and not lost:
                 unit = ready.popleft()
                 attempts[unit.key] = attempts.get(unit.key, 0) + 1
                 emit("unit_start", {"key": unit.key, "attempt": attempts[unit.key]})
-                in_flight[executor.submit(run_unit, unit, config)] = unit
-            finished, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-            lost = []
-            for future in finished:
-                unit = in_flight.pop(future)
-                error = future.exception()
-                if error is not None and _broken_pool(error):
-                    lost.append(unit)
-                    continue
-                result = future.result()  # an exception here is a bug in run_unit: let it show
-                _record(unit, result, attempts[unit.key], book, summary, emit)
-                # Chained frames go first, so a video's chain keeps moving.
-                ready.extendleft(reversed(waiting_on.pop(unit.key, [])))
-                if result.error_kind == "disk-full":
-                    summary.stopped = result.error
-                    log.error("stopping the run: %s; free some space and run the same "
-                              "command again", result.error)
-                    return
+                try:
+                    in_flight[executor.submit(run_unit, unit, config)] = unit
+                except cf.process.BrokenProcessPool:
+                    lost.append(unit)  # a worker died since the last wait
+            if in_flight and not lost:
+                finished, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                for future in finished:
+                    unit = in_flight.pop(future)
+                    error = future.exception()
+                    if _broken_pool(error):
+                        lost.append(unit)
+                        continue
+                    result = future.result() if error is None else _internal_error(unit, error)
+                    _record(unit, result, attempts[unit.key], book, summary, emit)
+                    release(unit, result.ok)
+                    if result.error_kind == "disk-full":
+                        summary.stopped = result.error
+                        log.error("stopping the run: %s; free some space and run the same "
+                                  "command again", result.error)
+                        return
             if lost:
-                # A worker died (killed, out of memory): the pool is broken. Every unit that was
-                # in it is lost; each is retried in a fresh pool until it has had its attempts.
+                # A worker died (killed, out of memory): the pool is broken and every unit in it
+                # is lost. The pool does not say whose worker died, so each is charged an
+                # attempt and retried in a fresh pool until it has had max_attempts.
                 lost.extend(in_flight.values())
                 in_flight.clear()
                 executor.shutdown(wait=True, kill_workers=True)
@@ -245,7 +297,7 @@ def _dispatch(todo: list[Unit], workers: int, config: WorkerConfig, options: Run
                                             error=f"its worker died {attempts[unit.key]} "
                                                   f"times (killed, or out of memory)")
                         _record(unit, result, attempts[unit.key], book, summary, emit)
-                        ready.extendleft(reversed(waiting_on.pop(unit.key, [])))
+                        release(unit, ok=False)
                     else:
                         log.warning("%s: its worker died; retrying", unit.key)
                         ready.appendleft(unit)
@@ -253,12 +305,24 @@ def _dispatch(todo: list[Unit], workers: int, config: WorkerConfig, options: Run
         executor.shutdown(wait=False, kill_workers=True)
 
 
+def _internal_error(unit: Unit, error: BaseException) -> UnitResult:
+    """run_unit raised: a bug of ours. The unit fails with the traceback in the log; the run goes
+    on. Ctrl-C and the like are not failures of the unit: they stop the run."""
+    if not isinstance(error, Exception):
+        raise error
+    return UnitResult(key=unit.key, ok=False, error_kind="internal",
+                      error=f"internal error: {type(error).__name__}: {error}".splitlines()[0],
+                      detail="".join(traceback.format_exception(error)))
+
+
 def _record(unit: Unit, result: UnitResult, attempt: int, book: ledger.Ledger,
             summary: RunSummary, emit) -> None:
     record = {"key": unit.key, "job": unit.job, "hash": unit.hash, "attempts": attempt,
               "status": "done" if result.ok else "failed", "seconds": round(result.seconds, 3),
               "steps": result.steps, "losses": result.losses, "history": list(result.history),
-              "worker": result.worker, "gpu": result.gpu}
+              "worker": result.worker, "gpu": result.gpu,
+              "cuda_visible_devices": result.cuda_visible_devices,
+              "tf_loaded_before_pinning": result.tf_loaded_before_pinning}
     if result.ok:
         record["outputs"] = [str(p) for p in (unit.output, unit.progress_gif) if p]
         summary.done += 1
@@ -275,11 +339,11 @@ def _record(unit: Unit, result: UnitResult, attempt: int, book: ledger.Ledger,
     emit("unit_done", record)
 
 
-def _assemble_video(vp: VideoPlan, book: ledger.Ledger, options: RunOptions,
+def _assemble_video(vp: VideoPlan, book: ledger.Ledger, latest: Latest, options: RunOptions,
                     summary: RunSummary, emit) -> None:
-    if not vp.outputs or (not options.force and video_done(vp, book)):
+    if not vp.outputs or (not options.force and video_done(vp, book, latest)):
         return
-    missing = [u.key for u in vp.units if not unit_done(u, book)]
+    missing = [u.key for u in vp.units if not unit_done(u, book, latest)]
     if missing:
         reason = f"not assembled: {len(missing)} of {len(vp.units)} frames failed"
         summary.failed.append((vp.key, reason))
@@ -297,6 +361,7 @@ def _assemble_video(vp: VideoPlan, book: ledger.Ledger, options: RunOptions,
         log.error("%s: %s", vp.key, e)
         return
     record = {"key": vp.key, "job": vp.job, "hash": vp.hash, "status": "done",
+              "frames": planning.frames_fingerprint([u.key for u in vp.units], latest),
               "outputs": [str(p) for p in vp.outputs.values()],
               "seconds": round(time.perf_counter() - started, 3)}
     book.append(record)
@@ -319,6 +384,7 @@ def _write_plan(manifest: Manifest, plan: Plan, state: Path) -> None:
                       "settings": j.settings.to_dict()} for j in manifest.jobs],
             "units": [unit(u) for u in plan.units],
             "videos": [{"key": v.key, "job": v.job, "hash": v.hash, "frames": len(v.units),
+                        "frame_keys": [u.key for u in v.units],
                         "source": str(v.source), "fps": v.fps,
                         "outputs": {k: str(p) for k, p in v.outputs.items()}}
                        for v in plan.videos]}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from batch_style import ledger
 from batch_style.errors import UserError
-from batch_style.plan import STATE_DIR
+from batch_style.plan import STATE_DIR, frames_fingerprint
 
 
 @dataclass
@@ -65,6 +65,18 @@ def running_pid(output: Path) -> int | None:
     return None
 
 
+def _still_done(entry: dict, record: dict, latest: dict[str, dict]) -> bool:
+    """What a run checks before it skips a unit or a video (run.unit_done, run.video_done): the
+    outputs are on disk and, for a video, it was assembled from the frames as they are now."""
+    if "frame_keys" in entry:  # a video
+        if record.get("frames") != frames_fingerprint(entry["frame_keys"], latest):
+            return False
+        outputs = list(entry["outputs"].values())
+    else:
+        outputs = [entry["output"]] + ([entry["progress_gif"]] if entry.get("progress_gif") else [])
+    return all(Path(p).exists() for p in outputs)
+
+
 def read_status(output: Path) -> RunStatus:
     """Counts per job from the plan and the ledger; works during a run and after it."""
     from batch_style import events
@@ -73,15 +85,22 @@ def read_status(output: Path) -> RunStatus:
     if not plan_file.exists():
         raise UserError("no batch-style run here (no .batch_style/plan.json); give the "
                         "`output` folder of a manifest", file=output)
-    plan = json.loads(plan_file.read_text())
+    try:
+        plan = json.loads(plan_file.read_text())
+        entries = plan["units"] + [v for v in plan["videos"] if v["outputs"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"unreadable run plan ({type(e).__name__}: {e}); run the manifest again "
+                        "to rewrite it", file=plan_file) from None
     latest = ledger.Ledger(ledger.ledger_path(output)).latest()
     jobs: dict[str, JobStatus] = {j["name"]: JobStatus(j["name"]) for j in plan.get("jobs", [])}
     times: list[tuple[float, float]] = []   # (started, finished) of each record
-    for unit in plan["units"] + plan["videos"]:
+    # A video with neither mp4 nor gif asked for has nothing to assemble: its frames say it all.
+    for unit in entries:
         job = jobs.setdefault(unit["job"], JobStatus(unit["job"]))
         is_video = "#video" in unit["key"]
         record = latest.get(unit["key"])
-        if record is None or record.get("hash") != unit["hash"]:
+        if record is None or record.get("hash") != unit["hash"] or (
+                record["status"] == "done" and not _still_done(unit, record, latest)):
             job.pending += 1
             job.pending_units += not is_video
             continue
