@@ -68,13 +68,25 @@ def running_pid(output: Path) -> int | None:
 def _still_done(entry: dict, record: dict, latest: dict[str, dict]) -> bool:
     """What a run checks before it skips a unit or a video (run.unit_done, run.video_done): the
     outputs are on disk and, for a video, it was assembled from the frames as they are now."""
-    if "frame_keys" in entry:  # a video
-        if record.get("frames") != frames_fingerprint(entry["frame_keys"], latest):
+    if isinstance(entry.get("outputs"), dict):  # a video
+        if "frame_keys" in entry and \
+                record.get("frames") != frames_fingerprint(entry["frame_keys"], latest):
             return False
         outputs = list(entry["outputs"].values())
     else:
         outputs = [entry["output"]] + ([entry["progress_gif"]] if entry.get("progress_gif") else [])
     return all(Path(p).exists() for p in outputs)
+
+
+def unit_state(entry: dict, latest: dict[str, dict]) -> str:
+    """done | failed | pending, for a unit or video of plan.json given the ledger's latest records:
+    a record for other inputs, or a done record whose outputs are gone, leaves it pending."""
+    record = latest.get(entry["key"])
+    if record is None or record.get("hash") != entry["hash"]:
+        return "pending"
+    if record["status"] == "done" and not _still_done(entry, record, latest):
+        return "pending"
+    return record["status"]
 
 
 def read_status(output: Path) -> RunStatus:
@@ -99,8 +111,7 @@ def read_status(output: Path) -> RunStatus:
         job = jobs.setdefault(unit["job"], JobStatus(unit["job"]))
         is_video = "#video" in unit["key"]
         record = latest.get(unit["key"])
-        if record is None or record.get("hash") != unit["hash"] or (
-                record["status"] == "done" and not _still_done(unit, record, latest)):
+        if unit_state(unit, latest) == "pending":
             job.pending += 1
             job.pending_units += not is_video
             continue
