@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch_style import assemble, atomic, ledger
+from batch_style import assemble, atomic, events, ledger
 from batch_style import plan as planning
 from batch_style.errors import UserError
 from batch_style.manifest import Manifest, load_all
@@ -179,7 +179,9 @@ def _run_manifest(manifest: Manifest, options: RunOptions, summary: RunSummary, 
     out = manifest.output
     state = out / planning.STATE_DIR
     workers, config = worker_setup(options, state)  # usage errors before anything is written
-    with ledger.RunLock(out), _log_to(out / "run.log"):
+    # events.jsonl gets every event; report.html is written when the run ends, however it ends.
+    with ledger.RunLock(out), _log_to(out / "run.log"), \
+            events.recording(out, emit, summary, manifest.path) as emit:
         try:
             _run_plan(manifest, workers, config, options, summary, emit)
         except KeyboardInterrupt:
