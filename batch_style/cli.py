@@ -154,6 +154,13 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
+def cmd_report(args) -> int:
+    from batch_style import report
+
+    print(f"wrote {report.write_report(Path(args.output))}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batch-style",
@@ -205,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="the run's output folder")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("report", help="write OUTPUT/report.html again from the run's plan and "
+                                      "ledger (a run writes it when it ends)")
+    p.add_argument("output", help="the run's output folder")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_report)
     return parser
 
 
