@@ -144,7 +144,8 @@ def _log_event(kind: str, data: dict) -> None:
     elif kind == "unit_done" and data.get("status") == "done":
         losses = data.get("losses") or {}
         terms = ", ".join(f"{name} {losses[name]:.4g}" for name in
-                          ("content", "style", "tv", "temporal") if losses.get(name))
+                          ("content", "style", "tv", "temporal")
+                          if losses.get(name) is not None and (name != "temporal" or losses[name]))
         log.info("%s: final losses %s; worker %s, GPU %s", data.get("key"), terms or "n/a",
                  data.get("worker") or "?", data.get("gpu") or "none")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from batch_style import atomic, ledger
+from batch_style.errors import UserError
 from batch_style.plan import STATE_DIR
 from batch_style.status import running_pid, unit_state
 
@@ -76,9 +77,21 @@ def write_report(output_dir: Path) -> Path:
 def load_jobs(output_dir: Path) -> tuple[dict, list[JobView]]:
     """The plan and, per job, its units with their latest ledger records (same inputs only)."""
     plan_file = output_dir / STATE_DIR / "plan.json"
-    plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    try:
+        plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError("no batch-style run here (no .batch_style/plan.json); give the "
+                        "`output` folder of a manifest", file=output_dir) from None
+    except ValueError as e:
+        raise UserError(f"unreadable run plan ({e}); run the manifest again to rewrite it",
+                        file=plan_file) from None
     latest = ledger.Ledger.for_output(output_dir).latest()
     jobs = {j["name"]: JobView(j["name"], j) for j in plan["jobs"]}
+    # plan.json names files where the run wrote them; the folder may have been moved since.
+    root = _planned_root(plan)
+    if root is not None and root != output_dir.resolve():
+        plan["units"] = [_relocated(u, root, output_dir) for u in plan["units"]]
+        plan["videos"] = [_relocated(v, root, output_dir) for v in plan["videos"]]
 
     def view(entry: dict) -> UnitView:
         # A record for other inputs or settings, or a done one whose outputs are gone, says
@@ -101,7 +114,7 @@ def load_jobs(output_dir: Path) -> tuple[dict, list[JobView]]:
 def render(output_dir: Path) -> str:
     output_dir = Path(output_dir)
     plan, jobs = load_jobs(output_dir)
-    page = _Page(output_dir, plan)
+    page = _Page(output_dir)
     body = [page.header(plan, jobs), page.failures(jobs)]
     if len(jobs) > 1:
         body.append('<nav class="jobs">' + "".join(
@@ -121,9 +134,8 @@ def render(output_dir: Path) -> str:
 class _Page:
     """Renders the parts of the page; remembers style thumbnails, which every row of a job shares."""
 
-    def __init__(self, output_dir: Path, plan: dict):
+    def __init__(self, output_dir: Path):
         self.output_dir = output_dir
-        self.planned_root = _planned_root(plan)
         self.styles: dict[str, tuple[str, str | None]] = {}   # path → (css class, data URI)
 
     # -- parts --------------------------------------------------------------------------------
@@ -137,6 +149,8 @@ class _Page:
         started = min((r["time"] - float(r.get("seconds") or 0) for r in records), default=None)
         finished = max((r["time"] for r in records), default=None)
         state = "finished" if not pending else f"stopped with {pending} units to go"
+        if failed:
+            state += f", {_plural(failed, 'failure')}"
         pid = running_pid(self.output_dir)
         if pid is not None and pid != os.getpid():
             state = "running" + (f" (pid {pid})" if pid > 0 else "") + ": this is a snapshot"
@@ -205,7 +219,7 @@ class _Page:
         if unit.status == "done":
             cells.append(self.thumb(p["output"], "result", px))
             gif = p.get("progress_gif")
-            if gif and self.local(gif).exists():
+            if gif and Path(gif).exists():
                 cells.append(f'<figure><img class="thumb" loading="lazy" src="{self.href(gif)}" '
                              f'alt="progress of {_e(unit.key)}"><figcaption>progress'
                              f'</figcaption></figure>')
@@ -219,7 +233,7 @@ class _Page:
         return (f'<div class="row {unit.status}" id="{_anchor(unit.key)}">'
                 f'<div class="cells">{"".join(cells)}</div>'
                 f'<div class="info"><h3>{_e(_short(unit))}</h3>{self.numbers(unit)}'
-                f'{loss_plot(r.get("history") or [])}</div></div>')
+                f'{loss_plot(r)}</div></div>')
 
     def numbers(self, unit: UnitView) -> str:
         r = unit.record
@@ -246,13 +260,13 @@ class _Page:
         frames = [u for u in job.units if u.status == "done"]
         poster = self.data_uri(frames[0].plan["output"], THUMB_PX * 2) if frames else None
         done = video is not None and video.status == "done"
-        if done and mp4 and self.local(mp4).exists():
+        if done and mp4 and Path(mp4).exists():
             poster_attr = f' poster="{poster}"' if poster else ""
             parts.append(f'<figure><video controls muted loop playsinline preload="metadata"'
                          f'{poster_attr} src="{self.href(mp4)}"></video>'
                          f'<figcaption><a href="{self.href(mp4)}">{_e(Path(mp4).name)}</a>'
                          f'</figcaption></figure>')
-        if done and gif and self.local(gif).exists():
+        if done and gif and Path(gif).exists():
             parts.append(f'<figure><img class="gif" loading="lazy" src="{self.href(gif)}" '
                          f'alt="{_e(Path(gif).name)}"><figcaption><a href="{self.href(gif)}">'
                          f'{_e(Path(gif).name)}</a></figcaption></figure>')
@@ -337,7 +351,7 @@ class _Page:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                with Image.open(self.local(path)) as im:
+                with Image.open(path) as im:
                     im.draft("RGB", (px, px))  # JPEG: decode at a fraction of the size
                     im = ImageOps.exif_transpose(im).convert("RGB")
                     im.thumbnail((px, px), Image.Resampling.LANCZOS)
@@ -347,20 +361,9 @@ class _Page:
             return None  # a missing or damaged file: the row says so instead
         return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
-    def local(self, path: str) -> Path:
-        """Where a planned file is now: plan.json names files where the run wrote them, and the
-        output folder may have been moved or copied since."""
-        p = Path(path)
-        if self.planned_root is not None and self.planned_root != self.output_dir.resolve():
-            try:
-                return self.output_dir / p.relative_to(self.planned_root)
-            except ValueError:
-                pass
-        return p
-
     def href(self, path: str) -> str:
         """The file's address relative to the report (the report lives in OUTPUT/)."""
-        rel = os.path.relpath(self.local(path).resolve(), self.output_dir.resolve())
+        rel = os.path.relpath(Path(path).resolve(), self.output_dir.resolve())
         return _e(quote(Path(rel).as_posix()))
 
 
@@ -379,6 +382,8 @@ def curve_svg(values: list, width: int, height: int, log_scale: bool = True) -> 
     y = [math.log10(v) for v in values] if log_scale else values
     top = max(y[0], sorted(y)[int(0.9 * (len(y) - 1))]) if log_scale else max(y)
     low = min(y)
+    if top <= low:  # a short history that only went up
+        top = max(y)
     span = top - low or 1.0
     pad = 3
     points = " ".join(
@@ -392,13 +397,17 @@ def curve_svg(values: list, width: int, height: int, log_scale: bool = True) -> 
             f'<polyline points="{points}"/></svg>')
 
 
-def loss_plot(history: list) -> str:
+def loss_plot(record: dict) -> str:
     """The loss curve of a contact-sheet row, with what it shows in words."""
+    history = record.get("history") or []
     svg = curve_svg(history, CURVE_W, CURVE_H)
     if not svg:
         return ""
+    # The record's loss is the result's; the history's last point can differ (it is subsampled,
+    # and an optimizer's last evaluation may be a trial step).
+    final = (record.get("losses") or {}).get("total", history[-1])
     return (f'<figure class="plot">{svg}<figcaption>loss {_e(_num(history[0]))} → '
-            f'{_e(_num(history[-1]))}, per step (log scale)</figcaption></figure>')
+            f'{_e(_num(final))}, per step (log scale)</figcaption></figure>')
 
 
 def frame_losses_svg(units: list[UnitView]) -> str:
@@ -444,6 +453,20 @@ def _planned_root(plan: dict) -> Path | None:
 
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _relocated(entry: dict, root: Path, output_dir: Path) -> dict:
+    """The plan entry with its paths under the run's `root` moved to `output_dir`."""
+    def move(value):
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        if isinstance(value, str) and value.startswith(str(root) + os.sep):
+            return str(output_dir / Path(value).relative_to(root))
+        return value
+
+    return {k: (v if k in ("key", "job", "hash") else move(v)) for k, v in entry.items()}
 
 
 def _e(text) -> str:
