@@ -22,6 +22,8 @@ class JobStatus:
     failures: list[tuple[str, str]] = field(default_factory=list)
     unit_seconds: list[float] = field(default_factory=list)   # of each done image or frame
     pending_units: int = 0          # pending images and frames (pending minus videos)
+    done_cost: float = 0.0          # planned steps × pixels of the done images and frames
+    pending_cost: float = 0.0       # the same of the pending ones (see unit_cost)
 
 
 @dataclass
@@ -105,6 +107,7 @@ def read_status(output: Path) -> RunStatus:
                         "to rewrite it", file=plan_file) from None
     latest = ledger.Ledger(ledger.ledger_path(output)).latest()
     jobs: dict[str, JobStatus] = {j["name"]: JobStatus(j["name"]) for j in plan.get("jobs", [])}
+    cost = _unit_costs(plan)
     times: list[tuple[float, float]] = []   # (started, finished) of each record
     # A video with neither mp4 nor gif asked for has nothing to assemble: its frames say it all.
     for unit in entries:
@@ -114,6 +117,7 @@ def read_status(output: Path) -> RunStatus:
         if unit_state(unit, latest) == "pending":
             job.pending += 1
             job.pending_units += not is_video
+            job.pending_cost += cost.get(unit["key"], 0.0)
             continue
         seconds = float(record.get("seconds") or 0.0)
         job.seconds += seconds
@@ -122,6 +126,7 @@ def read_status(output: Path) -> RunStatus:
             job.done += 1
             if not is_video:
                 job.unit_seconds.append(seconds)
+                job.done_cost += cost.get(unit["key"], 0.0)
         else:
             job.failed += 1
             job.failures.append((unit["key"], record.get("error", "failed")))
@@ -133,14 +138,30 @@ def read_status(output: Path) -> RunStatus:
                      updated=max((t[1] for t in times), default=None))
 
 
+def _unit_costs(plan: dict) -> dict[str, float]:
+    """Each image's or frame's planned work, steps × pixels (longest side squared), the measure
+    that time is estimated in: a video frame that starts from the previous one gets frame_steps,
+    a fraction of the first frame's steps, and sizes differ between jobs."""
+    settings = {j["name"]: (j.get("kind"), j.get("settings") or {}) for j in plan.get("jobs", [])}
+    first_frames = {v["frame_keys"][0] for v in plan.get("videos", []) if v.get("frame_keys")}
+    costs = {}
+    for unit in plan["units"]:
+        kind, s = settings.get(unit["job"], ("images", {}))
+        steps = s.get("steps") or 1
+        if kind == "video" and s.get("warm_start", True) and unit["key"] not in first_frames:
+            steps = s.get("frame_steps") or steps
+        costs[unit["key"]] = float(max(steps, 1)) * float(s.get("size") or 512) ** 2
+    return costs
+
+
 def estimate_left(jobs: list[JobStatus], parallel: int = 1) -> float | None:
-    """Seconds left: each job's pending units at that job's mean seconds per unit (sizes and
-    steps differ between jobs), or the mean over all jobs for a job with none done yet; shared
-    among `parallel` workers. None when nothing is pending or nothing is known yet."""
-    every = [s for j in jobs for s in j.unit_seconds]
-    if not every or not any(j.pending_units for j in jobs):
+    """Seconds left: each job's pending work (unit costs) at that job's own seconds per unit of
+    cost, or at the rate over all jobs for a job with nothing done yet; shared among `parallel`
+    workers. None when nothing is pending or nothing is known yet."""
+    done_cost = sum(j.done_cost for j in jobs)
+    if not done_cost or not any(j.pending_units for j in jobs):
         return None
-    overall = sum(every) / len(every)
-    total = sum(j.pending_units * (sum(j.unit_seconds) / len(j.unit_seconds)
-                                   if j.unit_seconds else overall) for j in jobs)
+    overall = sum(sum(j.unit_seconds) for j in jobs) / done_cost
+    total = sum(j.pending_cost * (sum(j.unit_seconds) / j.done_cost if j.done_cost else overall)
+                for j in jobs)
     return total / parallel

@@ -104,6 +104,27 @@ def test_eta_uses_each_jobs_own_pace(out):
     assert "(when run again)" in console.format_status(s)  # stopped: nothing is running
 
 
+def test_eta_counts_steps_and_pixels(tmp_path):
+    """A warm-started frame has frame_steps, not steps; a job at twice the size has 4× pixels."""
+    out = tmp_path / "out"
+    frames = [_unit(out, "clip", f"c/{i:06d}") for i in range(5)]
+    big = [_unit(out, "big", s) for s in "ab"]
+    plan = {"jobs": [{"name": "clip", "kind": "video", "settings": {
+                          "steps": 100, "frame_steps": 25, "size": 100, "warm_start": True}},
+                     {"name": "big", "kind": "images", "settings": {"steps": 100, "size": 200}}],
+            "units": frames + big,
+            "videos": [{"key": "clip/c#video", "job": "clip", "hash": "v", "outputs": {},
+                        "frame_keys": [u["key"] for u in frames]}]}
+    (out / ".batch_style").mkdir(parents=True)
+    (out / ".batch_style" / "plan.json").write_text(json.dumps(plan))
+    finish(out, "clip", "c/000000", 8.0)    # the first frame: 100 steps
+    # four frames of 25 steps at the first frame's pace: 4 × 2 s; two big images, 4× the
+    # pixels, at the same pace (no big image done yet): 2 × 32 s
+    assert status.read_status(out).eta_seconds == pytest.approx(4 * 2.0 + 2 * 32.0)
+    finish(out, "big", "a", 10.0)           # big's own pace from now on
+    assert status.read_status(out).eta_seconds == pytest.approx(4 * 2.0 + 10.0)
+
+
 def test_a_redo_or_a_lost_output_is_pending(out):
     finish(out, "pics", "a", 1.0)
     finish(out, "pics", "b", 1.0)
