@@ -189,8 +189,8 @@ class _Page:
                         f'<td class="hint">{_e(hint)}</td></tr>')
         s = "" if len(failed) == 1 else "s"
         return (f'<section class="failures" id="failures"><h2>{len(failed)} failure{s}</h2>'
-                f'<p>Everything else finished; these did not. Fix the cause and run the same '
-                f'command again: finished units are kept and only these are redone.</p>'
+                f'<p>These did not finish. Fix the cause and run the same command again: '
+                f'finished units are kept, and only the failed and pending ones run.</p>'
                 f'<table><thead><tr><th>unit</th><th>what went wrong</th><th>what it means'
                 f'</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>')
 
@@ -261,8 +261,9 @@ class _Page:
         poster = self.data_uri(frames[0].plan["output"], THUMB_PX * 2) if frames else None
         done = video is not None and video.status == "done"
         if done and mp4 and Path(mp4).exists():
-            poster_attr = f' poster="{poster}"' if poster else ""
-            parts.append(f'<figure><video controls muted loop playsinline preload="metadata"'
+            # With a poster (the first stylized frame) nothing need load before Play.
+            poster_attr = f' poster="{poster}" preload="none"' if poster else ' preload="metadata"'
+            parts.append(f'<figure><video controls muted loop playsinline'
                          f'{poster_attr} src="{self.href(mp4)}"></video>'
                          f'<figcaption><a href="{self.href(mp4)}">{_e(Path(mp4).name)}</a>'
                          f'</figcaption></figure>')
