@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +11,8 @@ import numpy as np
 
 from batch_style import media, video
 from batch_style.plan import EXTRACT_PREFIX, FRAME_NAME, VideoPlan
+
+_FRAME_FILE = re.compile(r"\d{6}\.png")  # FRAME_NAME's files
 
 
 def extract_frames(vp: VideoPlan) -> int:
@@ -31,6 +34,20 @@ def extract_frames(vp: VideoPlan) -> int:
             media.save_image(frame, paths[index])
             written += 1
     return written
+
+
+def remove_stale_frames(vp: VideoPlan) -> int:
+    """Remove stylized frames that an earlier plan of this video left beyond this plan's frames
+    (another window or frame rate), so `frames/STEM/` holds this video's frames only."""
+    if not vp.units or not vp.units[0].output.parent.is_dir():
+        return 0
+    keep = {u.output.name for u in vp.units}
+    removed = 0
+    for path in vp.units[0].output.parent.iterdir():
+        if _FRAME_FILE.fullmatch(path.name) and path.name not in keep:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def _remove_stale_extractions(frames_dir: Path) -> None:

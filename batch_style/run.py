@@ -15,6 +15,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def make_executor(workers: int, config: WorkerConfig) -> cf.Executor:
 
 def _broken_pool(error: BaseException | None) -> bool:
     # loky's BrokenProcessPool and TerminatedWorkerError subclass the standard library's.
-    return isinstance(error, cf.process.BrokenProcessPool)
+    return isinstance(error, BrokenProcessPool)
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -192,7 +193,9 @@ def _run_manifest(manifest: Manifest, options: RunOptions, summary: RunSummary, 
             # own writing: extracted frames, the ledger, plan.json, assembled videos.
             if e.errno not in DISK_FULL:
                 raise
-            summary.stopped = f"disk full while writing {e.filename or out}"
+            # e.filename is usually a temporary name; its folder is what a person can act on.
+            where = Path(e.filename).parent if e.filename else out
+            summary.stopped = f"disk full while writing into {where}"
             log.error("stopping the run: %s; free some space and run the same command again",
                       summary.stopped)
 
@@ -219,6 +222,7 @@ def _run_plan(manifest: Manifest, workers: int, config: WorkerConfig, options: R
     for vp in plan.videos:
         if any(u.key in todo_keys for u in vp.units):
             assemble.extract_frames(vp)
+            assemble.remove_stale_frames(vp)
     _dispatch(todo, workers, config, options, book, summary, emit)
     if summary.stopped:
         return
@@ -267,7 +271,7 @@ def _dispatch(todo: list[Unit], workers: int, config: WorkerConfig, options: Run
                 emit("unit_start", {"key": unit.key, "attempt": attempts[unit.key]})
                 try:
                     in_flight[executor.submit(run_unit, unit, config)] = unit
-                except cf.process.BrokenProcessPool:
+                except BrokenProcessPool:
                     lost.append(unit)  # a worker died since the last wait
             if in_flight and not lost:
                 finished, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,21 +52,37 @@ class RunStatus:
 
 
 def running_pid(output: Path) -> int | None:
-    """The pid of a run holding the output folder's lock, or None."""
+    """The pid of a run holding the output folder's lock, or None.
+
+    Probing the lock takes it for a moment, and a run starting in that moment would be refused;
+    so the lock is probed only when its file names a process that is alive. A run writes its
+    pid there right after taking the lock; before that the file names the last run (or nobody).
+    """
     path = output / STATE_DIR / ledger.LOCK_NAME
-    if not path.exists():
+    try:
+        holder = json.loads(path.read_text() or "{}")
+        pid, host = int(holder.get("pid", 0)), holder.get("host")
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
-    with open(path, "a+") as handle:
+    if not pid or (host == socket.gethostname() and not _alive(pid)):
+        return None
+    with open(path, "rb") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            try:
-                return int(json.loads(handle.read() or "{}").get("pid", 0)) or -1
-            except (ValueError, AttributeError):
-                return -1
+            return pid
         fcntl.flock(handle, fcntl.LOCK_UN)
     return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _still_done(entry: dict, record: dict, latest: dict[str, dict]) -> bool:
