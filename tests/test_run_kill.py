@@ -1,0 +1,168 @@
+"""Kill tests for batch_style.run: SIGKILL the run or one worker, then check what is on disk."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import group_alive, kill_group, ledger_records, temporaries, wait_for
+from PIL import Image
+
+from batch_style import ledger, video
+from batch_style import run as runner
+
+FRAMES = 12  # the clip's first 0.4 s
+UNITS = 1 + 3 + FRAMES
+
+
+def kill_jobs(media_dir: Path) -> list[dict]:
+    style = str(media_dir / "style.png")
+    return [
+        {"name": "pair", "content": str(media_dir / "photo.png"), "style": style,
+         "outputs": ["image", "progress_gif"]},
+        {"name": "fold", "content": str(media_dir / "folder"), "style": style},
+        {"name": "clip", "video": str(media_dir / "clip.mp4"), "style": style, "end": 0.4,
+         "outputs": ["mp4", "gif", "frames"]},
+    ]
+
+
+def done_count(out: Path) -> int:
+    if not ledger.ledger_path(out).exists():
+        return 0
+    return sum(r["status"] == "done" for r in ledger_records(out))
+
+
+def check_complete(out: Path) -> None:
+    """Every output decodes (the MP4 and GIF with all frames), no temporary is left, and no unit
+    was done twice: a done record is written after its outputs, so nothing behind one is redone."""
+    records = ledger_records(out)
+    latest = {r["key"]: r for r in records}
+    assert len(latest) == UNITS + 1 and all(r["status"] == "done" for r in latest.values())
+    for record in latest.values():
+        for path in map(Path, record["outputs"]):
+            if path.suffix == ".mp4":
+                assert video.ffprobe_like(path)["frames"] == FRAMES
+            else:
+                with Image.open(path) as im:
+                    im.load()
+                    if path.name == "clip.gif":
+                        assert im.n_frames == FRAMES
+    done_twice = [k for k, n in Counter((r["key"], r["hash"]) for r in records
+                                        if r["status"] == "done").items() if n > 1]
+    assert not done_twice
+    assert not temporaries(out)
+
+
+def kill_run_once(cli, manifest: Path, rng: random.Random) -> int:
+    """Start the run and SIGKILL it with its workers at a random moment; return the finished
+    units then."""
+    out = manifest.parent / "out"
+    process = cli.spawn("run", manifest, "--tiny", "--workers", "1")
+    if rng.random() < 0.25:
+        time.sleep(rng.uniform(0.2, 3.0))  # start-up: planning, extraction, TensorFlow loading
+    else:
+        # During the work: after a random number of further units (all of them: assembly).
+        target = min(done_count(out) + rng.randint(1, 6), UNITS)
+        wait_for(lambda: done_count(out) >= target or process.poll() is not None, 120,
+                 f"{target} finished units")
+        time.sleep(rng.uniform(0.0, 0.3))
+    kill_group(process, signal.SIGKILL)
+    process.wait(timeout=30)
+    wait_for(lambda: not group_alive(process.pid), 30, "the killed run's workers to go")
+    return done_count(out)
+
+
+def run_killed_repeatedly(media_dir, write_manifest, cli, seed: int, kills: int) -> list[int]:
+    """Kill the run `kills` times at seeded random moments, then finish it (in-process) and
+    check everything; return the finished units after each kill."""
+    rng = random.Random(seed)
+    manifest = write_manifest(kill_jobs(media_dir))
+    progress = [kill_run_once(cli, manifest, rng) for _ in range(kills)]
+    summary = runner.run([manifest], runner.RunOptions(workers=0, tiny=True))
+    assert summary.exit_code == 0
+    assert summary.skipped == min(progress[-1], UNITS)
+    check_complete(manifest.parent / "out")
+    return progress
+
+
+def test_run_survives_sigkill_at_random_moments(media_dir, write_manifest, cli):
+    progress = run_killed_repeatedly(media_dir, write_manifest, cli, seed=7, kills=2)
+    assert 0 < progress[0] < progress[1] < UNITS  # seed 7: both kills land during the work
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_run_survives_many_sigkills(media_dir, write_manifest, cli, seed):
+    run_killed_repeatedly(media_dir, write_manifest, cli, seed=seed, kills=6)
+
+
+# -- one worker killed while the orchestrator lives ----------------------------------------------
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def is_worker(pid: int) -> bool:
+    """A loky worker (not loky's resource tracker), and not yet a zombie."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return b"popen_loky_posix" in cmdline and state != "Z"
+
+
+def kill_workers(process, times: int) -> list[int]:
+    """SIGKILL the run's worker `times` times, each time the next fresh one; return their pids."""
+    killed: list[int] = []
+    for _ in range(times):
+        pid = wait_for(lambda: next((c for c in children(process.pid)
+                                     if c not in killed and is_worker(c)), None), 120,
+                       "a fresh worker")
+        time.sleep(0.3)  # it has its unit by now: workers start when a unit is submitted
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+    return killed
+
+
+def folder_manifest(write_manifest, media_dir):
+    return write_manifest([{"name": "fold", "content": str(media_dir / "folder"),
+                            "style": str(media_dir / "style.png")}])
+
+
+def test_killed_worker_is_replaced_and_its_unit_retried(media_dir, write_manifest, cli):
+    manifest = folder_manifest(write_manifest, media_dir)
+    out = manifest.parent / "out"
+    process = cli.spawn("run", manifest, "--tiny", "--workers", "1")
+    kill_workers(process, 1)
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 0, stderr
+    records = ledger_records(out)
+    assert [(r["key"], r["status"], r["attempts"]) for r in records] == \
+        [("fold/a", "done", 2), ("fold/b", "done", 1), ("fold/c", "done", 1)]
+    assert "fold/a: its worker died; retrying" in (out / "run.log").read_text()
+
+
+def test_unit_whose_worker_always_dies_fails_and_the_run_goes_on(media_dir, write_manifest, cli):
+    manifest = folder_manifest(write_manifest, media_dir)
+    out = manifest.parent / "out"
+    process = cli.spawn("run", manifest, "--tiny", "--workers", "1")
+    kill_workers(process, runner.MAX_ATTEMPTS)
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 1, stderr
+    records = ledger_records(out)
+    assert [(r["key"], r["status"], r["attempts"]) for r in records] == \
+        [("fold/a", "failed", 3), ("fold/b", "done", 1), ("fold/c", "done", 1)]
+    assert records[0]["error_kind"] == "crash"
+    assert f"failed: fold/a: its worker died {runner.MAX_ATTEMPTS} times" in stderr
+    wait_for(lambda: not group_alive(process.pid), 30, "the workers to go")
