@@ -1,9 +1,10 @@
-"""`make bench`: optimizers side by side on the same objective, as a table printed and saved."""
+"""`make bench`: ways of minimizing the same objective, side by side, as a table printed and saved."""
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import platform
 import resource
 import sys
@@ -17,11 +18,17 @@ PAIRS = {
     "golden_gate+kandinsky": ("photos/golden_gate.jpg", "paintings/kandinsky.jpg"),
     "tubingen+kandinsky": ("photos/tubingen.jpg", "paintings/kandinsky.jpg"),
 }
-# Each method minimizes the same objective (the default weights); only how differs.
+# Each method minimizes the same objective (the default weights); only how differs. The first
+# method of a run is the reference whose final objective the others race to reach.
 METHODS = {
+    "seed": {"preset": "seed"},     # the seed's schedule: Adam lr 0.02, 1000 steps, one scale
+    "default": {},                  # the project's defaults, whatever they are
     "adam": {"optimizer": "adam", "learning_rate": 0.02, "tolerance": 0.0, "scales": 1},
     "lbfgs": {"optimizer": "lbfgs", "tolerance": 0.0, "scales": 1},
+    "lbfgs-bf16": {"optimizer": "lbfgs", "tolerance": 0.0, "scales": 1, "precision": "bfloat16"},
 }
+OWN_SCHEDULE = {"seed", "default"}  # --steps does not apply to these
+MATMUL_N = 2048                     # size of the matrix product measured as the machine's peak
 
 
 @dataclass(frozen=True)
@@ -32,52 +39,98 @@ class Measurement:
     steps: int
     seconds: float              # optimization wall time (model load and targets excluded)
     seconds_per_step: float     # after the first step (which traces the function)
-    objective: float            # DESIGN.md's objective of the final image, evaluated afresh
+    objective: float            # DESIGN.md's objective of the final image, evaluated afresh (fp32)
     checkpoints: dict[int, float]   # objective after N steps
     elapsed: tuple[float, ...]  # wall time after each step
-    history: tuple[float, ...]  # objective after each step
+    history: tuple[float, ...]  # objective after each step, as the optimizer saw it
     peak_rss_mb: float          # peak resident memory of the measuring process
     model_rss_mb: float         # resident memory once the model and images were loaded
+    step_gflop: float           # convolution GFLOP of one step at the final size
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def step_flops(layer_names, size: tuple[int, int], widths=None) -> float:
+    """Convolution FLOPs of one step: the truncated VGG19 forward plus the input-gradient backward.
+
+    Each 3×3 convolution costs 2·9·H·W·Cin·Cout FLOPs forward and the same again to carry the
+    gradient back to its input (no weight gradients are needed). Pooling and ReLU are ignored.
+    """
+    from batch_style.model import VGG19_WIDTHS, layers_needed
+
+    widths = widths or VGG19_WIDTHS
+    w, h = size
+    channels, total = 3, 0.0
+    for name, kind in layers_needed(layer_names):
+        if kind == "pool":
+            w, h = w // 2, h // 2
+            continue
+        out = widths[int(name[5]) - 1]
+        total += 2 * 2 * 9 * w * h * channels * out
+        channels = out
+    return total
+
+
+def matmul_gflops(dtype: str = "float32", n: int = MATMUL_N, repeats: int = 5) -> float:
+    """The machine's achievable rate: a large matrix product, best of a few."""
+    from batch_style.backend import import_tensorflow
+
+    tf = import_tensorflow()
+    a = tf.random.uniform((n, n), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    product = tf.function(lambda x: tf.matmul(x, x))
+    product(a).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        product(a).numpy()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
 def measure(pair: str, method: str, size: int, steps: int, checkpoints: tuple[int, ...],
             weights: str | None, tiny: bool) -> Measurement:
-    """One method on one pair, in this process (bench() runs each in a fresh process)."""
+    """One method on one pair, in this process (main() runs each in a fresh process)."""
     from batch_style.backend import import_tensorflow
 
     import_tensorflow()
     from batch_style import media
-    from batch_style.model import load_feature_model
+    from batch_style.model import TINY_WIDTHS, load_feature_model
     from batch_style.optimize import Stylizer
     from batch_style.settings import resolve
 
-    settings = resolve({"size": size, "steps": steps, **METHODS[method]})
+    own = {} if method in OWN_SCHEDULE else {"steps": steps}
+    settings = resolve({"size": size, **own, **METHODS[method]})
+    reference = resolve({"size": size})  # the objective every method is judged by
     content_path, style_path = (SAMPLES / p for p in PAIRS[pair])
     content = media.load_image(content_path, settings.max_pixels)
     style = media.load_image(style_path, settings.max_pixels)
-    stylizer = Stylizer(load_feature_model(settings.content_layers + settings.style_layers,
-                                           weights, tiny=tiny))
+    layers = settings.content_layers + settings.style_layers
+    stylizer = Stylizer(load_feature_model(layers, weights, tiny=tiny,
+                                           precision=settings.precision))
+    # The objective is judged in float32 whatever precision the method optimized in.
+    judge = stylizer if settings.precision == "float32" else Stylizer(
+        load_feature_model(layers, weights, tiny=tiny))
     model_rss = _rss_mb()
     elapsed: list[float] = []
     result = stylizer.stylize(content, [style], settings,
                               callback=lambda e: elapsed.append(e.elapsed))
-    objective = stylizer.evaluate(result.image, content, [style], settings).total
+    objective = judge.evaluate(result.image, content, [style], reference).total
     per_step = ((elapsed[-1] - elapsed[0]) / (len(elapsed) - 1)) if len(elapsed) > 1 else 0.0
     h, w = result.image.shape[:2]
+    gflop = step_flops(layers, (w, h), TINY_WIDTHS if tiny else None) / 1e9
     return Measurement(pair=pair, method=method, size=(w, h), steps=result.steps,
                        seconds=result.seconds, seconds_per_step=per_step, objective=objective,
                        checkpoints={n: result.history[n - 1] for n in checkpoints
                                     if n <= len(result.history)},
                        elapsed=tuple(elapsed), history=result.history,
-                       peak_rss_mb=_rss_mb(), model_rss_mb=model_rss)
+                       peak_rss_mb=_rss_mb(), model_rss_mb=model_rss, step_gflop=gflop)
 
 
-def _measure_in_child(args) -> Measurement:
-    return measure(*args)
+def _in_child(function, *args):
+    return function(*args)
 
 
 def time_to_reach(m: Measurement, target: float) -> float | None:
@@ -92,27 +145,32 @@ def _sci(x: float | None) -> str:
     return "—" if x is None else f"{x:.4g}"
 
 
-def table(results: list[Measurement], checkpoints: tuple[int, ...]) -> str:
-    head = (["pair", "method", "size", "steps", "wall s", "s/step"]
+def table(results: list[Measurement], checkpoints: tuple[int, ...], peak_gflops: float) -> str:
+    reference = results[0].method
+    head = (["pair", "method", "size", "steps", "wall s", "s/step", "GFLOP/s (% of matmul)"]
             + [f"objective@{n}" for n in checkpoints]
-            + ["final objective", "peak RSS MB", "model RSS MB", "reaches adam's final in"])
+            + ["final objective", "peak RSS MB", "MB/Mpx", f"reaches {reference}'s final in",
+               "speed-up"])
     rows = [head, ["---"] * len(head)]
-    finals = {(m.pair, m.method): m.objective for m in results}
+    by_key = {(m.pair, m.method): m for m in results}
     for m in results:
-        adam_final = finals.get((m.pair, "adam"))
-        reach = (m.seconds if m.method == "adam" else
-                 time_to_reach(m, adam_final) if adam_final is not None else None)
+        ref = by_key.get((m.pair, reference))
+        reach = m.seconds if m.method == reference else (
+            time_to_reach(m, ref.objective) if ref is not None else None)
+        rate = m.step_gflop / m.seconds_per_step if m.seconds_per_step else 0.0
+        mpx = m.size[0] * m.size[1] / 1e6
         rows.append([m.pair, m.method, f"{m.size[0]}×{m.size[1]}", str(m.steps),
-                     f"{m.seconds:.1f}", f"{m.seconds_per_step:.3f}"]
+                     f"{m.seconds:.1f}", f"{m.seconds_per_step:.3f}",
+                     f"{rate:.0f} ({100 * rate / peak_gflops:.0f}%)"]
                     + [_sci(m.checkpoints.get(n)) for n in checkpoints]
-                    + [_sci(m.objective), f"{m.peak_rss_mb:.0f}", f"{m.model_rss_mb:.0f}",
-                       "—" if reach is None else f"{reach:.1f} s"])
+                    + [_sci(m.objective), f"{m.peak_rss_mb:.0f}",
+                       f"{(m.peak_rss_mb - m.model_rss_mb) / mpx:.0f}",
+                       "—" if reach is None else f"{reach:.1f} s",
+                       "—" if reach is None or ref is None else f"{ref.seconds / reach:.1f}×"])
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
 def machine() -> str:
-    import os
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -126,31 +184,40 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batch_style.bench", description=__doc__)
-    parser.add_argument("--size", type=int, default=256, help="longest side, px")
-    parser.add_argument("--steps", type=int, default=100, help="steps per method")
-    parser.add_argument("--pairs", nargs="+", default=["tubingen+starry-night"],
-                        choices=sorted(PAIRS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=sorted(METHODS))
+    parser.add_argument("--full", action="store_true", help="512 px instead of 256")
+    parser.add_argument("--size", type=int, default=None, help="longest side, px (default 256)")
+    parser.add_argument("--steps", type=int, default=100,
+                        help="steps for the adam/lbfgs methods (seed and default keep theirs)")
+    parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=sorted(PAIRS))
+    parser.add_argument("--methods", nargs="+", default=["seed", "default"],
+                        choices=list(METHODS), help="the first is the reference")
     parser.add_argument("--out", default="bench-results/bench.md", help="table file (markdown)")
     parser.add_argument("--weights", default=None, help="VGG19 weights file")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only
     args = parser.parse_args(argv)
-    checkpoints = tuple(n for n in (25, 50, 100, 200, 500, 1000) if n <= args.steps)
+    size = args.size or (512 if args.full else 256)
+    checkpoints = (25, 50, 100, 200, 500)
     # Each measurement in a fresh process: peak memory is its own, and no cache or trace of one
     # method helps the next.
     context = multiprocessing.get_context("spawn")
-    results = []
     started = time.strftime("%Y-%m-%d %H:%M")
+    with context.Pool(1) as pool:
+        peak = pool.apply(_in_child, (matmul_gflops,))
+    results = []
     for pair in args.pairs:
         for method in args.methods:
             with context.Pool(1) as pool:
-                results.append(pool.apply(_measure_in_child, ((
-                    pair, method, args.size, args.steps, checkpoints, args.weights,
-                    args.tiny),)))
-            print(f"  measured {pair} / {method}", file=sys.stderr)
-    text = (f"# batch-style bench ({started})\n\nMachine: {machine()}\n"
-            f"Objective: DESIGN.md's, default weights; same content init for every method.\n\n"
-            + table(results, checkpoints) + "\n")
+                results.append(pool.apply(_in_child, (
+                    measure, pair, method, size, args.steps, checkpoints, args.weights,
+                    args.tiny)))
+            m = results[-1]
+            print(f"  {pair} / {method}: {m.seconds:.1f} s, objective {m.objective:.4g}",
+                  file=sys.stderr)
+    text = (f"# batch-style bench ({started})\n\nMachine: {machine()}; "
+            f"{MATMUL_N}² float32 matmul: {peak:.0f} GFLOP/s\n"
+            f"Objective: DESIGN.md's with the default weights, evaluated in float32 on each "
+            f"final image; every method starts from the content image.\n\n"
+            + table(results, checkpoints, peak) + "\n")
     print(text)
     out = Path(args.out)
     from batch_style.atomic import atomic_write_text

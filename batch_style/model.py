@@ -50,11 +50,16 @@ class FeatureModel:
 
     def __init__(self, layer_names: Sequence[str],
                  weights: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                 widths: Sequence[int] = VGG19_WIDTHS, seed: int = 0):
+                 widths: Sequence[int] = VGG19_WIDTHS, seed: int = 0,
+                 precision: str = "float32"):
         import keras
 
         self.layer_names = tuple(dict.fromkeys(layer_names))  # unique, order kept
         self.widths = tuple(widths)
+        self.precision = precision
+        # "bfloat16": convolutions in bfloat16 with float32 weights (Keras' mixed_bfloat16
+        # policy); the maps are returned as float32, so Grams and losses stay float32.
+        policy = {"float32": "float32", "bfloat16": "mixed_bfloat16"}[precision]
         inputs = keras.Input(shape=(None, None, 3), name="image")
         x = inputs
         outputs = {}
@@ -63,12 +68,12 @@ class FeatureModel:
             block = int(name[5])
             if kind == "conv":
                 x = keras.layers.Conv2D(self.widths[block - 1], 3, padding="same",
-                                        activation="relu", name=name,
+                                        activation="relu", name=name, dtype=policy,
                                         kernel_initializer=initializer)(x)
             else:
-                x = keras.layers.MaxPooling2D(2, strides=2, name=name)(x)
+                x = keras.layers.MaxPooling2D(2, strides=2, name=name, dtype=policy)(x)
             if name in self.layer_names:
-                outputs[name] = x
+                outputs[name] = keras.ops.cast(x, "float32")
         self.keras_model = keras.Model(inputs, outputs, name="vgg19_features")
         self.keras_model.trainable = False
         if weights is not None:
@@ -98,11 +103,11 @@ class FeatureModel:
 
 
 def load_feature_model(layer_names: Sequence[str], weights_path=None, *, tiny: bool = False,
-                       seed: int = 0) -> FeatureModel:
+                       seed: int = 0, precision: str = "float32") -> FeatureModel:
     """The real VGG19 (weights resolved as DESIGN.md says) or, with tiny=True, a random tiny one."""
     if tiny:
-        return FeatureModel(layer_names, None, TINY_WIDTHS, seed=seed)
+        return FeatureModel(layer_names, None, TINY_WIDTHS, seed=seed, precision=precision)
     from batch_style import weights as vgg_weights
 
     source = vgg_weights.resolve(weights_path)
-    return FeatureModel(layer_names, vgg_weights.load(source))
+    return FeatureModel(layer_names, vgg_weights.load(source), precision=precision)

@@ -21,6 +21,7 @@ VGG19_POOL_LAYERS = tuple(f"block{b}_pool" for b in range(1, 6))
 VGG19_LAYERS = VGG19_CONV_LAYERS + VGG19_POOL_LAYERS
 
 OPTIMIZERS = ("lbfgs", "adam")
+PRECISIONS = ("float32", "bfloat16")
 INITS = ("content", "noise")  # or a path to an image
 
 
@@ -72,6 +73,11 @@ class Settings:
     warm_start: bool = _spec(True, "video: start each frame from the previous stylized frame")
     temporal_weight: float = _spec(0.0, "video: weight keeping a frame close to the previous one",
                                    lo=0.0, hi=1e12)
+    # Convolutions in bfloat16 (Keras' mixed_bfloat16) where the hardware has fast bfloat16 —
+    # CPUs with AVX-512 BF16/AMX, NVIDIA GPUs from Ampere on; the image, Grams and losses stay
+    # float32.
+    precision: str = _spec("float32", "float32 | bfloat16 (VGG19 convolutions only)",
+                           choices=PRECISIONS)
     max_pixels: int = _spec(50_000_000, "refuse input images with more pixels than this",
                             lo=1, hi=2_000_000_000)
     preset: str | None = _spec(None, "a named bundle of settings (see PRESETS)", kind="preset")

@@ -165,3 +165,16 @@ def test_temporal_term_pulls_towards_previous_frame(stylizer, images):
     held = stylizer.stylize(content, [style], base.replace(temporal_weight=1e9),
                             temporal=Temporal(previous, np.ones((48, 64), np.float32))).image
     assert np.abs(held - previous).mean() < np.abs(free - previous).mean()
+
+
+def test_bfloat16_convolutions_reach_the_float32_objective(images):
+    content, style = images
+    settings = resolve({"size": 64, "steps": 20})
+    fp32 = Stylizer(FeatureModel(LAYERS, None, TINY_WIDTHS, seed=1))
+    bf16 = Stylizer(FeatureModel(LAYERS, None, TINY_WIDTHS, seed=1, precision="bfloat16"))
+    reference = fp32.stylize(content, [style], settings)
+    mixed = bf16.stylize(content, [style], settings.replace(precision="bfloat16"))
+    # Judged in float32: bfloat16 features may cost a little, never the picture.
+    judged = fp32.evaluate(mixed.image, content, [style], settings).total
+    assert judged < 1.1 * reference.losses.total
+    assert judged < 0.5 * reference.history[0]
