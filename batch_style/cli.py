@@ -91,7 +91,7 @@ def cmd_stylize(args) -> int:
     if settings.init not in ("content", "noise"):
         init = media.load_image(Path(settings.init), settings.max_pixels)
     model = load_feature_model(settings.content_layers + settings.style_layers, args.weights,
-                               tiny=args.tiny)
+                               tiny=args.tiny, precision=settings.precision)
     bar = console.StepBar(sys.stderr, quiet=args.quiet)
     snapshots = []
 
@@ -232,13 +232,34 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if args.debug:
             raise
-        print(f"batch-style: error: {e}", file=sys.stderr)
+        for problem in getattr(e, "errors", None) or [e]:
+            print(_problem_line(problem), file=sys.stderr)
         return EXIT_USAGE if args.command in ("run", "validate") or _is_usage(e) else EXIT_FAILED
     except KeyboardInterrupt:
         print("batch-style: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as e:  # a bug of ours: one line here, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"batch-style: internal error: {type(e).__name__}: {_one_line(str(e))} (run again "
+              f"with --debug for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _problem_line(error: UserError) -> str:
+    """One problem, one line: `FILE:LINE: FIELD: message` (DESIGN.md) when a file is known, so
+    that editors can jump to it; prefixed with the program's name otherwise."""
+    text = _one_line(str(error))
+    return text if error.file is not None else f"batch-style: error: {text}"
+
+
+def _one_line(text: str) -> str:
+    # A newline in a file name or a job name must not split (or forge) a line of the report.
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _is_usage(error: UserError) -> bool:
     # A bad option is a usage error (2); a bad input file for `stylize` is a failure (1).
-    return error.field is not None and error.field.startswith("--")
+    # Several bad options come as one UserErrors, whose own field is None.
+    problems = getattr(error, "errors", None) or [error]
+    return all(p.field is not None and p.field.startswith("--") for p in problems)
