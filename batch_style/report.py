@@ -169,8 +169,11 @@ class _Page:
         cards += (f'<div class="stat"><b>{_e(_duration(seconds))}</b><span>time in units'
                   f'</span></div>')
         if started is not None:
+            end = _clock(finished)
+            if end[:10] == _clock(started)[:10]:
+                end = end[11:]  # the same day: the time is enough
             cards += (f'<div class="stat"><b>{_e(_duration(finished - started))}</b>'
-                      f'<span>{_e(_clock(started))} → {_e(_clock(finished))}</span></div>')
+                      f'<span>wall clock, {_e(_clock(started))} → {_e(end)}</span></div>')
         return (f'<header><h1>batch-style report <small>{_e(state)}</small></h1>'
                 f'<p class="where">{_e(str(self.output_dir))} · from '
                 f'<code>{_e(plan.get("manifest") or "?")}</code> · written '
