@@ -59,7 +59,8 @@ class JobView:
     videos: list[UnitView] = field(default_factory=list)
 
     def count(self, status: str) -> int:
-        return sum(u.status == status for u in self.units + self.videos)
+        """Images or frames with this status (videos are counted apart)."""
+        return sum(u.status == status for u in self.units)
 
     @property
     def seconds(self) -> float:
@@ -250,7 +251,7 @@ class _Page:
             parts.append(f"{r['attempts']} attempts")
         if losses.get("total") is not None:
             parts.append(f"loss {_num(losses['total'])}")
-        where = r.get("worker") or ""
+        where = f"worker {r['worker']}" if r.get("worker") else ""
         if r.get("gpu") is not None:
             where += f" · GPU {r['gpu']}"
         return (f'<p class="nums">{_e(" · ".join(parts))}</p>'
@@ -492,6 +493,11 @@ def _badge_counts(job: JobView, short: bool = False) -> str:
         n = job.count(status)
         if n or (status == "done" and not short):
             out += f' <span class="pill {status}">{n}{"" if short else " " + status}</span>'
+    if not short:
+        for video in job.videos:
+            label = {"done": "video made", "failed": "video failed"}.get(video.status,
+                                                                          "video to make")
+            out += f' <span class="pill {video.status}">{label}</span>'
     return out
 
 
