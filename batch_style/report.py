@@ -35,7 +35,7 @@ FAILURE_HINTS = {
     "oom": "out of memory: use a smaller size or fewer workers",
     "crash": "its worker process died (killed, or out of memory); it was retried, then given up",
     "internal": "an internal error in batch-style: the traceback is in run.log; please report it",
-    "video": "the video was not assembled",
+    "video": "a video is assembled once all its frames are done: see its failed frames",
 }
 
 
@@ -150,8 +150,9 @@ class _Page:
         started = min((r["time"] - float(r.get("seconds") or 0) for r in records), default=None)
         finished = max((r["time"] for r in records), default=None)
         state = "finished" if not pending else f"stopped with {pending} units to go"
-        if failed:
-            state += f", {_plural(failed, 'failure')}"
+        failures = failed + sum(v.status == "failed" for v in videos)
+        if failures:
+            state += f", {_plural(failures, 'failure')}"
         pid = running_pid(self.output_dir)
         if pid is not None and pid != os.getpid():
             state = "running" + (f" (pid {pid})" if pid > 0 else "") + ": this is a snapshot"
