@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import group_alive, kill_group, ledger_records, temporaries, wait_for
+from conftest import SMALL, group_alive, kill_group, ledger_records, temporaries, wait_for
 from PIL import Image
 
 from batch_style import ledger, video
@@ -52,6 +52,10 @@ def check_complete(out: Path) -> None:
                     im.load()
                     if path.name == "clip.gif":
                         assert im.n_frames == FRAMES
+    # A frame redone after a kill starts from the frame before, like every frame but the first.
+    frames = sorted(k for k in latest if k.startswith("clip/clip/"))
+    assert [latest[k]["steps"] for k in frames] == [SMALL["steps"]] + \
+        [SMALL["frame_steps"]] * (FRAMES - 1)
     done_twice = [k for k, n in Counter((r["key"], r["hash"]) for r in records
                                         if r["status"] == "done").items() if n > 1]
     assert not done_twice
