@@ -39,9 +39,10 @@ MAX_MANIFEST_BYTES = 10 * 2**20  # a manifest is a page of text; this is not one
 MAX_VALUES = 1_000_000
 # What a run writes under OUTPUT besides the job folders (ledger.py, run.py, worker.py), and under
 # OUTPUT/STATE_DIR: none of it may be a symbolic link out of the output folder.
-_STATE_PATHS = (("run.log",), (ledger.STATE_DIR, ledger.LEDGER_NAME),
-                (ledger.STATE_DIR, ledger.LOCK_NAME), (ledger.STATE_DIR, "gpus"),
-                (ledger.STATE_DIR, "work"))
+# (path parts, whether the last part is a file)
+_STATE_PATHS = ((("run.log",), True), ((ledger.STATE_DIR, ledger.LEDGER_NAME), True),
+                ((ledger.STATE_DIR, ledger.LOCK_NAME), True), ((ledger.STATE_DIR, "gpus"), False),
+                ((ledger.STATE_DIR, "work"), False))
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # "http:", "concat:", ...; not "C:"
 _GLOB_MAGIC = re.compile(r"[*?[]")
 _TAG = "tag:yaml.org,2002:"
@@ -93,19 +94,26 @@ class Manifest:
     jobs: tuple[Job, ...]  # in the manifest's order
 
 
-def load(path: str | os.PathLike) -> Manifest:
-    """Read and check one manifest; raises UserErrors listing every problem found."""
-    manifest, errors = _load(path)
+def load(path: str | os.PathLike, *, verify_pixels: bool = False) -> Manifest:
+    """Read and check one manifest; raises UserErrors listing every problem found.
+
+    Images are checked from their headers (kind, size); with `verify_pixels` their data is read
+    too, so that a truncated or corrupt image is a problem of the manifest (`validate`) rather
+    than the failure of its unit (`run`, which goes on with the other units).
+    """
+    manifest, errors = _load(path, verify_pixels)
     if errors:
         raise UserErrors(errors)
     return manifest
 
 
-def load_all(paths: Iterable[str | os.PathLike]) -> list[Manifest]:
+def load_all(paths: Iterable[str | os.PathLike], *,
+             verify_pixels: bool = False) -> list[Manifest]:
     """Read and check several manifests; raises UserErrors with the problems of all of them.
 
     Besides each manifest's own problems, two manifests may not write a job of the same name
     into the same output folder (each would overwrite, and mark done, the other's results).
+    `verify_pixels`: as for load().
     """
     loaded: list[tuple[str, Manifest]] = []
     errors: list[UserError] = []
@@ -116,7 +124,7 @@ def load_all(paths: Iterable[str | os.PathLike]) -> list[Manifest]:
         if key in seen:
             continue
         seen.add(key)
-        manifest, problems = _load(path)
+        manifest, problems = _load(path, verify_pixels)
         errors += problems
         if manifest is not None:
             loaded.append((os.fspath(path), manifest))
@@ -143,14 +151,15 @@ def _collisions(loaded: list[tuple[str, Manifest]]) -> list[UserError]:
     return errors
 
 
-def _load(path: str | os.PathLike) -> tuple[Manifest | None, list[UserError]]:
+def _load(path: str | os.PathLike,
+          verify_pixels: bool = False) -> tuple[Manifest | None, list[UserError]]:
     shown = os.fspath(path)
     file = Path(os.path.abspath(os.path.expanduser(shown)))
     try:
         root = _compose(_read_text(file, shown), shown)
     except UserError as error:
         return None, [error]
-    reader = _Reader(shown, file.parent)
+    reader = _Reader(shown, file.parent, verify_pixels)
     manifest = reader.manifest(root, file)
     errors = _unique(reader.errors)
     return (None if errors else manifest), errors
@@ -298,11 +307,12 @@ class _Given(NamedTuple):
 class _Reader:
     """Walks one manifest's YAML nodes, collecting every problem instead of stopping at the first."""
 
-    def __init__(self, shown: str, folder: Path):
+    def __init__(self, shown: str, folder: Path, verify_pixels: bool = False):
         self.shown = shown      # the manifest's path as the user wrote it, for messages
         self.folder = folder    # relative paths in the manifest are relative to this folder
         self.errors: list[UserError] = []
         self.out: Path | None = None  # the output folder, once known
+        self.verify_pixels = verify_pixels  # read whole images, not only their headers
         # (image, max_pixels) -> ((width, height), None) or (None, what is wrong with it)
         self._probed: dict[tuple[Path, int], tuple[tuple[int, int] | None, str | None]] = {}
 
@@ -393,8 +403,8 @@ class _Reader:
         output = self.output(top, root)
         self.out = output
         if output is not None:
-            for parts in _STATE_PATHS:
-                self.check_inside(parts, top["output"][1], "output")
+            for parts, is_file in _STATE_PATHS:
+                self.check_inside(parts, top["output"][1], "output", is_file)
         defaults = self.settings_layer(top["defaults"][1], "defaults") if "defaults" in top else {}
         jobs = self.jobs(top, root, defaults)
         if self.errors:
@@ -474,7 +484,8 @@ class _Reader:
         errors_before = len(self.errors)
         name = self.job_name(entries, node, field, names)
         kind = self.kind(entries, node, field)
-        images: list[tuple[Path, Node, str]] = []  # (image, node, field) to probe once sizes known
+        # (image, node or line, field, role) to probe once the settings are known
+        images: list[tuple[Path, Node | int, str, str]] = []
         contents = self.contents(entries["content"], field, images) if kind == "images" else ()
         video, info = self.video(entries["video"], field) if kind == "video" else (None, None)
         styles = self.styles(entries, node, field, images)
@@ -483,13 +494,22 @@ class _Reader:
         settings, given = self.job_settings(entries, node, field, defaults, name, len(styles))
         init = given.get("init")
         if init is not None and init.value not in INITS:
-            images.append((Path(init.value), init.line, init.field))
+            images.append((Path(init.value), init.line, init.field, "init"))
         # Probed even when the settings do not add up, so that one run shows every problem.
+        max_pixels = (settings.max_pixels if settings is not None else
+                      given["max_pixels"].value if "max_pixels" in given else _MAX_PIXELS)
+        sized = self.probe_images(images, max_pixels)
+        if info is not None and getattr(info, "size", None):
+            sized.append((video, entries["video"][1], f"{field}.video", "frames", info.size))
         if settings is not None:
-            self.probe_images(images, settings.max_pixels)
-        else:
-            self.probe_images(images, given["max_pixels"].value if "max_pixels" in given
-                              else _MAX_PIXELS)
+            self.check_sizes(sized, settings)
+        if name is not None and video is not None:
+            # plan.video_plan's folders for this video: its frames, and the run's work files
+            if "frames" in outputs:
+                self.check_inside((name, "frames", video.stem), entries["name"][1],
+                                  f"{field}.name")
+            self.check_inside((ledger.STATE_DIR, "work", name, video.stem), entries["name"][1],
+                              f"{field}.name", children=True)
         if len(self.errors) > errors_before:
             return None
         return Job(name=name, kind=kind, contents=contents, video=video, start=start, end=end,
@@ -555,7 +575,7 @@ class _Reader:
             for path in self.expand(text, node, sub):
                 if path not in found:
                     found[path] = None
-                    images.append((path, node, sub))
+                    images.append((path, node, sub, "content"))
         self.check_names(found, value_node, field)
         return tuple(sorted(found))
 
@@ -580,7 +600,7 @@ class _Reader:
         if path.exists():
             self.error(node, field, f"{text!r} is not a regular file")
         else:
-            self.error(node, field, f"no such file or folder {text!r}")
+            self.error(node, field, _missing(text, "file or folder"))
         return []
 
     def images_in(self, folder: Path, node: Node, field: str) -> list[Path] | None:
@@ -635,7 +655,7 @@ class _Reader:
             path = self.image_file(self.value(item, sub), item, sub)
             if path is not None:
                 styles.append(path)
-                images.append((path, item, sub))
+                images.append((path, item, sub, "style"))
         return tuple(styles)
 
     def outputs(self, entries: dict, field: str, kind: str | None) -> tuple[str, ...]:
@@ -760,7 +780,7 @@ class _Reader:
         elif path.exists():
             self.error(node, field, f"{text!r} is not a regular file")
         else:
-            self.error(node, field, f"no such file {text!r}")
+            self.error(node, field, _missing(text, "file"))
         return None
 
     def image_file(self, text: Any, node: Node, field: str) -> Path | None:
@@ -771,25 +791,116 @@ class _Reader:
             return None
         return self.file(text, node, field)
 
-    def probe_images(self, images: list[tuple[Path, Node | int, str]], max_pixels: int) -> None:
-        for path, where, field in images:
-            problem = self.probe_image(path, max_pixels)
+    def probe_images(self, images: list[tuple[Path, Node | int, str, str]],
+                     max_pixels: int) -> list[tuple[Path, Node | int, str, str, tuple[int, int]]]:
+        """Report unreadable images; the others with their (width, height)."""
+        sized = []
+        for path, where, field, role in images:
+            size, problem = self.probe_image(path, max_pixels)
             if problem:
                 self.error(where, field, f"'{self.shown_path(path)}': {problem}")
+            else:
+                sized.append((path, where, field, role, size))
+        return sized
 
-    def probe_image(self, path: Path, max_pixels: int) -> str | None:
-        """What is wrong with an image, from its header; cached (several jobs share images)."""
+    def probe_image(self, path: Path,
+                    max_pixels: int) -> tuple[tuple[int, int] | None, str | None]:
+        """(size, None), or (None, what is wrong): from the header, and with verify_pixels from
+        a cheap read of the whole file; cached (several jobs share images)."""
         # Imported when needed: media and video pull in imaging and ffmpeg libraries.
-        from batch_style.media import probe_image
+        from batch_style import media
 
         key = (path, max_pixels)
         if key not in self._probed:
             try:
-                probe_image(path, max_pixels)
-                self._probed[key] = None
+                check = media.check_image if self.verify_pixels else media.probe_image
+                self._probed[key] = (check(path, max_pixels), None)
             except UserError as error:
-                self._probed[key] = error.message
+                self._probed[key] = (None, error.message)
         return self._probed[key]
+
+    def check_sizes(self, sized: list[tuple[Path, Node | int, str, str, tuple[int, int]]],
+                    settings: Settings) -> None:
+        """The sizes the optimizer will work at (optimize.py), from the images' headers: every
+        side at least VGG19's minimum for the layers asked for, and no more pixels than
+        max_pixels (assembly reads the results back under that limit).
+
+        Content and video frames give the result, `size` px on its longest side; coarse-to-fine
+        levels too small for VGG19 are skipped, so only the last one must fit. A style is
+        resized to style_scale × the result's longest side at each level, never under the
+        minimum: it must fit at the coarsest level any content of the job is optimized at.
+        """
+        from batch_style.media import fit_size, pixels_text, scale_sizes
+
+        deepest, need = _min_side(settings.content_layers + settings.style_layers)
+        too_small = f"too small for VGG19's {deepest} (needs \u2265 {need} px a side)"
+        over = f"over the limit of {pixels_text(settings.max_pixels)} (setting max_pixels)"
+        size = settings.size
+        coarsest = None  # longest side of the coarsest level any content is optimized at
+        for path, where, field, role, (w, h) in sized:
+            if role not in ("content", "frames"):
+                continue
+            shown = self.shown_path(path)
+            what = f"'{shown}' is" if role == "content" else f"the frames of '{shown}' are"
+            what += f" {w}\u00d7{h}; at size {size} the result would be"
+            levels = scale_sizes(w, h, size, settings.scales, need)
+            rw, rh = fit_size(w, h, size)
+            if not levels:
+                self.error(where, field, f"{what} {rw}\u00d7{rh}, {too_small}; raise size")
+                continue
+            if rw * rh > settings.max_pixels:
+                self.error(where, field, f"{what} {rw}\u00d7{rh} = {pixels_text(rw * rh)}, "
+                                         f"{over}; lower size")
+            coarsest = min(coarsest or size, max(levels[0]))
+        for path, where, field, role, (w, h) in sized:
+            if role != "style" or coarsest is None:
+                continue
+            what = f"'{self.shown_path(path)}' is {w}\u00d7{h}"
+            smallest = max(round(coarsest * settings.style_scale), need)
+            sw, sh = fit_size(w, h, smallest)
+            lw, lh = fit_size(w, h, max(round(size * settings.style_scale), need))
+            if min(sw, sh) < need:
+                self.error(where, field, f"{what}; resized to {smallest} px on its longest side "
+                                         f"it would be {sw}\u00d7{sh}, {too_small}")
+            elif lw * lh > settings.max_pixels:
+                self.error(where, field, f"{what}; at size {size} \u00d7 style_scale "
+                                         f"{settings.style_scale:g} it would be {lw}\u00d7{lh} = "
+                                         f"{pixels_text(lw * lh)}, {over}")
+
+    def check_inside(self, parts: tuple[str, ...], node: Node, field: str,
+                     is_file: bool = False, children: bool = False) -> None:
+        """A path the run will write, OUTPUT/parts..., must not lead out of OUTPUT through a
+        symbolic link that is already there (the output folder itself may be one); with
+        `children`, nor may the entries of that folder (work folders named by plan.py)."""
+        if self.out is None:
+            return
+        path = self.out
+        for depth, part in enumerate(parts, 1):
+            path = path / part
+            if self.leads_out(path, node, field):
+                return
+            if not path.exists():
+                return
+            if not path.is_dir() and not (is_file and depth == len(parts)):
+                self.error(node, field, f"'{self.shown_path(path)}' exists and is not a folder")
+                return
+        if children and path.is_dir():
+            for child in sorted(path.iterdir()):
+                if self.leads_out(child, node, field):
+                    return
+
+    def leads_out(self, path: Path, node: Node, field: str) -> bool:
+        """Report `path` when it is a symbolic link to somewhere outside the output folder."""
+        if not os.path.islink(path):
+            return False
+        real_out = os.path.realpath(self.out)
+        target = os.path.realpath(path)
+        if os.path.commonpath([real_out, target]) == real_out:
+            return False
+        self.error(node, field, f"'{self.shown_path(path)}' is a symbolic link to '{target}', "
+                                f"outside the output folder; results are written only under "
+                                f"'{self.shown_path(self.out)}'")
+        return True
 
     def probe_video(self, path: Path, node: Node, field: str) -> Any:
         """video.VideoInfo, or None when the file is not a usable video (reported)."""
@@ -800,6 +911,19 @@ class _Reader:
         except UserError as error:
             self.error(node, field, f"'{self.shown_path(path)}': {error.message}")
             return None
+
+
+def _min_side(layers: Iterable[str]) -> tuple[str, int]:
+    """(deepest layer, least px a side): VGG19 halves the map at each pooling layer up to the
+    deepest layer asked for, and a map needs one pixel (model.FeatureModel.min_size)."""
+    needed = layers_needed(list(layers))
+    return needed[-1][0], 2 ** sum(1 for _, kind in needed if kind == "pool")
+
+
+def _missing(text: str, what: str) -> str:
+    if "://" in text or _URL.match(text):
+        return f"{text!r} is a URL or a protocol, not a local {what}; only local files are read"
+    return f"no such {what} {text!r}"
 
 
 def _is_image_file(path: Path) -> bool:

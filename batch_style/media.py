@@ -68,10 +68,14 @@ def probe_image(path: Path, max_pixels: int) -> tuple[int, int]:
     except _DECODE_ERRORS as e:
         raise UserError(f"cannot read image: {e}", file=path) from None
     if width * height > max_pixels:
-        megapixels = width * height / _MPX
-        raise UserError(f"image is {width}\u00d7{height} = {megapixels:.1f} Mpx, over the limit of "
-                        f"{max_pixels / _MPX:.1f} Mpx (setting max_pixels)", file=path)
+        raise UserError(f"image is {width}\u00d7{height} = {pixels_text(width * height)}, over the "
+                        f"limit of {pixels_text(max_pixels)} (setting max_pixels)", file=path)
     return width, height
+
+
+def pixels_text(pixels: int) -> str:
+    """A pixel count for people: '81.0 Mpx', or '1,536 px' where megapixels would say 0.0."""
+    return f"{pixels / _MPX:.1f} Mpx" if pixels >= _MPX // 10 else f"{pixels:,} px"
 
 
 def check_image(path: Path, max_pixels: int) -> tuple[int, int]:
@@ -153,6 +157,19 @@ def fit_size(width: int, height: int, longest: int) -> tuple[int, int]:
     scale = longest / max(width, height)
     # floor(x + 0.5), not round(): Python's round() rounds halves to even.
     return (max(1, math.floor(width * scale + 0.5)), max(1, math.floor(height * scale + 0.5)))
+
+
+def scale_sizes(width: int, height: int, longest: int, scales: int,
+                min_side: int) -> list[tuple[int, int]]:
+    """(w, h) of each coarse-to-fine level for a width×height image, coarsest first: each half
+    the next, the last with `longest` px on its longest side; levels with a side under
+    `min_side` are left out (so the list is empty when even the last one is too small)."""
+    sizes = []
+    for level in reversed(range(scales)):
+        w, h = fit_size(width, height, max(round(longest / 2 ** level), 1))
+        if min(w, h) >= min_side:
+            sizes.append((w, h))
+    return sizes
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,859 @@
+"""Bad and hostile input, through the command line: one line per problem, the right exit code,
+no traceback, nothing executed, nothing written.
+
+The corpus is data: MANIFEST_CASES, MEDIA_CASES, HOSTILE_CASES and WEIGHTS_CASES, one test each
+(`pytest --collect-only -q tests/test_hardening.py` counts them). Every case is built in one
+temporary folder shared by the module; each manifest writes to its own `out/CASE`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from batch_style import cli, manifest, video, weights
+from batch_style.errors import UserError
+
+MARKER = "executed"  # a hostile case that ran anything would create this file in the corpus
+
+# ---------------------------------------------------------------------------------------------
+# The corpus
+
+
+@dataclass(frozen=True)
+class Case:
+    """A manifest and the problem lines `validate` must print for it, in order.
+
+    `text` may use @OUT (this case's output folder), @MARKER and @ELSEWHERE (a folder outside
+    every output folder); None writes no file. `expect` holds (line, field, text in the message)
+    per problem; None where a problem has no line or no field. `setup(folder, out)` makes what
+    the case needs besides the manifest.
+    """
+
+    id: str
+    text: str | bytes | None
+    expect: tuple[tuple[int | None, str | None, str], ...]
+    setup: Callable[[Path, Path], None] | None = None
+    path: str | None = None  # the manifest's name (default ID.yaml); absolute for /dev/zero
+
+
+def job(body: str, defaults: str = "") -> str:
+    """A manifest with one header (lines 1-3, or 1-4 with defaults) and the given jobs."""
+    head = "version: 1\noutput: @OUT\n"
+    if defaults:
+        head += f"defaults: {defaults}\n"
+    return head + "jobs:\n" + textwrap.dedent(body).lstrip("\n")
+
+
+PAIR = "  - {name: a, content: c.png, style: s.png}\n"  # a good job, on line 4
+
+
+def with_settings(settings: str, content: str = "c.png", style: str = "s.png") -> str:
+    """One image job (line 4: content 5, style 6) whose settings (line 7) are `settings`."""
+    return job(f"""
+        - name: a
+          content: {content}
+          style: {style}
+          settings: {settings}
+        """)
+
+
+def clip_job(extra: str, clip: str = "clip.mp4") -> str:
+    """One video job (line 4: video 5, style 6) with `extra` keys from line 7 on."""
+    lines = ["- name: v", f"  video: {clip}", "  style: s.png",
+             *("  " + line for line in textwrap.dedent(extra).splitlines())]
+    return job("\n".join(lines) + "\n")
+
+
+MANIFEST_CASES = [
+    # -- YAML itself
+    Case("yaml-bad-indent", job("""
+        - name: a
+          content: c.png
+         style: s.png
+        """), ((6, None, "invalid YAML"),)),
+    Case("yaml-unclosed-flow", "version: 1\noutput: @OUT\njobs: [{name: a, content: c.png\n",
+         ((4, None, "invalid YAML"),)),
+    Case("yaml-tab-indent", "version: 1\noutput: @OUT\njobs:\n\t- {name: a}\n",
+         ((4, None, "invalid YAML: found character '\\t'"),)),
+    Case("yaml-duplicate-key", job("""
+        - name: a
+          content: c.png
+          style: s.png
+          content: c.png
+        """), ((7, "jobs[0].content", "duplicate key (first on line 5)"),)),
+    Case("empty-file", "", ((1, None, "empty manifest"),)),
+    Case("only-comments", "# nothing here yet\n", ((1, None, "empty manifest"),)),
+    Case("not-a-mapping", "- a\n- b\n", ((1, None, "expected a mapping with 'version'"),)),
+    Case("not-utf8", b"version: 1\noutput: \xff\xfe out\n", ((2, None, "not UTF-8 text"),)),
+    Case("missing-manifest", None, ((None, None, "no such file"),)),
+    Case("manifest-is-a-folder", None, ((None, None, "is a folder"),),
+         setup=lambda folder, out: (folder / "manifest-is-a-folder.yaml").mkdir()),
+    # -- keys
+    Case("unknown-top-key", job(PAIR) + "colour: red\n",
+         ((5, "colour", "unknown key; expected one of version, output, defaults, jobs"),)),
+    Case("unknown-job-key", job("""
+        - name: a
+          content: c.png
+          stlye: s.png
+        """), ((4, "jobs[0].style", "missing"),
+               (6, "jobs[0].stlye", "unknown key (did you mean 'style'?)"))),
+    Case("unknown-setting", with_settings("{stpes: 3}"),
+         ((7, "jobs[0].settings.stpes", "unknown setting (did you mean 'steps'?)"),)),
+    Case("version-2", job(PAIR).replace("version: 1", "version: 2"),
+         ((1, "version", "unsupported manifest version 2; expected 1"),)),
+    Case("version-missing", job(PAIR).replace("version: 1\n", ""),
+         ((1, "version", "missing; expected 'version: 1'"),)),
+    Case("output-missing", job(PAIR).replace("output: @OUT\n", ""),
+         ((1, "output", "missing; expected the results folder"),)),
+    Case("output-is-a-file", job(PAIR).replace("@OUT", "c.png"),
+         ((2, "output", "'c.png' exists and is not a folder"),)),
+    Case("jobs-not-a-list", "version: 1\noutput: @OUT\njobs: {a: 1}\n",
+         ((3, "jobs", "expected a non-empty list of jobs, got a mapping"),)),
+    Case("jobs-empty", "version: 1\noutput: @OUT\njobs: []\n",
+         ((3, "jobs", "expected a non-empty list of jobs, got a list"),)),
+    Case("jobs-null", "version: 1\noutput: @OUT\njobs:\n",
+         ((3, "jobs", "expected a non-empty list of jobs, got nothing"),)),
+    # -- types
+    Case("type-size-text", job(PAIR, defaults="{size: big}"),
+         ((3, "defaults.size", "expected a whole number, got 'big' (str)"),)),
+    Case("type-steps-fraction", with_settings("{steps: 1.5}"),
+         ((7, "jobs[0].settings.steps", "expected a whole number, got 1.5 (float)"),)),
+    Case("type-bool-text", with_settings("{preserve_colors: 'yes'}"),
+         ((7, "jobs[0].settings.preserve_colors", "expected true or false, got 'yes'"),)),
+    Case("type-weight-list", with_settings("{content_weight: [1]}"),
+         ((7, "jobs[0].settings.content_weight", "expected a number, got [1] (list)"),)),
+    Case("type-layers-number", with_settings("{style_layers: 5}"),
+         ((7, "jobs[0].settings.style_layers", "expected a non-empty list of VGG19 layer"),)),
+    Case("type-name-number", job("  - {name: 5, content: c.png, style: s.png}\n"),
+         ((4, "jobs[0].name", "expected text, got 5 (int)"),)),
+    Case("type-style-mapping", job("  - {name: a, content: c.png, style: {x: 1}}\n"),
+         ((4, "jobs[0].style", "expected an image file, got {'x': 1} (dict)"),)),
+    Case("type-start-text", clip_job("start: '0:01'\n"),
+         ((7, "jobs[0].start", "expected a number of seconds, got '0:01' (str)"),)),
+    Case("type-output-number", job(PAIR).replace("@OUT", "5"),
+         ((2, "output", "expected a folder path, got 5 (int)"),)),
+    Case("type-job-not-a-mapping", job("  - just a name\n"),
+         ((4, "jobs[0]", "expected a mapping with 'name'"),)),
+    # -- out-of-range numbers
+    Case("range-size-absurd", with_settings("{size: 100000}"),
+         ((7, "jobs[0].settings.size", "expected a value between 16 and 8192, got 100000"),)),
+    Case("range-size-tiny", with_settings("{size: 8}"),
+         ((7, "jobs[0].settings.size", "between 16 and 8192, got 8"),)),
+    Case("range-size-infinite", with_settings("{size: .inf}"),
+         ((7, "jobs[0].settings.size", "expected a whole number, got inf"),)),
+    Case("range-weight-nan", with_settings("{content_weight: .nan}"),
+         ((7, "jobs[0].settings.content_weight", "expected a finite number, got nan"),)),
+    Case("range-steps-negative", with_settings("{steps: -1}"),
+         ((7, "jobs[0].settings.steps", "between 0 and 100000, got -1"),)),
+    Case("range-learning-rate-zero", with_settings("{learning_rate: 0}"),
+         ((7, "jobs[0].settings.learning_rate", "between 1e-06 and 10.0, got 0.0"),)),
+    Case("range-style-scale", with_settings("{style_scale: 100}"),
+         ((7, "jobs[0].settings.style_scale", "between 0.05 and 8.0, got 100.0"),)),
+    Case("range-scales", with_settings("{scales: 99}"),
+         ((7, "jobs[0].settings.scales", "between 1 and 6, got 99"),)),
+    Case("range-seed-negative", with_settings("{seed: -1}"),
+         ((7, "jobs[0].settings.seed", "got -1"),)),
+    Case("range-max-pixels-zero", with_settings("{max_pixels: 0}"),
+         ((7, "jobs[0].settings.max_pixels", "got 0"),)),
+    Case("range-video-start-negative", clip_job("start: -1\n"),
+         ((7, "jobs[0].start", "expected a value >= 0, got -1"),)),
+    Case("range-video-fps-zero", clip_job("fps: 0\n"),
+         ((7, "jobs[0].fps", "expected a value > 0, got 0"),)),
+    Case("range-video-end-before-start", clip_job("start: 0.5\nend: 0.2\n"),
+         ((8, "jobs[0].end", "expected a value > start (0.5), got 0.2"),)),
+    Case("range-video-start-past-end", clip_job("start: 5\n"),
+         ((7, "jobs[0].start", "expected a value before the end of the video (1 s), got 5"),)),
+    # -- unknown names
+    Case("unknown-optimizer", with_settings("{optimizer: sgd}"),
+         ((7, "jobs[0].settings.optimizer", "unknown value 'sgd'; expected one of lbfgs, adam"),)),
+    Case("unknown-layer", with_settings("{content_layers: [block6_conv1]}"),
+         ((7, "jobs[0].settings.content_layers", "unknown VGG19 layer 'block6_conv1'"),)),
+    Case("unknown-output-format", job("  - {name: a, content: c.png, style: s.png, "
+                                      "outputs: [png]}\n"),
+         ((4, "jobs[0].outputs[0]", "unknown output format 'png' for image jobs"),)),
+    Case("output-format-of-videos", job("  - {name: a, content: c.png, style: s.png, "
+                                        "outputs: [mp4]}\n"),
+         ((4, "jobs[0].outputs[0]", "('mp4' is for video jobs)"),)),
+    Case("unknown-preset", with_settings("{preset: turbo}"),
+         ((7, "jobs[0].settings.preset", "unknown preset 'turbo'; expected one of seed, draft"),)),
+    # -- jobs that do not add up
+    Case("duplicate-job-names", job(PAIR + PAIR),
+         ((5, "jobs[1].name", "duplicate job name 'a' (first on line 4)"),)),
+    Case("missing-content-and-video", job("  - {name: a, style: s.png}\n"),
+         ((4, "jobs[0]", "missing 'content' or 'video'"),)),
+    Case("missing-style", job("  - {name: a, content: c.png}\n"),
+         ((4, "jobs[0].style", "missing; expected a style image"),)),
+    Case("missing-name", job("  - {content: c.png, style: s.png}\n"),
+         ((4, "jobs[0].name", "missing; every job needs a unique name"),)),
+    Case("content-and-video", job("  - {name: a, content: c.png, video: clip.mp4, "
+                                  "style: s.png}\n"),
+         ((4, "jobs[0]", "give either 'content' or 'video', not both"),)),
+    Case("style-blend-length", job("""
+        - name: a
+          content: c.png
+          style: [s.png, s.png]
+          style_blend: [1, 2, 3]
+        """), ((7, "jobs[0].style_blend", "expected 2 weights, one per style image, got 3"),)),
+    Case("style-layer-weights-length", with_settings("{style_layer_weights: [1, 2]}"),
+         ((7, "jobs[0].settings.style_layer_weights", "expected 5 weights (one per style layer)"),)),
+    Case("video-key-on-image-job", job("  - {name: a, content: c.png, style: s.png, "
+                                       "start: 1}\n"),
+         ((4, "jobs[0].start", "only for video jobs"),)),
+    # -- missing files and empty folders
+    Case("missing-content-file", job("  - {name: a, content: nope.png, style: s.png}\n"),
+         ((4, "jobs[0].content", "no such file or folder 'nope.png'"),)),
+    Case("missing-style-file", job("  - {name: a, content: c.png, style: [s.png, nope.png]}\n"),
+         ((4, "jobs[0].style[1]", "no such file 'nope.png'"),)),
+    Case("missing-video-file", job("  - {name: a, video: nope.mp4, style: s.png}\n"),
+         ((4, "jobs[0].video", "no such file 'nope.mp4'"),)),
+    Case("missing-init-file", with_settings("{init: nope.png}"),
+         ((7, "jobs[0].settings.init", "no such file 'nope.png'"),)),
+    Case("glob-matches-nothing", job("  - {name: a, content: 'photos/*.jpg', style: s.png}\n"),
+         ((4, "jobs[0].content", "glob 'photos/*.jpg' matches no images"),)),
+    Case("empty-folder", job("  - {name: a, content: empty/, style: s.png}\n"),
+         ((4, "jobs[0].content", "no images in folder 'empty/'"),)),
+    Case("folder-without-images", job("  - {name: a, content: notimg, style: s.png}\n"),
+         ((4, "jobs[0].content", "no images in folder 'notimg'"),)),
+    Case("style-is-a-folder", job("  - {name: a, content: c.png, style: empty}\n"),
+         ((4, "jobs[0].style", "'empty' is a folder; expected a file"),)),
+]
+
+MEDIA_CASES = [
+    Case("content-text-named-jpg", job("  - {name: a, content: text.jpg, style: s.png}\n"),
+         ((4, "jobs[0].content", "'text.jpg': not an image: cannot identify image file"),)),
+    Case("content-zero-bytes", job("  - {name: a, content: zero.png, style: s.png}\n"),
+         ((4, "jobs[0].content", "'zero.png': not an image: the file is empty (0 bytes)"),)),
+    Case("style-text-named-jpg", job("  - {name: a, content: c.png, style: text.jpg}\n"),
+         ((4, "jobs[0].style", "'text.jpg': not an image"),)),
+    Case("video-text-named-mp4", job("  - {name: v, video: text.mp4, style: s.png}\n"),
+         ((4, "jobs[0].video", "'text.mp4': not a video: ffmpeg cannot read it"),)),
+    Case("video-zero-bytes", job("  - {name: v, video: zero.mp4, style: s.png}\n"),
+         ((4, "jobs[0].video", "'zero.mp4': not a video: the file is empty (0 bytes)"),)),
+    Case("video-header-only", job("  - {name: v, video: cut.mp4, style: s.png}\n"),
+         ((4, "jobs[0].video", "'cut.mp4': no decodable video frames"),)),
+    Case("video-cut-short", job("  - {name: v, video: cut300.mp4, style: s.png}\n"),
+         ((4, "jobs[0].video", "'cut300.mp4': not a video"),)),
+    Case("video-still-image", job("  - {name: v, video: still.mp4, style: s.png}\n"),
+         ((4, "jobs[0].video", "'still.mp4': not a video: a still image"),)),
+    Case("image-40000px-header", job("  - {name: a, content: bomb.png, style: s.png}\n"),
+         ((4, "jobs[0].content", "'bomb.png': image is over Pillow's decompression-bomb limit"),)),
+    Case("image-over-max-pixels", job("  - {name: a, content: c.png, style: big.png}\n"),
+         ((4, "jobs[0].style", "'big.png': image is 9000\u00d79000 = 81.0 Mpx, over the limit "
+                               "of 50.0 Mpx (setting max_pixels)"),)),
+    Case("image-over-max-pixels-setting", with_settings("{max_pixels: 1000}"),
+         ((5, "jobs[0].content", "'c.png': image is 48\u00d732 = 1,536 px, over the limit of "
+                                 "1,000 px (setting max_pixels)"),
+          (6, "jobs[0].style", "'s.png': image is 32\u00d732 = 1,024 px"))),
+    Case("content-too-small-for-vgg19",
+         with_settings("{size: 16, style_layers: [block5_pool]}", content="tiny.png"),
+         ((5, "jobs[0].content", "'tiny.png' is 10\u00d710; at size 16 the result would be "
+                                 "16\u00d716, too small for VGG19's block5_pool (needs \u2265 32 "
+                                 "px a side)"),)),
+    Case("content-too-thin-for-vgg19", job("  - {name: a, content: wide.png, style: s.png, "
+                                           "settings: {size: 64}}\n"),
+         ((4, "jobs[0].content", "'wide.png' is 256\u00d74; at size 64 the result would be "
+                                 "64\u00d71, too small for VGG19's block5_conv1 (needs \u2265 16"),)),
+    Case("style-too-thin-for-vgg19", job("  - {name: a, content: c.png, style: wide.png}\n"),
+         ((4, "jobs[0].style", "'wide.png' is 256\u00d74; resized to 512 px on its longest side "
+                               "it would be 512\u00d78, too small for VGG19's block5_conv1"),)),
+    Case("video-frames-too-small", job("  - {name: v, video: thin.mp4, style: s.png, "
+                                       "settings: {size: 32}}\n"),
+         ((4, "jobs[0].video", "the frames of 'thin.mp4' are 64\u00d78; at size 32 the result "
+                               "would be 32\u00d74, too small"),)),
+    Case("result-over-max-pixels", with_settings("{size: 4096, max_pixels: 2000000}"),
+         ((5, "jobs[0].content", "'c.png' is 48\u00d732; at size 4096 the result would be "
+                                 "4096\u00d72731 = 11.2 Mpx, over the limit of 2.0 Mpx"),
+          (6, "jobs[0].style", "'s.png' is 32\u00d732; at size 4096 \u00d7 style_scale 1 it "
+                               "would be 4096\u00d74096 = 16.8 Mpx, over the limit of 2.0 Mpx"))),
+    Case("style-over-max-pixels", with_settings("{size: 2048, style_scale: 8}"),
+         ((6, "jobs[0].style", "'s.png' is 32\u00d732; at size 2048 \u00d7 style_scale 8 it "
+                               "would be 16384\u00d716384 = 268.4 Mpx, over the limit"),)),
+]
+
+# Images whose header is fine and whose data is not: `run` fails their units and goes on with
+# the others (exit 1); manifest.load(verify_pixels=True), meant for `validate`, refuses them.
+DECODE_CASES = [
+    Case("content-truncated-jpeg", job("  - {name: a, content: trunc.jpg, style: s.png}\n"),
+         ((4, "jobs[0].content", "'trunc.jpg': truncated or corrupt image: image file is "
+                                 "truncated"),)),
+    Case("content-truncated-png", job("  - {name: a, content: trunc.png, style: s.png}\n"),
+         ((4, "jobs[0].content", "'trunc.png': truncated or corrupt image"),)),
+    Case("folder-with-a-truncated-image", job("  - {name: a, content: mixed, style: s.png}\n"),
+         ((4, "jobs[0].content", "'mixed/bad.jpg': truncated or corrupt image"),)),
+    Case("style-truncated", job("  - {name: a, content: c.png, style: trunc.png}\n"),
+         ((4, "jobs[0].style", "'trunc.png': truncated or corrupt image"),)),
+    Case("init-truncated", with_settings("{init: trunc.jpg}"),
+         ((7, "jobs[0].settings.init", "'trunc.jpg': truncated or corrupt image"),)),
+]
+# The same inputs in one run: (job, its content, the file its unit fails on)
+DECODE_RUN = [("t1", "trunc.jpg", "trunc.jpg"), ("t2", "trunc.png", "trunc.png"),
+              ("t3", "mixed", "mixed/bad.jpg"), ("t4", "c.png", "trunc.png"),
+              ("t5", "c.png", "trunc.jpg")]
+
+NAME_RULE = "cannot name a folder: use letters, digits"
+HOSTILE_CASES = [
+    # -- YAML that builds objects, or blows up
+    Case("tag-apply-os-system", job("  - {name: !!python/object/apply:os.system "
+                                    "['touch @MARKER'], content: c.png, style: s.png}\n"),
+         ((4, "jobs[0].name", "YAML tag '!!python/object/apply:os.system' is not allowed"),)),
+    Case("tag-whole-document", "!!python/object/apply:os.system ['touch @MARKER']\n",
+         ((1, None, "got a list tagged '!!python/object/apply:os.system'"),)),
+    Case("tag-python-name", job("  - {name: a, content: c.png, style: !!python/name:os.system }\n"),
+         ((4, "jobs[0].style", "YAML tag '!!python/name:os.system' is not allowed"),)),
+    Case("tag-object-new", job(PAIR, defaults="!!python/object/new:subprocess.Popen "
+                                              "[[touch, '@MARKER']]"),
+         ((3, "defaults", "tagged '!!python/object/new:subprocess.Popen'"),)),
+    Case("tag-on-a-key", job(PAIR) + "? !!python/object/apply:os.system ['touch @MARKER']\n: 1\n",
+         ((5, None, "YAML tag '!!python/object/apply:os.system' is not allowed"),)),
+    Case("tag-in-a-setting", with_settings("{size: !!python/object/apply:os.system "
+                                           "['touch @MARKER']}"),
+         ((7, "jobs[0].settings.size", "YAML tag '!!python/object/apply:os.system'"),)),
+    Case("tag-custom", with_settings("{size: !big 512}"),
+         ((7, "jobs[0].settings.size", "YAML tag '!big' is not allowed"),)),
+    Case("billion-laughs", "version: 1\noutput: @OUT\n" + "".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else ', '.join(['lol'] * 9)}]\n"
+        for i in range(10)) + "jobs: *l9\n",
+        ((9, None, "invalid YAML: its aliases expand to more than 1,000,000 values"),)),
+    Case("recursive-alias", "version: 1\noutput: @OUT\njobs: &a [*a]\n",
+         ((3, None, "invalid YAML: an alias refers to a value that contains it"),)),
+    Case("nested-too-deep", "version: 1\noutput: @OUT\njobs: " + "[" * 1000 + "]" * 1000 + "\n",
+         ((None, None, "invalid YAML: nested too deeply"),)),
+    Case("manifest-too-large", "# padding\n" * (1_100_000),
+         ((None, None, "larger than 10 MB; expected a YAML manifest"),)),
+    Case("manifest-is-dev-zero", None, ((None, None, "larger than 10 MB"),), path="/dev/zero"),
+    # -- job names that are paths
+    Case("name-parent", job("  - {name: ../evil, content: c.png, style: s.png}\n"),
+         ((4, "jobs[0].name", f"'../evil' {NAME_RULE}"),)),
+    Case("name-absolute", job("  - {name: /abs, content: c.png, style: s.png}\n"),
+         ((4, "jobs[0].name", f"'/abs' {NAME_RULE}"),)),
+    Case("name-with-slash", job("  - {name: a/b, content: c.png, style: s.png}\n"),
+         ((4, "jobs[0].name", f"'a/b' {NAME_RULE}"),)),
+    Case("name-dot-dot", job("  - {name: '..', content: c.png, style: s.png}\n"),
+         ((4, "jobs[0].name", f"'..' {NAME_RULE}"),)),
+    Case("name-state-folder", job("  - {name: .batch_style, content: c.png, style: s.png}\n"),
+         ((4, "jobs[0].name", f"'.batch_style' {NAME_RULE}"),)),
+    Case("name-nul", job('  - {name: "a\\0b", content: c.png, style: s.png}\n'),
+         ((4, "jobs[0].name", f"'a\\x00b' {NAME_RULE}"),)),
+    Case("name-newline", job('  - {name: "a\\nb", content: c.png, style: s.png}\n'),
+         ((4, "jobs[0].name", f"'a\\nb' {NAME_RULE}"),)),
+    Case("name-home", job("  - {name: '~root', content: c.png, style: s.png}\n"),
+         ((4, "jobs[0].name", f"'~root' {NAME_RULE}"),)),
+    Case("name-too-long", job(f"  - {{name: {'n' * 300}, content: c.png, style: s.png}}\n"),
+         ((4, "jobs[0].name", "expected at most 100 characters, got 300"),)),
+    Case("name-differs-in-case", job(PAIR + "  - {name: A, content: c.png, style: s.png}\n"),
+         ((5, "jobs[1].name", "duplicate job name 'A' (as 'a': they differ only in case"),)),
+    # -- derived output paths that lead out through symbolic links
+    Case("job-folder-symlink-out", job(PAIR),
+         ((4, "jobs[0].name", "'out/job-folder-symlink-out/a' is a symbolic link to '@ELSEWHERE', "
+                              "outside the output folder"),),
+         setup=lambda folder, out: (out.mkdir(parents=True),
+                                    (out / "a").symlink_to(folder / "elsewhere"))),
+    Case("job-folder-dangling-symlink", job(PAIR),
+         ((4, "jobs[0].name", "is a symbolic link to '/nonexistent/batch-style-target'"),),
+         setup=lambda folder, out: (out.mkdir(parents=True),
+                                    (out / "a").symlink_to("/nonexistent/batch-style-target"))),
+    Case("state-folder-symlink-out", job(PAIR),
+         ((2, "output", "'out/state-folder-symlink-out/.batch_style' is a symbolic link to "
+                        "'@ELSEWHERE'"),),
+         setup=lambda folder, out: (out.mkdir(parents=True),
+                                    (out / ".batch_style").symlink_to(folder / "elsewhere"))),
+    Case("run-log-symlink-out", job(PAIR),
+         ((2, "output", "'out/run-log-symlink-out/run.log' is a symbolic link to "
+                        "'@ELSEWHERE/log.txt'"),),
+         setup=lambda folder, out: (out.mkdir(parents=True),
+                                    (out / "run.log").symlink_to(folder / "elsewhere/log.txt"))),
+    Case("job-folder-is-a-file", job(PAIR),
+         ((4, "jobs[0].name", "'out/job-folder-is-a-file/a' exists and is not a folder"),),
+         setup=lambda folder, out: (out.mkdir(parents=True), (out / "a").write_text("x"))),
+    Case("video-frames-symlink-out", clip_job("outputs: [frames]\n"),
+         ((4, "jobs[0].name", "'out/video-frames-symlink-out/v/frames' is a symbolic link"),),
+         setup=lambda folder, out: ((out / "v").mkdir(parents=True),
+                                    (out / "v/frames").symlink_to(folder / "elsewhere"))),
+    Case("video-work-symlink-out", clip_job("outputs: [mp4]\n"),
+         ((4, "jobs[0].name", "'out/video-work-symlink-out/.batch_style/work/v/clip/in-0' is a "
+                              "symbolic link"),),
+         setup=lambda folder, out: ((out / ".batch_style/work/v/clip").mkdir(parents=True),
+                                    (out / ".batch_style/work/v/clip/in-0").symlink_to(
+                                        folder / "elsewhere"))),
+    # -- ffmpeg: local files only
+    Case("video-http", job("  - {name: v, video: 'http://example.com/x.mp4', style: s.png}\n"),
+         ((4, "jobs[0].video", "'http://example.com/x.mp4' is a URL or a protocol, not a local "
+                               "file"),)),
+    Case("video-https", job("  - {name: v, video: 'https://example.com/x.mp4', style: s.png}\n"),
+         ((4, "jobs[0].video", "is a URL or a protocol"),)),
+    Case("video-concat-protocol", job("  - {name: v, video: 'concat:clip.mp4|clip.mp4', "
+                                      "style: s.png}\n"),
+         ((4, "jobs[0].video", "'concat:clip.mp4|clip.mp4' is a URL or a protocol"),)),
+    Case("video-file-protocol", job("  - {name: v, video: 'file:clip.mp4', style: s.png}\n"),
+         ((4, "jobs[0].video", "'file:clip.mp4' is a URL or a protocol"),)),
+    Case("video-data-url", job("  - {name: v, video: 'data:video/mp4;base64,AAAA', "
+                               "style: s.png}\n"),
+         ((4, "jobs[0].video", "is a URL or a protocol"),)),
+    Case("video-m3u8-playlist", job("  - {name: v, video: list.m3u8, style: s.png}\n"),
+         ((4, "jobs[0].video", "'list.m3u8': only local video files are read, not URLs or "
+                               "playlists"),)),
+    Case("video-hls-named-mp4", job("  - {name: v, video: hls.mp4, style: s.png}\n"),
+         ((4, "jobs[0].video", "'hls.mp4': not a video: a playlist or script that names other "
+                               "files"),)),
+    Case("video-ffconcat-named-mp4", job("  - {name: v, video: concat.mp4, style: s.png}\n"),
+         ((4, "jobs[0].video", "'concat.mp4': not a video: a playlist or script"),)),
+    Case("content-url", job("  - {name: a, content: 'http://example.com/a.jpg', "
+                            "style: s.png}\n"),
+         ((4, "jobs[0].content", "is a URL or a protocol, not a local file or folder"),)),
+    Case("style-url", job("  - {name: a, content: c.png, style: 'https://example.com/s.jpg'}\n"),
+         ((4, "jobs[0].style", "is a URL or a protocol, not a local file"),)),
+]
+
+
+@dataclass(frozen=True)
+class WeightsCase:
+    """A file given to `batch-style weights --weights FILE`, and what its one line must say."""
+
+    id: str
+    make: Callable[[Path], bytes | None]  # the file's bytes (None: no file), given the marker
+    expect: str
+
+
+TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
+SYS_INFO = {"protocol_version": 1001, "little_endian": True,
+            "type_sizes": {"short": 2, "int": 4, "long": 4}}
+
+
+class Evil:
+    """Runs a command if anything ever unpickles it with the default find_class."""
+
+    def __init__(self, marker: Path, how: str):
+        self.marker, self.how = marker, how
+
+    def __reduce__(self):
+        if self.how == "subprocess":
+            return subprocess.call, (["touch", str(self.marker)],)
+        return os.system, (f"touch {self.marker}",)
+
+
+def torch_file(main: object, *, protocol: int = 2) -> bytes:
+    """torch's legacy layout: magic, protocol, sys info (pickle protocol 2, as torch writes
+    them), the main record (`protocol`), the storage keys."""
+    head = b"".join(pickle.dumps(part, protocol=2) for part in (TORCH_MAGIC, 1001, SYS_INFO))
+    return head + pickle.dumps(main, protocol=protocol) + pickle.dumps([], protocol=2)
+
+
+def object_npz() -> bytes:
+    """Every array our .npz holds, the first one a pickled object array."""
+    arrays = {f"{layer}/{part}": np.zeros(1, np.float32)
+              for layer in weights.VGG19_SHAPES for part in ("kernel", "bias")}
+    arrays["block1_conv1/kernel"] = np.array([{"a": 1}], dtype=object)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+WEIGHTS_CASES = [
+    WeightsCase("pickle-os-system", lambda marker: torch_file({"w": Evil(marker, "os")}),
+                "refusing to load: unexpected pickle global 'posix.system'"),
+    WeightsCase("pickle-subprocess", lambda marker: torch_file({"w": Evil(marker, "subprocess")},
+                                                               protocol=4),
+                "refusing to load: unexpected pickle global 'subprocess.call'"),
+    WeightsCase("pickle-evil-first", lambda marker: pickle.dumps(Evil(marker, "os"), protocol=2),
+                "unknown weights format"),
+    WeightsCase("pickle-in-sys-info", lambda marker: b"".join(
+        pickle.dumps(part, protocol=2)
+        for part in (TORCH_MAGIC, 1001, {**SYS_INFO, "x": Evil(marker, "os")}, {}, [])),
+                "refusing to load: unexpected pickle global 'posix.system'"),
+    WeightsCase("npz-with-pickled-objects", lambda marker: object_npz(),
+                "unreadable .npz weights"),
+    WeightsCase("text-file", lambda marker: b"these are not weights\n", "unknown weights format"),
+    WeightsCase("truncated-torch", lambda marker: torch_file({})[:12], "refusing to load"),
+    WeightsCase("missing-file", lambda marker: None, "no such weights file"),
+]
+
+ALL_CASES = MANIFEST_CASES + MEDIA_CASES + HOSTILE_CASES  # through `validate`
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the corpus
+
+
+def noise(width: int, height: int, seed: int = 0) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def encoded(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width×height and holds no pixels: decoding it would fail."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def clip(width: int, height: int, frames: int = 10) -> list[np.ndarray]:
+    return [np.full((height, width, 3), i / frames, np.float32) for i in range(frames)]
+
+
+def build_media(folder: Path) -> None:
+    noise(48, 32).save(folder / "c.png")
+    noise(32, 32, 1).save(folder / "s.png")
+    noise(10, 10, 2).save(folder / "tiny.png")
+    noise(256, 4, 3).save(folder / "wide.png")
+    jpeg, png = encoded(noise(64, 48, 4), "JPEG"), encoded(noise(64, 48, 5), "PNG")
+    (folder / "trunc.jpg").write_bytes(jpeg[:len(jpeg) // 2])
+    (folder / "trunc.png").write_bytes(png[:len(png) // 2])
+    (folder / "text.jpg").write_text("hello, I am not an image\n")
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "bomb.png").write_bytes(png_header_only(40000, 40000))
+    (folder / "big.png").write_bytes(png_header_only(9000, 9000))
+    (folder / "empty").mkdir()
+    (folder / "notimg").mkdir()
+    (folder / "notimg/readme.txt").write_text("no images here\n")
+    (folder / "mixed").mkdir()
+    noise(48, 32, 6).save(folder / "mixed/good.png")
+    (folder / "mixed/bad.jpg").write_bytes(jpeg[:len(jpeg) // 2])
+    video.write_mp4(clip(32, 24), folder / "clip.mp4", fps=10)  # 1 s, moov first (faststart)
+    video.write_mp4(clip(64, 8), folder / "thin.mp4", fps=10)
+    mp4 = (folder / "clip.mp4").read_bytes()
+    (folder / "cut.mp4").write_bytes(mp4[:mp4.index(b"mdat") + 4])  # headers, no frame data
+    (folder / "cut300.mp4").write_bytes(mp4[:300])
+    (folder / "text.mp4").write_text("hello, I am not a video\n")
+    (folder / "zero.mp4").write_bytes(b"")
+    (folder / "still.mp4").write_bytes(png)
+    playlist = ("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nclip.mp4\n"
+                "#EXTINF:1,\nhttp://127.0.0.1:9/remote.ts\n#EXT-X-ENDLIST\n")
+    (folder / "list.m3u8").write_text(playlist)
+    (folder / "hls.mp4").write_text(playlist)
+    (folder / "concat.mp4").write_text("ffconcat version 1.0\nfile clip.mp4\nfile thin.mp4\n")
+    (folder / "elsewhere").mkdir()
+    (folder / "elsewhere/log.txt").write_text("someone else's file\n")
+
+
+def substitute(text: str | bytes, folder: Path, case: Case) -> str | bytes:
+    swaps = {"@OUT": f"out/{case.id}", "@MARKER": str(folder / MARKER),
+             "@ELSEWHERE": os.path.realpath(folder / "elsewhere")}
+    for key, value in swaps.items():
+        text = (text.replace(key.encode(), value.encode()) if isinstance(text, bytes)
+                else text.replace(key, value))
+    return text
+
+
+def manifest_name(case: Case) -> str:
+    return case.path or f"{case.id}.yaml"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The media and every case's manifest, in one folder."""
+    folder = tmp_path_factory.mktemp("corpus")
+    build_media(folder)
+    for case in ALL_CASES + DECODE_CASES:
+        if case.setup:
+            case.setup(folder, folder / "out" / case.id)
+        if case.text is not None:
+            text = substitute(case.text, folder, case)
+            path = folder / manifest_name(case)
+            path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, tuple]:
+    """Every path under `folder` (symbolic links not followed) with its kind, size and time."""
+    found = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root, name)
+            stat = path.lstat()
+            found[str(path.relative_to(folder))] = (stat.st_mode, stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def problem_pattern(shown: str, line: int | None, field: str | None, fragment: str) -> str:
+    where = re.escape(shown) + (f":{line}" if line is not None else "")
+    return f"{where}: " + (re.escape(field) + ": " if field else "") + ".*" + re.escape(fragment) + ".*"
+
+
+def expected_lines(case: Case, folder: Path, shown: str) -> list[str]:
+    return [problem_pattern(shown, line, field, substitute(fragment, folder, case))
+            for line, field, fragment in case.expect]
+
+
+def assert_problems(stderr: str, case: Case, folder: Path, shown: str) -> None:
+    """The lines for one manifest are exactly the expected ones, each one line, in order."""
+    lines = [line for line in stderr.splitlines()
+             if line.startswith(shown + ":") or line == shown]
+    patterns = expected_lines(case, folder, shown)
+    assert len(lines) == len(patterns), f"{case.id}: expected {len(patterns)} lines, got\n" + \
+        "\n".join(lines)
+    for line, pattern in zip(lines, patterns):
+        assert re.fullmatch(pattern, line), f"{case.id}: {line!r} does not match {pattern!r}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The corpus through the command line
+
+
+@pytest.mark.parametrize("case", ALL_CASES,
+                         ids=[f"{kind}-{c.id}" for kind, cases in
+                              (("manifest", MANIFEST_CASES), ("media", MEDIA_CASES),
+                               ("hostile", HOSTILE_CASES)) for c in cases])
+def test_validate_reports_one_line_per_problem(corpus, case, capsys, monkeypatch):
+    monkeypatch.chdir(corpus)
+    before = snapshot(corpus)
+    shown = manifest_name(case)
+    code = cli.main(["validate", shown])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == len(case.expect)
+    assert_problems(err, case, corpus, shown)
+    assert snapshot(corpus) == before  # nothing written, nothing replaced
+    assert not (corpus / MARKER).exists()
+
+
+@pytest.mark.parametrize("case", WEIGHTS_CASES, ids=[f"weights-{c.id}" for c in WEIGHTS_CASES])
+def test_weights_command_refuses_bad_weight_files(tmp_path, case, capsys, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no cache of the real weights is consulted
+    marker = tmp_path / MARKER
+    path = tmp_path / "weights.bin"
+    data = case.make(marker)
+    if data is not None:
+        path.write_bytes(data)
+    before = snapshot(tmp_path)
+    code = cli.main(["weights", "--weights", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out == "" and "Traceback" not in err
+    assert re.fullmatch(problem_pattern(str(path), None, None, case.expect), err.strip()), err
+    assert not marker.exists()
+    assert snapshot(tmp_path) == before
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([sys.executable, "-m", "batch_style", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_whole_corpus_through_one_real_validate(corpus):
+    """One `python -m batch_style validate` with every manifest: exit 2, each file's lines."""
+    before = snapshot(corpus)
+    names = [manifest_name(c) for c in ALL_CASES]
+    done = run_cli("validate", *names, cwd=corpus)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == sum(len(c.expect) for c in ALL_CASES)
+    for case in ALL_CASES:
+        assert_problems(done.stderr, case, corpus, manifest_name(case))
+    assert snapshot(corpus) == before
+    assert not (corpus / MARKER).exists()
+
+
+@pytest.mark.parametrize("case_id", ["tag-apply-os-system", "job-folder-symlink-out",
+                                     "video-hls-named-mp4", "content-text-named-jpg"])
+def test_run_refuses_before_writing_anything(corpus, case_id):
+    """`run` checks the manifest first: exit 2, the same lines, no output folder, no model."""
+    case = next(c for c in ALL_CASES if c.id == case_id)
+    before = snapshot(corpus)
+    done = run_cli("run", "--tiny", "--workers", "0", manifest_name(case), cwd=corpus)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert_problems(done.stderr, case, corpus, manifest_name(case))
+    assert snapshot(corpus) == before
+    assert not (corpus / MARKER).exists()
+
+
+def test_weights_hostile_pickle_through_the_real_command(tmp_path):
+    marker = tmp_path / MARKER
+    path = tmp_path / "evil.bin"
+    path.write_bytes(torch_file({"w": Evil(marker, "os")}))
+    done = run_cli("weights", "--weights", str(path), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [f"{path}: refusing to load: unexpected pickle global "
+                                        f"'posix.system'"]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("case", DECODE_CASES, ids=[f"media-{c.id}" for c in DECODE_CASES])
+def test_verify_pixels_finds_damaged_images(corpus, case, monkeypatch):
+    """Header-only checks pass them (their units fail at run time); reading the data does not."""
+    monkeypatch.chdir(corpus)
+    shown = manifest_name(case)
+    before = snapshot(corpus)
+    manifest.load(shown)
+    with pytest.raises(UserError) as caught:
+        manifest.load(shown, verify_pixels=True)
+    lines = [cli._problem_line(e) for e in getattr(caught.value, "errors", [caught.value])]
+    assert_problems("\n".join(lines), case, corpus, shown)
+    assert snapshot(corpus) == before
+
+
+def test_damaged_images_fail_their_units_and_the_run_goes_on(corpus):
+    """`run` through the real command: exit 1, every other unit done, one summary line per
+    failed unit naming the damaged file, no traceback, nothing written outside OUTPUT."""
+    jobs = "".join(f"  - {{name: {name}, content: {content}, style: "
+                   f"{'trunc.png' if name == 't4' else 's.png'}"
+                   f"{', settings: {init: trunc.jpg}' if name == 't5' else ''}}}\n"
+                   for name, content, _ in DECODE_RUN)
+    (corpus / "decode-run.yaml").write_text(
+        "version: 1\noutput: out/decode-run\ndefaults: {size: 32, steps: 1}\njobs:\n"
+        "  - {name: good, content: c.png, style: s.png}\n" + jobs)
+    before = snapshot(corpus)
+    done = run_cli("run", "--tiny", "--workers", "0", "decode-run.yaml", cwd=corpus)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    summary = [line for line in done.stderr.splitlines() if line.startswith("  failed: ")]
+    assert len(summary) == len(DECODE_RUN), done.stderr
+    for line, (name, _, bad) in zip(summary, DECODE_RUN):
+        assert re.fullmatch(rf"  failed: {name}/\S+: {re.escape(str(corpus / bad))}: truncated or "
+                            rf"corrupt image: .*", line), line
+    results = corpus / "out/decode-run"
+    assert (results / "good/c.png").is_file() and (results / "t3/good.png").is_file()
+    after = snapshot(corpus)
+    new = after.keys() - before.keys()
+    assert all(path.startswith("out/decode-run") for path in new), new
+    untouched = {path: entry for path, entry in before.items() if path != "out"}
+    assert {path: after.get(path) for path in untouched} == untouched
+
+
+# ---------------------------------------------------------------------------------------------
+# What the corpus cannot show on its own
+
+
+def test_an_output_folder_given_as_a_symlink_is_fine(corpus, tmp_path, capsys, monkeypatch):
+    real = tmp_path / "real-results"
+    real.mkdir()
+    (corpus / "linked-out").symlink_to(real)
+    try:
+        (corpus / "linked-out.yaml").write_text(f"version: 1\noutput: linked-out\njobs:\n{PAIR}")
+        monkeypatch.chdir(corpus)
+        assert cli.main(["validate", "linked-out.yaml"]) == 0
+        assert "linked-out.yaml: ok, 1 jobs" in capsys.readouterr().out
+    finally:
+        (corpus / "linked-out").unlink()
+        (corpus / "linked-out.yaml").unlink()
+
+
+def test_a_symlink_inside_the_output_folder_is_fine(corpus, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    (out / "shared").mkdir(parents=True)
+    (out / "a").symlink_to(out / "shared")
+    (tmp_path / "m.yaml").write_text(f"version: 1\noutput: out\njobs:\n{PAIR}")
+    for name in ("c.png", "s.png"):
+        (tmp_path / name).write_bytes((corpus / name).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["validate", "m.yaml"]) == 0, capsys.readouterr().err
+
+
+def test_every_ffmpeg_input_is_limited_to_local_files(corpus, tmp_path, monkeypatch):
+    """Probing, counting, decoding, encoding and muxing audio: each `-i` has the whitelist."""
+    commands: list[list[str]] = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(cmd, *args, **kwargs):
+        if "ffmpeg" in os.path.basename(str(cmd[0])):
+            commands.append([str(part) for part in cmd])
+        return real_popen(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    sample = Path(__file__).resolve().parent.parent / "samples/clips/realshort.mp4"
+    info = video.probe_video(sample)  # has audio: the mux path runs too
+    frames = [frame for _, _, frame in video.iter_frames(sample, 0.0, 0.2, info=info)]
+    video.write_mp4(frames, tmp_path / "out.mp4", info.fps, audio_from=sample,
+                    audio_duration=0.2)
+    kinds = {"probe": 0, "decode": 0, "write": 0}
+    for cmd in (c for c in commands if "-i" in c):
+        previous = 0  # each input's own options come after the previous input
+        for i in (i for i, part in enumerate(cmd) if part == "-i"):
+            options = cmd[previous:i]
+            assert "-protocol_whitelist" in options, cmd
+            allowed = options[options.index("-protocol_whitelist") + 1]
+            assert allowed in ("file,pipe", "pipe"), cmd
+            assert cmd[i + 1].startswith("/") or cmd[i + 1] == "pipe:0", cmd  # no protocols
+            previous = i + 2
+        kinds["probe" if "null" in cmd else "decode" if "image2pipe" in cmd else "write"] += 1
+    # probe_video: header and frame count; write_mp4: the audio's probe, encoding, muxing
+    assert kinds["probe"] >= 3 and kinds["decode"] >= 1 and kinds["write"] >= 2, kinds
+
+
+def test_the_whitelist_keeps_ffmpeg_off_the_network(corpus, monkeypatch):
+    """Even a playlist that got past our checks could not fetch its remote segment."""
+    logs: list[str] = []
+    real_run = subprocess.run
+
+    def recording_run(*args, **kwargs):
+        done = real_run(*args, **kwargs)
+        logs.append(done.stderr)
+        return done
+
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    video.ffprobe_like(corpus / "list.m3u8")  # straight to ffmpeg, past probe_video's checks
+    assert "Protocol 'http' not on whitelist 'file,pipe'" in "".join(logs)
+
+
+def test_pillows_bomb_guard_stays_on():
+    import batch_style.manifest  # noqa: F401  (nothing we import may turn it off)
+    import batch_style.media  # noqa: F401
+
+    assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS >= 50_000_000
+
+
+def test_a_bug_is_one_line_without_debug_and_a_traceback_with_it(monkeypatch, capsys):
+    def broken(args):
+        raise RuntimeError("something we did not foresee\nsecond line")
+
+    monkeypatch.setattr(cli, "cmd_status", broken)
+    assert cli.main(["status", "somewhere"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["batch-style: internal error: RuntimeError: something we did not "
+                                "foresee\\nsecond line (run again with --debug for the traceback)"]
+    with pytest.raises(RuntimeError):
+        cli.main(["--debug", "status", "somewhere"])
+
+
+def test_a_newline_in_a_problem_cannot_make_a_second_line(monkeypatch, capsys):
+    def refuse(args):
+        raise UserError("no such file", file="evil\nx.yaml:1: jobs[0]: forged", line=3)
+
+    monkeypatch.setattr(cli, "cmd_validate", refuse)
+    assert cli.main(["validate", "x.yaml"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "evil\\nx.yaml:1: jobs[0]: forged:3: no such file"]
+
+
+def test_usage_errors_exit_2_without_a_traceback(corpus):
+    done = run_cli("run", "--workers", "many", "x.yaml", cwd=corpus)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "invalid int value: 'many'" in done.stderr
+
+
+def test_several_bad_options_are_still_a_usage_error():
+    from batch_style.errors import UserErrors
+
+    both = UserErrors([UserError("expected a value between 16 and 8192, got 5", field="--size"),
+                       UserError("expected a value between 0 and 100000, got -1",
+                                 field="--steps")])
+    assert cli._is_usage(both)
+    assert not cli._is_usage(UserErrors([both.errors[0], UserError("no such file", file="a")]))
