@@ -842,6 +842,9 @@ class _Reader:
                 continue
             shown = self.shown_path(path)
             what = f"'{shown}' is" if role == "content" else f"the frames of '{shown}' are"
+            if w * h > settings.max_pixels:  # an image's own size was checked by probe_image
+                self.error(where, field, f"{what} {w}\u00d7{h} = {pixels_text(w * h)}, {over}")
+                continue
             what += f" {w}\u00d7{h}; at size {size} the result would be"
             levels = scale_sizes(w, h, size, settings.scales, need)
             rw, rh = fit_size(w, h, size)

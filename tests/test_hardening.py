@@ -275,6 +275,10 @@ MEDIA_CASES = [
                                        "settings: {size: 32}}\n"),
          ((4, "jobs[0].video", "the frames of 'thin.mp4' are 64\u00d78; at size 32 the result "
                                "would be 32\u00d74, too small"),)),
+    Case("video-frames-over-max-pixels", clip_job("settings: {max_pixels: 500}\n", "thin.mp4"),
+         ((5, "jobs[0].video", "the frames of 'thin.mp4' are 64\u00d78 = 512 px, over the limit "
+                               "of 500 px (setting max_pixels)"),
+          (6, "jobs[0].style", "'s.png': image is 32\u00d732 = 1,024 px, over the limit of 500 px"))),
     Case("result-over-max-pixels", with_settings("{size: 4096, max_pixels: 2000000}"),
          ((5, "jobs[0].content", "'c.png' is 48\u00d732; at size 4096 the result would be "
                                  "4096\u00d72731 = 11.2 Mpx, over the limit of 2.0 Mpx"),
@@ -412,6 +416,10 @@ HOSTILE_CASES = [
                                "files"),)),
     Case("video-ffconcat-named-mp4", job("  - {name: v, video: concat.mp4, style: s.png}\n"),
          ((4, "jobs[0].video", "'concat.mp4': not a video: a playlist or script"),)),
+    Case("content-dev-zero", job("  - {name: a, content: /dev/zero, style: s.png}\n"),
+         ((4, "jobs[0].content", "'/dev/zero' is not a regular file"),)),
+    Case("video-dev-zero", job("  - {name: v, video: /dev/zero, style: s.png}\n"),
+         ((4, "jobs[0].video", "'/dev/zero' is not a regular file"),)),
     Case("content-url", job("  - {name: a, content: 'http://example.com/a.jpg', "
                             "style: s.png}\n"),
          ((4, "jobs[0].content", "is a URL or a protocol, not a local file or folder"),)),
