@@ -53,17 +53,19 @@ class _WorkerState:
 
     def __init__(self, config: WorkerConfig):
         self.config = config
-        self.stylizers: dict[tuple[str, ...], object] = {}
+        self.stylizers: dict[tuple[tuple[str, ...], str], object] = {}  # (layers, precision)
         self.images: dict[tuple[str, int], object] = {}
 
-    def stylizer(self, layers: tuple[str, ...]):
-        if layers not in self.stylizers:
+    def stylizer(self, layers: tuple[str, ...], precision: str = "float32"):
+        key = (layers, precision)
+        if key not in self.stylizers:
             from batch_style.model import load_feature_model
             from batch_style.optimize import Stylizer
 
-            model = load_feature_model(layers, self.config.weights, tiny=self.config.tiny)
-            self.stylizers[layers] = Stylizer(model)
-        return self.stylizers[layers]
+            model = load_feature_model(layers, self.config.weights, tiny=self.config.tiny,
+                                       precision=precision)
+            self.stylizers[key] = Stylizer(model)
+        return self.stylizers[key]
 
     def style_image(self, path: Path, max_pixels: int):
         from batch_style import media
@@ -164,7 +166,7 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
 def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     import numpy as np
 
-    from batch_style import ledger, media
+    from batch_style import events, ledger, media
     from batch_style.optimize import Temporal
 
     s = unit.settings
@@ -182,15 +184,19 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     elif unit.init is not None:
         init = media.load_image(unit.init, s.max_pixels)
     snapshots = []
+    beat = events.WorkerBeat(state.config.state_dir, unit.key, gpu=_GPU)  # live progress file
 
     def on_progress(event):
+        beat.update(event)
         if unit.progress_gif is not None and event.snapshot is not None:
             snapshots.append(media.to_uint8(event.snapshot))
 
-    stylizer = state.stylizer(tuple(dict.fromkeys(s.content_layers + s.style_layers)))
+    stylizer = state.stylizer(tuple(dict.fromkeys(s.content_layers + s.style_layers)),
+                              s.precision)
     result = stylizer.stylize(content, styles, s, init=init, steps=steps, temporal=temporal,
                               style_keys=[ledger.file_digest(p) for p in unit.styles],
                               callback=on_progress)
+    beat.done()
     media.save_image(result.image, unit.output)
     if unit.progress_gif is not None:
         write_progress_gif(content, snapshots, result.image, unit.progress_gif, s)
