@@ -78,6 +78,7 @@ class Ledger:
         # Parsed file, keyed on its stat, so planning thousands of units with is_done() reads the
         # file once instead of once per unit.
         self._cache: tuple[tuple[int, int, int], list[dict], int] | None = None
+        self._latest: tuple[object, dict[str, dict]] | None = None  # (for which _cache, map)
 
     @classmethod
     def for_output(cls, output_dir: Path) -> Ledger:
@@ -110,12 +111,16 @@ class Ledger:
         return list(records)
 
     def latest(self) -> dict[str, dict]:
-        """The last record for each key."""
-        return {record["key"]: record for record in self.records()}
+        """The last record for each key (built once per version of the file)."""
+        records, _ = self._load()
+        if self._latest is None or self._latest[0] is not self._cache:
+            self._latest = (self._cache, {record["key"]: record for record in records})
+        return dict(self._latest[1])
 
     def is_done(self, key: str, hash: str) -> bool:
         """True iff the latest record for `key` says done, for these exact inputs and settings."""
-        record = self.latest().get(key)
+        self.latest()
+        record = self._latest[1].get(key)
         return record is not None and record["status"] == "done" and record["hash"] == hash
 
     def _load(self) -> tuple[list[dict], int]:
@@ -127,6 +132,20 @@ class Ledger:
         if self._cache is None or self._cache[0] != signature:
             self._cache = (signature, *_parse_ledger(self.path.read_bytes()))
         return self._cache[1], self._cache[2]
+
+
+def _flock_briefly_waiting(fd: int, wait_s: float = 1.0) -> None:
+    """flock(LOCK_EX) that waits up to `wait_s`: `batch-style status` holds the lock for an
+    instant to see whether a run is alive, which must not make a starting run refuse."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _ends_with_newline(fd: int) -> bool:
@@ -232,7 +251,7 @@ class RunLock:
             raise UserError(f"cannot write the run state here: {e.strerror}",
                             file=self.output_dir) from e
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_briefly_waiting(fd)
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
