@@ -231,10 +231,11 @@ def describe_plan(manifest, force: bool = False) -> str:
 
     plan = planning.make_plan(manifest)
     book = ledger.Ledger(ledger.ledger_path(manifest.output))
+    latest = book.latest()
     lines = [f"{manifest.path} → {manifest.output}"]
     for job in manifest.jobs:
         units = [u for u in plan.units if u.job == job.name]
-        done = 0 if force else sum(runner.unit_done(u, book) for u in units)
+        done = 0 if force else sum(runner.unit_done(u, book, latest) for u in units)
         s = job.settings
         first = units[0].content if units and job.kind != "video" else None
         size = ""
