@@ -73,23 +73,33 @@ def _errors(problems):
 
 # -- commands ---------------------------------------------------------------------------------
 def cmd_stylize(args) -> int:
-    from batch_style.backend import import_tensorflow
+    from batch_style import media
 
-    import_tensorflow()
-    from batch_style import console, media
-    from batch_style.model import load_feature_model
-    from batch_style.optimize import Stylizer
-    from batch_style.worker import write_progress_gif
-
+    # Everything the user can get wrong is checked before TensorFlow loads (seconds) and long
+    # before the optimization ends.
     settings = _settings_from_args(args)
-    if len(args.style) > 1 and settings.style_blend and len(settings.style_blend) != len(args.style):
+    if settings.style_blend and len(settings.style_blend) != len(args.style):
         raise UserError(f"expected {len(args.style)} weights (one per style), got "
                         f"{len(settings.style_blend)}", field="--style-blend")
+    for flag, path in (("--output", args.output), ("--progress-gif", args.progress_gif)):
+        expected = (".gif",) if flag == "--progress-gif" else tuple(media.IMAGE_FORMATS)
+        if path and Path(path).suffix.lower() not in expected:
+            raise UserError(f"expected a file name ending in {' or '.join(expected)}, got "
+                            f"{path!r}", field=flag)
     content = media.load_image(Path(args.content), settings.max_pixels)
     styles = [media.load_image(Path(p), settings.max_pixels) for p in args.style]
     init = None
     if settings.init not in ("content", "noise"):
         init = media.load_image(Path(settings.init), settings.max_pixels)
+
+    from batch_style.backend import import_tensorflow
+
+    import_tensorflow()
+    from batch_style import console
+    from batch_style.model import load_feature_model
+    from batch_style.optimize import Stylizer
+    from batch_style.worker import write_progress_gif
+
     model = load_feature_model(settings.content_layers + settings.style_layers, args.weights,
                                tiny=args.tiny, precision=settings.precision)
     bar = console.StepBar(sys.stderr, quiet=args.quiet)
@@ -123,7 +133,8 @@ def cmd_weights(args) -> int:
 def cmd_validate(args) -> int:
     from batch_style.manifest import load_all
 
-    manifests = load_all([Path(p) for p in args.manifest])
+    # validate may take its time: it decodes every image, so damaged files are found now.
+    manifests = load_all([Path(p) for p in args.manifest], verify_pixels=True)
     for m in manifests:
         print(f"{m.path}: ok, {len(m.jobs)} jobs → {m.output}")
     return EXIT_OK
@@ -227,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="batch-style: %(levelname)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.WARNING)  # the run's own log file gets everything
+        handler.addFilter(lambda record: not getattr(record, "displayed", False))
     try:
         return args.func(args)
     except UserError as e:

@@ -132,8 +132,11 @@ def recording(output_dir: Path, emit: Emit, summary=None, manifest: Path | None 
                or error == "interrupted",
                "stopped": summary.stopped if summary is not None else None,
                "error": None if error == "interrupted" else error}
-        events.write("end", end)
-        events.close()
+        try:
+            events.write("end", end)
+            events.close()
+        except OSError as e:  # a full disk must not hide the run's own, clean outcome
+            log.warning("could not write the event log: %s", e)
         _clear_beats(output_dir)
 
 

@@ -338,7 +338,8 @@ def _record(unit: Unit, result: UnitResult, attempt: int, book: ledger.Ledger,
     else:
         record.update(error=result.error, error_kind=result.error_kind)
         summary.failed.append((unit.key, result.error or "failed"))
-        log.error("%s: failed: %s", unit.key, result.error)
+        # The run display shows failures itself: keep this record out of the terminal.
+        log.error("%s: failed: %s", unit.key, result.error, extra={"displayed": True})
         if result.detail:
             log.debug("%s", result.detail)
     book.append(record)  # after the outputs: the record is the proof they are complete
