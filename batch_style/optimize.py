@@ -74,13 +74,11 @@ Callback = Callable[[Progress], None]
 
 
 def scale_sizes(width: int, height: int, settings: Settings, min_side: int) -> list[tuple[int, int]]:
-    """(w, h) per scale, coarsest first: each half the next, the last at settings.size."""
-    sizes = []
-    for level in reversed(range(settings.scales)):
-        longest = max(round(settings.size / 2 ** level), 1)
-        w, h = media.fit_size(width, height, longest)
-        if min(w, h) >= min_side:
-            sizes.append((w, h))
+    """(w, h) per scale, coarsest first: each half the next, the last at settings.size.
+
+    The same rule `validate` applies (media.scale_sizes), so what validates runs.
+    """
+    sizes = media.scale_sizes(width, height, settings.size, settings.scales, min_side)
     if not sizes:
         w, h = media.fit_size(width, height, settings.size)
         raise UserError(f"the result would be {w}×{h} px, too small for VGG19: each side must be "
