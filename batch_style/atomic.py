@@ -47,7 +47,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
         # BaseException too: Ctrl-C or a worker being stopped must not leave a temporary behind.
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 @contextlib.contextmanager
@@ -121,7 +121,8 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new file's name in `folder` durable."""
     # Directories can only be opened and fsynced on POSIX; elsewhere the rename is the best we get.
     if os.name != "posix":
         return

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
+from batch_style.atomic import fsync_dir
 from batch_style.errors import UserError
 
 STATE_DIR = ".batch_style"  # under OUTPUT/: the run's own state (ledger, lock)
@@ -103,7 +104,7 @@ class Ledger:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.path.parent)  # the new file's name must survive a crash too
+            fsync_dir(self.path.parent)  # the new file's name must survive a crash too
 
     def records(self) -> list[dict]:
         """All valid records in file order; sets `skipped` to the number of corrupt lines."""
@@ -160,14 +161,6 @@ def _write_all(fd: int, data: bytes) -> None:
     while data:
         written = os.write(fd, data)
         data = data[written:]
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # Resolved path -> ((size, mtime_ns, inode, ctime_ns), sha256 hex). One entry per file, so it

@@ -20,6 +20,7 @@ from typing import BinaryIO
 import h5py
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import UserError
 from .settings import VGG19_CONV_LAYERS
 
@@ -218,45 +219,21 @@ def content_sha256(weights: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> str:
 def write_cache(weights: Weights, cache_path: str | os.PathLike, expected_sha256: str) -> None:
     """Write weights as .npz under a temporary name, check what landed on disk, then rename."""
     cache_path = Path(cache_path)
+    arrays = {f"{layer}/{part}": array for layer, pair in weights.items()
+              for part, array in zip(("kernel", "bias"), pair)}
     try:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(prefix=f".{cache_path.name}.", suffix=".tmp",
-                                         dir=cache_path.parent)
+        with atomic_path(cache_path) as temp:
+            with open(temp, "wb") as f:
+                np.savez(f, **arrays)
+            written = _load_npz(temp, {layer: pair[0].shape for layer, pair in weights.items()})
+            _check_sha256(content_sha256(written), expected_sha256, temp, "the written cache")
     except OSError as error:
         raise _unwritable(cache_path, error) from None
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            arrays = {f"{layer}/{part}": array for layer, pair in weights.items()
-                      for part, array in zip(("kernel", "bias"), pair)}
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        written = _load_npz(temp, {layer: pair[0].shape for layer, pair in weights.items()})
-        _check_sha256(content_sha256(written), expected_sha256, temp, "the written cache")
-        os.chmod(temp, 0o644)  # mkstemp makes it private; a cache is as readable as any download
-        os.replace(temp, cache_path)
-        _fsync_folder(cache_path.parent)
-    except OSError as error:
-        raise _unwritable(cache_path, error) from None
-    finally:
-        temp.unlink(missing_ok=True)  # a no-op once renamed; removes the partial file otherwise
 
 
 def _unwritable(cache_path: Path, error: OSError) -> UserError:
     return UserError(f"cannot write the weights cache ({error.strerror or error}); free some space "
                      f"or set {ENV_CACHE} to a writable folder", file=cache_path)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); Windows cannot open folders, nor needs to."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _load_npz(path: Path, shapes: Mapping[str, Shape]) -> Weights:
