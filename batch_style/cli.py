@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from batch_style import __version__
+from batch_style.backends import BACKENDS
 from batch_style.errors import UserError
 from batch_style.settings import FIELDS, check_value, resolve
 
@@ -145,7 +146,8 @@ def cmd_run(args) -> int:
     from batch_style import run as runner
 
     options = runner.RunOptions(workers=args.workers, device=args.device, force=args.force,
-                                weights=args.weights, tiny=args.tiny)
+                                weights=args.weights, tiny=args.tiny, backend=args.backend,
+                                scheduler=args.scheduler)
     if args.dry_run:
         from batch_style.manifest import load_all
 
@@ -195,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes (default: one per GPU, or 1 on CPU; 0: in this "
                         "process)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--backend", choices=tuple(BACKENDS), default=None,
+                   help="where units run: local (worker processes here) or dask (a Dask "
+                        "cluster; see the README, 'Running on a cluster'); default: the "
+                        "manifest's `backend`, else local")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="the Dask scheduler, e.g. tcp://HOST:8786 (implies --backend dask; "
+                        "--workers then caps the units in flight); --backend dask without it "
+                        "starts a Dask cluster of --workers processes here")
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     p.add_argument("--force", action="store_true", help="redo finished units too")
     common(p)

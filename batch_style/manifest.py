@@ -24,7 +24,7 @@ VERSION = 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # Output formats by job kind; the first is the default when a job gives no `outputs`.
 OUTPUTS = {"images": ("image", "progress_gif"), "video": ("mp4", "gif", "frames")}
-TOP_KEYS = ("version", "output", "defaults", "jobs")
+TOP_KEYS = ("version", "output", "defaults", "jobs", "backend", "scheduler")
 JOB_KEYS = ("name", "content", "video", "style", "style_blend", "outputs", "start", "end", "fps",
             "settings")
 VIDEO_KEYS = ("start", "end", "fps")
@@ -92,6 +92,8 @@ class Manifest:
     path: Path             # the manifest file, absolute
     output: Path           # results folder, absolute
     jobs: tuple[Job, ...]  # in the manifest's order
+    backend: str | None = None    # where units run (backends.BACKENDS); None: not given
+    scheduler: str | None = None  # Dask scheduler address; None: not given
 
 
 def load(path: str | os.PathLike, *, verify_pixels: bool = False) -> Manifest:
@@ -407,9 +409,35 @@ class _Reader:
                 self.check_inside(parts, top["output"][1], "output", is_file)
         defaults = self.settings_layer(top["defaults"][1], "defaults") if "defaults" in top else {}
         jobs = self.jobs(top, root, defaults)
+        backend, scheduler = self.backend(top)
         if self.errors:
             return None
-        return Manifest(path=file, output=output, jobs=jobs)
+        return Manifest(path=file, output=output, jobs=jobs, backend=backend, scheduler=scheduler)
+
+    def backend(self, top: dict) -> tuple[str | None, str | None]:
+        """`backend: local | dask` and `scheduler: ADDRESS` (the command line's options win)."""
+        # Imported here: backends imports worker, which imports plan, which imports this module.
+        from batch_style.backends import BACKENDS, choose
+
+        given = {}
+        for name in ("backend", "scheduler"):
+            if name in top:
+                node = top[name][1]
+                value = self.value(node, name)
+                if value is not _INVALID and (not isinstance(value, str) or not value.strip()
+                                              or any(c.isspace() for c in value)):
+                    what = "one of " + ", ".join(BACKENDS) if name == "backend" else \
+                        "an address like tcp://HOST:8786"
+                    self.error(node, name, f"expected {what}, {_got(value)}")
+                elif value is not _INVALID:
+                    given[name] = (value, node)
+        backend, scheduler = (given.get(name, (None, None))[0] for name in ("backend", "scheduler"))
+        try:
+            choose(None, None, backend, scheduler)
+        except UserError as error:
+            node = given["backend"][1]
+            self.error(node, "backend", error.message)
+        return backend, scheduler
 
     def version(self, top: dict, root: Node) -> None:
         if "version" not in top:

@@ -19,12 +19,12 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch_style import assemble, atomic, events, ledger
+from batch_style import assemble, atomic, backends, events, ledger
 from batch_style import plan as planning
 from batch_style.errors import UserError
 from batch_style.manifest import Manifest, load_all
 from batch_style.plan import Plan, Unit, VideoPlan
-from batch_style.worker import DISK_FULL, UnitResult, WorkerConfig, init_worker, run_unit
+from batch_style.worker import DISK_FULL, UnitResult, WorkerConfig, run_unit
 
 log = logging.getLogger("batch_style")
 
@@ -41,6 +41,9 @@ class RunOptions:
     weights: str | None = None      # explicit VGG19 weights file
     tiny: bool = False              # tiny random VGG19 (tests)
     max_attempts: int = MAX_ATTEMPTS
+    backend: str | None = None      # local | dask; None: the manifest's (else local)
+    scheduler: str | None = None    # Dask scheduler, tcp://HOST:8786 (implies dask); dask without
+                                    # one: a Dask cluster of `workers` processes on this machine
 
 
 @dataclass
@@ -81,7 +84,20 @@ def visible_gpus() -> tuple[str, ...]:
     return tuple(line.strip() for line in out.splitlines() if line.strip())
 
 
-def worker_setup(options: RunOptions, state_dir: Path) -> tuple[int, WorkerConfig]:
+def worker_setup(options: RunOptions, state_dir: Path,
+                 manifest: Manifest | None = None) -> tuple[int, WorkerConfig]:
+    """(units in flight at once, the workers' config) for a manifest's run; usage errors here."""
+    backend, scheduler = backends.choose(options.backend, options.scheduler,
+                                         *((manifest.backend, manifest.scheduler) if manifest
+                                           else ()))
+    common = dict(weights=options.weights, tiny=options.tiny, device=options.device,
+                  state_dir=str(state_dir), backend=backend, scheduler=scheduler,
+                  max_attempts=options.max_attempts)
+    if scheduler is not None:
+        # A cluster's workers bring their own GPUs (one each, CUDA_VISIBLE_DEVICES set where they
+        # are started); this machine's do not count.
+        return backends.cluster_slots(scheduler, options.workers), \
+            backends.BackendConfig(**common)
     gpus = () if options.device == "cpu" else visible_gpus()
     if options.device == "gpu" and not gpus:
         raise UserError("--device gpu: no GPU is visible (nvidia-smi finds none, or "
@@ -90,37 +106,20 @@ def worker_setup(options: RunOptions, state_dir: Path) -> tuple[int, WorkerConfi
     if gpus and workers > len(gpus):
         raise UserError(f"--workers {workers}: only {len(gpus)} GPUs, and a worker needs one "
                         f"(use --device cpu for CPU workers)", field="workers")
-    config = WorkerConfig(weights=options.weights, tiny=options.tiny, device=options.device,
-                          gpu_ids=gpus, state_dir=str(state_dir))
-    return workers, config
+    if backend == "dask" and workers < 1:
+        raise UserError(f"--workers {workers}: a Dask cluster on this machine needs 1 or more "
+                        f"worker processes", field="workers")
+    return workers, backends.BackendConfig(gpu_ids=gpus, **common)
 
 
 # -- executors --------------------------------------------------------------------------------
-class InProcessExecutor(cf.Executor):
-    """`--workers 0`: units run in this process, one after another, on the same code path."""
-
-    def submit(self, fn, /, *args, **kwargs):
-        future = cf.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as e:  # handed to the caller through the future, like a pool
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            future.set_exception(e)
-        return future
-
-    def shutdown(self, wait=True, *, cancel_futures=False, kill_workers=False):
-        pass
+InProcessExecutor = backends.InProcessExecutor  # `--workers 0`
 
 
 def make_executor(workers: int, config: WorkerConfig) -> cf.Executor:
-    if workers == 0:
-        return InProcessExecutor()
-    from joblib.externals.loky import ProcessPoolExecutor
-
-    # joblib's loky pool: spawned (not forked) processes, so TensorFlow state never leaks in,
-    # a worker that dies is reported as TerminatedWorkerError instead of hanging the pool.
-    return ProcessPoolExecutor(max_workers=workers, initializer=init_worker, initargs=(config,))
+    """The executor of the run's back end (backends.BACKENDS): loky processes, this process, or a
+    Dask cluster, all behind concurrent.futures."""
+    return backends.make_executor(workers, config)
 
 
 def _broken_pool(error: BaseException | None) -> bool:
@@ -179,7 +178,7 @@ def _sigterm_as_interrupt(signum, frame):
 def _run_manifest(manifest: Manifest, options: RunOptions, summary: RunSummary, emit) -> None:
     out = manifest.output
     state = out / planning.STATE_DIR
-    workers, config = worker_setup(options, state)  # usage errors before anything is written
+    workers, config = worker_setup(options, state, manifest)  # usage errors before anything is written
     # events.jsonl gets every event; report.html is written when the run ends, however it ends.
     with ledger.RunLock(out), _log_to(out / "run.log"), \
             events.recording(out, emit, summary, manifest.path) as emit:

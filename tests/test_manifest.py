@@ -240,7 +240,7 @@ BAD = [
                  "3: jobs: expected a non-empty list of jobs, got a list", id="jobs-empty"),
     pytest.param("version: 1\noutput: out\ndefualts: {}\njobs:\n" + JOB,
                  "3: defualts: unknown key (did you mean 'defaults'?); expected one of version, "
-                 "output, defaults, jobs", id="unknown-top-key"),
+                 "output, defaults, jobs, backend, scheduler", id="unknown-top-key"),
     pytest.param("version: 1\noutput: out\noutput: again\njobs:\n" + JOB,
                  "3: output: duplicate key (first on line 2)", id="duplicate-key"),
     pytest.param(HEAD + JOB + "    ouputs: [image]\n",
