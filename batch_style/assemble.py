@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from batch_style import media, video
-from batch_style.plan import EXTRACT_PREFIX, FRAME_NAME, VideoPlan
+from batch_style import flow, media, video
+from batch_style.plan import EXTRACT_PREFIX, FLOW_NAME, FRAME_NAME, VideoPlan
 
 _FRAME_FILE = re.compile(r"\d{6}\.png")  # FRAME_NAME's files
 
@@ -59,6 +59,48 @@ def _remove_stale_extractions(frames_dir: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def flow_jobs(vp: VideoPlan, todo: set[str] | frozenset[str] = frozenset()) -> list[flow.FlowJob]:
+    """The flow files of a video (one per frame after the first), in the order they are needed:
+    those of frames still to do first, then by position in their chain, so every chain's next
+    frame has its flow before frames further on. Stale flow folders (another size) go."""
+    if vp.flow_dir is None or len(vp.frames) < 2:
+        return []
+    flow.remove_stale_flows(vp.flow_dir)
+    position: dict[int, int] = {}
+    for chunk in vp.chunks:
+        for i in range(chunk.lead + 1, chunk.stop):
+            position[i] = min(position.get(i, i), i - chunk.lead)
+    pending = {int(u.key.rsplit("/", 1)[1]) for u in vp.units + vp.leads if u.key in todo}
+    order = sorted(range(1, len(vp.frames)), key=lambda i: (i not in pending, position.get(i, i), i))
+    max_pixels = vp.units[0].settings.max_pixels
+    return [flow.FlowJob(previous=vp.frames_dir / FRAME_NAME.format(i - 1),
+                         current=vp.frames_dir / FRAME_NAME.format(i), size=vp.size,
+                         path=vp.flow_dir / FLOW_NAME.format(i), max_pixels=max_pixels)
+            for i in order]
+
+
+def coherence(vp: VideoPlan) -> dict[str, float]:
+    """The stylized video's flicker and warping error against its input (flow.coherence), from
+    the frames and flow files (made here if missing); {} when the input frames are gone."""
+    jobs = {job.path: job for job in flow_jobs(vp)}
+    if not jobs or not all(vp.frames_dir.joinpath(FRAME_NAME.format(i)).exists()
+                           for i in range(len(vp.frames))):
+        return {}
+    max_pixels = vp.units[0].settings.max_pixels
+
+    def frames():
+        for i, unit in enumerate(vp.units):
+            pair = None
+            if i > 0:
+                path = vp.flow_dir / FLOW_NAME.format(i)
+                flow.make_flow_file(jobs[path])
+                pair = flow.load_pair(path)
+            yield (flow.load_frame(unit.output, vp.size, max_pixels),
+                   flow.load_frame(unit.content, vp.size, max_pixels), pair)
+
+    return flow.coherence(frames())
+
+
 def _stylized_frames(vp: VideoPlan) -> Iterator[np.ndarray]:
     for unit in vp.units:
         yield media.load_image(unit.output, unit.settings.max_pixels)
@@ -72,7 +114,9 @@ WRITERS: dict[str, Callable[[VideoPlan, Path], None]] = {
 }
 
 
-def assemble_video(vp: VideoPlan) -> None:
-    """Write each asked-for video output from the stylized frames (each atomically)."""
+def assemble_video(vp: VideoPlan) -> dict[str, float]:
+    """Write each asked-for video output from the stylized frames (each atomically); return how
+    steady the result is (coherence())."""
     for fmt, path in vp.outputs.items():
         WRITERS[fmt](vp, path)
+    return coherence(vp)

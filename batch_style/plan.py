@@ -10,13 +10,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batch_style import ledger
+from batch_style.flow import FLOW_VERSION
 from batch_style.manifest import Job, Manifest
 from batch_style.settings import Settings
 
 STATE_DIR = ledger.STATE_DIR      # OUTPUT/.batch_style: ledger, lock, log, work files
 FRAME_NAME = "{:06d}.png"
+FLOW_NAME = "{:06d}.npz"          # flow from frame N-1 to frame N (flow.save_pair)
 EXTRACT_PREFIX = "in-"            # work/JOB/STEM/in-KEY: a video's extracted frames
 EXTRACT_KEY_LEN = 12              # hex digits of the source-and-window hash in that name
+LEAD_DIR = "lead"                 # work/JOB/STEM/lead/: chunk lead-in frames (see split_chunks)
+# Several workers on one video: each chunk but the first starts CHUNK_OVERLAP frames early (its
+# lead-in), and the chunk before hands its last frames over to that lead-in, so the border is a
+# gradual hand-over instead of a jump between two chains' strokes (split_chunks).
+CHUNK_OVERLAP = 8                 # frames
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,49 @@ class Unit:
     steps: int | None = None      # overrides settings.steps (video frames after the first)
     previous: str | None = None   # key of the unit this one starts from (video warm start)
     previous_output: Path | None = None
+    flow: Path | None = None      # flow file from the previous frame to this one (flow.py)
+    partner: str | None = None    # chunk overlap: key of the next chunk's lead-in of this frame
+    partner_output: Path | None = None
+    blend: float = 0.0            # how far this frame is handed over to the partner, 0..1
     hash: str = ""                # of inputs and settings: the ledger's "same work" test
+
+    @property
+    def waits_for(self) -> tuple[str, ...]:
+        """Keys of the units whose outputs this one reads."""
+        return tuple(k for k in (self.previous, self.partner) if k is not None)
+
+    def afresh(self) -> Unit:
+        """This frame not starting from the previous one (a scene cut, or the previous frame
+        failed): the full step budget, no warm start, no temporal term towards it."""
+        return dataclasses.replace(self, previous_output=None, steps=None, flow=None)
+
+    def without(self, key: str) -> Unit:
+        """This unit once unit `key` has failed: it must not read a stale file of an older run."""
+        unit = self.afresh() if key == self.previous else self
+        return dataclasses.replace(unit, partner_output=None, blend=0.0) \
+            if key == self.partner else unit
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A contiguous run of frames stylized as one warm-started chain (one per worker)."""
+
+    start: int                    # first frame shown from this chunk
+    stop: int                     # one past its last frame
+    lead: int                     # first frame of its chain: start - overlap, or 0 for the first
+
+
+def split_chunks(frames: int, chains: int, overlap: int = CHUNK_OVERLAP) -> list[Chunk]:
+    """Contiguous chunks of `frames`, one per chain, as even as frame counts allow.
+
+    Chunk j > 0 begins its chain `overlap` frames before its first frame (its lead-in, stylized
+    but not shown), and chunk j-1 hands its last `overlap` frames over to that lead-in; so a
+    chunk must be longer than the overlap: at most frames // max(2·overlap, 2) chunks.
+    """
+    count = max(1, min(chains, frames // max(2 * overlap, 2)))
+    starts = [j * frames // count for j in range(count)] + [frames]
+    return [Chunk(start=starts[j], stop=starts[j + 1], lead=max(starts[j] - overlap, 0))
+            for j in range(count)]
 
 
 @dataclass(frozen=True)
@@ -51,9 +100,13 @@ class VideoPlan:
     has_audio: bool
     frames: tuple[tuple[int, float], ...]   # (source frame index, time) per kept frame
     frames_dir: Path              # extracted input frames (named for the source and window)
-    units: tuple[Unit, ...]
+    units: tuple[Unit, ...]       # one per frame, in order: what the video shows
     outputs: dict[str, Path]      # "mp4" / "gif" → final path (frames are the units' outputs)
     hash: str = ""
+    size: tuple[int, int] = (0, 0)  # (w, h) of the stylized frames
+    flow_dir: Path | None = None  # flow files, FLOW_NAME per frame after the first
+    leads: tuple[Unit, ...] = ()  # chunk lead-ins: work units whose outputs only feed others
+    chunks: tuple[Chunk, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,9 +163,12 @@ def image_units(job: Job, out: Path) -> list[Unit]:
     return units
 
 
-def video_plan(job: Job, out: Path) -> VideoPlan:
-    from batch_style import video
+def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None) -> VideoPlan:
+    """A video's frames as units: one warm-started chain per chunk, `chains` chunks at most,
+    each but the first with a lead-in of `overlap` frames (default CHUNK_OVERLAP)."""
+    from batch_style import media, video
 
+    overlap = CHUNK_OVERLAP if overlap is None else overlap
     info = video.probe_video(job.video)
     frames = tuple(video.select_frames(info, job.start, job.end, job.fps))
     # select_frames never duplicates frames, so a job fps above the source's keeps the source's.
@@ -128,21 +184,53 @@ def video_plan(job: Job, out: Path) -> VideoPlan:
     init = _init_path(s)
     video_hash = ledger.unit_hash([job.video, *job.styles, *([init] if init else [])],
                                   s.to_dict(), window)
-    units, previous = [], None
-    for i, (_, t) in enumerate(frames):
-        name = FRAME_NAME.format(i)
-        # Warm start chains each frame to the one before: it starts from that stylized frame,
-        # so its own hash includes the frame index and the chain it belongs to.
-        chained = s.warm_start and previous is not None
-        unit = Unit(key=f"{job.name}/{stem}/{i:06d}", job=job.name,
-                    content=frames_dir / name, styles=job.styles, settings=s,
-                    output=out_dir / name, init=init,
-                    steps=s.frame_steps if chained else None,
-                    previous=previous.key if chained else None,
-                    previous_output=previous.output if chained else None,
-                    hash=ledger.unit_hash([], {}, {"video": video_hash, "frame": i, "t": t}))
-        units.append(unit)
-        previous = unit
+    size = media.fit_size(*info.size, s.size)
+    flow_dir = frames_dir / f"flow-{FLOW_VERSION}-{size[0]}x{size[1]}"
+    # A frame follows the one before when it starts from it (warm start) or is held near it
+    # (temporal term); otherwise every frame is on its own and any worker may take any frame.
+    chained = s.warm_start or s.temporal_weight > 0
+    chunks = split_chunks(len(frames), chains if chained else 1, overlap)
+
+    def frame_unit(i: int, key: str, output: Path, chain: int, previous: Unit | None,
+                   **extra) -> Unit:
+        linked = chained and previous is not None
+        # A chained frame's result depends on where its chain starts (and on the flow method),
+        # so those are part of its hash: another chunk layout redoes the frames it changes.
+        chain_info = {"chain": chain, "flow": FLOW_VERSION} if chained else {}
+        return Unit(key=key, job=job.name, content=frames_dir / FRAME_NAME.format(i),
+                    styles=job.styles, settings=s, output=output, init=init,
+                    steps=s.frame_steps if linked and s.warm_start else None,
+                    previous=previous.key if linked else None,
+                    previous_output=previous.output if linked else None,
+                    flow=flow_dir / FLOW_NAME.format(i) if linked else None,
+                    partner=extra["partner"].key if "partner" in extra else None,
+                    partner_output=extra["partner"].output if "partner" in extra else None,
+                    blend=extra.get("blend", 0.0),
+                    hash=ledger.unit_hash([], {}, {
+                        "video": video_hash, "frame": i, "t": frames[i][1], **chain_info,
+                        **{k: (v.hash if isinstance(v, Unit) else v) for k, v in extra.items()}}))
+
+    leads: dict[int, Unit] = {}   # frame index → the lead-in unit of the chunk after its own
+    for chunk in chunks[1:]:
+        previous = None
+        for i in range(chunk.lead, chunk.start):
+            leads[i] = previous = frame_unit(
+                i, f"{job.name}/{stem}/{LEAD_DIR}/{i:06d}", work / LEAD_DIR / FRAME_NAME.format(i),
+                chunk.lead, previous, lead=True)
+    units: list[Unit] = []
+    for j, chunk in enumerate(chunks):
+        previous = leads.get(chunk.start - 1) if chunk.lead < chunk.start else None
+        for i in range(chunk.start, chunk.stop):
+            extra = {}
+            if i in leads:
+                # The last frames of a chunk are handed over to the next chunk's lead-in:
+                # blend 1/overlap, 2/overlap, ... 1 (its last frame is the lead-in's own).
+                after = chunks[j + 1]
+                extra = {"partner": leads[i],
+                         "blend": (i - after.lead + 1) / (after.start - after.lead)}
+            previous = frame_unit(i, f"{job.name}/{stem}/{i:06d}", out_dir / FRAME_NAME.format(i),
+                                  chunk.lead, previous, **extra)
+            units.append(previous)
     duration = len(frames) / fps
     outputs = {fmt: out / job.name / f"{stem}.{fmt}" for fmt in ("mp4", "gif")
                if fmt in job.outputs}
@@ -152,17 +240,20 @@ def video_plan(job: Job, out: Path) -> VideoPlan:
                      has_audio=info.has_audio, frames=frames, frames_dir=frames_dir,
                      units=tuple(units), outputs=outputs,
                      hash=ledger.unit_hash([], {}, {"video": video_hash,
-                                                    "outputs": sorted(outputs)}))
+                                                    "outputs": sorted(outputs)}),
+                     size=size, flow_dir=flow_dir, leads=tuple(leads[i] for i in sorted(leads)),
+                     chunks=tuple(chunks))
 
 
-def make_plan(manifest: Manifest) -> Plan:
+def make_plan(manifest: Manifest, chains: int = 1) -> Plan:
+    """The manifest's units; each video in up to `chains` chunks (one per worker)."""
     units: list[Unit] = []
     videos: list[VideoPlan] = []
     for job in manifest.jobs:
         if job.kind == "video":
-            vp = video_plan(job, manifest.output)
+            vp = video_plan(job, manifest.output, chains)
             videos.append(vp)
-            units.extend(vp.units)
+            units.extend(vp.units + vp.leads)
         else:
             units.extend(image_units(job, manifest.output))
     return Plan(output=manifest.output, units=tuple(units), videos=tuple(videos))

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from batch_style import atomic, ledger
 from batch_style.errors import UserError
-from batch_style.plan import STATE_DIR
+from batch_style.plan import LEAD_DIR, STATE_DIR
 from batch_style.status import running_pid, unit_state
 
 REPORT_NAME = "report.html"
@@ -262,7 +262,9 @@ class _Page:
         parts = []
         outputs = (video.plan.get("outputs") or {}) if video else {}
         mp4, gif = outputs.get("mp4"), outputs.get("gif")
-        frames = [u for u in job.units if u.status == "done"]
+        # Chunk lead-ins (several workers on one video) are work, not frames of the video.
+        units = [u for u in job.units if f"/{LEAD_DIR}/" not in u.key]
+        frames = [u for u in units if u.status == "done"]
         poster = self.data_uri(frames[0].plan["output"], THUMB_PX * 2) if frames else None
         done = video is not None and video.status == "done"
         if done and mp4 and Path(mp4).exists():
@@ -282,7 +284,7 @@ class _Page:
         elif video is not None and video.status == "pending" and outputs:
             parts.append('<div class="thumb pending wide"><b>video not assembled yet</b></div>')
         # A few frames across the clip: the input above, the result below.
-        picks = _spread(job.units, VIDEO_SAMPLES)
+        picks = _spread(units, VIDEO_SAMPLES)
         strip = '<div class="frame labels"><span>input</span><span>result</span></div>' + "".join(
             f'<div class="frame">{self.thumb(u.plan["content"], "", THUMB_PX // 2)}'
             + (self.thumb(u.plan["output"], "", THUMB_PX // 2) if u.status == "done" else
@@ -291,11 +293,16 @@ class _Page:
         source = Path(video.plan.get("source", "")).name if video else ""
         title = f'<h3>{_e(source)}</h3>' if source else ""
         fps = f' · {video.plan["fps"]:g} fps' if video and video.plan.get("fps") else ""
+        # How steady the result is (flow.coherence, measured when the video was assembled).
+        metrics = (video.record or {}).get("metrics") or {} if done else {}
+        steady = (f' · flicker {metrics["flicker"]:.2f}× the input\u2019s (1.0: as steady as the '
+                  f'input) · warping error {metrics["warp_error"]:.2g}'
+                  if "flicker" in metrics and "warp_error" in metrics else "")
         return (f'<div class="video" id="{_anchor(video.key) if video else ""}">{title}'
-                f'<p class="meta">{len(job.units)} frames{_e(fps)}</p>'
+                f'<p class="meta">{len(units)} frames{_e(fps)}{_e(steady)}</p>'
                 f'<div class="players">{"".join(parts)}</div>'
                 f'<div class="strip">{strip}</div>'
-                f'{frame_losses_svg(job.units)}</div>')
+                f'{frame_losses_svg(units)}</div>')
 
     def unit_table(self, job: JobView) -> str:
         # Video frames have no contact-sheet row: links to a frame land on its table row.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 from batch_style import assemble, atomic, backends, events, ledger
 from batch_style import plan as planning
 from batch_style.errors import UserError
+from batch_style.flow import FlowFiles
 from batch_style.manifest import Manifest, load_all
 from batch_style.plan import Plan, Unit, VideoPlan
 from batch_style.worker import DISK_FULL, UnitResult, WorkerConfig, run_unit
@@ -205,7 +205,8 @@ def _run_plan(manifest: Manifest, workers: int, config: WorkerConfig, options: R
     removed = atomic.clean_temporaries(out)
     if removed:
         log.info("removed %d unfinished temporary files from an earlier run", removed)
-    plan = planning.make_plan(manifest)
+    # One warm-started chain per worker: a video is split into that many chunks.
+    plan = planning.make_plan(manifest, chains=max(workers, 1))
     book = ledger.Ledger(ledger.ledger_path(out))
     latest = book.latest()
     if book.skipped:
@@ -218,11 +219,16 @@ def _run_plan(manifest: Manifest, workers: int, config: WorkerConfig, options: R
     emit("start", {"total": len(plan.units), "todo": len(todo),
                    "skipped": len(plan.units) - len(todo)})
     todo_keys = {u.key for u in todo}
+    flow_jobs = []
     for vp in plan.videos:
-        if any(u.key in todo_keys for u in vp.units):
+        if any(u.key in todo_keys for u in vp.units + vp.leads):
             assemble.extract_frames(vp)
             assemble.remove_stale_frames(vp)
-    _dispatch(todo, workers, config, options, book, summary, emit)
+            flow_jobs += assemble.flow_jobs(vp, todo_keys)
+    # Optical flow is computed by a few threads here while the workers optimize; a frame that
+    # starts from the one before is submitted once its flow file exists.
+    with FlowFiles(flow_jobs) as flows:
+        _dispatch(todo, workers, config, options, book, summary, emit, gate=_flow_gate(flows))
     if summary.stopped:
         return
     latest = book.latest()
@@ -230,51 +236,96 @@ def _run_plan(manifest: Manifest, workers: int, config: WorkerConfig, options: R
         _assemble_video(vp, book, latest, options, summary, emit)
 
 
+def _flow_gate(flows: FlowFiles):
+    """gate(unit) → (the unit to submit, None) or (unit, a future to wait for): its flow file.
+    A frame at a scene cut, or whose flow could not be made, starts afresh."""
+    def gate(unit: Unit) -> tuple[Unit, cf.Future | None]:
+        if unit.flow is None:
+            return unit, None
+        future = flows.future(unit.flow)
+        if not future.done():
+            return unit, future
+        error = future.exception()
+        if error is None and not future.result():
+            return unit, None
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            raise error  # the orchestrator's own writing: stops the run (_run_manifest)
+        if error is not None:
+            log.warning("%s: no optical flow (%s: %s); it starts afresh", unit.key,
+                        type(error).__name__, error)
+        else:
+            log.info("%s: scene cut; it starts afresh", unit.key)
+        return unit.afresh(), None
+    return gate
+
+
 def _dispatch(todo: list[Unit], workers: int, config: WorkerConfig, options: RunOptions,
-              book: ledger.Ledger, summary: RunSummary, emit) -> None:
-    """Submit ready units (a video frame waits for the one it starts from), record results.
+              book: ledger.Ledger, summary: RunSummary, emit,
+              gate: Callable[[Unit], tuple[Unit, cf.Future | None]] | None = None) -> None:
+    """Submit ready units, record results. A video frame waits for the units it reads (the
+    frame it starts from, a chunk's lead-in it hands over to) and for what `gate` says (its
+    flow file).
 
     Attempts are counted per run: a run that was interrupted leaves no count behind, and a unit
     that failed is tried afresh by the next run.
     """
     if not todo:
         return
-    waiting_on: dict[str, list[Unit]] = {}
+    waiting: dict[str, Unit] = {}           # key → a unit waiting for others
+    remaining: dict[str, int] = {}          # key → how many it still waits for
+    waiting_on: dict[str, list[str]] = {}   # key → keys of the units waiting for it
     todo_keys = {u.key for u in todo}
     ready: deque[Unit] = deque()
     for unit in todo:
-        if unit.previous in todo_keys:
-            waiting_on.setdefault(unit.previous, []).append(unit)
+        needs = [k for k in unit.waits_for if k in todo_keys]
+        if needs:
+            waiting[unit.key], remaining[unit.key] = unit, len(needs)
+            for key in needs:
+                waiting_on.setdefault(key, []).append(unit.key)
         else:
             ready.append(unit)
+    gated: dict[cf.Future, list[Unit]] = {}  # units waiting for a gate's future
 
     def release(unit: Unit, ok: bool) -> None:
         # Frames chained to this one go first, so a video's chain keeps moving. When this one
-        # failed, they start afresh with the full budget, not from a stale file of an older run.
-        followers = waiting_on.pop(unit.key, [])
-        if not ok:
-            followers = [dataclasses.replace(f, previous_output=None, steps=None)
-                         for f in followers]
-        ready.extendleft(reversed(followers))
+        # failed, they do without it (plan.Unit.without), not from a stale file of an older run.
+        freed = []
+        for key in waiting_on.pop(unit.key, []):
+            follower = waiting[key] if ok else waiting[key].without(unit.key)
+            remaining[key] -= 1
+            if remaining[key]:
+                waiting[key] = follower
+            else:
+                del waiting[key], remaining[key]
+                freed.append(follower)
+        ready.extendleft(reversed(freed))
 
     attempts: dict[str, int] = {}
     in_flight: dict[cf.Future, Unit] = {}
     capacity = max(workers, 1)
     executor = make_executor(workers, config)
     try:
-        while ready or in_flight:
+        while ready or in_flight or gated:
             lost: list[Unit] = []
             while ready and len(in_flight) < capacity and not lost:
                 unit = ready.popleft()
+                if gate is not None:
+                    unit, pending = gate(unit)
+                    if pending is not None:
+                        gated.setdefault(pending, []).append(unit)
+                        continue
                 attempts[unit.key] = attempts.get(unit.key, 0) + 1
                 emit("unit_start", {"key": unit.key, "attempt": attempts[unit.key]})
                 try:
                     in_flight[executor.submit(run_unit, unit, config)] = unit
                 except BrokenProcessPool:
                     lost.append(unit)  # a worker died since the last wait
-            if in_flight and not lost:
-                finished, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+            if (in_flight or gated) and not lost:
+                finished, _ = cf.wait([*in_flight, *gated], return_when=cf.FIRST_COMPLETED)
                 for future in finished:
+                    if future in gated:
+                        ready.extendleft(reversed(gated.pop(future)))
+                        continue
                     unit = in_flight.pop(future)
                     error = future.exception()
                     if _broken_pool(error):
@@ -359,7 +410,7 @@ def _assemble_video(vp: VideoPlan, book: ledger.Ledger, latest: Latest, options:
         return
     started = time.perf_counter()
     try:
-        assemble.assemble_video(vp)
+        metrics = assemble.assemble_video(vp)
     except UserError as e:
         summary.failed.append((vp.key, str(e)))
         book.append({"key": vp.key, "hash": vp.hash, "status": "failed", "error": str(e),
@@ -370,6 +421,8 @@ def _assemble_video(vp: VideoPlan, book: ledger.Ledger, latest: Latest, options:
               "frames": planning.frames_fingerprint([u.key for u in vp.units], latest),
               "outputs": [str(p) for p in vp.outputs.values()],
               "seconds": round(time.perf_counter() - started, 3)}
+    if metrics:
+        record["metrics"] = {k: round(v, 6) for k, v in metrics.items()}  # flow.coherence
     book.append(record)
     summary.assembled += 1
     log.info("%s: assembled %s", vp.key, ", ".join(p.name for p in vp.outputs.values()))

@@ -14,6 +14,8 @@ from pathlib import Path
 
 # No TensorFlow import at module level: a worker must be pinned to its GPU (CUDA_VISIBLE_DEVICES)
 # before TensorFlow loads, and unpickling this module's functions happens before that.
+import numpy as np
+
 from batch_style.errors import UserError
 from batch_style.plan import Unit
 
@@ -164,8 +166,6 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
 
 
 def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
-    import numpy as np
-
     from batch_style import events, ledger, media
     from batch_style.optimize import Temporal
 
@@ -173,16 +173,13 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     content = media.load_image(unit.content, s.max_pixels)
     styles = [state.style_image(p, s.max_pixels) for p in unit.styles]
     init, steps, temporal = None, None, None
-    if unit.previous_output is not None and unit.previous_output.exists():
-        # Warm start from the previous stylized frame, with the smaller frame budget; when that
-        # frame failed, the orchestrator clears previous_output and this one starts afresh.
-        init, steps = media.load_image(unit.previous_output, s.max_pixels), unit.steps
-        if s.temporal_weight > 0:
-            # Ruder et al. warp the previous frame along the optical flow and mask occlusions;
-            # we have no flow, so the term holds every pixel near the previous frame as it is.
-            temporal = Temporal(previous=init, mask=np.ones(init.shape[:2], np.float32))
+    start = _frame_start(unit, content)
+    if start is not None and s.warm_start:
+        init, steps = start.image, (unit.steps if start.warm else None)
     elif unit.init is not None:
         init = media.load_image(unit.init, s.max_pixels)
+    if start is not None and s.temporal_weight > 0:
+        temporal = Temporal(previous=start.target, mask=start.mask)
     snapshots = []
     beat = events.WorkerBeat(state.config.state_dir, unit.key, gpu=_GPU)  # live progress file
 
@@ -203,6 +200,58 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     step = max(1, len(result.history) // 200)
     return {"steps": result.steps, "losses": result.losses.as_dict(),
             "history": tuple(result.history[::step])}
+
+
+@dataclass(frozen=True)
+class FrameStart:
+    """Where a video frame starts and what the temporal term holds it to (Ruder et al.)."""
+
+    image: np.ndarray   # H×W×3 at the result's size: the warm start
+    target: np.ndarray  # H×W×3: what consistent pixels are held near
+    mask: np.ndarray    # H×W in [0,1]: how much each pixel is held
+    warm: bool          # started from the previous frame: the smaller frame_steps budget
+
+
+def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
+    """The previous stylized frame warped along the flow to this one, with its consistency
+    mask; in a chunk overlap, blended with the next chunk's lead-in of this frame. None for a
+    frame that starts on its own (the first of a chain, a scene cut, or after a failed frame:
+    the orchestrator then clears previous_output)."""
+    from batch_style import flow, media
+
+    s = unit.settings
+    size = media.fit_size(content.shape[1], content.shape[0], s.size)
+    fill = media.resize(content, size)
+    previous = partner = None
+    if unit.previous_output is not None and unit.previous_output.exists():
+        previous = flow.load_frame(unit.previous_output, size, s.max_pixels)
+    if unit.partner_output is not None and unit.partner_output.exists():
+        partner = flow.load_frame(unit.partner_output, size, s.max_pixels)
+    if previous is None and partner is None:
+        return None
+    if previous is not None:
+        if unit.flow is not None:
+            pair = flow.load_pair(unit.flow)  # the orchestrator submits this unit once it exists
+            if pair.size != size:
+                raise ValueError(f"flow file {unit.flow} is {pair.size}, the frame {size}")
+            target, mask = flow.warp(previous, pair.backward), pair.mask
+        else:  # no flow known: the previous frame as it is, every pixel held
+            target, mask = previous, np.ones(previous.shape[:2], np.float32)
+        # Disoccluded pixels (mask 0) have nothing to come from: they start from the content.
+        image = mask[..., None] * target + (1.0 - mask[..., None]) * fill
+    if partner is not None:
+        # A chunk's last frames hand over to the next chunk's lead-in, a little more each frame,
+        # so the two chains' strokes meet gradually instead of jumping at the border.
+        w = float(unit.blend)
+        if previous is None:
+            image, target, mask = (1 - w) * fill + w * partner, partner, np.full(
+                partner.shape[:2], w, np.float32)
+        else:
+            image = (1 - w) * image + w * partner
+            target = (1 - w) * target + w * partner
+            mask = (1 - w) * mask + w
+    return FrameStart(image=image.astype(np.float32), target=target.astype(np.float32),
+                      mask=mask.astype(np.float32), warm=previous is not None)
 
 
 def write_progress_gif(content, snapshots, final, path: Path, settings) -> None:

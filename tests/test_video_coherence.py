@@ -1,0 +1,219 @@
+"""Video coherence through the pipeline: chunk bookkeeping, warm start along the flow, scene
+cuts, chains resumed after a kill, the flicker measure in the ledger and the report."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SMALL, group_alive, kill_group, ledger_records, wait_for
+from test_flow import texture
+
+from batch_style import flow, manifest, media, video, worker
+from batch_style import plan as planning
+from batch_style import run as runner
+from batch_style.plan import CHUNK_OVERLAP, Chunk, make_plan, split_chunks
+
+SERIAL = runner.RunOptions(workers=0, tiny=True)
+
+
+def clip_job(path: Path, style: Path, **extra) -> dict:
+    return {"name": "clip", "video": str(path), "style": str(style), "outputs": ["mp4", "frames"],
+            **extra}
+
+
+@pytest.fixture(scope="module")
+def cut_clip(tmp_path_factory) -> Path:
+    """10 frames of 64×48 at 30 fps: a textured pan, then a cut to another pan at frame 5."""
+    folder = tmp_path_factory.mktemp("cut")
+    a, b = texture(21, (96, 48)), texture(22, (96, 48))
+    frames = [a[:, 2 * t:2 * t + 64] for t in range(5)] + [b[:, 2 * t:2 * t + 64] for t in range(5)]
+    video.write_mp4(frames, folder / "cut.mp4", 30)
+    return folder / "cut.mp4"
+
+
+# -- chunks -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("frames, chains, overlap", [
+    (36, 2, 8), (100, 3, 8), (36, 4, 8), (31, 2, 8), (10, 3, 2), (7, 3, 0), (1, 2, 8), (50, 1, 8)])
+def test_chunks_cover_every_frame_once(frames, chains, overlap):
+    chunks = split_chunks(frames, chains, overlap)
+    assert len(chunks) == max(1, min(chains, frames // max(2 * overlap, 2)))
+    assert chunks[0] == Chunk(start=0, stop=chunks[0].stop, lead=0)
+    assert chunks[-1].stop == frames
+    for before, after in zip(chunks, chunks[1:]):
+        assert before.stop == after.start
+        # The lead-in lies inside the chunk before, which is longer than it.
+        assert after.lead == after.start - overlap and after.lead > before.start
+    lengths = [c.stop - c.start for c in chunks]
+    assert max(lengths) - min(lengths) <= 1
+
+
+def test_plan_splits_a_video_into_chains_with_lead_ins(media_dir, write_manifest):
+    m = manifest.load(write_manifest([clip_job(media_dir / "clip.mp4", media_dir / "style.png")]))
+    one, two = make_plan(m, chains=1), make_plan(m, chains=2)
+    (vp1,), (vp,) = one.videos, two.videos
+    assert vp1.chunks == (Chunk(0, 36, 0),) and vp1.leads == ()
+    assert vp.chunks == (Chunk(0, 18, 0), Chunk(18, 36, 18 - CHUNK_OVERLAP))
+    lead_from = 18 - CHUNK_OVERLAP
+    assert [u.key for u in vp.leads] == [f"clip/clip/lead/{i:06d}" for i in range(lead_from, 18)]
+    assert len(two.units) == 36 + CHUNK_OVERLAP and len({u.key for u in two.units}) == len(two.units)
+    assert all(u.output.parent.name == "lead" and planning.STATE_DIR in u.output.parts
+               for u in vp.leads)
+    # Each chain: its first unit starts on its own with the full budget, the others from the unit
+    # before, with frame_steps and the flow file from that frame to this one.
+    first_lead, *leads = vp.leads
+    assert first_lead.previous is None and first_lead.steps is None and first_lead.flow is None
+    for before, unit in zip([first_lead, *leads], [*leads, vp.units[18]]):
+        assert (unit.previous, unit.previous_output) == (before.key, before.output)
+        assert unit.steps == SMALL["frame_steps"]
+        assert unit.flow == vp.flow_dir / f"{int(unit.key[-6:]):06d}.npz"
+    assert vp.flow_dir.parent == vp.frames_dir and vp.flow_dir.name == "flow-v1-48x36"
+    # The first chunk's last frames are handed over to the lead-in, ending fully on it.
+    for i, unit in enumerate(vp.units):
+        if lead_from <= i < 18:
+            assert unit.partner == vp.leads[i - lead_from].key
+            assert unit.blend == pytest.approx((i - lead_from + 1) / CHUNK_OVERLAP)
+        else:
+            assert unit.partner is None and unit.blend == 0.0
+    assert set(vp.units[17].waits_for) == {vp.units[16].key, vp.leads[-1].key}
+    # Another worker count redoes only the frames whose chain changed.
+    same = [a.hash == b.hash for a, b in zip(vp1.units, vp.units)]
+    assert same == [True] * lead_from + [False] * (36 - lead_from)
+
+
+def test_independent_frames_need_no_chain_nor_flow(media_dir, write_manifest):
+    m = manifest.load(write_manifest([clip_job(media_dir / "clip.mp4", media_dir / "style.png",
+                                               settings={"warm_start": False})]))
+    (vp,) = make_plan(m, chains=4).videos
+    assert vp.chunks == (Chunk(0, 36, 0),) and vp.leads == ()
+    assert all(u.previous is None and u.flow is None and u.steps is None for u in vp.units)
+    # The temporal term alone chains frames too (they are held near the one before).
+    m = manifest.load(write_manifest([clip_job(
+        media_dir / "clip.mp4", media_dir / "style.png",
+        settings={"warm_start": False, "temporal_weight": 10.0})]))
+    (vp,) = make_plan(m).videos
+    assert all(u.previous is not None and u.flow is not None and u.steps is None
+               for u in vp.units[1:])
+
+
+def test_chunked_run_respects_every_dependency(media_dir, write_manifest, monkeypatch):
+    monkeypatch.setattr(planning, "CHUNK_OVERLAP", 2)
+    original = planning.make_plan
+    monkeypatch.setattr(planning, "make_plan", lambda m, chains=1: original(m, chains=2))
+    path = write_manifest([clip_job(media_dir / "clip.mp4", media_dir / "style.png", end=0.4)])
+    summary = runner.run([path], SERIAL)
+    assert summary.exit_code == 0 and summary.done == 12 + 2 and summary.assembled == 1
+    out = path.parent / "out"
+    (vp,) = original(manifest.load(path), chains=2).videos
+    assert vp.chunks == (Chunk(0, 6, 0), Chunk(6, 12, 4))
+    records = ledger_records(out)
+    order = [r["key"] for r in records]
+    for unit in vp.units + vp.leads:
+        assert all(order.index(k) < order.index(unit.key) for k in unit.waits_for), unit.key
+    steps = {r["key"]: r.get("steps") for r in records if r["status"] == "done"}
+    lead, frame = "clip/clip/lead/{:06d}", "clip/clip/{:06d}"
+    assert steps[lead.format(4)] == steps[frame.format(0)] == SMALL["steps"]
+    assert all(steps[frame.format(i)] == SMALL["frame_steps"] for i in range(1, 12))
+    # The hand-over ends on the lead-in: the last frame of chunk 0 is the lead-in's frame 5,
+    # optimized from it.
+    last, lead_in = (media.load_image(p, 10**6) for p in (vp.units[5].output, vp.leads[1].output))
+    first = media.load_image(vp.units[0].output, 10**6)
+    assert np.abs(last - lead_in).mean() < 0.5 * np.abs(last - first).mean()
+
+
+# -- the worker's start: the previous frame warped, disocclusions from the content --------------
+def test_frame_start_warps_the_previous_frame_and_fills_disocclusions(tmp_path):
+    base = texture(30, (64, 36))
+    before, now = base[:, 4:52], base[:, 0:48]  # the view pans left: content moves 4 px right
+    pair = flow.frame_pair(before, now)
+    flow.save_pair(pair, tmp_path / "flow.npz")
+    previous = texture(31, (48, 36))  # "stylized" frame t-1
+    media.save_image(previous, tmp_path / "previous.png")
+    content = np.full((36, 48, 3), 0.5, np.float32)
+    unit = planning.Unit(key="v/c/000001", job="v", content=tmp_path / "c.png", styles=(),
+                         settings=planning.Settings(size=48), output=tmp_path / "out.png",
+                         steps=7, previous="v/c/000000", previous_output=tmp_path / "previous.png",
+                         flow=tmp_path / "flow.npz")
+    start = worker._frame_start(unit, content)
+    saved = media.load_image(tmp_path / "previous.png", 10**6)
+    warped = flow.warp(saved, flow.load_pair(tmp_path / "flow.npz").backward)
+    mask = flow.load_pair(tmp_path / "flow.npz").mask
+    assert start.warm and np.array_equal(start.mask, mask)
+    assert np.allclose(start.target, warped, atol=1e-6)
+    kept, dropped = mask > 0.5, mask < 0.5
+    assert np.allclose(start.image[kept], warped[kept], atol=1e-6)
+    assert np.allclose(start.image[dropped], 0.5, atol=1e-6)  # from the content
+    assert dropped[:, :3].all()  # the strip that came into view
+    # Warped, frame t-1 lines up with frame t: its pixels moved 4 px right.
+    assert np.abs(warped[4:-4, 10:-4] - saved[4:-4, 6:-8]).mean() < 0.02
+    # In a chunk overlap the lead-in is blended in, image, target and mask alike.
+    partner = texture(32, (48, 36))
+    media.save_image(partner, tmp_path / "partner.png")
+    partner = media.load_image(tmp_path / "partner.png", 10**6)
+    blended = worker._frame_start(dataclasses.replace(
+        unit, partner="v/c/lead/000001", partner_output=tmp_path / "partner.png", blend=0.25),
+        content)
+    assert np.allclose(blended.image, 0.75 * start.image + 0.25 * partner, atol=1e-5)
+    assert np.allclose(blended.target, 0.75 * start.target + 0.25 * partner, atol=1e-5)
+    assert np.allclose(blended.mask, 0.75 * mask + 0.25)
+    # Without a previous frame (first of a chain, cut, failure) a frame starts on its own.
+    assert worker._frame_start(unit.afresh(), content) is None
+
+
+# -- scene cuts, metrics, resume --------------------------------------------------------------------
+def test_scene_cut_starts_afresh_and_metrics_reach_ledger_and_report(cut_clip, media_dir,
+                                                                      write_manifest):
+    from batch_style import report
+
+    # Two steps a frame: the losses recorded are those before the last step, and the temporal
+    # term is 0 at the warm start itself.
+    settings = {**SMALL, "frame_steps": 2, "temporal_weight": 100.0}
+    path = write_manifest([clip_job(cut_clip, media_dir / "style.png")], defaults=settings)
+    summary = runner.run([path], SERIAL)
+    assert summary.exit_code == 0 and summary.done == 10
+    out = path.parent / "out"
+    records = {r["key"]: r for r in ledger_records(out)}
+    steps = [records[f"clip/cut/{i:06d}"]["steps"] for i in range(10)]
+    assert steps == [SMALL["steps"]] + [2] * 4 + [SMALL["steps"]] + [2] * 4
+    assert "clip/cut/000005: scene cut; it starts afresh" in (out / "run.log").read_text()
+    assert records["clip/cut/000005"]["losses"]["temporal"] == 0.0
+    assert all(records[f"clip/cut/{i:06d}"]["losses"]["temporal"] > 0 for i in (1, 6, 9))
+    metrics = records["clip/cut#video"]["metrics"]
+    assert metrics["cuts"] == 1 and metrics["transitions"] == 8
+    assert metrics["flicker"] > 0 and metrics["warp_error"] >= 0
+    assert "flicker" in report.render(out)
+
+
+def test_killed_run_resumes_mid_chain(media_dir, write_manifest, cli):
+    path = write_manifest([clip_job(media_dir / "clip.mp4", media_dir / "style.png", end=0.4)])
+    out = path.parent / "out"
+
+    def frames_done():
+        if not (out / planning.STATE_DIR / "ledger.jsonl").exists():
+            return 0
+        return sum(r["status"] == "done" for r in ledger_records(out))
+
+    process = cli.spawn("run", path, "--tiny", "--workers", "1")
+    wait_for(lambda: frames_done() >= 4 or process.poll() is not None, 120, "4 finished frames")
+    kill_group(process)
+    process.wait(timeout=30)
+    wait_for(lambda: not group_alive(process.pid), 30, "the killed run's workers to go")
+    done_before = frames_done()
+    assert 4 <= done_before < 12, "the run finished before the kill"
+    (vp,) = make_plan(manifest.load(path)).videos
+    flows = {p: p.stat().st_mtime_ns for p in vp.flow_dir.glob("*.npz")}
+    assert len(flows) >= done_before - 1  # computed ahead of the chain
+
+    summary = runner.run([path], SERIAL)
+    assert summary.exit_code == 0 and summary.skipped == done_before
+    records = [r for r in ledger_records(out) if r["status"] == "done"]
+    keys = [r["key"] for r in records]
+    assert len(keys) == len(set(keys)) == 12 + 1  # no frame done twice
+    # The chain went on from the last finished frame: every frame after the first warm-started.
+    assert [r["steps"] for r in records if r["key"] != "clip/clip#video"] == \
+        [SMALL["steps"]] + [SMALL["frame_steps"]] * 11
+    # Flow files made before the kill were read, not computed again.
+    assert all(p.stat().st_mtime_ns == stamp for p, stamp in flows.items())
+    assert len(list(vp.flow_dir.glob("*.npz"))) == 11
