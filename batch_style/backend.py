@@ -30,6 +30,12 @@ def import_tensorflow():
         try:
             import tensorflow as tf
 
+            # Take GPU memory as needed, so a small unit does not reserve the whole card. It
+            # must be set before the first operation below initializes the devices: afterwards
+            # set_memory_growth raises "Physical devices cannot be modified after being
+            # initialized" (worker._configure_tensorflow's own call is then a no-op).
+            for gpu in tf.config.list_physical_devices("GPU"):
+                tf.config.experimental.set_memory_growth(gpu, True)
             tf.constant(0.0)  # device discovery logs too
         finally:
             os.dup2(saved, 2)
