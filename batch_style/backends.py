@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -145,7 +146,8 @@ def _local_cluster(workers: int, config: BackendConfig):
                                    "memory_limit": 0,
                                    # Workers warn when TensorFlow's import blocks their event
                                    # loop; the run's own log says what people need.
-                                   "silence_logs": logging.ERROR}}
+                                   "silence_logs": logging.ERROR,
+                                   "preload": [__name__]}}  # dask_setup below
                    for i in range(workers)}
     scheduler = {"cls": distributed.Scheduler,
                  "options": {"host": "127.0.0.1", "dashboard": False,
@@ -155,6 +157,13 @@ def _local_cluster(workers: int, config: BackendConfig):
                              "allowed_failures": max(config.max_attempts - 1, 0)}}
     return distributed.SpecCluster(scheduler=scheduler, workers=worker_spec,
                                    silence_logs=logging.ERROR, name="batch-style")
+
+
+def dask_setup(worker) -> None:
+    """Preload of the worker processes of a cluster started here (Dask calls it in their main
+    thread): Ctrl-C reaches the whole process group, and the orchestrator alone handles it and
+    stops them, as init_worker does for local workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _on_worker(fn: Callable, unit, config) -> tuple[str, UnitResult]:
@@ -252,7 +261,15 @@ class DaskExecutor(cf.Executor):
         self._pending.clear()
         self._client.close()
         if self._cluster is not None:
-            self._cluster.close()
+            # A worker process with TensorFlow loaded can take seconds to exit; its nanny then
+            # kills it with a warning that is no news here (the work is recorded or cancelled).
+            nanny = logging.getLogger("distributed.nanny")
+            level = nanny.level
+            nanny.setLevel(logging.ERROR)
+            try:
+                self._cluster.close()
+            finally:
+                nanny.setLevel(level)
 
 
 # -- the registry -----------------------------------------------------------------------------------
