@@ -102,7 +102,8 @@ def measure(pair: str, method: str, size: int, steps: int, checkpoints: tuple[in
     from batch_style.settings import resolve
 
     own = {} if method in OWN_SCHEDULE else {"steps": steps}
-    settings = resolve({"size": size, **own, **METHODS[method]})
+    # Snapshots every 10 steps serve the float32 judging of lower-precision methods.
+    settings = resolve({"size": size, "snapshot_every": 10, **own, **METHODS[method]})
     reference = resolve({"size": size})  # the objective every method is judged by
     content_path, style_path = (SAMPLES / p for p in PAIRS[pair])
     content = media.load_image(content_path, settings.max_pixels)
@@ -115,17 +116,33 @@ def measure(pair: str, method: str, size: int, steps: int, checkpoints: tuple[in
         load_feature_model(layers, weights, tiny=tiny))
     model_rss = _rss_mb()
     elapsed: list[float] = []
-    result = stylizer.stylize(content, [style], settings,
-                              callback=lambda e: elapsed.append(e.elapsed))
+    snapshots: list[tuple[int, float, object]] = []
+
+    def on_progress(event):
+        elapsed.append(event.elapsed)
+        if event.snapshot is not None and judge is not stylizer:
+            snapshots.append((event.step, event.elapsed, event.snapshot))
+
+    result = stylizer.stylize(content, [style], settings, callback=on_progress)
     objective = judge.evaluate(result.image, content, [style], reference).total
     per_step = ((elapsed[-1] - elapsed[0]) / (len(elapsed) - 1)) if len(elapsed) > 1 else 0.0
+    history = result.history
+    if snapshots:
+        # A lower-precision run's own loss values are not the objective (bfloat16 reads about 1%
+        # low): judge its snapshots in float32, and race with those.
+        elapsed = [t for _, t, _ in snapshots]
+        history = tuple(judge.evaluate(image, content, [style], reference).total
+                        for _, _, image in snapshots)
+        checkpoint_values = {step: value for (step, _, _), value in zip(snapshots, history)}
+    else:
+        checkpoint_values = {n: history[n - 1] for n in range(1, len(history) + 1)}
     h, w = result.image.shape[:2]
     gflop = step_flops(layers, (w, h), TINY_WIDTHS if tiny else None) / 1e9
     return Measurement(pair=pair, method=method, size=(w, h), steps=result.steps,
                        seconds=result.seconds, seconds_per_step=per_step, objective=objective,
-                       checkpoints={n: result.history[n - 1] for n in checkpoints
-                                    if n <= len(result.history)},
-                       elapsed=tuple(elapsed), history=result.history,
+                       checkpoints={n: checkpoint_values[n] for n in checkpoints
+                                    if n in checkpoint_values},
+                       elapsed=tuple(elapsed), history=tuple(history),
                        peak_rss_mb=_rss_mb(), model_rss_mb=model_rss, step_gflop=gflop)
 
 
@@ -196,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only
     args = parser.parse_args(argv)
     size = args.size or (512 if args.full else 256)
-    checkpoints = (25, 50, 100, 200, 500)
+    checkpoints = (20, 50, 100, 200, 500)  # multiples of the snapshot interval
     # Each measurement in a fresh process: peak memory is its own, and no cache or trace of one
     # method helps the next.
     context = multiprocessing.get_context("spawn")
