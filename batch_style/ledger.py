@@ -113,7 +113,7 @@ class Ledger:
 
     def latest(self) -> dict[str, dict]:
         """The last record for each key (built once per version of the file)."""
-        records, _ = self._load()
+        records, self.skipped = self._load()
         if self._latest is None or self._latest[0] is not self._cache:
             self._latest = (self._cache, {record["key"]: record for record in records})
         return dict(self._latest[1])
