@@ -14,7 +14,7 @@ from batch_style import media, video
 from batch_style.errors import UserError
 from batch_style.video import VideoInfo
 
-SAMPLE = Path("/work/shared/data/video/realshort.mp4")
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "clips" / "realshort.mp4"
 needs_sample = pytest.mark.skipif(not SAMPLE.is_file(), reason="sample clip not available")
 
 CLIP_FPS = 20
