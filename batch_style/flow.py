@@ -73,11 +73,18 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def outside(backward: np.ndarray) -> np.ndarray:
+    """H×W bool: pixels of frame t whose backward flow points out of frame t-1 (they came into
+    view: frame t-1 has nothing for them)."""
+    h, w = backward.shape[:2]
+    x, y = _sample_positions(np.asarray(backward, np.float32))
+    return (x < 0) | (x > w - 1) | (y < 0) | (y > h - 1)
+
+
 def consistency_mask(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     """Ruder et al.'s weights c for frame t (H×W float32, 1 keep, 0 drop): pixels whose backward
     flow leaves the frame, is not undone by the forward flow (disocclusions) or lies on a motion
     boundary get 0. `forward`: frame t-1 → t; `backward`: frame t → t-1."""
-    h, w = backward.shape[:2]
     backward = np.asarray(backward, np.float32)
     forward_there = warp(forward, backward)  # w̃: the forward flow where each pixel came from
     round_trip = np.sum((forward_there + backward) ** 2, axis=2)
@@ -87,9 +94,7 @@ def consistency_mask(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     dv_y, dv_x = np.gradient(backward[..., 1])
     gradient = du_x ** 2 + du_y ** 2 + dv_x ** 2 + dv_y ** 2
     boundary = gradient > BOUNDARY_RELATIVE * np.sum(backward ** 2, axis=2) + BOUNDARY_ABSOLUTE
-    x, y = _sample_positions(backward)
-    outside = (x < 0) | (x > w - 1) | (y < 0) | (y > h - 1)
-    return (~(occluded | boundary | outside)).astype(np.float32)
+    return (~(occluded | boundary | outside(backward))).astype(np.float32)
 
 
 @dataclass(frozen=True)

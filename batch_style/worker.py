@@ -219,26 +219,34 @@ def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
     the orchestrator then clears previous_output)."""
     from batch_style import flow, media
 
+    def there(path: Path | None) -> Path | None:
+        return path if path is not None and path.exists() else None
+
+    previous_path, partner_path = there(unit.previous_output), there(unit.partner_output)
+    if previous_path is None and partner_path is None:
+        return None
     s = unit.settings
     size = media.fit_size(content.shape[1], content.shape[0], s.size)
     fill = media.resize(content, size)
-    previous = partner = None
-    if unit.previous_output is not None and unit.previous_output.exists():
-        previous = flow.load_frame(unit.previous_output, size, s.max_pixels)
-    if unit.partner_output is not None and unit.partner_output.exists():
-        partner = flow.load_frame(unit.partner_output, size, s.max_pixels)
-    if previous is None and partner is None:
-        return None
+    previous = flow.load_frame(previous_path, size, s.max_pixels) if previous_path else None
+    partner = flow.load_frame(partner_path, size, s.max_pixels) if partner_path else None
     if previous is not None:
         if unit.flow is not None:
             pair = flow.load_pair(unit.flow)  # the orchestrator submits this unit once it exists
             if pair.size != size:
                 raise ValueError(f"flow file {unit.flow} is {pair.size}, the frame {size}")
             target, mask = flow.warp(previous, pair.backward), pair.mask
+            entered = flow.outside(pair.backward)
         else:  # no flow known: the previous frame as it is, every pixel held
             target, mask = previous, np.ones(previous.shape[:2], np.float32)
-        # Disoccluded pixels (mask 0) have nothing to come from: they start from the content.
-        image = mask[..., None] * target + (1.0 - mask[..., None]) * fill
+            entered = np.zeros(previous.shape[:2], bool)
+        # Pixels that came into view have nothing to come from: they start from the content.
+        # Elsewhere the start is the warped frame, also where the mask keeps the temporal term
+        # off (occlusions, motion boundaries): a stroke warped there beats a patch of unpainted
+        # photo, which the frame's few steps must repaint (realshort.mp4 at 128 px: flicker
+        # 1.40 against 1.48, objective 1.7% lower than filling every masked pixel from the
+        # content). The mask is Ruder et al.'s; they too start from the whole warped frame.
+        image = np.where(entered[..., None], fill, target)
     if partner is not None:
         # A chunk's last frames hand over to the next chunk's lead-in, a little more each frame,
         # so the two chains' strokes meet gradually instead of jumping at the border.
