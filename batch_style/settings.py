@@ -71,7 +71,7 @@ class Settings:
     frame_steps: int = _spec(100, "steps for video frames after the first of a shot",
                              lo=0, hi=100_000)
     warm_start: bool = _spec(True, "video: start each frame from the previous stylized frame")
-    temporal_weight: float = _spec(0.0, "video: weight keeping a frame close to the previous one",
+    temporal_weight: float = _spec(1.0e11, "video: weight keeping a frame close to the previous one",
                                    lo=0.0, hi=1e12)
     # Convolutions in bfloat16 (Keras' mixed_bfloat16) where the hardware has fast bfloat16 —
     # CPUs with AVX-512 BF16/AMX, NVIDIA GPUs from Ampere on; the image, Grams and losses stay

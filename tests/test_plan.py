@@ -101,8 +101,11 @@ def test_warm_start_chains_each_frame_to_the_one_before(media_dir, write_manifes
 
 
 def test_without_warm_start_frames_are_independent(media_dir, write_manifest):
+    # The comparison baseline: no warm start and no temporal term (it holds a frame near the one
+    # before, so it chains frames too).
     _, plan = plan_of(write_manifest, [clip_job(media_dir, end=0.2,
-                                                settings={"warm_start": False})])
+                                                settings={"warm_start": False,
+                                                          "temporal_weight": 0.0})])
     assert all(u.previous is None and u.previous_output is None and u.steps is None
                for u in plan.units)
 
