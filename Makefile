@@ -28,6 +28,7 @@ test-slow: setup
 
 bench: setup
 	$(BIN)/python -m batch_style.bench
+	$(BIN)/python -m batch_style.bench_video
 
 lint: $(STAMP)
 	$(BIN)/ruff check batch_style tests
