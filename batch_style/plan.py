@@ -191,24 +191,25 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
     chained = s.warm_start or s.temporal_weight > 0
     chunks = split_chunks(len(frames), chains if chained else 1, overlap)
 
-    def frame_unit(i: int, key: str, output: Path, chain: int, previous: Unit | None,
-                   **extra) -> Unit:
+    def frame_unit(i: int, key: str, output: Path, chain: int, previous: Unit | None, *,
+                   lead: bool = False, partner: Unit | None = None, blend: float = 0.0) -> Unit:
         linked = chained and previous is not None
         # A chained frame's result depends on where its chain starts (and on the flow method),
-        # so those are part of its hash: another chunk layout redoes the frames it changes.
-        chain_info = {"chain": chain, "flow": FLOW_VERSION} if chained else {}
+        # and a handed-over frame's on its partner, so they are part of its hash: another chunk
+        # layout redoes only the frames it changes.
+        extra = {"chain": chain, "flow": FLOW_VERSION} if chained else {}
+        extra |= {"lead": True} if lead else {}
+        extra |= {"partner": partner.hash, "blend": blend} if partner else {}
         return Unit(key=key, job=job.name, content=frames_dir / FRAME_NAME.format(i),
                     styles=job.styles, settings=s, output=output, init=init,
                     steps=s.frame_steps if linked and s.warm_start else None,
                     previous=previous.key if linked else None,
                     previous_output=previous.output if linked else None,
                     flow=flow_dir / FLOW_NAME.format(i) if linked else None,
-                    partner=extra["partner"].key if "partner" in extra else None,
-                    partner_output=extra["partner"].output if "partner" in extra else None,
-                    blend=extra.get("blend", 0.0),
-                    hash=ledger.unit_hash([], {}, {
-                        "video": video_hash, "frame": i, "t": frames[i][1], **chain_info,
-                        **{k: (v.hash if isinstance(v, Unit) else v) for k, v in extra.items()}}))
+                    partner=partner.key if partner else None,
+                    partner_output=partner.output if partner else None, blend=blend,
+                    hash=ledger.unit_hash([], {}, {"video": video_hash, "frame": i,
+                                                   "t": frames[i][1], **extra}))
 
     leads: dict[int, Unit] = {}   # frame index → the lead-in unit of the chunk after its own
     for chunk in chunks[1:]:
@@ -221,15 +222,14 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
     for j, chunk in enumerate(chunks):
         previous = leads.get(chunk.start - 1) if chunk.lead < chunk.start else None
         for i in range(chunk.start, chunk.stop):
-            extra = {}
-            if i in leads:
+            partner, blend = leads.get(i), 0.0
+            if partner is not None:
                 # The last frames of a chunk are handed over to the next chunk's lead-in:
                 # blend 1/overlap, 2/overlap, ... 1 (its last frame is the lead-in's own).
                 after = chunks[j + 1]
-                extra = {"partner": leads[i],
-                         "blend": (i - after.lead + 1) / (after.start - after.lead)}
+                blend = (i - after.lead + 1) / (after.start - after.lead)
             previous = frame_unit(i, f"{job.name}/{stem}/{i:06d}", out_dir / FRAME_NAME.format(i),
-                                  chunk.lead, previous, **extra)
+                                  chunk.lead, previous, partner=partner, blend=blend)
             units.append(previous)
     duration = len(frames) / fps
     outputs = {fmt: out / job.name / f"{stem}.{fmt}" for fmt in ("mp4", "gif")
