@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup weights demo test test-slow bench lint clean
+.PHONY: setup weights demo test test-slow bench bench-quick lint clean
 
 setup: $(STAMP) weights
 
@@ -29,6 +29,9 @@ test-slow: setup
 bench: setup
 	$(BIN)/python -m batch_style.bench
 	$(BIN)/python -m batch_style.bench_video
+
+bench-quick: setup
+	$(BIN)/python -m batch_style.bench --pairs tubingen+starry-night --methods adam lbfgs --steps 100
 
 lint: $(STAMP)
 	$(BIN)/ruff check batch_style tests
