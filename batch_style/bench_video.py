@@ -36,7 +36,8 @@ def modes(steps: int, frame_steps: int, temporal_weight: float | None) -> dict[s
         "coherent": Mode(coherent, "coherent"),
         # Two workers: two chunks, with and without the lead-in hand-over at the border.
         "coherent-2-chunks": Mode(coherent, "2 chunks", workers=2),
-        "coherent-2-chunks-no-overlap": Mode(coherent, "2 chunks abut", workers=2, overlap=0),
+        "coherent-2-chunks-no-overlap": Mode(coherent, "abutting chunks", workers=2,
+                                             overlap=0),
     }
 
 
