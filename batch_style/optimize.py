@@ -168,29 +168,16 @@ class Stylizer:
         height, width = content.shape[:2]
         sizes = scale_sizes(width, height, settings, self.model.min_size)
         image = self._initial_image(content, sizes[0], settings, init)
-        blend = settings.style_blend or (1.0,) * len(styles)
-        if len(blend) != len(styles):
-            raise UserError(f"expected {len(styles)} weights (one per style), got {len(blend)}",
-                            field="style_blend")
-        layer_weights = dict(zip(settings.style_layers,
-                                 settings.style_layer_weights or (1.0,) * len(settings.style_layers)))
-        keys = list(style_keys) if style_keys is not None else [None] * len(styles)
+        if settings.style_blend and len(settings.style_blend) != len(styles):
+            raise UserError(f"expected {len(styles)} weights (one per style), got "
+                            f"{len(settings.style_blend)}", field="style_blend")
         history: list[float] = []
         evaluations, stopped_early, last = 0, False, None
         for scale, (w, h) in enumerate(sizes):
             content_here = media.resize(content, (w, h))
             image = media.resize(image, (w, h)) if image.shape[:2] != (h, w) else image
-            style_longest = max(round(max(w, h) * settings.style_scale), self.model.min_size)
-            grams = [self.style_grams(s, style_longest, settings.style_layers, k)
-                     for s, k in zip(styles, keys)]
-            objective_args = (
-                self.content_targets(content_here, settings.content_layers),
-                losses.blend_grams(grams, blend) if len(grams) > 1 else grams[0],
-                layer_weights,
-                tf.constant([settings.content_weight, settings.style_weight, settings.tv_weight,
-                             settings.temporal_weight if temporal else 0.0], tf.float32),
-                *self._temporal_args(temporal, (w, h)),
-            )
+            objective_args = self._objective_args(content_here, styles, style_keys, settings,
+                                                  temporal)
             run = _OPTIMIZERS[settings.optimizer]
             report = _Reporter(callback, settings, scale, len(sizes), (w, h), budget, started,
                                content_here if settings.preserve_colors else None)
@@ -210,21 +197,29 @@ class Stylizer:
                  settings: Settings, *, style_keys=None) -> Losses:
         """The objective of `image` (already at the result's size) — the bench's common measure."""
         h, w = image.shape[:2]
-        content_here = media.resize(content, (w, h))
+        total, terms, _ = self._evaluate(
+            tf.constant(image[None], tf.float32),
+            *self._objective_args(media.resize(content, (w, h)), styles, style_keys, settings,
+                                  None))
+        return _losses(total, terms)
+
+    def _objective_args(self, content: np.ndarray, styles: Sequence[np.ndarray], style_keys,
+                        settings: Settings, temporal: Temporal | None) -> tuple:
+        """The objective's arguments besides the image, for `content` already at its size."""
+        h, w = content.shape[:2]
         style_longest = max(round(max(w, h) * settings.style_scale), self.model.min_size)
         keys = list(style_keys) if style_keys is not None else [None] * len(styles)
         grams = [self.style_grams(s, style_longest, settings.style_layers, k)
                  for s, k in zip(styles, keys)]
         blend = settings.style_blend or (1.0,) * len(styles)
-        layer_weights = dict(zip(settings.style_layers,
-                                 settings.style_layer_weights or (1.0,) * len(settings.style_layers)))
-        total, terms, _ = self._evaluate(
-            tf.constant(image[None], tf.float32),
-            self.content_targets(content_here, settings.content_layers),
-            losses.blend_grams(grams, blend) if len(grams) > 1 else grams[0], layer_weights,
-            tf.constant([settings.content_weight, settings.style_weight, settings.tv_weight, 0.0]),
-            *self._temporal_args(None, (w, h)))
-        return _losses(total, terms)
+        layer_weights = dict(zip(settings.style_layers, settings.style_layer_weights
+                                 or (1.0,) * len(settings.style_layers)))
+        return (self.content_targets(content, settings.content_layers),
+                losses.blend_grams(grams, blend) if len(grams) > 1 else grams[0],
+                layer_weights,
+                tf.constant([settings.content_weight, settings.style_weight, settings.tv_weight,
+                             settings.temporal_weight if temporal else 0.0], tf.float32),
+                *self._temporal_args(temporal, (w, h)))
 
     @staticmethod
     def _temporal_args(temporal: Temporal | None, size: tuple[int, int]):
