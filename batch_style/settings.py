@@ -72,7 +72,7 @@ class Settings:
                              lo=0, hi=100_000)
     warm_start: bool = _spec(True, "video: start each frame from the previous stylized frame")
     temporal_weight: float = _spec(1.0e11, "video: weight keeping a frame close to the previous one",
-                                   lo=0.0, hi=1e12)
+                                   lo=0.0, hi=1e15)
     # Convolutions in bfloat16 (Keras' mixed_bfloat16) where the hardware has fast bfloat16 —
     # CPUs with AVX-512 BF16/AMX, NVIDIA GPUs from Ampere on; the image, Grams and losses stay
     # float32.
