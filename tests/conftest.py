@@ -198,3 +198,9 @@ def ledger_records(output: Path) -> list[dict]:
     from batch_style import ledger
 
     return ledger.Ledger.for_output(Path(output)).records()
+
+
+def folder_manifest(write_manifest, media_dir) -> Path:
+    """A manifest of one job: the folder of three images in one style."""
+    return write_manifest([{"name": "fold", "content": str(media_dir / "folder"),
+                            "style": str(media_dir / "style.png")}])

@@ -18,6 +18,7 @@ from conftest import (
     CLIP_FPS,
     CLIP_FRAMES,
     SMALL,
+    folder_manifest,
     group_alive,
     kill_group,
     ledger_records,
@@ -405,11 +406,6 @@ def flaky(monkeypatch):
         return submitted
     configure.pools = pools
     return configure
-
-
-def folder_manifest(write_manifest, media_dir):
-    return write_manifest([{"name": "fold", "content": str(media_dir / "folder"),
-                            "style": str(media_dir / "style.png")}])
 
 
 def test_lost_unit_is_retried_in_a_fresh_pool(flaky, media_dir, write_manifest):

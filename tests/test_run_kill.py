@@ -10,7 +10,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import SMALL, group_alive, kill_group, ledger_records, temporaries, wait_for
+from conftest import (
+    SMALL,
+    folder_manifest,
+    group_alive,
+    kill_group,
+    ledger_records,
+    temporaries,
+    wait_for,
+)
 from PIL import Image
 
 from batch_style import ledger, video
@@ -141,11 +149,6 @@ def kill_workers(process, times: int) -> list[int]:
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
     return killed
-
-
-def folder_manifest(write_manifest, media_dir):
-    return write_manifest([{"name": "fold", "content": str(media_dir / "folder"),
-                            "style": str(media_dir / "style.png")}])
 
 
 def test_killed_worker_is_replaced_and_its_unit_retried(media_dir, write_manifest, cli):
