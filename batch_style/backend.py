@@ -45,3 +45,30 @@ def import_tensorflow():
             if line.strip() and not _NOISE.match(line):
                 print(line, file=sys.stderr)
     return tf
+
+
+def native_bfloat16() -> bool:
+    """Whether this process computes bfloat16 convolutions natively, so they pay.
+
+    NVIDIA GPUs from Ampere on (compute capability 8.0) have bfloat16 tensor cores; x86 CPUs
+    with AVX-512 BF16 or AMX do it in hardware (oneDNN uses them). Elsewhere bfloat16 is
+    emulated and slower than float32. A worker sees only the GPU it claimed.
+    """
+    tf = import_tensorflow()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return tuple(details.get("compute_capability") or (0, 0)) >= (8, 0)
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()

@@ -102,7 +102,7 @@ def cmd_stylize(args) -> int:
     from batch_style.worker import write_progress_gif
 
     model = load_feature_model(settings.content_layers + settings.style_layers, args.weights,
-                               tiny=args.tiny, precision=settings.precision)
+                               tiny=args.tiny)
     bar = console.StepBar(sys.stderr, quiet=args.quiet)
     snapshots = []
 

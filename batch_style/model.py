@@ -79,6 +79,15 @@ class FeatureModel:
         if weights is not None:
             self._set_weights(weights)
 
+    def twin(self, precision: str) -> FeatureModel:
+        """The same network and weights computing in another precision (e.g. bfloat16)."""
+        if precision == self.precision:
+            return self
+        other = FeatureModel(self.layer_names, None, self.widths, precision=precision)
+        for mine, theirs in zip(self.keras_model.layers, other.keras_model.layers):
+            theirs.set_weights(mine.get_weights())
+        return other
+
     def _set_weights(self, weights: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
         for layer in self.keras_model.layers:
             if not layer.name.startswith("block") or "conv" not in layer.name:
@@ -103,11 +112,14 @@ class FeatureModel:
 
 
 def load_feature_model(layer_names: Sequence[str], weights_path=None, *, tiny: bool = False,
-                       seed: int = 0, precision: str = "float32") -> FeatureModel:
-    """The real VGG19 (weights resolved as DESIGN.md says) or, with tiny=True, a random tiny one."""
+                       seed: int = 0) -> FeatureModel:
+    """The real VGG19 (weights resolved as DESIGN.md says) or, with tiny=True, a random tiny one.
+
+    In float32; the Stylizer makes a lower-precision twin when the settings ask for one.
+    """
     if tiny:
-        return FeatureModel(layer_names, None, TINY_WIDTHS, seed=seed, precision=precision)
+        return FeatureModel(layer_names, None, TINY_WIDTHS, seed=seed)
     from batch_style import weights as vgg_weights
 
     source = vgg_weights.resolve(weights_path)
-    return FeatureModel(layer_names, vgg_weights.load(source), precision=precision)
+    return FeatureModel(layer_names, vgg_weights.load(source))

@@ -21,7 +21,7 @@ VGG19_POOL_LAYERS = tuple(f"block{b}_pool" for b in range(1, 6))
 VGG19_LAYERS = VGG19_CONV_LAYERS + VGG19_POOL_LAYERS
 
 OPTIMIZERS = ("lbfgs", "adam")
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("auto", "float32", "bfloat16", "mixed")
 INITS = ("content", "noise")  # or a path to an image
 
 
@@ -41,7 +41,7 @@ class Settings:
     """
 
     size: int = _spec(512, "longest side of the result, px (aspect ratio kept)", lo=16, hi=8192)
-    steps: int = _spec(300, "optimizer iterations at the full size", lo=0, hi=100_000)
+    steps: int = _spec(500, "optimizer iterations at the full size", lo=0, hi=100_000)
     optimizer: str = _spec("lbfgs", "lbfgs | adam", choices=OPTIMIZERS)
     learning_rate: float = _spec(0.02, "Adam step size (pixels in [0,1])", lo=1e-6, hi=10.0)
     # The seed's 1e4 : 1e-2 ratio leaves the photo almost unchanged (DESIGN.md); 1e4 : 1 paints.
@@ -73,10 +73,11 @@ class Settings:
     warm_start: bool = _spec(True, "video: start each frame from the previous stylized frame")
     temporal_weight: float = _spec(1.0e11, "video: weight keeping a frame close to the previous one",
                                    lo=0.0, hi=1e15)
-    # Convolutions in bfloat16 (Keras' mixed_bfloat16) where the hardware has fast bfloat16 —
-    # CPUs with AVX-512 BF16/AMX, NVIDIA GPUs from Ampere on; the image, Grams and losses stay
-    # float32.
-    precision: str = _spec("float32", "float32 | bfloat16 (VGG19 convolutions only)",
+    # Where the VGG19 convolutions compute in bfloat16 (Keras' mixed_bfloat16); the image, Grams
+    # and losses stay float32. "mixed": bfloat16 for the first MIXED_BULK of the steps, float32
+    # for the rest (optimize.py); "auto": mixed where the hardware has fast bfloat16 (CPUs with
+    # AVX-512 BF16/AMX, NVIDIA GPUs from Ampere on), float32 elsewhere.
+    precision: str = _spec("auto", "auto | float32 | bfloat16 | mixed (bfloat16, then float32)",
                            choices=PRECISIONS)
     max_pixels: int = _spec(50_000_000, "refuse input images with more pixels than this",
                             lo=1, hi=2_000_000_000)
@@ -95,7 +96,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The seed / TensorFlow tutorial schedule: content init, Adam lr 0.02 (beta1 0.99, eps 0.1 are
     # fixed in optimize.py), 1000 steps at one scale, no early stop.
     "seed": {"optimizer": "adam", "learning_rate": 0.02, "steps": 1000, "scales": 1,
-             "tolerance": 0.0},
+             "tolerance": 0.0, "precision": "float32"},
     # Small and quick: for trying a manifest before the overnight run.
     "draft": {"size": 256, "steps": 100},
 }

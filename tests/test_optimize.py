@@ -10,7 +10,13 @@ tf = pytest.importorskip("tensorflow")
 from batch_style import losses, media  # noqa: E402
 from batch_style.errors import UserError  # noqa: E402
 from batch_style.model import TINY_WIDTHS, FeatureModel, layers_needed  # noqa: E402
-from batch_style.optimize import Stylizer, Temporal, scale_sizes  # noqa: E402
+from batch_style.optimize import (  # noqa: E402
+    Stylizer,
+    Temporal,
+    effective_precision,
+    phases,
+    scale_sizes,
+)
 from batch_style.settings import Settings, resolve  # noqa: E402
 
 LAYERS = Settings().content_layers + Settings().style_layers
@@ -103,13 +109,14 @@ def test_objective_decreases_and_pixels_stay_in_bounds(stylizer, images, optimiz
 def test_one_trace_per_size_and_cached_style_targets(images):
     content, style = images
     stylizer = Stylizer(FeatureModel(LAYERS, None, TINY_WIDTHS))
-    settings = resolve({"size": 64, "steps": 3})
+    settings = resolve({"size": 64, "steps": 4, "precision": "mixed"})
     for _ in range(3):
         stylizer.stylize(content, [style], settings, style_keys=["s"])
-    assert stylizer._evaluate.experimental_get_tracing_count() == 1
+    traces = {p: f.experimental_get_tracing_count() for p, f in stylizer._evaluate_in.items()}
+    assert traces == {"bfloat16": 1, "float32": 1}
     assert len(stylizer._style_cache) == 1
     stylizer.stylize(content, [style], settings.replace(size=80), style_keys=["s"])
-    assert stylizer._evaluate.experimental_get_tracing_count() == 2
+    assert stylizer._evaluate_in["float32"].experimental_get_tracing_count() == 2
 
 
 def test_same_seed_same_result(stylizer, images):
@@ -167,14 +174,79 @@ def test_temporal_term_pulls_towards_previous_frame(stylizer, images):
     assert np.abs(held - previous).mean() < np.abs(free - previous).mean()
 
 
-def test_bfloat16_convolutions_reach_the_float32_objective(images):
+def test_bfloat16_convolutions_reach_the_float32_objective(stylizer, images):
     content, style = images
-    settings = resolve({"size": 64, "steps": 20})
-    fp32 = Stylizer(FeatureModel(LAYERS, None, TINY_WIDTHS, seed=1))
-    bf16 = Stylizer(FeatureModel(LAYERS, None, TINY_WIDTHS, seed=1, precision="bfloat16"))
-    reference = fp32.stylize(content, [style], settings)
-    mixed = bf16.stylize(content, [style], settings.replace(precision="bfloat16"))
+    settings = resolve({"size": 64, "steps": 20, "precision": "float32"})
+    reference = stylizer.stylize(content, [style], settings)
+    bf16 = stylizer.stylize(content, [style], settings.replace(precision="bfloat16"))
     # Judged in float32: bfloat16 features may cost a little, never the picture.
-    judged = fp32.evaluate(mixed.image, content, [style], settings).total
+    judged = stylizer.evaluate(bf16.image, content, [style], settings).total
     assert judged < 1.1 * reference.losses.total
     assert judged < 0.5 * reference.history[0]
+
+
+def test_the_bfloat16_twin_shares_the_weights(stylizer, images):
+    content, _ = images
+    twin = stylizer.model.twin("bfloat16")
+    assert twin.precision == "bfloat16" and stylizer.model.twin("float32") is stylizer.model
+    x = tf.constant(content[None])
+    for name, mine in stylizer.model(x).items():
+        theirs = twin(x)[name]
+        assert theirs.dtype == tf.float32  # maps come back in float32 for the Grams
+        scale = float(tf.reduce_max(tf.abs(mine))) + 1e-6
+        assert float(tf.reduce_max(tf.abs(theirs - mine))) < 0.05 * scale, name
+
+
+def test_mixed_precision_polishes_in_float32(stylizer, images):
+    content, style = images
+    assert phases("mixed", 100) == [("bfloat16", 55), ("float32", 45)]
+    assert phases("mixed", 1) == [("bfloat16", 1)]
+    assert phases("float32", 7) == [("float32", 7)]
+    settings = resolve({"size": 64, "steps": 20, "precision": "mixed"})
+    for optimizer in ("lbfgs", "adam"):
+        result = stylizer.stylize(content, [style], settings.replace(optimizer=optimizer))
+        judged = stylizer.evaluate(result.image, content, [style], settings).total
+        if optimizer == "lbfgs":  # (Adam reports the point before its last update)
+            # The last phase reads in float32: the result's losses are the objective itself.
+            assert result.losses.total == pytest.approx(judged, rel=1e-4)
+        assert result.steps == 20 and len(result.history) == 20
+        assert judged < 0.5 * result.history[0], optimizer
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    from batch_style import backend
+
+    settings = resolve({})
+    assert settings.precision == "auto"
+    monkeypatch.setattr(backend, "native_bfloat16", lambda: True)
+    assert effective_precision(settings) == "mixed"
+    assert effective_precision(settings.replace(precision="float32")) == "float32"
+    monkeypatch.setattr(backend, "native_bfloat16", lambda: False)
+    assert effective_precision(settings) == "float32"
+    assert effective_precision(resolve({"preset": "seed"})) == "float32"
+
+
+def test_native_bfloat16_on_cpus_with_avx512_bf16_or_amx(monkeypatch):
+    from batch_style import backend
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("decided by the GPU here")
+    for flags, expected in (({"avx2", "avx512f"}, False), ({"avx512_bf16"}, True),
+                            ({"amx_bf16", "amx_tile"}, True), (set(), False)):
+        monkeypatch.setattr(backend, "cpu_flags", lambda f=flags: f)
+        assert backend.native_bfloat16() is expected
+
+
+def test_tolerance_compares_readings_of_one_precision():
+    from batch_style.optimize import Losses, _Reporter
+
+    settings = resolve({"tolerance": 1e-3})
+    report = _Reporter(None, settings, 0, 1, (64, 48), 100, 0.0, None)
+    values = [100.0 - i for i in range(12)]  # improving fast
+    assert not any(report.step(Losses(v, 0, 0, 0), lambda: None) for v in values)
+    report.new_phase()  # float32 reads a little higher than bfloat16 did
+    later = [95.0 - 0.5 * i for i in range(10)]
+    assert not any(report.step(Losses(v, 0, 0, 0), lambda: None) for v in later)
+    assert report.step(Losses(later[-1], 0, 0, 0), lambda: None) is False  # still improving
+    flat = [report.step(Losses(later[-1], 0, 0, 0), lambda: None) for _ in range(10)]
+    assert flat[-1] is True
