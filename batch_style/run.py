@@ -382,6 +382,9 @@ def _record(unit: Unit, result: UnitResult, attempt: int, book: ledger.Ledger,
     if result.ok:
         record["outputs"] = [str(p) for p in (unit.output, unit.progress_gif) if p]
         summary.done += 1
+        if result.note:
+            record["note"] = result.note
+            log.warning("%s: %s", unit.key, result.note)
         log.info("%s: done in %.1f s, %d steps, loss %.4g (worker %s)", unit.key,
                  result.seconds, result.steps, result.losses.get("total", float("nan")),
                  result.worker)

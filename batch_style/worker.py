@@ -48,6 +48,7 @@ class UnitResult:
     gpu: str | None = None              # the GPU this worker claimed (None: CPU, or in-process)
     cuda_visible_devices: str | None = None  # as the worker's TensorFlow saw it
     tf_loaded_before_pinning: bool | None = None  # True is a bug; None: not a pool worker
+    note: str | None = None             # something the operator should know about a done unit
 
 
 class _WorkerState:
@@ -55,19 +56,17 @@ class _WorkerState:
 
     def __init__(self, config: WorkerConfig):
         self.config = config
-        self.stylizers: dict[tuple[tuple[str, ...], str], object] = {}  # (layers, precision)
+        self.stylizers: dict[tuple[str, ...], object] = {}  # per layer set
         self.images: dict[tuple[str, int], object] = {}
 
-    def stylizer(self, layers: tuple[str, ...], precision: str = "float32"):
-        key = (layers, precision)
-        if key not in self.stylizers:
+    def stylizer(self, layers: tuple[str, ...]):
+        if layers not in self.stylizers:
             from batch_style.model import load_feature_model
             from batch_style.optimize import Stylizer
 
-            model = load_feature_model(layers, self.config.weights, tiny=self.config.tiny,
-                                       precision=precision)
-            self.stylizers[key] = Stylizer(model)
-        return self.stylizers[key]
+            model = load_feature_model(layers, self.config.weights, tiny=self.config.tiny)
+            self.stylizers[layers] = Stylizer(model)
+        return self.stylizers[layers]
 
     def style_image(self, path: Path, max_pixels: int):
         from batch_style import media
@@ -188,18 +187,35 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
         if unit.progress_gif is not None and event.snapshot is not None:
             snapshots.append(media.to_uint8(event.snapshot))
 
-    stylizer = state.stylizer(tuple(dict.fromkeys(s.content_layers + s.style_layers)),
-                              s.precision)
-    result = stylizer.stylize(content, styles, s, init=init, steps=steps, temporal=temporal,
-                              style_keys=[ledger.file_digest(p) for p in unit.styles],
-                              callback=on_progress)
+    stylizer = state.stylizer(tuple(dict.fromkeys(s.content_layers + s.style_layers)))
+
+    def stylize():
+        return stylizer.stylize(content, styles, s, init=init, steps=steps, temporal=temporal,
+                                style_keys=[ledger.file_digest(p) for p in unit.styles],
+                                callback=on_progress)
+
+    note = None
+    try:
+        result = stylize()
+    except Exception as e:
+        if type(e).__name__ != "ResourceExhaustedError" or _GPU is None:
+            raise
+        # Too big for this GPU's memory: finish the unit on the CPU (slower, but it finishes)
+        # rather than fail it; the note tells the operator to lower size or scale out.
+        from batch_style.backend import import_tensorflow
+
+        w, h = media.fit_size(content.shape[1], content.shape[0], s.size)
+        note = f"{w}×{h} px did not fit GPU {_GPU}'s memory: ran on the CPU instead"
+        snapshots.clear()
+        with import_tensorflow().device("/CPU:0"):
+            result = stylize()
     beat.done()
     media.save_image(result.image, unit.output)
     if unit.progress_gif is not None:
         write_progress_gif(content, snapshots, result.image, unit.progress_gif, s)
     step = max(1, len(result.history) // 200)
     return {"steps": result.steps, "losses": result.losses.as_dict(),
-            "history": tuple(result.history[::step])}
+            "history": tuple(result.history[::step]), "note": note}
 
 
 @dataclass(frozen=True)

@@ -603,3 +603,45 @@ def test_interrupt_keeps_finished_work(media_dir, write_manifest, cli, how):
     summary = runner.run([manifest], SERIAL)
     assert summary.exit_code == 0 and summary.skipped == len(finished)
     assert not temporaries(out)
+
+
+def test_a_size_too_big_for_the_gpu_finishes_on_the_cpu(media_dir, write_manifest, monkeypatch):
+    from batch_style import optimize, worker
+
+    tf = pytest.importorskip("tensorflow")
+    manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
+                                "style": str(media_dir / "style.png")}])
+    original, devices = optimize.Stylizer.stylize, []
+
+    def stylize(self, *args, **kwargs):  # the GPU runs out of memory; the CPU does not
+        device = tf.constant(0.0).device
+        devices.append(device)
+        if len(devices) == 1:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(optimize.Stylizer, "stylize", stylize)
+    monkeypatch.setattr(worker, "_GPU", "0")  # as if this process had claimed GPU 0
+    summary = runner.run([manifest], SERIAL)
+    assert summary.done == 1 and not summary.failed
+    assert len(devices) == 2 and "CPU:0" in devices[1]
+    record = done_records(manifest.parent / "out")[0]
+    assert "did not fit GPU 0's memory: ran on the CPU" in record["note"]
+    assert "ran on the CPU" in (manifest.parent / "out" / "run.log").read_text()
+
+
+def test_out_of_memory_on_the_cpu_fails_the_unit_with_a_clear_message(
+        media_dir, write_manifest, monkeypatch):
+    from batch_style import optimize
+
+    tf = pytest.importorskip("tensorflow")
+    manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
+                                "style": str(media_dir / "style.png")}])
+
+    def stylize(self, *args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+    monkeypatch.setattr(optimize.Stylizer, "stylize", stylize)
+    summary = runner.run([manifest], SERIAL)
+    assert summary.done == 0
+    assert summary.failed == [("pair/photo", "out of memory (try a smaller size or fewer workers)")]
