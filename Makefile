@@ -31,7 +31,7 @@ bench: setup
 	$(BIN)/python -m batch_style.bench_video
 
 bench-quick: setup
-	$(BIN)/python -m batch_style.bench --pairs tubingen+starry-night --methods adam lbfgs --steps 100
+	$(BIN)/python -m batch_style.bench --pairs tubingen+starry-night --methods adam lbfgs lbfgs-mixed --steps 100
 
 lint: $(STAMP)
 	$(BIN)/ruff check batch_style tests

@@ -23,8 +23,10 @@ PAIRS = {
 METHODS = {
     "seed": {"preset": "seed"},     # the seed's schedule: Adam lr 0.02, 1000 steps, one scale
     "default": {},                  # the project's defaults, whatever they are
-    "adam": {"optimizer": "adam", "learning_rate": 0.02, "tolerance": 0.0, "scales": 1},
-    "lbfgs": {"optimizer": "lbfgs", "tolerance": 0.0, "scales": 1},
+    "adam": {"optimizer": "adam", "learning_rate": 0.02, "tolerance": 0.0, "scales": 1,
+             "precision": "float32"},
+    "lbfgs": {"optimizer": "lbfgs", "tolerance": 0.0, "scales": 1, "precision": "float32"},
+    "lbfgs-mixed": {"optimizer": "lbfgs", "tolerance": 0.0, "scales": 1, "precision": "mixed"},
     "lbfgs-bf16": {"optimizer": "lbfgs", "tolerance": 0.0, "scales": 1, "precision": "bfloat16"},
 }
 OWN_SCHEDULE = {"seed", "default"}  # --steps does not apply to these
@@ -38,7 +40,8 @@ class Measurement:
     size: tuple[int, int]
     steps: int
     seconds: float              # optimization wall time (model load and targets excluded)
-    seconds_per_step: float     # after the first step (which traces the function)
+    seconds_per_step: dict[str, float]  # per precision of the features, after each phase's
+                                        # first step (which traces the function)
     objective: float            # DESIGN.md's objective of the final image, evaluated afresh (fp32)
     checkpoints: dict[int, float]   # objective after N steps
     elapsed: tuple[float, ...]  # wall time after each step
@@ -98,40 +101,42 @@ def measure(pair: str, method: str, size: int, steps: int, checkpoints: tuple[in
     import_tensorflow()
     from batch_style import media
     from batch_style.model import TINY_WIDTHS, load_feature_model
-    from batch_style.optimize import Stylizer
+    from batch_style.optimize import Stylizer, effective_precision, phases
     from batch_style.settings import resolve
 
     own = {} if method in OWN_SCHEDULE else {"steps": steps}
-    # Snapshots every 10 steps serve the float32 judging of lower-precision methods.
-    settings = resolve({"size": size, "snapshot_every": 10, **own, **METHODS[method]})
+    # Snapshots every 5 steps serve the float32 judging of lower-precision methods.
+    settings = resolve({"size": size, "snapshot_every": 5, **own, **METHODS[method]})
     reference = resolve({"size": size})  # the objective every method is judged by
     content_path, style_path = (SAMPLES / p for p in PAIRS[pair])
     content = media.load_image(content_path, settings.max_pixels)
     style = media.load_image(style_path, settings.max_pixels)
     layers = settings.content_layers + settings.style_layers
-    stylizer = Stylizer(load_feature_model(layers, weights, tiny=tiny,
-                                           precision=settings.precision))
-    # The objective is judged in float32 whatever precision the method optimized in.
-    judge = stylizer if settings.precision == "float32" else Stylizer(
-        load_feature_model(layers, weights, tiny=tiny))
+    stylizer = Stylizer(load_feature_model(layers, weights, tiny=tiny))
+    precision = effective_precision(settings)
     model_rss = _rss_mb()
     elapsed: list[float] = []
     snapshots: list[tuple[int, float, object]] = []
 
     def on_progress(event):
         elapsed.append(event.elapsed)
-        if event.snapshot is not None and judge is not stylizer:
+        if event.snapshot is not None and precision != "float32":
             snapshots.append((event.step, event.elapsed, event.snapshot))
 
     result = stylizer.stylize(content, [style], settings, callback=on_progress)
-    objective = judge.evaluate(result.image, content, [style], reference).total
-    per_step = ((elapsed[-1] - elapsed[0]) / (len(elapsed) - 1)) if len(elapsed) > 1 else 0.0
+    objective = stylizer.evaluate(result.image, content, [style], reference).total
+    per_step, begin = {}, 0
+    for phase_precision, n in phases(precision, result.steps):  # one scale: the bench's
+        times = elapsed[begin:begin + n]
+        if len(times) > 1:
+            per_step[phase_precision] = (times[-1] - times[0]) / (len(times) - 1)
+        begin += n
     history = result.history
     if snapshots:
-        # A lower-precision run's own loss values are not the objective (bfloat16 reads about 1%
-        # low): judge its snapshots in float32, and race with those.
+        # A lower-precision run's own loss values are not the objective (bfloat16 reads it
+        # about 0.2-1% off): judge its snapshots in float32, and race with those.
         elapsed = [t for _, t, _ in snapshots]
-        history = tuple(judge.evaluate(image, content, [style], reference).total
+        history = tuple(stylizer.evaluate(image, content, [style], reference).total
                         for _, _, image in snapshots)
         checkpoint_values = {step: value for (step, _, _), value in zip(snapshots, history)}
     else:
@@ -162,9 +167,12 @@ def _sci(x: float | None) -> str:
     return "—" if x is None else f"{x:.4g}"
 
 
-def table(results: list[Measurement], checkpoints: tuple[int, ...], peak_gflops: float) -> str:
+def table(results: list[Measurement], checkpoints: tuple[int, ...],
+          peak_gflops: dict[str, float]) -> str:
+    """Markdown; a step's GFLOP/s is compared with the matrix product in its own precision."""
     reference = results[0].method
-    head = (["pair", "method", "size", "steps", "wall s", "s/step", "GFLOP/s (% of matmul)"]
+    head = (["pair", "method", "size", "steps", "wall s", "s/step",
+             "GFLOP/s (% of matmul)"]
             + [f"objective@{n}" for n in checkpoints]
             + ["final objective", "peak RSS MB", "MB/Mpx", f"reaches {reference}'s final in",
                "speed-up"])
@@ -174,11 +182,14 @@ def table(results: list[Measurement], checkpoints: tuple[int, ...], peak_gflops:
         ref = by_key.get((m.pair, reference))
         reach = m.seconds if m.method == reference else (
             time_to_reach(m, ref.objective) if ref is not None else None)
-        rate = m.step_gflop / m.seconds_per_step if m.seconds_per_step else 0.0
         mpx = m.size[0] * m.size[1] / 1e6
+        short = {"float32": "fp32", "bfloat16": "bf16"}
+        per_step = ", ".join(f"{t:.3f} {short[p]}" for p, t in m.seconds_per_step.items())
+        rates = ", ".join(
+            f"{m.step_gflop / t:.0f} {short[p]} ({100 * m.step_gflop / t / peak_gflops[p]:.0f}%)"
+            for p, t in m.seconds_per_step.items() if t > 0)
         rows.append([m.pair, m.method, f"{m.size[0]}×{m.size[1]}", str(m.steps),
-                     f"{m.seconds:.1f}", f"{m.seconds_per_step:.3f}",
-                     f"{rate:.0f} ({100 * rate / peak_gflops:.0f}%)"]
+                     f"{m.seconds:.1f}", per_step or "—", rates or "—"]
                     + [_sci(m.checkpoints.get(n)) for n in checkpoints]
                     + [_sci(m.objective), f"{m.peak_rss_mb:.0f}",
                        f"{(m.peak_rss_mb - m.model_rss_mb) / mpx:.0f}",
@@ -218,8 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     # method helps the next.
     context = multiprocessing.get_context("spawn")
     started = time.strftime("%Y-%m-%d %H:%M")
-    with context.Pool(1) as pool:
-        peak = pool.apply(_in_child, (matmul_gflops,))
+    peak = {}
+    for dtype in ("float32", "bfloat16"):
+        with context.Pool(1) as pool:
+            peak[dtype] = pool.apply(_in_child, (matmul_gflops, dtype))
     results = []
     for pair in args.pairs:
         for method in args.methods:
@@ -231,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {pair} / {method}: {m.seconds:.1f} s, objective {m.objective:.4g}",
                   file=sys.stderr)
     text = (f"# batch-style bench ({started})\n\nMachine: {machine()}; "
-            f"{MATMUL_N}² float32 matmul: {peak:.0f} GFLOP/s\n"
+            f"{MATMUL_N}² matrix product: {peak['float32']:.0f} GFLOP/s in float32, "
+            f"{peak['bfloat16']:.0f} in bfloat16\n"
             f"Objective: DESIGN.md's with the default weights, evaluated in float32 on each "
             f"final image; every method starts from the content image.\n\n"
             + table(results, checkpoints, peak) + "\n")
