@@ -362,11 +362,11 @@ def _run_lbfgs(stylizer: Stylizer, image, objective_args, settings, phases, repo
     one objective evaluation (line searches included), so step budgets cost the same for both.
 
     With several phases (precision "mixed") one L-BFGS run goes on across the change of
-    precision, so its curvature memory carries over (a restart rebuilds it, measured ~20% slower
-    to the same objective): the point where a phase ends is read in both precisions, and the new
-    precision's readings are shifted by the difference, so the line search compares like with
-    like. Should L-BFGS-B end early in a phase (bfloat16 noise can end a line search), the next
-    phase restarts from the best point.
+    precision, so its curvature memory carries over (a restart rebuilds it: measured slower):
+    the point where a phase ends is read in both precisions, and the new precision's readings
+    are shifted by the difference, so the line search compares like with like. Should L-BFGS-B
+    end early in a phase (bfloat16 noise can end a line search), the next phase restarts from
+    the best point.
     """
     from scipy.optimize import Bounds, minimize
 
