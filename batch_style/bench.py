@@ -167,12 +167,14 @@ def _sci(x: float | None) -> str:
     return "—" if x is None else f"{x:.4g}"
 
 
+_SHORT = {"float32": "fp32", "bfloat16": "bf16"}  # precisions as the table names them
+
+
 def table(results: list[Measurement], checkpoints: tuple[int, ...],
           peak_gflops: dict[str, float]) -> str:
     """Markdown; a step's GFLOP/s is compared with the matrix product in its own precision."""
     reference = results[0].method
-    head = (["pair", "method", "size", "steps", "wall s", "s/step",
-             "GFLOP/s (% of matmul)"]
+    head = (["pair", "method", "size", "steps", "wall s", "s/step", "GFLOP/s (% of matmul)"]
             + [f"objective@{n}" for n in checkpoints]
             + ["final objective", "peak RSS MB", "MB/Mpx", f"reaches {reference}'s final in",
                "speed-up"])
@@ -183,10 +185,9 @@ def table(results: list[Measurement], checkpoints: tuple[int, ...],
         reach = m.seconds if m.method == reference else (
             time_to_reach(m, ref.objective) if ref is not None else None)
         mpx = m.size[0] * m.size[1] / 1e6
-        short = {"float32": "fp32", "bfloat16": "bf16"}
-        per_step = ", ".join(f"{t:.3f} {short[p]}" for p, t in m.seconds_per_step.items())
+        per_step = ", ".join(f"{t:.3f} {_SHORT[p]}" for p, t in m.seconds_per_step.items())
         rates = ", ".join(
-            f"{m.step_gflop / t:.0f} {short[p]} ({100 * m.step_gflop / t / peak_gflops[p]:.0f}%)"
+            f"{m.step_gflop / t:.0f} {_SHORT[p]} ({100 * m.step_gflop / t / peak_gflops[p]:.0f}%)"
             for p, t in m.seconds_per_step.items() if t > 0)
         rows.append([m.pair, m.method, f"{m.size[0]}×{m.size[1]}", str(m.steps),
                      f"{m.seconds:.1f}", per_step or "—", rates or "—"]
