@@ -250,3 +250,99 @@ def test_tolerance_compares_readings_of_one_precision():
     assert report.step(Losses(later[-1], 0, 0, 0), lambda: None) is False  # still improving
     flat = [report.step(Losses(later[-1], 0, 0, 0), lambda: None) for _ in range(10)]
     assert flat[-1] is True
+
+
+# -- L-BFGS's parts ---------------------------------------------------------------------------
+def _two_loop(q, pairs):
+    """Nocedal & Wright's Algorithm 7.4 (the reference the compact form must equal)."""
+    alphas = []
+    for s, y in reversed(pairs):
+        a = (s @ q) / (s @ y)
+        q = q - a * y
+        alphas.append(a)
+    s, y = pairs[-1]
+    r = (s @ y) / (y @ y) * q
+    for (s, y), a in zip(pairs, reversed(alphas)):
+        r = r + (a - (y @ r) / (s @ y)) * s
+    return r
+
+
+@pytest.mark.parametrize("count", [1, 3, 5])
+def test_compact_lbfgs_direction_is_the_two_loop_recursion(count):
+    from batch_style.optimize import _lbfgs_direction
+
+    rng = np.random.default_rng(count)
+    n, rows = 40, 5
+    curvature = rng.uniform(0.5, 3.0, n)  # a convex quadratic's Hessian: y = A s
+    pairs = [(s, curvature * s) for s in rng.normal(size=(count, n))]
+    memory_s = np.zeros((rows, n), np.float32)
+    memory_y = np.zeros((rows, n), np.float32)
+    for i, (s, y) in enumerate(pairs):  # newest in the last row, oldest first
+        memory_s[rows - count + i], memory_y[rows - count + i] = s, y
+    x = np.full((1, 4, 10, 1), 0.5, np.float32)  # no pixel at a bound
+    grad = rng.normal(size=x.shape).astype(np.float32)
+    direction, largest, kept = _lbfgs_direction(tf.constant(x), tf.constant(grad), memory_s,
+                                                 memory_y, tf.constant(count))
+    expected = -_two_loop(grad.ravel().astype(np.float64), pairs)
+    np.testing.assert_allclose(direction.numpy().ravel(), expected, rtol=1e-4, atol=1e-5)
+    assert int(kept) == count and float(largest) == pytest.approx(np.abs(expected).max(), 1e-4)
+
+
+def test_lbfgs_direction_holds_pixels_pushed_against_a_bound():
+    from batch_style.optimize import _lbfgs_direction
+
+    x = tf.constant([[[[0.0], [1.0], [0.0], [0.5]]]])
+    grad = tf.constant([[[[1.0], [-1.0], [-1.0], [2.0]]]])  # the first two push outward
+    memory = np.zeros((3, 4), np.float32)
+    direction, _, count = _lbfgs_direction(x, grad, memory, memory, tf.constant(0))
+    np.testing.assert_allclose(direction.numpy().ravel(), [0.0, 0.0, 1.0, -2.0])
+    assert int(count) == 0
+
+
+class _Quadratic:
+    """Stands in for a Stylizer: f(x) = Σ a·(x − t)², minimized over [0,1] at clip(t)."""
+
+    def __init__(self, shape, seed=0):
+        rng = np.random.default_rng(seed)
+        self.a = tf.constant(rng.uniform(0.2, 20.0, shape).astype(np.float32))
+        self.t = tf.constant(rng.uniform(-0.5, 1.5, shape).astype(np.float32))
+        self.calls = 0
+
+    def _functions(self, precision):
+        from batch_style.optimize import _lbfgs_trial
+
+        def loss_and_grad(x):
+            self.calls += 1
+            r = x - self.t
+            return tf.reduce_sum(self.a * r * r), tf.zeros(4), 2 * self.a * r
+
+        return None, None, lambda *args: _lbfgs_trial(loss_and_grad, *args)
+
+
+def test_lbfgs_finds_the_minimum_of_a_box_constrained_quadratic():
+    from batch_style.optimize import _Reporter, _run_lbfgs
+
+    problem = _Quadratic((1, 6, 8, 3))
+    settings = resolve({"steps": 80})
+    report = _Reporter(None, settings, 0, 1, (8, 6), 80, 0.0, None)
+    start = np.full((6, 8, 3), 0.5, np.float32)
+    image, last, steps, early = _run_lbfgs(problem, start, (), settings, [("float32", 80)],
+                                           report)
+    expected = np.clip(problem.t.numpy()[0], 0.0, 1.0)
+    np.testing.assert_allclose(image, expected, atol=1e-3)
+    assert steps == problem.calls <= 80 and not early
+    floor = float(tf.reduce_sum(problem.a * tf.square(expected - problem.t)))
+    assert last.total == pytest.approx(floor, rel=1e-4)
+    assert image.min() >= 0.0 and image.max() <= 1.0
+
+
+def test_lbfgs_phases_each_read_the_image_and_share_the_budget():
+    from batch_style.optimize import _Reporter, _run_lbfgs
+
+    problem = _Quadratic((1, 6, 8, 3), seed=1)
+    report = _Reporter(None, resolve({}), 0, 1, (8, 6), 30, 0.0, None)
+    start = np.full((6, 8, 3), 0.5, np.float32)
+    _, _, steps, _ = _run_lbfgs(problem, start, (), resolve({}),
+                                [("bfloat16", 10), ("float32", 20)], report)
+    assert steps == problem.calls == len(report.history) <= 30
+    assert report.phase_start == 10  # the second phase began after the first one's 10 readings
