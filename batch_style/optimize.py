@@ -476,7 +476,7 @@ def _run_lbfgs(stylizer: Stylizer, image, objective_args, settings, phases, repo
                 curvature = float(total) - f - float(predicted)
                 guess = -float(predicted) * step / (2 * curvature) if curvature > 0 else 0.0
                 step = min(max(guess, 0.1 * step), 0.5 * step)
-                if step * float(largest) < 1e-7:  # no pixel would move by a 1e-7th
+                if step * float(largest) < 1e-7:  # no pixel would move more than 1e-7
                     break
             if not accepted:
                 if n >= end or not int(count):
