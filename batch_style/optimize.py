@@ -408,10 +408,14 @@ def _lbfgs_direction(x, grad, memory_s, memory_y, count):
 @tf.function
 def _lbfgs_remember(s, y, memory_s, memory_y, count):
     """The memory with the pair (s, y) appended (the oldest dropped), unless s·y ≤ 0, which would
-    make H indefinite (the curvature condition: Armijo steps do not ensure it)."""
+    make H indefinite (the curvature condition: Armijo steps do not ensure it).
+
+    The test is on the cosine of s and y, free of the objective's scale: at 96 px with the
+    default weights y·y / s·y is ~1e10, and a test of s·y against 1e-10·y·y threw away every pair
+    after the second one."""
     s, y = tf.reshape(s, (1, -1)), tf.reshape(y, (1, -1))
     sy = tf.reduce_sum(s * y)
-    if sy > 1e-10 * tf.reduce_sum(y * y):
+    if sy > 1e-6 * tf.norm(s) * tf.norm(y):
         memory_s = tf.concat([memory_s[1:], s], 0)
         memory_y = tf.concat([memory_y[1:], y], 0)
         count = tf.minimum(count + 1, memory_s.shape[0])

@@ -346,3 +346,22 @@ def test_lbfgs_phases_each_read_the_image_and_share_the_budget():
                                 [("bfloat16", 10), ("float32", 20)], report)
     assert steps == problem.calls == len(report.history) <= 30
     assert report.phase_start == 10  # the second phase began after the first one's 10 readings
+
+
+@pytest.mark.parametrize("curvature", [1e-3, 1.0, 1e12])
+def test_lbfgs_keeps_pairs_whatever_the_objective_scale(curvature):
+    from batch_style.optimize import _lbfgs_remember
+
+    rng = np.random.default_rng(0)
+    memory = tf.zeros((3, 12))
+    memory_s, memory_y, count = memory, memory, tf.constant(0)
+    for _ in range(4):
+        s = rng.normal(size=12).astype(np.float32)
+        y = (curvature * rng.uniform(0.5, 2.0, 12) * s).astype(np.float32)
+        memory_s, memory_y, count = _lbfgs_remember(s, y, memory_s, memory_y, count)
+    assert int(count) == 3  # all kept, the oldest of four dropped
+    np.testing.assert_allclose(memory_s.numpy()[-1], s)
+    # A pair with s·y ≤ 0 (negative curvature) is left out.
+    _, _, kept = _lbfgs_remember(s, -y, memory_s, memory_y, count)
+    _, _, kept_from_empty = _lbfgs_remember(s, -y, memory, memory, tf.constant(0))
+    assert int(kept) == 3 and int(kept_from_empty) == 0
