@@ -474,11 +474,12 @@ def _run_lbfgs(stylizer: Stylizer, image, objective_args, settings, phases, repo
                     x, g, direction, tf.constant(step, tf.float32), *objective_args)
                 if record(total, terms, point):
                     return best[2].numpy()[0], best[1], n, True
-                if float(total) <= f + ARMIJO * float(predicted):
+                total, predicted = float(total), float(predicted)  # one read from the device
+                if total <= f + ARMIJO * predicted:
                     accepted = True
                     break
-                curvature = float(total) - f - float(predicted)
-                guess = -float(predicted) * step / (2 * curvature) if curvature > 0 else 0.0
+                curvature = total - f - predicted
+                guess = -predicted * step / (2 * curvature) if curvature > 0 else 0.0
                 step = min(max(guess, 0.1 * step), 0.5 * step)
                 if step * float(largest) < 1e-7:  # no pixel would move more than 1e-7
                     break
@@ -490,7 +491,7 @@ def _run_lbfgs(stylizer: Stylizer, image, objective_args, settings, phases, repo
                 continue
             memory_s, memory_y, count = _lbfgs_remember(point - x, point_g - g, memory_s,
                                                         memory_y, count)
-            x, g, f = point, point_g, float(total)
+            x, g, f = point, point_g, total
             direction, largest, count = _lbfgs_direction(x, g, memory_s, memory_y, count)
     # The best point read in the last precision: a line search may have ended on a worse one.
     return best[2].numpy()[0], best[1], n, False
