@@ -114,7 +114,8 @@ def test_one_trace_per_size_and_cached_style_targets(images):
         stylizer.stylize(content, [style], settings, style_keys=["s"])
     traces = {p: f.experimental_get_tracing_count() for p, f in stylizer._evaluate_in.items()}
     assert traces == {"bfloat16": 1, "float32": 1}
-    assert len(stylizer._style_cache) == 1
+    # One set of Grams per precision: each phase optimizes against targets in its own.
+    assert sorted(key[-1] for key in stylizer._style_cache) == ["bfloat16", "float32"]
     stylizer.stylize(content, [style], settings.replace(size=80), style_keys=["s"])
     assert stylizer._evaluate_in["float32"].experimental_get_tracing_count() == 2
 
@@ -319,6 +320,21 @@ class _Quadratic:
         return None, None, lambda *args: _lbfgs_trial(loss_and_grad, *args)
 
 
+def test_each_precision_optimizes_against_targets_computed_in_it(stylizer, images):
+    # At the content image the content term is zero in either precision: bfloat16 maps are
+    # compared with bfloat16 targets, not with float32 ones they differ from by rounding.
+    content, style = images
+    settings = resolve({"size": 64})
+    x = tf.constant(content[None])
+    for precision in ("bfloat16", "float32"):
+        args = stylizer._objective_args(content, [style], None, settings, None, precision)
+        _, terms, _ = stylizer._functions(precision)[0](x, *args)
+        assert float(terms[0]) == 0.0, precision
+    float32_targets = stylizer._objective_args(content, [style], None, settings, None)
+    _, terms, _ = stylizer._functions("bfloat16")[0](x, *float32_targets)
+    assert float(terms[0]) > 0.0  # what the bfloat16 phase was measured against before
+
+
 def test_lbfgs_finds_the_minimum_of_a_box_constrained_quadratic():
     from batch_style.optimize import _Reporter, _run_lbfgs
 
@@ -326,7 +342,7 @@ def test_lbfgs_finds_the_minimum_of_a_box_constrained_quadratic():
     settings = resolve({"steps": 80})
     report = _Reporter(None, settings, 0, 1, (8, 6), 80, 0.0, None)
     start = np.full((6, 8, 3), 0.5, np.float32)
-    image, last, steps, early = _run_lbfgs(problem, start, (), settings, [("float32", 80)],
+    image, last, steps, early = _run_lbfgs(problem, start, settings, [("float32", 80, ())],
                                            report)
     expected = np.clip(problem.t.numpy()[0], 0.0, 1.0)
     np.testing.assert_allclose(image, expected, atol=1e-3)
@@ -342,8 +358,8 @@ def test_lbfgs_phases_each_read_the_image_and_share_the_budget():
     problem = _Quadratic((1, 6, 8, 3), seed=1)
     report = _Reporter(None, resolve({}), 0, 1, (8, 6), 30, 0.0, None)
     start = np.full((6, 8, 3), 0.5, np.float32)
-    _, _, steps, _ = _run_lbfgs(problem, start, (), resolve({}),
-                                [("bfloat16", 10), ("float32", 20)], report)
+    _, _, steps, _ = _run_lbfgs(problem, start, resolve({}),
+                                [("bfloat16", 10, ()), ("float32", 20, ())], report)
     assert steps == problem.calls == len(report.history) <= 30
     assert report.phase_start == 10  # the second phase began after the first one's 10 readings
 
