@@ -270,32 +270,32 @@ def _two_loop(q, pairs):
 
 @pytest.mark.parametrize("count", [1, 3, 5])
 def test_compact_lbfgs_direction_is_the_two_loop_recursion(count):
-    from batch_style.optimize import _lbfgs_direction
+    from batch_style.optimize import _lbfgs_direction, _lbfgs_memory, _lbfgs_remember
 
     rng = np.random.default_rng(count)
     n, rows = 40, 5
     curvature = rng.uniform(0.5, 3.0, n)  # a convex quadratic's Hessian: y = A s
-    pairs = [(s, curvature * s) for s in rng.normal(size=(count, n))]
-    memory_s = np.zeros((rows, n), np.float32)
-    memory_y = np.zeros((rows, n), np.float32)
-    for i, (s, y) in enumerate(pairs):  # newest in the last row, oldest first
-        memory_s[rows - count + i], memory_y[rows - count + i] = s, y
+    # Two more pairs than the memory is asked to use, so rows it no longer uses hold old pairs.
+    pairs = [(s, (curvature * s).astype(np.float32))
+             for s in rng.normal(size=(count + 2, n)).astype(np.float32)]
+    memory = _lbfgs_memory(rows, n)
+    for s, y in pairs:
+        memory = _lbfgs_remember(s, y, memory)
+    memory = memory._replace(count=tf.constant(count))  # the newest `count` pairs
     x = np.full((1, 4, 10, 1), 0.5, np.float32)  # no pixel at a bound
     grad = rng.normal(size=x.shape).astype(np.float32)
-    direction, largest, kept = _lbfgs_direction(tf.constant(x), tf.constant(grad), memory_s,
-                                                 memory_y, tf.constant(count))
-    expected = -_two_loop(grad.ravel().astype(np.float64), pairs)
+    direction, largest, kept = _lbfgs_direction(tf.constant(x), tf.constant(grad), memory)
+    expected = -_two_loop(grad.ravel().astype(np.float64), pairs[-count:])
     np.testing.assert_allclose(direction.numpy().ravel(), expected, rtol=1e-4, atol=1e-5)
     assert int(kept) == count and float(largest) == pytest.approx(np.abs(expected).max(), 1e-4)
 
 
 def test_lbfgs_direction_holds_pixels_pushed_against_a_bound():
-    from batch_style.optimize import _lbfgs_direction
+    from batch_style.optimize import _lbfgs_direction, _lbfgs_memory
 
     x = tf.constant([[[[0.0], [1.0], [0.0], [0.5]]]])
     grad = tf.constant([[[[1.0], [-1.0], [-1.0], [2.0]]]])  # the first two push outward
-    memory = np.zeros((3, 4), np.float32)
-    direction, _, count = _lbfgs_direction(x, grad, memory, memory, tf.constant(0))
+    direction, _, count = _lbfgs_direction(x, grad, _lbfgs_memory(3, 4))
     np.testing.assert_allclose(direction.numpy().ravel(), [0.0, 0.0, 1.0, -2.0])
     assert int(count) == 0
 
@@ -366,18 +366,38 @@ def test_lbfgs_phases_each_read_the_image_and_share_the_budget():
 
 @pytest.mark.parametrize("curvature", [1e-3, 1.0, 1e12])
 def test_lbfgs_keeps_pairs_whatever_the_objective_scale(curvature):
-    from batch_style.optimize import _lbfgs_remember
+    from batch_style.optimize import _lbfgs_memory, _lbfgs_remember
 
     rng = np.random.default_rng(0)
-    memory = tf.zeros((3, 12))
-    memory_s, memory_y, count = memory, memory, tf.constant(0)
+    memory = _lbfgs_memory(3, 12)
     for _ in range(4):
         s = rng.normal(size=12).astype(np.float32)
         y = (curvature * rng.uniform(0.5, 2.0, 12) * s).astype(np.float32)
-        memory_s, memory_y, count = _lbfgs_remember(s, y, memory_s, memory_y, count)
-    assert int(count) == 3  # all kept, the oldest of four dropped
-    np.testing.assert_allclose(memory_s.numpy()[-1], s)
+        memory = _lbfgs_remember(s, y, memory)
+    assert int(memory.count) == 3  # all kept, the oldest of four dropped
+    np.testing.assert_allclose(memory.s.numpy()[-1], s)
     # A pair with s·y ≤ 0 (negative curvature) is left out.
-    _, _, kept = _lbfgs_remember(s, -y, memory_s, memory_y, count)
-    _, _, kept_from_empty = _lbfgs_remember(s, -y, memory, memory, tf.constant(0))
+    kept = _lbfgs_remember(s, -y, memory).count
+    kept_from_empty = _lbfgs_remember(s, -y, _lbfgs_memory(3, 12)).count
     assert int(kept) == 3 and int(kept_from_empty) == 0
+
+
+def test_lbfgs_memory_keeps_its_inner_products_up_to_date():
+    from batch_style.optimize import _lbfgs_memory, _lbfgs_remember
+
+    rng = np.random.default_rng(1)
+    memory = _lbfgs_memory(4, 9)
+    for _ in range(6):  # past the memory's size: rows shift out
+        s = rng.normal(size=9).astype(np.float32)
+        memory = _lbfgs_remember(s, s * rng.uniform(0.5, 2.0, 9).astype(np.float32), memory)
+        s_rows, y_rows = memory.s.numpy(), memory.y.numpy()
+        np.testing.assert_allclose(memory.sy.numpy(), s_rows @ y_rows.T, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(memory.yy.numpy(), y_rows @ y_rows.T, rtol=1e-5, atol=1e-5)
+
+
+def test_lbfgs_history_fits_its_memory_budget(monkeypatch):
+    from batch_style import optimize
+
+    monkeypatch.setattr(optimize, "L_BFGS_MEMORY_BYTES", 8 * 1000 * 50)
+    assert optimize.history_rows(1000) == min(50, optimize.L_BFGS_HISTORY)
+    assert optimize.history_rows(10**9) == optimize.L_BFGS_MIN_HISTORY  # never fewer
