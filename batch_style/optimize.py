@@ -24,7 +24,8 @@ ADAM_EPSILON = 0.1
 # Correction pairs L-BFGS keeps (SciPy's default is 10): up to L_BFGS_HISTORY as long as they fit
 # in L_BFGS_MEMORY_BYTES, never fewer than L_BFGS_MIN_HISTORY. Steps to reach the seed's final
 # objective (tubingen + starry-night, 256 px, float32): 5 pairs: not by step 450, 20: 428,
-# 100: 352 (README, Benchmark). The objective's slow tail is where the longer memory pays.
+# 100: 352; 200 and 400 were a few steps ahead of 100 at step 325-350, for 2-4x the memory
+# (README, Benchmark). The objective's slow tail is where the longer memory pays.
 L_BFGS_HISTORY = 100
 L_BFGS_MIN_HISTORY = 20
 L_BFGS_MEMORY_BYTES = 1 << 30
@@ -414,8 +415,9 @@ def history_rows(n_pixels: int) -> int:
 def _lbfgs_direction(x, grad, memory: _Memory):
     """-H·g over the free pixels, H the L-BFGS inverse Hessian in compact form.
 
-    The memory's pairs (Byrd, Nocedal & Schnabel 1994, as in Nocedal & Wright eq. 7.24: a
-    handful of (m×n)·n products instead of the two-loop recursion's 4m vector passes). Pixels
+    H is built from the memory's newest `count` pairs in compact form (Byrd, Nocedal & Schnabel
+    1994, as in Nocedal & Wright eq. 7.24: a handful of (m×n)·n products instead of the two-loop
+    recursion's 4m vector passes). Pixels
     held at a bound by a gradient pointing out of [0,1] are fixed for this step. Returns the
     direction, its largest pixel move and the count, 0 when the memory gave no descent
     direction and was dropped for steepest descent.
