@@ -24,8 +24,9 @@ ADAM_EPSILON = 0.1
 # Correction pairs L-BFGS keeps (SciPy's default is 10): up to L_BFGS_HISTORY as long as they fit
 # in L_BFGS_MEMORY_BYTES, never fewer than L_BFGS_MIN_HISTORY. Steps to reach the seed's final
 # objective (tubingen + starry-night, 256 px, float32): 5 pairs: not by step 450, 20: 428,
-# 100: 352; 200 and 400 were a few steps ahead of 100 at step 325-350, for 2-4x the memory
-# (README, Benchmark). The objective's slow tail is where the longer memory pays.
+# 100: 352; 200 and 400 were a few steps ahead of 100 at step 325-350, for 2-4x the memory.
+# golden_gate + kandinsky, to 4.166e9: 20 pairs 287 steps, 100: 251 (README, Benchmark). The
+# objective's slow tail is where the longer memory pays.
 L_BFGS_HISTORY = 100
 L_BFGS_MIN_HISTORY = 20
 L_BFGS_MEMORY_BYTES = 1 << 30
