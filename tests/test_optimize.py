@@ -402,12 +402,3 @@ def test_lbfgs_history_fits_its_memory_budget(monkeypatch):
     assert optimize.history_rows(1000) == min(50, optimize.L_BFGS_HISTORY)
     assert optimize.history_rows(10**9) == optimize.L_BFGS_MIN_HISTORY  # never fewer
 
-
-def test_bench_skips_bfloat16_methods_where_bfloat16_is_emulated():
-    from batch_style.bench import runnable
-
-    asked = ["seed", "default", "lbfgs", "lbfgs-mixed", "lbfgs-bf16"]
-    assert runnable(asked, native_bfloat16=True) == (asked, [])
-    # "default" stays: its precision is "auto", which picks float32 on such hardware.
-    assert runnable(asked, native_bfloat16=False) == (["seed", "default", "lbfgs"],
-                                                      ["lbfgs-mixed", "lbfgs-bf16"])
