@@ -418,10 +418,9 @@ def _lbfgs_direction(x, grad, memory: _Memory):
 
     H is built from the memory's newest `count` pairs in compact form (Byrd, Nocedal & Schnabel
     1994, as in Nocedal & Wright eq. 7.24: a handful of (m×n)·n products instead of the two-loop
-    recursion's 4m vector passes). Pixels
-    held at a bound by a gradient pointing out of [0,1] are fixed for this step. Returns the
-    direction, its largest pixel move and the count, 0 when the memory gave no descent
-    direction and was dropped for steepest descent.
+    recursion's 4m vector passes). Pixels held at a bound by a gradient pointing out of [0,1] are
+    fixed for this step. Returns the direction, its largest pixel move and the count, 0 when the
+    memory gave no descent direction and was dropped for steepest descent.
     """
     shape = tf.shape(x)
     g = tf.reshape(grad, (1, -1))
