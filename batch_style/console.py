@@ -76,7 +76,8 @@ class RunDisplay:
         self.total = self.done = self.failed = 0
         self.started = time.monotonic()
         self.last_plain = self.started
-        self.unit_seconds: list[float] = []
+        self.costs: dict[str, float] = {}     # unit key → planned work (plan.Unit.cost)
+        self.pending_cost = self.finished_cost = 0.0
         self.output: Path | None = None       # the folder whose workers' progress files we read
         self.in_flight: dict[str, float] = {}  # unit key → when it was handed to a worker
         self.beats: list[dict] = []
@@ -94,6 +95,10 @@ class RunDisplay:
     def _event(self, kind: str, data: dict) -> None:
         if kind == "start":
             self.total += data["todo"]
+            # Without costs (a caller that sends none) every unit counts the same.
+            costs = data.get("costs") or {}
+            self.costs.update(costs)
+            self.pending_cost += sum(costs.values()) if costs else data["todo"]
             self.output = Path(data["output"]) if data.get("output") else self.output
             self._start_poller()
             if data["skipped"]:
@@ -103,9 +108,11 @@ class RunDisplay:
             self.in_flight[data["key"]] = time.monotonic()
         elif kind == "unit_done":
             self.in_flight.pop(data["key"], None)
+            cost = self.costs.get(data["key"], 1.0)
+            self.pending_cost -= cost
+            self.finished_cost += cost
             if data["status"] == "done":
                 self.done += 1
-                self.unit_seconds.append(data["seconds"])
                 self._write(f"done    {data['key']}  {data['seconds']:.1f} s  "
                             f"loss {data['losses'].get('total', float('nan')):.4g}")
             else:
@@ -158,11 +165,12 @@ class RunDisplay:
                 f"{f', {self.failed} failed' if self.failed else ''}")
 
     def _eta(self) -> str:
-        finished = self.done + self.failed
-        if not self.unit_seconds or finished >= self.total:
+        """Time left at the pace so far, in planned work rather than units: a run whose first
+        units are its big ones would otherwise promise hours for minutes."""
+        if not self.done or self.done + self.failed >= self.total:
             return ""
         elapsed = time.monotonic() - self.started
-        return f", ETA {duration(elapsed / finished * (self.total - finished))}"
+        return f", ETA {duration(elapsed / self.finished_cost * max(self.pending_cost, 0.0))}"
 
     def _status_line(self) -> str:
         finished = self.done + self.failed

@@ -48,6 +48,13 @@ class Unit:
     hash: str = ""                # of inputs and settings: the ledger's "same work" test
 
     @property
+    def cost(self) -> float:
+        """Planned work, the measure time left is estimated in: steps × (longest side)², as a
+        step's time grows with the pixels (a warm-started video frame has frame_steps)."""
+        steps = self.settings.steps if self.steps is None else self.steps
+        return float(max(steps, 1)) * float(self.settings.size) ** 2
+
+    @property
     def waits_for(self) -> tuple[str, ...]:
         """Keys of the units whose outputs this one reads."""
         return tuple(k for k in (self.previous, self.partner) if k is not None)

@@ -217,7 +217,8 @@ def _run_plan(manifest: Manifest, workers: int, config: WorkerConfig, options: R
     log.info("run %s: %d units, %d already done, %d to do", manifest.path,
              len(plan.units), len(plan.units) - len(todo), len(todo))
     emit("start", {"total": len(plan.units), "todo": len(todo),
-                   "skipped": len(plan.units) - len(todo)})
+                   "skipped": len(plan.units) - len(todo),
+                   "costs": {u.key: u.cost for u in todo}})
     todo_keys = {u.key for u in todo}
     flow_jobs = []
     for vp in plan.videos:
@@ -437,7 +438,8 @@ def _write_plan(manifest: Manifest, plan: Plan, state: Path) -> None:
     def unit(u: Unit) -> dict:
         return {"key": u.key, "job": u.job, "hash": u.hash, "content": str(u.content),
                 "styles": [str(p) for p in u.styles], "output": str(u.output),
-                "progress_gif": str(u.progress_gif) if u.progress_gif else None}
+                "progress_gif": str(u.progress_gif) if u.progress_gif else None,
+                "cost": u.cost}
 
     data = {"manifest": str(manifest.path),
             "jobs": [{"name": j.name, "kind": j.kind, "outputs": list(j.outputs),

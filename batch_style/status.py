@@ -25,7 +25,7 @@ class JobStatus:
     unit_seconds: list[float] = field(default_factory=list)   # of each done image or frame
     pending_units: int = 0          # pending images and frames (pending minus videos)
     done_cost: float = 0.0          # planned steps × pixels of the done images and frames
-    pending_cost: float = 0.0       # the same of the pending ones (see unit_cost)
+    pending_cost: float = 0.0       # the same of the pending ones (plan.Unit.cost)
 
 
 @dataclass
@@ -125,17 +125,18 @@ def read_status(output: Path) -> RunStatus:
                         "to rewrite it", file=plan_file) from None
     latest = ledger.Ledger(ledger.ledger_path(output)).latest()
     jobs: dict[str, JobStatus] = {j["name"]: JobStatus(j["name"]) for j in plan.get("jobs", [])}
-    cost = _unit_costs(plan)
     times: list[tuple[float, float]] = []   # (started, finished) of each record
     # A video with neither mp4 nor gif asked for has nothing to assemble: its frames say it all.
     for unit in entries:
         job = jobs.setdefault(unit["job"], JobStatus(unit["job"]))
         is_video = "#video" in unit["key"]
+        # Unit.cost; a plan written before units had one is estimated per unit.
+        cost = 0.0 if is_video else float(unit.get("cost", 1.0))
         record = latest.get(unit["key"])
         if unit_state(unit, latest) == "pending":
             job.pending += 1
             job.pending_units += not is_video
-            job.pending_cost += cost.get(unit["key"], 0.0)
+            job.pending_cost += cost
             continue
         seconds = float(record.get("seconds") or 0.0)
         job.seconds += seconds
@@ -144,7 +145,7 @@ def read_status(output: Path) -> RunStatus:
             job.done += 1
             if not is_video:
                 job.unit_seconds.append(seconds)
-                job.done_cost += cost.get(unit["key"], 0.0)
+                job.done_cost += cost
         else:
             job.failed += 1
             job.failures.append((unit["key"], record.get("error", "failed")))
@@ -154,22 +155,6 @@ def read_status(output: Path) -> RunStatus:
                      eta_seconds=estimate_left(list(jobs.values()), max(len(workers), 1)),
                      workers=workers, started=min((t[0] for t in times), default=None),
                      updated=max((t[1] for t in times), default=None))
-
-
-def _unit_costs(plan: dict) -> dict[str, float]:
-    """Each image's or frame's planned work, steps × pixels (longest side squared), the measure
-    that time is estimated in: a video frame that starts from the previous one gets frame_steps,
-    a fraction of the first frame's steps, and sizes differ between jobs."""
-    settings = {j["name"]: (j.get("kind"), j.get("settings") or {}) for j in plan.get("jobs", [])}
-    first_frames = {v["frame_keys"][0] for v in plan.get("videos", []) if v.get("frame_keys")}
-    costs = {}
-    for unit in plan["units"]:
-        kind, s = settings.get(unit["job"], ("images", {}))
-        steps = s.get("steps") or 1
-        if kind == "video" and s.get("warm_start", True) and unit["key"] not in first_frames:
-            steps = s.get("frame_steps") or steps
-        costs[unit["key"]] = float(max(steps, 1)) * float(s.get("size") or 512) ** 2
-    return costs
 
 
 def estimate_left(jobs: list[JobStatus], parallel: int = 1) -> float | None:

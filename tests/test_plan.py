@@ -100,6 +100,18 @@ def test_warm_start_chains_each_frame_to_the_one_before(media_dir, write_manifes
         assert unit.steps == SMALL["frame_steps"]
 
 
+def test_cost_is_planned_steps_times_pixels(media_dir, write_manifest):
+    """What time left is estimated in: a warm-started frame has frame_steps, not steps, and a
+    job at twice the size has 4× the pixels."""
+    _, plan = plan_of(write_manifest, [clip_job(media_dir, end=0.2),
+                                       pair_job(media_dir, settings={"size": 2 * SMALL["size"]})])
+    first, second, *_ = plan.units
+    pair = plan.units[-1]
+    assert first.cost == SMALL["steps"] * SMALL["size"] ** 2
+    assert second.cost == SMALL["frame_steps"] * SMALL["size"] ** 2
+    assert pair.cost == SMALL["steps"] * (2 * SMALL["size"]) ** 2
+
+
 def test_without_warm_start_frames_are_independent(media_dir, write_manifest):
     # The comparison baseline: no warm start and no temporal term (it holds a frame near the one
     # before, so it chains frames too).

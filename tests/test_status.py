@@ -104,22 +104,20 @@ def test_eta_uses_each_jobs_own_pace(out):
     assert "(when run again)" in console.format_status(s)  # stopped: nothing is running
 
 
-def test_eta_counts_steps_and_pixels(tmp_path):
-    """A warm-started frame has frame_steps, not steps; a job at twice the size has 4× pixels."""
+def test_eta_weighs_units_by_their_planned_cost(tmp_path):
+    """Units carry their cost (plan.Unit.cost, steps × pixels): a job with nothing done yet is
+    estimated at the pace of the others per unit of cost, not per unit."""
     out = tmp_path / "out"
-    frames = [_unit(out, "clip", f"c/{i:06d}") for i in range(5)]
-    big = [_unit(out, "big", s) for s in "ab"]
-    plan = {"jobs": [{"name": "clip", "kind": "video", "settings": {
-                          "steps": 100, "frame_steps": 25, "size": 100, "warm_start": True}},
-                     {"name": "big", "kind": "images", "settings": {"steps": 100, "size": 200}}],
+    frames = [{**_unit(out, "clip", f"c/{i:06d}"), "cost": 1.0 if i else 4.0} for i in range(5)]
+    big = [{**_unit(out, "big", s), "cost": 16.0} for s in "ab"]
+    plan = {"jobs": [{"name": "clip", "kind": "video"}, {"name": "big", "kind": "images"}],
             "units": frames + big,
             "videos": [{"key": "clip/c#video", "job": "clip", "hash": "v", "outputs": {},
                         "frame_keys": [u["key"] for u in frames]}]}
     (out / ".batch_style").mkdir(parents=True)
     (out / ".batch_style" / "plan.json").write_text(json.dumps(plan))
-    finish(out, "clip", "c/000000", 8.0)    # the first frame: 100 steps
-    # four frames of 25 steps at the first frame's pace: 4 × 2 s; two big images, 4× the
-    # pixels, at the same pace (no big image done yet): 2 × 32 s
+    finish(out, "clip", "c/000000", 8.0)    # cost 4: 2 s per unit of cost
+    # four frames of cost 1 (4 × 2 s), two big images of cost 16 at the same pace (2 × 32 s)
     assert status.read_status(out).eta_seconds == pytest.approx(4 * 2.0 + 2 * 32.0)
     finish(out, "big", "a", 10.0)           # big's own pace from now on
     assert status.read_status(out).eta_seconds == pytest.approx(4 * 2.0 + 10.0)
@@ -215,6 +213,19 @@ def test_display_without_a_terminal_writes_plain_lines():
     assert "FAILED  pics/c: photo.png: truncated" in text
     assert "progress:" not in text   # at most one progress line a minute: none in a short run
     assert text.endswith("  failed: pics/c: photo.png: truncated\n")
+
+
+def test_display_eta_weighs_units_by_their_cost():
+    """A run whose first unit is its big one: the ETA counts the work left, not the units."""
+    display = console.RunDisplay(io.StringIO(), poll_s=0, plain_every_s=0)
+    display.event("start", {"total": 3, "todo": 3, "skipped": 0,
+                            "costs": {"pics/big": 100.0, "pics/a": 10.0, "pics/b": 10.0}})
+    display.started -= 100.0                # the big unit took 100 s
+    display.event("unit_done", {"key": "pics/big", "status": "done", "seconds": 100.0,
+                                "losses": {"total": 1.0}})
+    eta = display.stream.getvalue().rsplit("ETA ", 1)[1].split(";")[0].strip()
+    assert eta == "20s"                     # per unit it would have said 3m20s
+    display.close(RunSummary(done=1))
 
 
 def test_display_without_a_terminal_progress_lines(out):
