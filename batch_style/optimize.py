@@ -419,8 +419,8 @@ def _lbfgs_direction(x, grad, memory: _Memory):
     H is built from the memory's newest `count` pairs in compact form (Byrd, Nocedal & Schnabel
     1994, as in Nocedal & Wright eq. 7.24: a handful of (m×n)·n products instead of the two-loop
     recursion's 4m vector passes). Pixels held at a bound by a gradient pointing out of [0,1] are
-    fixed for this step. Returns the direction, its largest pixel move and the count, 0 when the
-    memory gave no descent direction and was dropped for steepest descent.
+    fixed for this step. Returns the direction, its largest pixel move and the memory, its count
+    set to 0 when it gave no descent direction and was dropped for steepest descent.
     """
     shape = tf.shape(x)
     g = tf.reshape(grad, (1, -1))
@@ -448,7 +448,8 @@ def _lbfgs_direction(x, grad, memory: _Memory):
     if tf.reduce_sum(g * direction) >= 0.0:
         count = tf.zeros_like(count)
         direction = -q
-    return tf.reshape(direction, shape), tf.reduce_max(tf.abs(direction)), count
+    return (tf.reshape(direction, shape), tf.reduce_max(tf.abs(direction)),
+            memory._replace(count=count))
 
 
 @tf.function
@@ -517,10 +518,9 @@ def _run_lbfgs(stylizer: Stylizer, image, settings, schedule, report):
         if record(f, terms, x):
             return best[2].numpy()[0], best[1], n, True
         f = float(f)
-        direction, largest, count = _lbfgs_direction(x, g, memory)
-        memory = memory._replace(count=count)
+        direction, largest, memory = _lbfgs_direction(x, g, memory)
         while n < end:
-            step = 1.0 if int(count) else min(1.0, FIRST_STEP / max(float(largest), 1e-12))
+            step = 1.0 if int(memory.count) else min(1.0, FIRST_STEP / max(float(largest), 1e-12))
             accepted = False
             while n < end:
                 point, total, terms, point_g, predicted = trial(
@@ -537,16 +537,15 @@ def _run_lbfgs(stylizer: Stylizer, image, settings, schedule, report):
                 if step * float(largest) < 1e-7:  # no pixel would move more than 1e-7
                     break
             if not accepted:
-                if n >= end or not int(count):
+                if n >= end or not int(memory.count):
                     break  # out of budget, or even steepest descent gains nothing here
                 # The memory's direction failed: try steepest descent.
-                memory = memory._replace(count=tf.constant(0))
-                direction, largest, count = _lbfgs_direction(x, g, memory)
+                direction, largest, memory = _lbfgs_direction(
+                    x, g, memory._replace(count=tf.constant(0)))
                 continue
             memory = _lbfgs_remember(point - x, point_g - g, memory)
             x, g, f = point, point_g, total
-            direction, largest, count = _lbfgs_direction(x, g, memory)
-            memory = memory._replace(count=count)
+            direction, largest, memory = _lbfgs_direction(x, g, memory)
     # The best point read in the last precision: a line search may have ended on a worse one.
     return best[2].numpy()[0], best[1], n, False
 

@@ -287,7 +287,7 @@ def test_compact_lbfgs_direction_is_the_two_loop_recursion(count):
     direction, largest, kept = _lbfgs_direction(tf.constant(x), tf.constant(grad), memory)
     expected = -_two_loop(grad.ravel().astype(np.float64), pairs[-count:])
     np.testing.assert_allclose(direction.numpy().ravel(), expected, rtol=1e-4, atol=1e-5)
-    assert int(kept) == count and float(largest) == pytest.approx(np.abs(expected).max(), 1e-4)
+    assert int(kept.count) == count and float(largest) == pytest.approx(np.abs(expected).max(), 1e-4)
 
 
 def test_lbfgs_direction_holds_pixels_pushed_against_a_bound():
@@ -295,9 +295,9 @@ def test_lbfgs_direction_holds_pixels_pushed_against_a_bound():
 
     x = tf.constant([[[[0.0], [1.0], [0.0], [0.5]]]])
     grad = tf.constant([[[[1.0], [-1.0], [-1.0], [2.0]]]])  # the first two push outward
-    direction, _, count = _lbfgs_direction(x, grad, _lbfgs_memory(3, 4))
+    direction, _, memory = _lbfgs_direction(x, grad, _lbfgs_memory(3, 4))
     np.testing.assert_allclose(direction.numpy().ravel(), [0.0, 0.0, 1.0, -2.0])
-    assert int(count) == 0
+    assert int(memory.count) == 0
 
 
 class _Quadratic:
