@@ -254,15 +254,16 @@ def test_tolerance_compares_readings_of_one_precision():
 
 
 # -- L-BFGS's parts ---------------------------------------------------------------------------
-def _two_loop(q, pairs):
-    """Nocedal & Wright's Algorithm 7.4 (the reference the compact form must equal)."""
+def _two_loop(q, pairs, h0_scale):
+    """Nocedal & Wright's Algorithm 7.4 (the reference the compact form must equal), its initial
+    inverse Hessian h0_scale · s·y / y·y of the newest pair."""
     alphas = []
     for s, y in reversed(pairs):
         a = (s @ q) / (s @ y)
         q = q - a * y
         alphas.append(a)
     s, y = pairs[-1]
-    r = (s @ y) / (y @ y) * q
+    r = h0_scale * (s @ y) / (y @ y) * q
     for (s, y), a in zip(pairs, reversed(alphas)):
         r = r + (a - (y @ r) / (s @ y)) * s
     return r
@@ -270,7 +271,7 @@ def _two_loop(q, pairs):
 
 @pytest.mark.parametrize("count", [1, 3, 5])
 def test_compact_lbfgs_direction_is_the_two_loop_recursion(count):
-    from batch_style.optimize import _lbfgs_direction, _lbfgs_memory, _lbfgs_remember
+    from batch_style.optimize import L_BFGS_H0_SCALE, _lbfgs_direction, _lbfgs_memory, _lbfgs_remember
 
     rng = np.random.default_rng(count)
     n, rows = 40, 5
@@ -285,7 +286,7 @@ def test_compact_lbfgs_direction_is_the_two_loop_recursion(count):
     x = np.full((1, 4, 10, 1), 0.5, np.float32)  # no pixel at a bound
     grad = rng.normal(size=x.shape).astype(np.float32)
     direction, largest, kept = _lbfgs_direction(tf.constant(x), tf.constant(grad), memory)
-    expected = -_two_loop(grad.ravel().astype(np.float64), pairs[-count:])
+    expected = -_two_loop(grad.ravel().astype(np.float64), pairs[-count:], L_BFGS_H0_SCALE)
     np.testing.assert_allclose(direction.numpy().ravel(), expected, rtol=1e-4, atol=1e-5)
     assert int(kept.count) == count and float(largest) == pytest.approx(np.abs(expected).max(), 1e-4)
 
@@ -345,7 +346,9 @@ def test_lbfgs_finds_the_minimum_of_a_box_constrained_quadratic():
     image, last, steps, early = _run_lbfgs(problem, start, settings, [("float32", 80, ())],
                                            report)
     expected = np.clip(problem.t.numpy()[0], 0.0, 1.0)
-    np.testing.assert_allclose(image, expected, atol=1e-3)
+    # float32 tells the total (~75, from the pixels held at a bound) only to ~1e-7 of itself:
+    # a pixel with the lowest curvature (a = 0.2) is located no better than ±6e-3.
+    np.testing.assert_allclose(image, expected, atol=6e-3)
     assert steps == problem.calls <= 80 and not early
     floor = float(tf.reduce_sum(problem.a * tf.square(expected - problem.t)))
     assert last.total == pytest.approx(floor, rel=1e-4)
