@@ -165,12 +165,25 @@ class RunDisplay:
                 f"{f', {self.failed} failed' if self.failed else ''}")
 
     def _eta(self) -> str:
-        """Time left at the pace so far, in planned work rather than units: a run whose first
-        units are its big ones would otherwise promise hours for minutes."""
+        """Time left at the pace so far, in planned work rather than units (a run whose first
+        units are its big ones would otherwise promise hours for minutes), counting the busy
+        units' steps done (or it would grow between one unit's end and the next's)."""
         if not self.done or self.done + self.failed >= self.total:
             return ""
+        busy = self._busy_work()
         elapsed = time.monotonic() - self.started
-        return f", ETA {duration(elapsed / self.finished_cost * max(self.pending_cost, 0.0))}"
+        left = max(self.pending_cost - busy, 0.0)
+        return f", ETA {duration(elapsed / (self.finished_cost + busy) * left)}"
+
+    def _busy_work(self) -> float:
+        """The planned work the busy units have done so far, from their workers' progress."""
+        work = 0.0
+        for beat in self.beats:
+            if beat.get("steps") and beat["key"] in self.in_flight:
+                fraction = ((beat.get("scale") or 0) + beat["step"] / beat["steps"]) \
+                    / (beat.get("scales") or 1)
+                work += self.costs.get(beat["key"], 1.0) * min(fraction, 1.0)
+        return work
 
     def _status_line(self) -> str:
         finished = self.done + self.failed

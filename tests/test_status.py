@@ -228,6 +228,24 @@ def test_display_eta_weighs_units_by_their_cost():
     display.close(RunSummary(done=1))
 
 
+def test_display_eta_counts_the_busy_units_steps(out):
+    """Between one unit's end and the next one's, the ETA goes down as the busy units step."""
+    display = console.RunDisplay(io.StringIO(), poll_s=0, plain_every_s=0)
+    display.event("start", {"total": 3, "todo": 3, "skipped": 0, "output": str(out),
+                            "costs": {"pics/a": 100.0, "pics/b": 10.0, "pics/c": 10.0}})
+    display.started -= 100.0
+    display.event("unit_done", {"key": "pics/a", "status": "done", "seconds": 100.0,
+                                "losses": {"total": 1.0}})
+    beat = events.WorkerBeat(out / ".batch_style", "pics/b")
+    beat.last = 0.0
+    beat.update(progress(5, 10, 3.0))       # half of pics/b's 10 done
+    display.event("unit_start", {"key": "pics/b", "attempt": 1})
+    eta = display.stream.getvalue().rsplit("ETA ", 1)[1].split(";")[0].strip()
+    # 105 of work in ~100 s, 15 left: 14 s (without the busy unit's steps: 20 s)
+    assert eta == "14s"
+    display.close(RunSummary(done=1))
+
+
 def test_display_without_a_terminal_progress_lines(out):
     beat = events.WorkerBeat(out / ".batch_style", "pics/b")
     beat.last = 0.0
