@@ -235,6 +235,11 @@ def _run_plan(manifest: Manifest, workers: int, config: WorkerConfig, options: R
     latest = book.latest()
     for vp in plan.videos:
         _assemble_video(vp, book, latest, options, summary, emit)
+    # A worker killed during this run (a lost Dask worker, the kernel's OOM killer) may have
+    # left a temporary; its unit ran again elsewhere.
+    removed = atomic.clean_temporaries(out)
+    if removed:
+        log.info("removed %d temporary files left by workers that died during this run", removed)
 
 
 def _flow_gate(flows: FlowFiles):

@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from PIL import Image
 
 from batch_style import console, ledger, status, video
 from batch_style import run as runner
+from batch_style.atomic import TMP_MARK
 from batch_style.errors import UserError
 from batch_style.plan import STATE_DIR
 
@@ -408,14 +411,27 @@ def flaky(monkeypatch):
     return configure
 
 
-def test_lost_unit_is_retried_in_a_fresh_pool(flaky, media_dir, write_manifest):
+def test_lost_unit_is_retried_in_a_fresh_pool(flaky, media_dir, write_manifest, monkeypatch):
     manifest = folder_manifest(write_manifest, media_dir)
+    out = manifest.parent / "out"
     submitted = flaky(lose={"fold/b": 1})
+    # The lost worker was writing when it died: its temporary must not outlive the run.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dispatch = runner._dispatch
+
+    def dispatch_beside_a_dead_writer(*args, **kwargs):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f".b.png{TMP_MARK}{int(dead.stdout)}-0badf00d.png").write_bytes(b"partial")
+        return dispatch(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_dispatch", dispatch_beside_a_dead_writer)
     summary = runner.run([manifest], SERIAL)
     assert summary.exit_code == 0 and summary.done == 3
     assert submitted == ["fold/a", "fold/b", "fold/b", "fold/c"]
     assert len(flaky.pools) == 2
-    assert done_records(manifest.parent / "out", "fold/b")[0]["attempts"] == 2
+    assert done_records(out, "fold/b")[0]["attempts"] == 2
+    assert not temporaries(out)
 
 
 def test_unit_that_always_loses_its_worker_fails_after_max_attempts(flaky, media_dir,
