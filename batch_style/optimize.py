@@ -398,20 +398,23 @@ def _lbfgs_trial(loss_and_grad, x, grad, direction, step, *objective_args):
 
 
 class _Memory(NamedTuple):
-    """L-BFGS's curvature pairs, the newest `count` in the last rows, oldest first, with their
-    inner products kept up to date as pairs come and go (recomputing S·Yᵀ and Y·Yᵀ at every
-    step would cost 4·m²·pixels FLOPs: 8% of a step at m = 100, 256 px)."""
+    """L-BFGS's curvature pairs: the vectors s and y live in a variable `pairs` beside this
+    (S in rows 0…m-1, Y in rows m…2m-1), each new pair written over the oldest (a ring: slot
+    `newest` holds the newest), so a step never copies the memory. Their inner products are kept
+    here by age, oldest first, up to date as pairs come and go (recomputing S·Yᵀ and Y·Yᵀ at
+    every step would cost 4·m²·pixels FLOPs: 8% of a step at m = 100, 256 px)."""
 
-    s: tf.Tensor      # (m, pixels)
-    y: tf.Tensor      # (m, pixels)
-    sy: tf.Tensor     # (m, m): sy[i, j] = s_i·y_j
-    yy: tf.Tensor     # (m, m): yy[i, j] = y_i·y_j
-    count: tf.Tensor  # pairs in use (the last rows); 0: steepest descent
+    sy: tf.Tensor      # (m, m): sy[i, j] = s_i·y_j, by age (the last row is the newest pair)
+    yy: tf.Tensor      # (m, m): yy[i, j] = y_i·y_j
+    count: tf.Tensor   # pairs in use, the newest; 0: steepest descent
+    newest: tf.Tensor  # the slot of the newest pair in `pairs`
 
 
-def _lbfgs_memory(rows: int, n_pixels: int) -> _Memory:
-    vectors, products = tf.zeros((rows, n_pixels)), tf.zeros((rows, rows))
-    return _Memory(vectors, vectors, products, products, tf.constant(0))
+def _lbfgs_memory(rows: int, n_pixels: int) -> tuple[_Memory, tf.Variable]:
+    """An empty memory of `rows` pairs and the variable that holds its vectors."""
+    products = tf.zeros((rows, rows))
+    return (_Memory(products, products, tf.constant(0), tf.constant(rows - 1)),
+            tf.Variable(tf.zeros((2 * rows, n_pixels)), trainable=False))
 
 
 def history_rows(n_pixels: int) -> int:
@@ -421,67 +424,81 @@ def history_rows(n_pixels: int) -> int:
 
 
 @tf.function
-def _lbfgs_direction(x, grad, memory: _Memory):
-    """-H·g over the free pixels, H the L-BFGS inverse Hessian in compact form.
+def _lbfgs_direction(x, grad, memory: _Memory, pairs: tf.Variable, s=None, y=None):
+    """-H·g over the free pixels, H the L-BFGS inverse Hessian in compact form; first, given
+    the last step s and its change of gradient y, the memory takes that pair in.
 
     H is built from the memory's newest `count` pairs in compact form (Byrd, Nocedal & Schnabel
     1994, as in Nocedal & Wright eq. 7.24: a handful of (m×n)·n products instead of the two-loop
-    recursion's 4m vector passes). Pixels held at a bound by a gradient pointing out of [0,1] are
-    fixed for this step. Returns the direction, its largest pixel move and the memory, its count
-    set to 0 when it gave no descent direction and was dropped for steepest descent.
+    recursion's 4m vector passes). The memory is read twice: once for the products of every
+    stored s and y with g and with the new pair (one matrix product), once for the direction.
+    (Separate products and a memory shifted by copying took 67 ms a step at 256 px, m = 100, 9%
+    of a Winograd step; README, Benchmark.) Pixels held at a bound by a gradient pointing out of
+    [0,1] are fixed for this step. Returns the direction, its largest pixel move and the memory,
+    its count set to 0 when it gave no descent direction and was dropped for steepest descent.
+
+    A pair with s·y ≤ 0 is left out: it would make H indefinite (the curvature condition, which
+    Armijo steps do not ensure). The test is on the cosine of s and y, free of the objective's
+    scale: at 96 px with the default weights y·y / s·y is ~1e10, and a test of s·y against
+    1e-10·y·y threw away every pair after the second one.
     """
     shape = tf.shape(x)
     g = tf.reshape(grad, (1, -1))
     at_bound = ((x <= 0.0) & (grad > 0.0)) | ((x >= 1.0) & (grad < 0.0))
     free = tf.reshape(tf.cast(~at_bound, tf.float32), (1, -1))
     q = g * free
+    rows = memory.sy.shape[0]
+    vectors = [q] if s is None else [q, tf.reshape(s, (1, -1)), tf.reshape(y, (1, -1))]
+    # (2, m, k): S·v and Y·v for each vector v, by age. The memory is read without a copy:
+    # after its first row update a variable is otherwise copied on every read (TensorFlow's
+    # copy-on-read mode for sparsely updated variables: 75 ms a read here). The update below
+    # waits for this product, so the read sees the memory as it was.
+    unordered = tf.matmul(pairs.read_value_no_copy(), tf.concat(vectors, 0), transpose_b=True)
+    products = tf.roll(tf.reshape(unordered, (2, rows, len(vectors))), -(memory.newest + 1),
+                       axis=1)
+    p_s, p_y = products[0, :, :1], products[1, :, :1]  # S·q, Y·q (m, 1)
+    if s is not None:
+        s, y = vectors[1], vectors[2]
+        s_y = tf.reduce_sum(s * y)
+        if s_y > 1e-6 * tf.norm(s) * tf.norm(y):
+            slot = (memory.newest + 1) % rows  # the oldest pair's
+            with tf.control_dependencies([unordered]):
+                pairs.scatter_update(tf.IndexedSlices(tf.concat([s, y], 0),
+                                                      tf.stack([slot, rows + slot])))
+            # The products with the new memory: the oldest pair's dropped, the new one's last.
+            new_row = tf.concat([products[1, 1:, 1], [s_y]], 0)[None, :]     # s·y_j
+            new_column = tf.concat([products[0, 1:, 2], [s_y]], 0)[:, None]  # s_i·y
+            y_row = tf.concat([products[1, 1:, 2], [tf.reduce_sum(y * y)]], 0)[None, :]
+            memory = _Memory(
+                tf.concat([tf.concat([memory.sy[1:, 1:], new_column[:-1]], 1), new_row], 0),
+                tf.concat([tf.concat([memory.yy[1:, 1:], tf.transpose(y_row[:, :-1])], 1),
+                           y_row], 0),
+                tf.minimum(memory.count + 1, rows), slot)
+            p_s = tf.concat([p_s[1:], [[tf.reduce_sum(s * q)]]], 0)
+            p_y = tf.concat([p_y[1:], [[tf.reduce_sum(y * q)]]], 0)
     count = memory.count
-    rows = memory.s.shape[0]
-    active = tf.cast(tf.range(rows) >= rows - count, tf.float32)
-    s, y = memory.s, memory.y  # rows not in use are masked out of the small matrices below
-    mask = active[:, None] * active[None, :]
+    active = tf.cast(tf.range(rows) >= rows - count, tf.float32)  # by age
+    mask = active[:, None] * active[None, :]  # rows not in use are masked out
     sy, yy = memory.sy * mask, memory.yy * mask
     d = tf.linalg.diag_part(sy)
     gamma = tf.where(count > 0, L_BFGS_H0_SCALE * d[-1] / tf.maximum(yy[-1, -1], 1e-30), 1.0)
     r = tf.linalg.band_part(sy, 0, -1) + tf.linalg.diag(1.0 - active)  # unused rows: identity
-    p_s = tf.matmul(s, q, transpose_b=True) * active[:, None]             # (m, 1)
-    p_y = gamma * tf.matmul(y, q, transpose_b=True) * active[:, None]
+    p_s = p_s * active[:, None]
+    p_y = gamma * p_y * active[:, None]
     r_inv_p_s = tf.linalg.triangular_solve(r, p_s, lower=False)
     a = tf.linalg.triangular_solve(
         r, d[:, None] * r_inv_p_s + gamma * tf.matmul(yy, r_inv_p_s) - p_y, lower=False,
         adjoint=True)  # rows not in use are 0 in both solutions: r is the identity there
-    hq = gamma * q + tf.matmul(a, s, transpose_a=True) - gamma * tf.matmul(r_inv_p_s, y,
-                                                                           transpose_a=True)
+    # H·q = γ·q + Sᵀ·a − γ·Yᵀ·R⁻¹·p_s: the coefficients back in slot order, one product.
+    coefficients = tf.roll(tf.stack([a, -gamma * r_inv_p_s]), memory.newest + 1, axis=1)
+    hq = gamma * q + tf.matmul(tf.reshape(coefficients, (2 * rows, 1)),
+                               pairs.read_value_no_copy(), transpose_a=True)
     direction = -hq * free
     if tf.reduce_sum(g * direction) >= 0.0:
         count = tf.zeros_like(count)
         direction = -q
     return (tf.reshape(direction, shape), tf.reduce_max(tf.abs(direction)),
             memory._replace(count=count))
-
-
-@tf.function
-def _lbfgs_remember(s, y, memory: _Memory) -> _Memory:
-    """The memory with the pair (s, y) appended (the oldest dropped), unless s·y ≤ 0, which would
-    make H indefinite (the curvature condition: Armijo steps do not ensure it).
-
-    The test is on the cosine of s and y, free of the objective's scale: at 96 px with the
-    default weights y·y / s·y is ~1e10, and a test of s·y against 1e-10·y·y threw away every pair
-    after the second one."""
-    s, y = tf.reshape(s, (1, -1)), tf.reshape(y, (1, -1))
-    sy = tf.reduce_sum(s * y)
-    if sy > 1e-6 * tf.norm(s) * tf.norm(y):
-        memory_s = tf.concat([memory.s[1:], s], 0)
-        memory_y = tf.concat([memory.y[1:], y], 0)
-        s_y = tf.matmul(s, memory_y, transpose_b=True)    # (1, m): s·y_j, the new row
-        ss_y = tf.matmul(memory_s, y, transpose_b=True)   # (m, 1): s_i·y, the new column
-        y_y = tf.matmul(y, memory_y, transpose_b=True)    # (1, m)
-        memory = _Memory(
-            memory_s, memory_y,
-            tf.concat([tf.concat([memory.sy[1:, 1:], ss_y[:-1]], 1), s_y], 0),
-            tf.concat([tf.concat([memory.yy[1:, 1:], tf.transpose(y_y[:, :-1])], 1), y_y], 0),
-            tf.minimum(memory.count + 1, memory_s.shape[0]))
-    return memory
 
 
 def _run_lbfgs(stylizer: Stylizer, image, settings, schedule, report):
@@ -501,7 +518,7 @@ def _run_lbfgs(stylizer: Stylizer, image, settings, schedule, report):
     """
     x = tf.constant(image[None], tf.float32)
     n_pixels = int(np.prod(x.shape))
-    memory = _lbfgs_memory(history_rows(n_pixels), n_pixels)
+    memory, pairs = _lbfgs_memory(history_rows(n_pixels), n_pixels)
     zero = tf.zeros_like(x)
     n, best = 0, (math.inf, None, x)
 
@@ -514,10 +531,10 @@ def _run_lbfgs(stylizer: Stylizer, image, settings, schedule, report):
             best = (losses_now.total, losses_now, point)
         return report.step(losses_now, lambda: point.numpy()[0])
 
-    for i, (precision, steps, objective_args) in enumerate(schedule):
+    for i, (arithmetic, steps, objective_args) in enumerate(schedule):
         if steps <= 0:
             continue
-        trial = stylizer._functions(precision)[2]
+        trial = stylizer._functions(arithmetic)[2]
         end = n + steps
         if i:
             report.new_phase()
@@ -526,7 +543,7 @@ def _run_lbfgs(stylizer: Stylizer, image, settings, schedule, report):
         if record(f, terms, x):
             return best[2].numpy()[0], best[1], n, True
         f = float(f)
-        direction, largest, memory = _lbfgs_direction(x, g, memory)
+        direction, largest, memory = _lbfgs_direction(x, g, memory, pairs)
         while n < end:
             step = 1.0 if int(memory.count) else min(1.0, FIRST_STEP / max(float(largest), 1e-12))
             accepted = False
@@ -549,11 +566,11 @@ def _run_lbfgs(stylizer: Stylizer, image, settings, schedule, report):
                     break  # out of budget, or even steepest descent gains nothing here
                 # The memory's direction failed: try steepest descent.
                 direction, largest, memory = _lbfgs_direction(
-                    x, g, memory._replace(count=tf.constant(0)))
+                    x, g, memory._replace(count=tf.constant(0)), pairs)
                 continue
-            memory = _lbfgs_remember(point - x, point_g - g, memory)
+            s, y = point - x, point_g - g
             x, g, f = point, point_g, total
-            direction, largest, memory = _lbfgs_direction(x, g, memory)
+            direction, largest, memory = _lbfgs_direction(x, g, memory, pairs, s, y)
     # The best point read in the last precision: a line search may have ended on a worse one.
     return best[2].numpy()[0], best[1], n, False
 

@@ -269,26 +269,64 @@ def _two_loop(q, pairs, h0_scale):
     return r
 
 
-@pytest.mark.parametrize("count", [1, 3, 5])
-def test_compact_lbfgs_direction_is_the_two_loop_recursion(count):
-    from batch_style.optimize import L_BFGS_H0_SCALE, _lbfgs_direction, _lbfgs_memory, _lbfgs_remember
+def _remember_all(pairs, rows, n):
+    """A memory of `rows` pairs that was handed `pairs` in order, and its variable."""
+    from batch_style.optimize import _lbfgs_direction, _lbfgs_memory
 
-    rng = np.random.default_rng(count)
+    memory, variable = _lbfgs_memory(rows, n)
+    x, grad = tf.fill((1, n), 0.5), tf.ones((1, n))
+    for s, y in pairs:
+        _, _, memory = _lbfgs_direction(x, grad, memory, variable, tf.constant(s),
+                                        tf.constant(y))
+    return memory, variable
+
+
+def _by_age(memory, variable):
+    """The stored s and y rows, oldest first (the ring's slots rolled so the newest is last)."""
+    rows = memory.sy.shape[0]
+    vectors = np.roll(variable.numpy().reshape(2, rows, -1), -(int(memory.newest) + 1), axis=1)
+    return vectors[0], vectors[1]
+
+
+# 1 and 3 of 5 rows leave older pairs in rows the memory no longer uses; 8 pairs go round the
+# ring more than once.
+@pytest.mark.parametrize("count, handed", [(1, 3), (3, 5), (5, 7), (5, 8)])
+def test_compact_lbfgs_direction_is_the_two_loop_recursion(count, handed):
+    from batch_style.optimize import L_BFGS_H0_SCALE, _lbfgs_direction
+
+    rng = np.random.default_rng(count * 10 + handed)
     n, rows = 40, 5
     curvature = rng.uniform(0.5, 3.0, n)  # a convex quadratic's Hessian: y = A s
-    # Two more pairs than the memory is asked to use, so rows it no longer uses hold old pairs.
     pairs = [(s, (curvature * s).astype(np.float32))
-             for s in rng.normal(size=(count + 2, n)).astype(np.float32)]
-    memory = _lbfgs_memory(rows, n)
-    for s, y in pairs:
-        memory = _lbfgs_remember(s, y, memory)
+             for s in rng.normal(size=(handed, n)).astype(np.float32)]
+    memory, variable = _remember_all(pairs, rows, n)
+    assert int(memory.count) == min(handed, rows)
     memory = memory._replace(count=tf.constant(count))  # the newest `count` pairs
     x = np.full((1, 4, 10, 1), 0.5, np.float32)  # no pixel at a bound
     grad = rng.normal(size=x.shape).astype(np.float32)
-    direction, largest, kept = _lbfgs_direction(tf.constant(x), tf.constant(grad), memory)
+    direction, largest, kept = _lbfgs_direction(tf.constant(x), tf.constant(grad), memory,
+                                                variable)
     expected = -_two_loop(grad.ravel().astype(np.float64), pairs[-count:], L_BFGS_H0_SCALE)
     np.testing.assert_allclose(direction.numpy().ravel(), expected, rtol=1e-4, atol=1e-5)
     assert int(kept.count) == count and float(largest) == pytest.approx(np.abs(expected).max(), 1e-4)
+
+
+def test_lbfgs_takes_the_new_pair_in_before_its_direction():
+    """Handed (s, y), the direction is the one from the memory holding that pair last."""
+    from batch_style.optimize import _lbfgs_direction
+
+    rng = np.random.default_rng(7)
+    n, rows = 24, 4
+    pairs = [(s, (rng.uniform(0.5, 3.0, n) * s).astype(np.float32))
+             for s in rng.normal(size=(6, n)).astype(np.float32)]
+    x, grad = tf.fill((1, n), 0.5), tf.constant(rng.normal(size=(1, n)).astype(np.float32))
+    memory, variable = _remember_all(pairs[:-1], rows, n)
+    fused, _, fused_memory = _lbfgs_direction(x, grad, memory, variable, *pairs[-1])
+    memory, variable = _remember_all(pairs, rows, n)
+    plain, _, plain_memory = _lbfgs_direction(x, grad, memory, variable)
+    np.testing.assert_allclose(fused.numpy(), plain.numpy(), rtol=1e-5, atol=1e-6)
+    assert int(fused_memory.count) == int(plain_memory.count) == rows
+    assert int(fused_memory.newest) == int(plain_memory.newest) == (6 - 1) % rows
 
 
 def test_lbfgs_direction_holds_pixels_pushed_against_a_bound():
@@ -296,7 +334,7 @@ def test_lbfgs_direction_holds_pixels_pushed_against_a_bound():
 
     x = tf.constant([[[[0.0], [1.0], [0.0], [0.5]]]])
     grad = tf.constant([[[[1.0], [-1.0], [-1.0], [2.0]]]])  # the first two push outward
-    direction, _, memory = _lbfgs_direction(x, grad, _lbfgs_memory(3, 4))
+    direction, _, memory = _lbfgs_direction(x, grad, *_lbfgs_memory(3, 4))
     np.testing.assert_allclose(direction.numpy().ravel(), [0.0, 0.0, 1.0, -2.0])
     assert int(memory.count) == 0
 
@@ -369,31 +407,39 @@ def test_lbfgs_phases_each_read_the_image_and_share_the_budget():
 
 @pytest.mark.parametrize("curvature", [1e-3, 1.0, 1e12])
 def test_lbfgs_keeps_pairs_whatever_the_objective_scale(curvature):
-    from batch_style.optimize import _lbfgs_memory, _lbfgs_remember
+    from batch_style.optimize import _lbfgs_memory
 
     rng = np.random.default_rng(0)
-    memory = _lbfgs_memory(3, 12)
+    pairs = []
     for _ in range(4):
         s = rng.normal(size=12).astype(np.float32)
-        y = (curvature * rng.uniform(0.5, 2.0, 12) * s).astype(np.float32)
-        memory = _lbfgs_remember(s, y, memory)
+        pairs.append((s, (curvature * rng.uniform(0.5, 2.0, 12) * s).astype(np.float32)))
+    memory, variable = _remember_all(pairs, 3, 12)
     assert int(memory.count) == 3  # all kept, the oldest of four dropped
-    np.testing.assert_allclose(memory.s.numpy()[-1], s)
-    # A pair with s·y ≤ 0 (negative curvature) is left out.
-    kept = _lbfgs_remember(s, -y, memory).count
-    kept_from_empty = _lbfgs_remember(s, -y, _lbfgs_memory(3, 12)).count
-    assert int(kept) == 3 and int(kept_from_empty) == 0
+    np.testing.assert_allclose(_by_age(memory, variable)[0][-1], s)
+    # A pair with s·y ≤ 0 (negative curvature) is left out, and the memory is not written.
+    s, y = pairs[-1]
+    before = variable.numpy()
+    kept = _remember_all([(s, -y)], 3, 12)[0].count
+    from batch_style.optimize import _lbfgs_direction
+
+    _, _, after = _lbfgs_direction(tf.fill((1, 12), 0.5), tf.ones((1, 12)), memory, variable,
+                                   tf.constant(s), tf.constant(-y))
+    assert int(kept) == 0 and int(after.count) == 3 and int(after.newest) == int(memory.newest)
+    np.testing.assert_array_equal(variable.numpy(), before)
+    assert _lbfgs_memory(3, 12)[1].shape == (6, 12)
 
 
 def test_lbfgs_memory_keeps_its_inner_products_up_to_date():
-    from batch_style.optimize import _lbfgs_memory, _lbfgs_remember
-
     rng = np.random.default_rng(1)
-    memory = _lbfgs_memory(4, 9)
-    for _ in range(6):  # past the memory's size: rows shift out
+    pairs = []
+    for handed in range(1, 7):  # past the memory's size: the ring goes round
         s = rng.normal(size=9).astype(np.float32)
-        memory = _lbfgs_remember(s, s * rng.uniform(0.5, 2.0, 9).astype(np.float32), memory)
-        s_rows, y_rows = memory.s.numpy(), memory.y.numpy()
+        pairs.append((s, s * rng.uniform(0.5, 2.0, 9).astype(np.float32)))
+        memory, variable = _remember_all(pairs, 4, 9)
+        s_rows, y_rows = _by_age(memory, variable)
+        expected_s = np.array([s for s, _ in pairs[-4:]])
+        np.testing.assert_array_equal(s_rows[4 - min(handed, 4):], expected_s)
         np.testing.assert_allclose(memory.sy.numpy(), s_rows @ y_rows.T, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(memory.yy.numpy(), y_rows @ y_rows.T, rtol=1e-5, atol=1e-5)
 
