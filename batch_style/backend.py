@@ -48,6 +48,11 @@ def import_tensorflow():
     return tf
 
 
+def has_gpu() -> bool:
+    """Whether this process computes on a GPU (a worker sees only the GPU it claimed)."""
+    return bool(import_tensorflow().config.list_physical_devices("GPU"))
+
+
 def native_bfloat16() -> bool:
     """Whether this process computes bfloat16 convolutions natively, so they pay.
 

@@ -49,20 +49,23 @@ class Measurement:
     history: tuple[float, ...]  # objective after each step, as the optimizer saw it
     peak_rss_mb: float          # peak resident memory of the measuring process
     model_rss_mb: float         # resident memory once the model and images were loaded
-    step_gflop: float           # convolution GFLOP of one step at the final size
+    step_gflop: float           # convolution GFLOP of one step at the final size (direct)
+    step_gflop_done: dict[str, float]  # per arithmetic: the GFLOP it performs for that work
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def step_flops(layer_names, size: tuple[int, int], widths=None) -> float:
+def step_flops(layer_names, size: tuple[int, int], widths=None, winograd: bool = False) -> float:
     """Convolution FLOPs of one step: the truncated VGG19 forward plus the input-gradient backward.
 
     Each 3×3 convolution costs 2·9·H·W·Cin·Cout FLOPs forward and the same again to carry the
     gradient back to its input (no weight gradients are needed). Pooling and ReLU are ignored.
+    With `winograd`, the layers computed by Winograd's F(4×4, 3×3) count the products it does
+    instead: 2·36·⌈H/4⌉·⌈W/4⌉·Cin·Cout each way (its transforms, a few % more, are left out).
     """
-    from batch_style.model import VGG19_WIDTHS, layers_needed
+    from batch_style.model import VGG19_WIDTHS, layers_needed, winograd_pays
 
     widths = widths or VGG19_WIDTHS
     w, h = size
@@ -72,7 +75,10 @@ def step_flops(layer_names, size: tuple[int, int], widths=None) -> float:
             w, h = w // 2, h // 2
             continue
         out = widths[int(name[5]) - 1]
-        total += 2 * 2 * 9 * w * h * channels * out
+        if winograd and winograd_pays(channels):
+            total += 2 * 2 * 36 * -(-w // 4) * -(-h // 4) * channels * out
+        else:
+            total += 2 * 2 * 9 * w * h * channels * out
         channels = out
     return total
 
@@ -101,8 +107,8 @@ def measure(pair: str, method: str, size: int, steps: int, checkpoints: tuple[in
 
     import_tensorflow()
     from batch_style import media
-    from batch_style.model import TINY_WIDTHS, load_feature_model
-    from batch_style.optimize import Stylizer, effective_precision, phases
+    from batch_style.model import ARITHMETICS, TINY_WIDTHS, load_feature_model
+    from batch_style.optimize import Stylizer
     from batch_style.settings import resolve
 
     own = {} if method in OWN_SCHEDULE else {"steps": steps}
@@ -114,28 +120,29 @@ def measure(pair: str, method: str, size: int, steps: int, checkpoints: tuple[in
     style = media.load_image(style_path, settings.max_pixels)
     layers = settings.content_layers + settings.style_layers
     stylizer = Stylizer(load_feature_model(layers, weights, tiny=tiny))
-    precision = effective_precision(settings)
+    # Every arithmetic but float32 Conv2D reads its own objective (bfloat16 0.2–1% off, Winograd
+    # ~1e-5): those runs are judged by their snapshots, evaluated like the final image.
+    judged = {a for a, _ in stylizer.phases(settings, settings.steps)} != {"float32"}
     model_rss = _rss_mb()
     elapsed: list[float] = []
     snapshots: list[tuple[int, float, object]] = []
 
     def on_progress(event):
         elapsed.append(event.elapsed)
-        if event.snapshot is not None and precision != "float32":
+        if event.snapshot is not None and judged:
             snapshots.append((event.step, event.elapsed, event.snapshot))
 
     result = stylizer.stylize(content, [style], settings, callback=on_progress)
     objective = stylizer.evaluate(result.image, content, [style], reference).total
     per_step, begin = {}, 0
-    for phase_precision, n in phases(precision, result.steps):  # one scale: the bench's
+    for arithmetic, n in stylizer.phases(settings, result.steps):  # one scale: the bench's
         times = elapsed[begin:begin + n]
         if len(times) > 1:
-            per_step[phase_precision] = (times[-1] - times[0]) / (len(times) - 1)
+            per_step[arithmetic] = (times[-1] - times[0]) / (len(times) - 1)
         begin += n
     history = result.history
     if snapshots:
-        # A lower-precision run's own loss values are not the objective (bfloat16 reads it
-        # about 0.2-1% off): judge its snapshots in float32, and race with those.
+        # Race with the snapshots' objectives, not the run's own readings.
         elapsed = [t for _, t, _ in snapshots]
         history = tuple(stylizer.evaluate(image, content, [style], reference).total
                         for _, _, image in snapshots)
@@ -143,13 +150,16 @@ def measure(pair: str, method: str, size: int, steps: int, checkpoints: tuple[in
     else:
         checkpoint_values = {n: history[n - 1] for n in range(1, len(history) + 1)}
     h, w = result.image.shape[:2]
-    gflop = step_flops(layers, (w, h), TINY_WIDTHS if tiny else None) / 1e9
+    widths = TINY_WIDTHS if tiny else None
+    gflop = step_flops(layers, (w, h), widths) / 1e9
+    done = {a: step_flops(layers, (w, h), widths, ARITHMETICS[a][1]) / 1e9 for a in per_step}
     return Measurement(pair=pair, method=method, size=(w, h), steps=result.steps,
                        seconds=result.seconds, seconds_per_step=per_step, objective=objective,
                        checkpoints={n: checkpoint_values[n] for n in checkpoints
                                     if n in checkpoint_values},
                        elapsed=tuple(elapsed), history=tuple(history),
-                       peak_rss_mb=_rss_mb(), model_rss_mb=model_rss, step_gflop=gflop)
+                       peak_rss_mb=_rss_mb(), model_rss_mb=model_rss, step_gflop=gflop,
+                       step_gflop_done=done)
 
 
 def _in_child(function, *args):
@@ -177,12 +187,15 @@ def _sci(x: float | None) -> str:
     return "—" if x is None else f"{x:.4g}"
 
 
-_SHORT = {"float32": "fp32", "bfloat16": "bf16"}  # precisions as the table names them
+_SHORT = {"float32": "fp32", "bfloat16": "bf16", "winograd": "fp32 Winograd"}  # arithmetics
 
 
 def table(results: list[Measurement], checkpoints: tuple[int, ...],
           peak_gflops: dict[str, float]) -> str:
-    """Markdown; a step's GFLOP/s is compared with the matrix product in its own precision."""
+    """Markdown; a step's GFLOP/s is compared with the matrix product in its own precision,
+    counting the FLOPs its arithmetic performs (Winograd: its products, step_flops)."""
+    from batch_style.model import ARITHMETICS
+
     reference = results[0].method
     head = (["pair", "method", "size", "steps", "wall s", "s/step", "GFLOP/s (% of matmul)"]
             + [f"objective@{n}" for n in checkpoints]
@@ -197,7 +210,8 @@ def table(results: list[Measurement], checkpoints: tuple[int, ...],
         mpx = m.size[0] * m.size[1] / 1e6
         per_step = ", ".join(f"{t:.3f} {_SHORT[p]}" for p, t in m.seconds_per_step.items())
         rates = ", ".join(
-            f"{m.step_gflop / t:.0f} {_SHORT[p]} ({100 * m.step_gflop / t / peak_gflops[p]:.0f}%)"
+            f"{m.step_gflop_done[p] / t:.0f} {_SHORT[p]} "
+            f"({100 * m.step_gflop_done[p] / t / peak_gflops[ARITHMETICS[p][0]]:.0f}%)"
             for p, t in m.seconds_per_step.items() if t > 0)
         rows.append([m.pair, m.method, f"{m.size[0]}×{m.size[1]}", str(m.steps),
                      f"{m.seconds:.1f}", per_step or "—", rates or "—"]
@@ -269,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{peak['bfloat16']:.0f} in bfloat16\n"
             f"Objective: DESIGN.md's with the default weights, evaluated in float32 on each "
             f"final image; every method starts from the content image.\n"
+            f"GFLOP/s counts the convolution FLOPs an arithmetic performs: a direct step "
+            f"{results[0].step_gflop:.0f} GFLOP; Winograd's F(4×4, 3×3) does 1/4 of the "
+            f"products in its layers.\n"
             + "".join(f"Skipped {m}: bfloat16 is emulated on this machine.\n" for m in skipped)
             + "\n"
             + table(results, checkpoints, peak) + "\n")

@@ -12,6 +12,10 @@ VGG19_WIDTHS = (64, 128, 256, 512, 512)  # output channels per block
 # A VGG19 with 1/16 of the channels: same names, same shapes of maps, for tests of everything
 # that does not need ImageNet features (the pipeline, the bookkeeping, the optimizers' plumbing).
 TINY_WIDTHS = (4, 8, 16, 32, 32)
+# How the features are computed ("arithmetic", named per optimization phase):
+# name → FeatureModel's (precision, winograd).
+ARITHMETICS = {"float32": ("float32", False), "bfloat16": ("bfloat16", False),
+               "winograd": ("float32", True)}
 
 
 def _layer_sequence():
@@ -20,6 +24,12 @@ def _layer_sequence():
         for i in range(1, n_convs + 1):
             yield f"block{block}_conv{i}", "conv"
         yield f"block{block}_pool", "pool"
+
+
+def winograd_pays(in_channels: int) -> bool:
+    """Where Winograd's convolution measured faster than Keras' Conv2D on a CPU (winograd.py):
+    with 64 input channels or more (all but block1_conv1; never in the tiny test network)."""
+    return in_channels >= 64
 
 
 def layers_needed(layer_names: Sequence[str]) -> list[tuple[str, str]]:
@@ -51,7 +61,7 @@ class FeatureModel:
     def __init__(self, layer_names: Sequence[str],
                  weights: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
                  widths: Sequence[int] = VGG19_WIDTHS, seed: int = 0,
-                 precision: str = "float32"):
+                 precision: str = "float32", winograd: bool = False):
         import keras
 
         self.layer_names = tuple(dict.fromkeys(layer_names))  # unique, order kept
@@ -60,46 +70,67 @@ class FeatureModel:
         # "bfloat16": convolutions in bfloat16 with float32 weights (Keras' mixed_bfloat16
         # policy); the maps are returned as float32, so Grams and losses stay float32.
         policy = {"float32": "float32", "bfloat16": "mixed_bfloat16"}[precision]
+        self.winograd = winograd and precision == "float32"
         inputs = keras.Input(shape=(None, None, 3), name="image")
         x = inputs
         outputs = {}
         initializer = keras.initializers.HeNormal(seed=seed)
+        channels, pays = 3, []
         for name, kind in layers_needed(self.layer_names):
             block = int(name[5])
             if kind == "conv":
+                pays.append(winograd_pays(channels))
+            if kind == "conv" and self.winograd and pays[-1]:
+                from batch_style import winograd
+
+                x = winograd.layer_class()(self.widths[block - 1], initializer, name=name)(x)
+            elif kind == "conv":
                 x = keras.layers.Conv2D(self.widths[block - 1], 3, padding="same",
                                         activation="relu", name=name, dtype=policy,
                                         kernel_initializer=initializer)(x)
             else:
                 x = keras.layers.MaxPooling2D(2, strides=2, name=name, dtype=policy)(x)
+            channels = self.widths[block - 1]
             if name in self.layer_names:
                 outputs[name] = keras.ops.cast(x, "float32")
+        self.winograd_pays = any(pays)  # whether a Winograd twin would differ from this
+        self.winograd_layers = sum(pays) if self.winograd else 0
         self.keras_model = keras.Model(inputs, outputs, name="vgg19_features")
         self.keras_model.trainable = False
-        if weights is not None:
-            self._set_weights(weights)
+        # Random weights are set like real ones, so Winograd layers transform them too.
+        self._set_weights(self.conv_weights() if weights is None else weights)
 
-    def twin(self, precision: str) -> FeatureModel:
-        """The same network and weights computing in another precision (e.g. bfloat16)."""
-        if precision == self.precision:
+    def twin(self, precision: str, winograd: bool = False) -> FeatureModel:
+        """The same network and weights computing in another precision (e.g. bfloat16) or,
+        in float32, by Winograd's algorithm where it pays."""
+        if (precision, winograd and precision == "float32") == (self.precision, self.winograd):
             return self
-        other = FeatureModel(self.layer_names, None, self.widths, precision=precision)
-        for mine, theirs in zip(self.keras_model.layers, other.keras_model.layers):
-            theirs.set_weights(mine.get_weights())
-        return other
+        return FeatureModel(self.layer_names, self.conv_weights(), self.widths,
+                            precision=precision, winograd=winograd)
+
+    def _conv_layers(self):
+        return [layer for layer in self.keras_model.layers
+                if layer.name.startswith("block") and "conv" in layer.name]
+
+    def conv_weights(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """layer name → (kernel, bias), as `weights` takes them."""
+        return {layer.name: (layer.kernel.numpy(), layer.bias.numpy())
+                for layer in self._conv_layers()}
 
     def _set_weights(self, weights: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        for layer in self.keras_model.layers:
-            if not layer.name.startswith("block") or "conv" not in layer.name:
-                continue
+        for layer in self._conv_layers():
             if layer.name not in weights:
                 raise ValueError(f"VGG19 weights: no weights for layer {layer.name!r}")
             kernel, bias = weights[layer.name]
-            expected = tuple(v.shape for v in layer.get_weights())
+            expected = (tuple(layer.kernel.shape), tuple(layer.bias.shape))
             if (kernel.shape, bias.shape) != expected:
                 raise ValueError(f"VGG19 weights: layer {layer.name!r} expected shapes "
                                  f"{expected}, got {(kernel.shape, bias.shape)}")
-            layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+            kernel, bias = kernel.astype(np.float32), bias.astype(np.float32)
+            if hasattr(layer, "set_kernel"):  # a Winograd layer: keeps its transforms in step
+                layer.set_kernel(kernel, bias)
+            else:
+                layer.set_weights([kernel, bias])
 
     def __call__(self, images):
         """Feature maps {name: (N,H,W,C) float32} for a batch of RGB images in [0,1]."""

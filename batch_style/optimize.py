@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from batch_style import losses, media
 from batch_style.errors import UserError
-from batch_style.model import FeatureModel
+from batch_style.model import ARITHMETICS, FeatureModel
 from batch_style.settings import OPTIMIZERS, Settings
 
 # Adam as in the seed and the TensorFlow tutorial (beta1 0.99, epsilon 0.1 on pixels in [0,1]).
@@ -130,23 +130,30 @@ class Stylizer:
         self._adam_step_in: dict[str, Callable] = {}
         self._lbfgs_trial_in: dict[str, Callable] = {}
 
-    def _functions(self, precision: str) -> tuple[Callable, Callable, Callable]:
-        """(objective and gradient, Adam step, L-BFGS trial) with features in `precision`."""
-        if precision not in self._evaluate_in:
-            evaluate = tf.function(functools.partial(self._loss_and_grad, self._model(precision)),
+    def _functions(self, arithmetic: str) -> tuple[Callable, Callable, Callable]:
+        """(objective and gradient, Adam step, L-BFGS trial) with features computed in
+        `arithmetic` (ARITHMETICS)."""
+        if arithmetic not in self._evaluate_in:
+            evaluate = tf.function(functools.partial(self._loss_and_grad,
+                                                     self._model(arithmetic)),
                                    reduce_retracing=False)
-            self._evaluate_in[precision] = evaluate
-            self._adam_step_in[precision] = tf.function(
+            self._evaluate_in[arithmetic] = evaluate
+            self._adam_step_in[arithmetic] = tf.function(
                 functools.partial(self._adam_update, evaluate))
-            self._lbfgs_trial_in[precision] = tf.function(
+            self._lbfgs_trial_in[arithmetic] = tf.function(
                 functools.partial(_lbfgs_trial, evaluate))
-        return (self._evaluate_in[precision], self._adam_step_in[precision],
-                self._lbfgs_trial_in[precision])
+        return (self._evaluate_in[arithmetic], self._adam_step_in[arithmetic],
+                self._lbfgs_trial_in[arithmetic])
 
-    def _model(self, precision: str) -> FeatureModel:
-        if precision not in self._models:
-            self._models[precision] = self.model.twin(precision)
-        return self._models[precision]
+    def _model(self, arithmetic: str) -> FeatureModel:
+        if arithmetic not in self._models:
+            self._models[arithmetic] = self.model.twin(*ARITHMETICS[arithmetic])
+        return self._models[arithmetic]
+
+    def phases(self, settings: Settings, steps: int) -> list[tuple[str, int]]:
+        """(arithmetic, steps) in order for one scale's budget on this process's hardware."""
+        winograd = self.model.winograd_pays and effective_winograd(settings)
+        return phases(effective_precision(settings), steps, winograd)
 
     def _evaluate(self, x, *objective_args):
         """Objective, terms and gradient in float32 (the objective as DESIGN.md defines it)."""
@@ -185,7 +192,9 @@ class Stylizer:
     # Targets come from the model in the precision that optimizes against them. bfloat16 maps
     # carry rounding noise, whose square biases every Gram: measured against float32 targets
     # that bias alone left the bfloat16 gradient at cosine 0.25 to the float32 one halfway
-    # (tubingen + starry-night, 256 px), 0.97 against bfloat16 targets.
+    # (tubingen + starry-night, 256 px), 0.97 against bfloat16 targets. Winograd's float32
+    # features are the direct ones to ~5e-6: its phases take targets from the direct model,
+    # which spares compiling its layers for the style image's shape (~0.7 s a layer).
     def style_grams(self, style: np.ndarray, longest: int, layers: Sequence[str],
                     key: Hashable | None = None, precision: str = "float32",
                     ) -> dict[str, tf.Tensor]:
@@ -233,13 +242,12 @@ class Stylizer:
                             f"{len(settings.style_blend)}", field="style_blend")
         history: list[float] = []
         evaluations, stopped_early, last = 0, False, None
-        precision = effective_precision(settings)
         for scale, (w, h) in enumerate(sizes):
             content_here = media.resize(content, (w, h))
             image = media.resize(image, (w, h)) if image.shape[:2] != (h, w) else image
             schedule = [(p, n, self._objective_args(content_here, styles, style_keys, settings,
                                                     temporal, p))
-                        for p, n in phases(precision, budget)]
+                        for p, n in self.phases(settings, budget)]
             run = _OPTIMIZERS[settings.optimizer]
             report = _Reporter(callback, settings, scale, len(sizes), (w, h), budget, started,
                                content_here if settings.preserve_colors else None)
@@ -267,9 +275,10 @@ class Stylizer:
 
     def _objective_args(self, content: np.ndarray, styles: Sequence[np.ndarray], style_keys,
                         settings: Settings, temporal: Temporal | None,
-                        precision: str = "float32") -> tuple:
+                        arithmetic: str = "float32") -> tuple:
         """The objective's arguments besides the image, for `content` already at its size and
-        features computed in `precision`."""
+        features computed in `arithmetic`'s precision."""
+        precision = ARITHMETICS[arithmetic][0]
         h, w = content.shape[:2]
         style_longest = max(round(max(w, h) * settings.style_scale), self.model.min_size)
         keys = list(style_keys) if style_keys is not None else [None] * len(styles)
@@ -362,12 +371,23 @@ def effective_precision(settings: Settings) -> str:
     return "mixed" if native_bfloat16() else "float32"
 
 
-def phases(precision: str, steps: int) -> list[tuple[str, int]]:
-    """(precision of the features, steps) in order, for one scale's budget."""
+def effective_winograd(settings: Settings) -> bool:
+    """Whether float32 features are computed by Winograd's algorithm: settings.convolution,
+    with "auto" deciding for this process's hardware (yes on a CPU, no on a GPU)."""
+    if settings.convolution != "auto":
+        return settings.convolution == "winograd"
+    from batch_style.backend import has_gpu
+
+    return not has_gpu()
+
+
+def phases(precision: str, steps: int, winograd: bool = False) -> list[tuple[str, int]]:
+    """(arithmetic of the features (ARITHMETICS), steps) in order, for one scale's budget."""
+    float32 = "winograd" if winograd else "float32"
     if precision != "mixed":
-        return [(precision, steps)]
+        return [(float32 if precision == "float32" else precision, steps)]
     bulk = round(MIXED_BULK * steps)
-    return [(p, n) for p, n in (("bfloat16", bulk), ("float32", steps - bulk)) if n > 0]
+    return [(p, n) for p, n in (("bfloat16", bulk), (float32, steps - bulk)) if n > 0]
 
 
 def _run_adam(stylizer: Stylizer, image, settings, schedule, report):
@@ -376,10 +396,10 @@ def _run_adam(stylizer: Stylizer, image, settings, schedule, report):
     v = tf.Variable(tf.zeros_like(x))
     rate = tf.constant(settings.learning_rate, tf.float32)
     last, n = None, 0
-    for i, (precision, steps, objective_args) in enumerate(schedule):
+    for i, (arithmetic, steps, objective_args) in enumerate(schedule):
         if i:
             report.new_phase()
-        adam_step = stylizer._functions(precision)[1]
+        adam_step = stylizer._functions(arithmetic)[1]
         for _ in range(steps):
             n += 1
             total, terms = adam_step(x, m, v, tf.constant(n), rate, *objective_args)

@@ -22,6 +22,7 @@ VGG19_LAYERS = VGG19_CONV_LAYERS + VGG19_POOL_LAYERS
 
 OPTIMIZERS = ("lbfgs", "adam")
 PRECISIONS = ("auto", "float32", "bfloat16", "mixed")
+CONVOLUTIONS = ("auto", "direct", "winograd")
 INITS = ("content", "noise")  # or a path to an image
 
 
@@ -79,6 +80,12 @@ class Settings:
     # AVX-512 BF16/AMX, NVIDIA GPUs from Ampere on), float32 elsewhere.
     precision: str = _spec("auto", "auto | float32 | bfloat16 | mixed (bfloat16, then float32)",
                            choices=PRECISIONS)
+    # How float32 convolutions are computed: "direct" is Keras' Conv2D; "winograd" is Winograd's
+    # F(4×4, 3×3) for the layers where it pays (model.py, winograd.py; the same objective to
+    # ~5e-6); "auto": Winograd on CPUs, direct on GPUs (cuDNN picks its own algorithm).
+    convolution: str = _spec("auto", "auto | direct | winograd: how float32 convolutions are "
+                             "computed (auto: Winograd on a CPU, direct on a GPU)",
+                             choices=CONVOLUTIONS)
     max_pixels: int = _spec(50_000_000, "refuse input images with more pixels than this",
                             lo=1, hi=2_000_000_000)
     preset: str | None = _spec(None, "a named bundle of settings (see PRESETS)", kind="preset")
@@ -96,7 +103,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The seed / TensorFlow tutorial schedule: content init, Adam lr 0.02 (beta1 0.99, eps 0.1 are
     # fixed in optimize.py), 1000 steps at one scale, no early stop.
     "seed": {"optimizer": "adam", "learning_rate": 0.02, "steps": 1000, "scales": 1,
-             "tolerance": 0.0, "precision": "float32"},
+             "tolerance": 0.0, "precision": "float32", "convolution": "direct"},
     # Small and quick: for trying a manifest before the overnight run.
     "draft": {"size": 256, "steps": 100},
 }

@@ -147,7 +147,8 @@ def test_valid_manifest_loads_into_jobs(tree: Path) -> None:
                                 tree / "photos/tubingen.png")
     # The job's preset replaces the manifest's, and still ranks under the manifest's defaults.
     assert globbed.settings == Settings(optimizer="adam", learning_rate=0.02, steps=50, scales=1,
-                                        precision="float32", tolerance=0.0, content_weight=1e4,
+                                        precision="float32", convolution="direct", tolerance=0.0,
+                                        content_weight=1e4,
                                         style_weight=0.1,
                                         init=str(tree / "photos/tubingen.png"), preset="seed")
 
