@@ -9,9 +9,9 @@ Why: on an AVX2 CPU oneDNN's direct convolution already runs a VGG19 step at ~80
 product's FLOP/s (its Winograd kernels are AVX-512 only), so doing fewer multiplies is what is
 left. Measured on a 2-core AMD EPYC (Zen 1), float32, forward + input gradient: 1.3× faster
 than Conv2D at block1_conv2 (64 channels over the whole image, where the transforms' memory
-traffic eats most of the gain), 1.6–2.6× for the deeper layers, and a whole
-256×192 step of the objective 2.1× faster (0.61 s against 1.27 s). GPUs keep Conv2D: cuDNN
-picks its own algorithm, Winograd among them. Float32 only: the transforms scale values by up
+traffic eats most of the gain), 1.6–2.6× for the deeper layers, and a whole 256×192 step of
+the objective 2.1× faster (0.61 s against 1.27 s). GPUs keep Conv2D: cuDNN picks its own
+algorithm, Winograd among them. Float32 only: the transforms scale values by up
 to ~100 (the 4s and 8s of Bᵀ and Aᵀ), which bfloat16's 8-bit mantissa does not survive.
 
 Accuracy: within ~5e-6 of Conv2D relative to a layer's largest output (tests/test_winograd.py
@@ -149,11 +149,13 @@ def layer_class():
             self.bias = self.add_weight(shape=(self.filters,), name="bias", initializer="zeros",
                                         trainable=False)
             cells = TILE * TILE
+            # Zero until set_kernel computes them (FeatureModel always calls it).
             self.transformed = self.add_weight(shape=(cells, inputs, self.filters),
-                                               name="transformed", trainable=False)
+                                               name="transformed", initializer="zeros",
+                                               trainable=False)
             self.transformed_t = self.add_weight(shape=(cells, self.filters, inputs),
-                                                 name="transformed_t", trainable=False)
-            # The transforms are zero until set_kernel (FeatureModel always calls it).
+                                                 name="transformed_t", initializer="zeros",
+                                                 trainable=False)
 
         def set_kernel(self, kernel: np.ndarray, bias: np.ndarray) -> None:
             self.kernel.assign(kernel)
