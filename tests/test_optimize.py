@@ -43,6 +43,26 @@ def test_gram_is_ftf_over_positions():
     np.testing.assert_allclose(losses.gram(tf.constant(f)).numpy(), flat.T @ flat / 6, rtol=1e-6)
 
 
+def test_gram_gradient_is_the_derivative_of_ftf_over_positions():
+    """gram's one-product gradient against TensorFlow's derivative of the plain formula, for an
+    upstream gradient that is not symmetric (a style loss's is; the rule must not rely on it)."""
+    rng = np.random.default_rng(0)
+    f = tf.constant(rng.standard_normal((1, 5, 7, 4)), tf.float32)
+    upstream = tf.constant(rng.standard_normal((4, 4)), tf.float32)
+
+    def plain(features):
+        flat = tf.reshape(features, (-1, 4))
+        return tf.matmul(flat, flat, transpose_a=True) / 35.0
+
+    gradients = []
+    for function in (losses.gram, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(f)
+            value = tf.reduce_sum(function(f) * upstream)
+        gradients.append(tape.gradient(value, f).numpy())
+    np.testing.assert_allclose(gradients[0], gradients[1], rtol=1e-5, atol=1e-6)
+
+
 def test_style_loss_is_weighted_mean_of_layer_mses():
     a = {"x": tf.ones((2, 2)), "y": tf.zeros((3, 3))}
     b = {"x": tf.zeros((2, 2)), "y": tf.fill((3, 3), 2.0)}
