@@ -15,8 +15,8 @@ def gram(features: tf.Tensor) -> tf.Tensor:
     does not grow with the image size; Gatys et al. divide the loss by 4·N²·M² instead.
 
     Its gradient is F·(dG + dGᵀ) / (H·W): one matrix product where differentiating the product
-    FᵀF takes two (one per factor) and their sum; the Grams' share of a 256 px Winograd step
-    goes from ~95 to ~65 ms.
+    FᵀF takes two (one per factor) and their sum: the Grams' forward and backward in a 256 px
+    step took 94 ms that way, 73 ms this way.
     """
     channels = tf.shape(features)[-1]
     flat = tf.reshape(features, (-1, channels))
