@@ -32,6 +32,12 @@ def winograd_pays(in_channels: int) -> bool:
     return in_channels >= 64
 
 
+def _computes_winograd(precision: str, winograd: bool) -> bool:
+    """Whether a model asked for Winograd's convolutions computes them: in float32 only (the
+    transforms scale values by up to ~100, more than bfloat16's mantissa carries)."""
+    return winograd and precision == "float32"
+
+
 def layers_needed(layer_names: Sequence[str]) -> list[tuple[str, str]]:
     """The network's layers up to and including the deepest of `layer_names`."""
     sequence = list(_layer_sequence())
@@ -70,7 +76,7 @@ class FeatureModel:
         # "bfloat16": convolutions in bfloat16 with float32 weights (Keras' mixed_bfloat16
         # policy); the maps are returned as float32, so Grams and losses stay float32.
         policy = {"float32": "float32", "bfloat16": "mixed_bfloat16"}[precision]
-        self.winograd = winograd and precision == "float32"
+        self.winograd = _computes_winograd(precision, winograd)
         inputs = keras.Input(shape=(None, None, 3), name="image")
         x = inputs
         outputs = {}
@@ -93,7 +99,7 @@ class FeatureModel:
             channels = self.widths[block - 1]
             if name in self.layer_names:
                 outputs[name] = keras.ops.cast(x, "float32")
-        self.winograd_pays = any(pays)  # whether a Winograd twin would differ from this
+        self.winograd_differs = any(pays)  # whether a Winograd twin would differ from this
         self.winograd_layers = sum(pays) if self.winograd else 0
         self.keras_model = keras.Model(inputs, outputs, name="vgg19_features")
         self.keras_model.trainable = False
@@ -103,7 +109,7 @@ class FeatureModel:
     def twin(self, precision: str, winograd: bool = False) -> FeatureModel:
         """The same network and weights computing in another precision (e.g. bfloat16) or,
         in float32, by Winograd's algorithm where it pays."""
-        if (precision, winograd and precision == "float32") == (self.precision, self.winograd):
+        if (precision, _computes_winograd(precision, winograd)) == (self.precision, self.winograd):
             return self
         return FeatureModel(self.layer_names, self.conv_weights(), self.widths,
                             precision=precision, winograd=winograd)

@@ -152,7 +152,7 @@ class Stylizer:
 
     def phases(self, settings: Settings, steps: int) -> list[tuple[str, int]]:
         """(arithmetic, steps) in order for one scale's budget on this process's hardware."""
-        winograd = self.model.winograd_pays and effective_winograd(settings)
+        winograd = self.model.winograd_differs and effective_winograd(settings)
         return phases(effective_precision(settings), steps, winograd)
 
     def _evaluate(self, x, *objective_args):

@@ -60,7 +60,7 @@ def test_winograd_model_has_the_direct_models_features_and_weights():
     direct = FeatureModel(LAYERS, None, WIDE, seed=3)
     twin = direct.twin("float32", winograd=True)
     # Every convolution with 64 inputs or more: all but block1_conv1, of the 13 needed.
-    assert twin.winograd_layers == 12 and direct.winograd_layers == 0 and direct.winograd_pays
+    assert twin.winograd_layers == 12 and direct.winograd_layers == 0 and direct.winograd_differs
     assert not winograd_pays(3) and winograd_pays(64)
     for name, (kernel, bias) in direct.conv_weights().items():
         np.testing.assert_array_equal(twin.conv_weights()[name][0], kernel)
