@@ -94,6 +94,10 @@ class FeatureModel:
                 x = keras.layers.Conv2D(self.widths[block - 1], 3, padding="same",
                                         activation="relu", name=name, dtype=policy,
                                         kernel_initializer=initializer)(x)
+            elif self.winograd and pays[-1]:  # after a Winograd layer: the CPU network's pool
+                from batch_style import pooling
+
+                x = pooling.layer_class()(name=name)(x)
             else:
                 x = keras.layers.MaxPooling2D(2, strides=2, name=name, dtype=policy)(x)
             channels = self.widths[block - 1]

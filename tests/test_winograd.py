@@ -1,4 +1,4 @@
-"""Winograd's F(4×4, 3×3) against Keras' / TensorFlow's direct convolution."""
+"""Winograd's F(4×4, 3×3) and the compiled max pool against Keras' / TensorFlow's layers."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from batch_style.backend import import_tensorflow
 
 tf = import_tensorflow()
 
-from batch_style import winograd  # noqa: E402
+from batch_style import pooling, winograd  # noqa: E402
 from batch_style.model import TINY_WIDTHS, FeatureModel, winograd_pays  # noqa: E402
 from batch_style.optimize import Stylizer, effective_winograd, phases  # noqa: E402
 from batch_style.settings import resolve  # noqa: E402
@@ -45,6 +45,33 @@ def test_convolution_and_input_gradient_match_conv2d(height, width):
     assert _relative(got_grad, expected_grad) < 1e-5
 
 
+# Even and odd sides (a last odd row or column is dropped by the pool and gets no gradient);
+# values from a few levels, so windows hold ties (the first in row-major order takes the
+# gradient, as in MaxPoolGrad), and a constant image, where every window is one tie.
+@pytest.mark.parametrize("height, width", [(8, 12), (7, 10), (2, 3), (3, 2)])
+@pytest.mark.parametrize("values", ["levels", "constant"])
+def test_max_pool_and_its_gradient_match_tensorflows(height, width, values):
+    rng = np.random.default_rng(height * 100 + width)
+    shape = (2, height, width, 5)
+    x = tf.constant(rng.integers(0, 3, shape) if values == "levels" else np.ones(shape),
+                    tf.float32)
+    dy = tf.constant(rng.standard_normal((2, height // 2, width // 2, 5)), tf.float32)
+
+    def both(pool):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = pool(x)
+            loss = tf.reduce_sum(y * dy)
+        return y, tape.gradient(loss, x)
+
+    expected, expected_grad = both(lambda v: tf.nn.max_pool2d(v, 2, 2, "VALID"))
+    got, got_grad = both(pooling.max_pool2x2)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got_grad, expected_grad)
+    # Each window's gradient went to exactly one of its inputs.
+    assert np.count_nonzero(got_grad) == np.count_nonzero(dy)
+
+
 def test_kernel_transform_is_g_kernel_g_transposed():
     rng = np.random.default_rng(0)
     kernel = rng.standard_normal((3, 3, 4, 6))
@@ -61,6 +88,11 @@ def test_winograd_model_has_the_direct_models_features_and_weights():
     twin = direct.twin("float32", winograd=True)
     # Every convolution with 64 inputs or more: all but block1_conv1, of the 13 needed.
     assert twin.winograd_layers == 12 and direct.winograd_layers == 0 and direct.winograd_differs
+    # The pools after Winograd layers are the compiled ones: all four here.
+    compiled = pooling.layer_class()
+    assert [type(layer) is compiled for layer in twin.keras_model.layers
+            if layer.name.endswith("_pool")] == [True] * 4
+    assert not any(type(layer) is compiled for layer in direct.keras_model.layers)
     assert not winograd_pays(3) and winograd_pays(64)
     for name, (kernel, bias) in direct.conv_weights().items():
         np.testing.assert_array_equal(twin.conv_weights()[name][0], kernel)
