@@ -1,4 +1,6 @@
-"""make bench's choice of what to measure."""
+"""make bench's choice of what to measure, and how it reads a run."""
+
+import pytest
 
 
 def test_bench_skips_bfloat16_methods_where_bfloat16_is_emulated():
@@ -9,3 +11,24 @@ def test_bench_skips_bfloat16_methods_where_bfloat16_is_emulated():
     # "default" stays: its precision is "auto", which picks float32 on such hardware.
     assert runnable(asked, native_bfloat16=False) == (["seed", "default", "lbfgs"],
                                                       ["lbfgs-mixed", "lbfgs-bf16"])
+
+
+def test_judged_history_scales_float32_readings_by_the_next_snapshot():
+    from batch_style.bench import judged_history
+
+    readings = [10.0, 9.0, 8.0, 7.0, 6.0, 5.0]
+    # Judged at steps 3 and 6 (0.5% and 1% under the readings): steps between take the ratio
+    # of the snapshot after them.
+    steps, values = judged_history(readings, {3: 7.96, 6: 4.95}, [True] * 6)
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert values == pytest.approx([10.0 * 0.995, 9.0 * 0.995, 7.96, 7.0 * 0.99, 6.0 * 0.99, 4.95])
+
+
+def test_judged_history_keeps_only_snapshots_of_bfloat16_steps():
+    from batch_style.bench import judged_history
+
+    readings = [10.0, 9.0, 8.0, 7.0, 6.0, 5.0]
+    # Steps 1-3 bfloat16 (judged at 2), 4-6 float32 (judged at 6): no ratio crosses the switch.
+    steps, values = judged_history(readings, {2: 9.5, 6: 4.95}, [False] * 3 + [True] * 3)
+    assert steps == [2, 4, 5, 6]
+    assert values == pytest.approx([9.5, 7.0 * 0.99, 6.0 * 0.99, 4.95])
