@@ -45,8 +45,10 @@ class Measurement:
                                         # first step (which traces the function)
     objective: float            # DESIGN.md's objective of the final image, evaluated afresh (fp32)
     checkpoints: dict[int, float]   # objective after N steps
-    elapsed: tuple[float, ...]  # wall time after each step
-    history: tuple[float, ...]  # objective after each step, as the optimizer saw it
+    # The race to the reference's objective: wall time and objective after each step, as the
+    # optimizer read it, or, for runs judged by snapshots, as judged_history gives them.
+    elapsed: tuple[float, ...]
+    history: tuple[float, ...]
     peak_rss_mb: float          # peak resident memory of the measuring process
     model_rss_mb: float         # resident memory once the model and images were loaded
     step_gflop: float           # convolution GFLOP of one step at the final size (direct)
@@ -90,7 +92,7 @@ def matmul_gflops(dtype: str = "float32", n: int = MATMUL_N, repeats: int = 5) -
     tf = import_tensorflow()
     a = tf.random.uniform((n, n), dtype=tf.float32)
     a = tf.cast(a, dtype)
-    product = tf.function(lambda x: tf.matmul(x, x))
+    product = tf.function(lambda x: tf.matmul(x, x), autograph=False)
     product(a).numpy()
     best = float("inf")
     for _ in range(repeats):
