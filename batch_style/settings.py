@@ -80,9 +80,10 @@ class Settings:
     # AVX-512 BF16/AMX, NVIDIA GPUs from Ampere on), float32 elsewhere.
     precision: str = _spec("auto", "auto | float32 | bfloat16 | mixed (bfloat16, then float32)",
                            choices=PRECISIONS)
-    # How float32 convolutions are computed: "direct" is Keras' Conv2D; "winograd" is Winograd's
-    # F(4×4, 3×3) for the layers where it pays (model.py, winograd.py; the same objective to
-    # ~5e-6); "auto": Winograd on CPUs, direct on GPUs (cuDNN picks its own algorithm).
+    # How float32 convolutions are computed: "direct" is Keras' Conv2D (and MaxPooling2D);
+    # "winograd" is Winograd's F(4×4, 3×3) for the layers where it pays, and the pools after
+    # them with their gradient compiled (model.py, winograd.py, pooling.py; the same objective
+    # to ~5e-6); "auto": Winograd on CPUs, direct on GPUs (cuDNN picks its own algorithm).
     convolution: str = _spec("auto", "auto | direct | winograd: how float32 convolutions are "
                              "computed (auto: Winograd on a CPU, direct on a GPU)",
                              choices=CONVOLUTIONS)
