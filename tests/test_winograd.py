@@ -22,6 +22,15 @@ def _relative(a, b) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+def _with_input_gradient(layer, x, dy):
+    """layer(x) and the gradient at x of the layer's output taken against dy."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(y * dy)
+    return y, tape.gradient(loss, x)
+
+
 # Sides that are and are not multiples of the 4-pixel output tile, down to one pixel.
 @pytest.mark.parametrize("height, width", [(8, 12), (7, 10), (13, 5), (1, 1), (4, 6)])
 def test_convolution_and_input_gradient_match_conv2d(height, width):
@@ -31,15 +40,9 @@ def test_convolution_and_input_gradient_match_conv2d(height, width):
     u, u_t = (tf.constant(t) for t in winograd.transform_kernel(kernel))
     dy = tf.constant(rng.standard_normal((2, height, width, 7)), tf.float32)
 
-    def both(convolve):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = convolve(x)
-            loss = tf.reduce_sum(y * dy)
-        return y, tape.gradient(loss, x)
-
-    expected, expected_grad = both(lambda v: tf.nn.conv2d(v, kernel, 1, "SAME"))
-    got, got_grad = both(lambda v: winograd.conv3x3(v, u, u_t))
+    expected, expected_grad = _with_input_gradient(lambda v: tf.nn.conv2d(v, kernel, 1, "SAME"),
+                                                   x, dy)
+    got, got_grad = _with_input_gradient(lambda v: winograd.conv3x3(v, u, u_t), x, dy)
     assert got.shape == expected.shape and got_grad.shape == x.shape
     assert _relative(got, expected) < 1e-5
     assert _relative(got_grad, expected_grad) < 1e-5
@@ -57,15 +60,9 @@ def test_max_pool_and_its_gradient_match_tensorflows(height, width, values):
                     tf.float32)
     dy = tf.constant(rng.standard_normal((2, height // 2, width // 2, 5)), tf.float32)
 
-    def both(pool):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = pool(x)
-            loss = tf.reduce_sum(y * dy)
-        return y, tape.gradient(loss, x)
-
-    expected, expected_grad = both(lambda v: tf.nn.max_pool2d(v, 2, 2, "VALID"))
-    got, got_grad = both(pooling.max_pool2x2)
+    expected, expected_grad = _with_input_gradient(lambda v: tf.nn.max_pool2d(v, 2, 2, "VALID"),
+                                                   x, dy)
+    got, got_grad = _with_input_gradient(pooling.max_pool2x2, x, dy)
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(got_grad, expected_grad)
     # Each window's gradient went to exactly one of its inputs.
