@@ -144,7 +144,7 @@ def measure(pair: str, method: str, size: int, steps: int, checkpoints: tuple[in
         begin += n
     history = result.history
     if snapshots:
-        # Race with the snapshots' objectives, not the run's own readings.
+        # Race with the objectives judged at the snapshots (and the steps between, judged_history).
         checkpoint_values = {step: stylizer.evaluate(image, content, [style], reference).total
                              for step, _, image in snapshots}
         float32 = [ARITHMETICS[a][0] == "float32"
