@@ -5,25 +5,36 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-# Every temporary name carries this mark, so leftovers of a killed run can be found and removed.
-TMP_MARK = ".tmp-"
+# Every temporary name carries this mark of ours, so that leftovers of a killed run can be told
+# from anybody else's files: `.NAME.batch-style-tmp-PID-RANDOM.SUFFIX`. A sweep removes nothing
+# that does not match it to the letter (TEMPORARY).
+TMP_MARK = ".batch-style-tmp-"
 _RANDOM_BYTES = 4  # 8 hex digits: two writers in one process never collide in practice
 _MAX_PID_DIGITS = 9  # Linux pids stay below 2**22; longer digit runs are not pids
+TEMPORARY = re.compile(r"\.(?P<name>.*)" + re.escape(TMP_MARK)
+                       + rf"(?P<pid>\d{{1,{_MAX_PID_DIGITS}}})-[0-9a-f]{{{2 * _RANDOM_BYTES}}}"
+                       r"(?:\.[^./]*)?")
+NAME_MAX = 255  # bytes of a file name on the usual file systems (ext4, XFS, APFS, NTFS)
 
 
 def temporary_name(final: Path) -> Path:
-    """`.NAME.tmp-PID-RANDOM.SUFFIX` next to `final`.
+    """`.NAME.batch-style-tmp-PID-RANDOM.SUFFIX` next to `final`.
 
     Hidden (leading dot) so globs like `*.png` do not pick it up, and ending in the final suffix so
     writers that choose a format from the extension (Pillow, ffmpeg) still choose the right one.
+    NAME is shortened where needed so that the temporary fits in a name wherever `final` does.
     """
     final = Path(final)
     token = secrets.token_hex(_RANDOM_BYTES)
-    return final.with_name(f".{final.name}{TMP_MARK}{os.getpid()}-{token}{final.suffix}")
+    tail = f"{TMP_MARK}{os.getpid()}-{token}{final.suffix}"
+    room = NAME_MAX - 1 - len(os.fsencode(tail))
+    name = os.fsencode(final.name)[:room].decode(errors="ignore")  # whole characters only
+    return final.with_name(f".{name}{tail}")
 
 
 @contextlib.contextmanager
@@ -75,31 +86,32 @@ def atomic_write_text(final: Path, text: str) -> None:
     atomic_write_bytes(final, text.encode("utf-8"))
 
 
-def clean_temporaries(folder: Path) -> int:
-    """Remove temporaries left by killed writers anywhere under `folder`; return how many.
+def clean_temporaries(folder: Path, *, recursive: bool = True) -> int:
+    """Remove temporaries left by killed writers in `folder` (and below it, when `recursive`);
+    return how many.
 
-    A temporary whose writer process is still alive is kept: removing it would make that
-    writer's final rename fail (several workers may share an output folder).
+    Only files named by temporary_name() go, so a user's own `.x.tmp-old` stays. A temporary
+    whose writer process is still alive is kept: removing it would make that writer's final
+    rename fail (several workers may share an output folder). Symbolic links to folders are not
+    followed.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     removed = 0
-    for path in folder.rglob(f".*{TMP_MARK}*"):
-        if not path.is_file() or _writer_alive(path):
+    paths = folder.rglob(f".*{TMP_MARK}*") if recursive else folder.glob(f".*{TMP_MARK}*")
+    for path in paths:
+        match = TEMPORARY.fullmatch(path.name)
+        if match is None or path.is_symlink() or not path.is_file() or \
+                _writer_alive(int(match["pid"])):
             continue
         path.unlink(missing_ok=True)
         removed += 1
     return removed
 
 
-def _writer_alive(path: Path) -> bool:
-    """Whether the process named in a temporary's name is running (on this machine)."""
-    rest = path.name.rsplit(TMP_MARK, 1)[-1]
-    pid_text = rest.split("-", 1)[0]
-    if not pid_text.isdigit() or len(pid_text) > _MAX_PID_DIGITS:
-        return False
-    pid = int(pid_text)
+def _writer_alive(pid: int) -> bool:
+    """Whether the process that wrote a temporary is running (on this machine)."""
     if pid == os.getpid():
         return True
     try:

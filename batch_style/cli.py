@@ -12,6 +12,7 @@ from batch_style import __version__
 from batch_style.backends import BACKENDS
 from batch_style.errors import UserError
 from batch_style.settings import FIELDS, check_value, resolve
+from batch_style.text import EscapingFormatter, printable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -51,6 +52,17 @@ def _number(kind):
     return str
 
 
+def _count(text: str) -> int:
+    """A number of workers: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
 def _settings_from_args(args: argparse.Namespace):
     given = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
     problems = []
@@ -73,6 +85,11 @@ def _errors(problems):
 
 
 # -- commands ---------------------------------------------------------------------------------
+def say(text: str) -> None:
+    """Print lines for people: names in them are escaped (text.printable), one line each."""
+    print("\n".join(printable(line) for line in text.splitlines()))
+
+
 def cmd_stylize(args) -> int:
     from batch_style import media
 
@@ -82,11 +99,13 @@ def cmd_stylize(args) -> int:
     if settings.style_blend and len(settings.style_blend) != len(args.style):
         raise UserError(f"expected {len(args.style)} weights (one per style), got "
                         f"{len(settings.style_blend)}", field="--style-blend")
-    for flag, path in (("--output", args.output), ("--progress-gif", args.progress_gif)):
-        expected = (".gif",) if flag == "--progress-gif" else tuple(media.IMAGE_FORMATS)
-        if path and Path(path).suffix.lower() not in expected:
-            raise UserError(f"expected a file name ending in {' or '.join(expected)}, got "
-                            f"{path!r}", field=flag)
+    inputs = [args.content, *args.style] + ([settings.init] if settings.init not in
+                                            ("content", "noise") else [])
+    default = f"{Path(args.content).stem}_{Path(args.style[0]).stem}"
+    out = _output_file(args.output or ".", "--output", tuple(media.IMAGE_FORMATS),
+                       default + ".png", inputs)
+    gif = _output_file(args.progress_gif, "--progress-gif", (".gif",),
+                       default + ".progress.gif", inputs) if args.progress_gif else None
     content = media.load_image(Path(args.content), settings.max_pixels)
     styles = [media.load_image(Path(p), settings.max_pixels) for p in args.style]
     init = None
@@ -113,21 +132,44 @@ def cmd_stylize(args) -> int:
 
     result = Stylizer(model).stylize(content, styles, settings, init=init, callback=on_progress)
     bar.close()
-    out = Path(args.output)
     media.save_image(result.image, out)
-    if args.progress_gif:
-        write_progress_gif(content, snapshots, result.image, Path(args.progress_gif), settings)
+    if gif is not None:
+        write_progress_gif(content, snapshots, result.image, gif, settings)
     h, w = result.image.shape[:2]
-    print(f"wrote {out} ({w}×{h}, {result.steps} steps, {result.seconds:.1f} s, "
+    say(f"wrote {out} ({w}×{h}, {result.steps} steps, {result.seconds:.1f} s, "
           f"loss {result.losses.total:.4g})")
     return EXIT_OK
+
+
+def _output_file(text: str, flag: str, suffixes: tuple[str, ...], default_name: str,
+                 inputs: list[str]) -> Path:
+    """Where `stylize` writes, checked before any work: a folder gets `default_name` in it; the
+    name must end in one of `suffixes`, must not be an input, and its folder must be writable."""
+    import os
+
+    path = Path(text)
+    if path.is_dir():
+        path = path / default_name
+    if path.suffix.lower() not in suffixes:
+        raise UserError(f"expected a file name ending in {' or '.join(suffixes)}, got "
+                        f"{text!r}", field=flag)
+    if any(os.path.realpath(path) == os.path.realpath(i) for i in inputs):
+        raise UserError(f"{str(path)!r} is an input; the result would overwrite it", field=flag)
+    if path.exists() and not path.is_file():
+        raise UserError(f"{str(path)!r} exists and is not a regular file", field=flag)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write into '{folder}'", field=flag)
+    return path
 
 
 def cmd_weights(args) -> int:
     from batch_style import weights
 
     source = weights.resolve(args.weights)
-    print(weights.describe(source))
+    say(weights.describe(source))
     return EXIT_OK
 
 
@@ -137,7 +179,7 @@ def cmd_validate(args) -> int:
     # validate may take its time: it decodes every image, so damaged files are found now.
     manifests = load_all([Path(p) for p in args.manifest], verify_pixels=True)
     for m in manifests:
-        print(f"{m.path}: ok, {len(m.jobs)} jobs → {m.output}")
+        say(f"{m.path}: ok, {len(m.jobs)} jobs → {m.output}")
     return EXIT_OK
 
 
@@ -152,7 +194,7 @@ def cmd_run(args) -> int:
         from batch_style.manifest import load_all
 
         for manifest in load_all([Path(p) for p in args.manifest]):
-            print(console.describe_plan(manifest, force=args.force))
+            say(console.describe_plan(manifest, force=args.force))
         return EXIT_OK
     display = console.RunDisplay(sys.stderr)
     summary = runner.run([Path(p) for p in args.manifest], options, on_event=display.event)
@@ -163,14 +205,14 @@ def cmd_run(args) -> int:
 def cmd_status(args) -> int:
     from batch_style import console, status
 
-    print(console.format_status(status.read_status(Path(args.output))))
+    say(console.format_status(status.read_status(Path(args.output))))
     return EXIT_OK
 
 
 def cmd_report(args) -> int:
     from batch_style import report
 
-    print(f"wrote {report.write_report(Path(args.output))}")
+    say(f"wrote {report.write_report(Path(args.output))}")
     return EXIT_OK
 
 
@@ -193,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run every job of one or more manifests (resumes)")
     p.add_argument("manifest", nargs="+")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=_count, default=None,
                    help="worker processes (default: one per GPU, or 1 on CPU; 0: in this "
                         "process)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
@@ -218,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stylize", help="stylize one image")
     p.add_argument("content", help="the photo (any size; the result keeps its aspect ratio)")
     p.add_argument("style", nargs="+", help="one painting, or several to blend (--style-blend)")
-    p.add_argument("-o", "--output", required=True, help="result image (.png or .jpg)")
+    p.add_argument("-o", "--output", default=None,
+                   help="result image (.png, .jpg or .jpeg), or a folder for it (default: "
+                        "CONTENT_STYLE.png in the current folder)")
     p.add_argument("--progress-gif", metavar="PATH", help="also write the optimization as a GIF")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     common(p)
@@ -247,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(format="batch-style: %(levelname)s: %(message)s")
     for handler in logging.getLogger().handlers:
+        handler.setFormatter(EscapingFormatter("batch-style: %(levelname)s: %(message)s"))
         handler.setLevel(logging.WARNING)  # the run's own log file gets everything
         handler.addFilter(lambda record: not getattr(record, "displayed", False))
     try:
@@ -263,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug of ours: one line here, the traceback with --debug
         if args.debug:
             raise
-        print(f"batch-style: internal error: {type(e).__name__}: {_one_line(str(e))} (run again "
+        print(f"batch-style: internal error: {type(e).__name__}: {printable(str(e))} (run again "
               f"with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILED
 
@@ -271,13 +316,10 @@ def main(argv: list[str] | None = None) -> int:
 def _problem_line(error: UserError) -> str:
     """One problem, one line: `FILE:LINE: FIELD: message` (DESIGN.md) when a file is known, so
     that editors can jump to it; prefixed with the program's name otherwise."""
-    text = _one_line(str(error))
+    text = printable(str(error))
     return text if error.file is not None else f"batch-style: error: {text}"
 
 
-def _one_line(text: str) -> str:
-    # A newline in a file name or a job name must not split (or forge) a line of the report.
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _is_usage(error: UserError) -> bool:

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from batch_style.text import duration, printable
+
 PLAIN_EVERY_S = 30.0   # seconds between `stylize` step lines when not on a terminal (nohup, cron)
 PLAIN_PROGRESS_S = 60.0  # seconds between a run's progress lines when not on a terminal
 POLL_S = 2.0           # seconds between redraws of a run's live area on a terminal
@@ -15,13 +17,6 @@ POLL_S = 2.0           # seconds between redraws of a run's live area on a termi
 
 def _is_tty(stream: TextIO) -> bool:
     return hasattr(stream, "isatty") and stream.isatty()
-
-
-def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 def _bar(fraction: float, width: int = 24) -> str:
@@ -125,7 +120,7 @@ class RunDisplay:
     def _write(self, text: str) -> None:
         """A permanent line (above the live area on a terminal)."""
         self._clear()
-        self.stream.write(text + "\n")
+        self.stream.write(printable(text) + "\n")
         self._draw()
         self.stream.flush()
 
@@ -140,7 +135,7 @@ class RunDisplay:
             return
         width = max(shutil.get_terminal_size((100, 24)).columns - 1, 20)
         lines = [self._status_line()] + [f"  {line}" for line in self._worker_lines()]
-        self.stream.write("\n".join(line[:width] for line in lines))
+        self.stream.write("\n".join(printable(line)[:width] for line in lines))
         self.drawn = len(lines)
 
     def _refresh(self) -> None:
@@ -156,8 +151,8 @@ class RunDisplay:
         elif self.total and time.monotonic() - self.last_plain >= self.plain_every_s:
             self.last_plain = time.monotonic()
             busy = "; ".join(self._worker_lines())
-            self.stream.write(f"progress: {self._counts()}{self._eta()}"
-                              f"{f'; busy: {busy}' if busy else ''}\n")
+            self.stream.write(printable(f"progress: {self._counts()}{self._eta()}"
+                                        f"{f'; busy: {busy}' if busy else ''}") + "\n")
             self.stream.flush()
 
     def _counts(self) -> str:
@@ -236,9 +231,9 @@ class RunDisplay:
         self.stream.write(f"batch-style: {', '.join(parts)} in {elapsed}\n")
         if summary.failed:
             for key, reason in summary.failed:
-                self.stream.write(f"  failed: {key}: {reason}\n")
+                self.stream.write(printable(f"  failed: {key}: {reason}") + "\n")
         if summary.stopped:
-            self.stream.write(f"batch-style: stopped: {summary.stopped}\n")
+            self.stream.write(printable(f"batch-style: stopped: {summary.stopped}") + "\n")
         if summary.interrupted:
             self.stream.write("batch-style: interrupted; run the same command to resume\n")
         self.stream.flush()

@@ -28,28 +28,23 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from batch_style import atomic, ledger
+from batch_style import atomic, ledger, run_folder
+from batch_style.errors import UserError
+from batch_style.run_folder import WORKERS_DIR, events_path, workers_dir
 
 log = logging.getLogger("batch_style")
 
-EVENTS_NAME = "events.jsonl"
-WORKERS_DIR = "workers"
 BEAT_EVERY_S = 2.0      # seconds between a worker's progress-file writes
+MAX_EVENTS_BYTES = 4 << 30  # events.jsonl holds about what the ledger does
+_BEAT_NAME = re.compile(r"\d{1,9}\.json")  # PID.json: the only files of ours in workers/
 
 Emit = Callable[[str, dict], None]
-
-
-def events_path(output_dir: Path) -> Path:
-    return Path(output_dir) / ledger.STATE_DIR / EVENTS_NAME
-
-
-def workers_dir(output_dir: Path) -> Path:
-    return Path(output_dir) / ledger.STATE_DIR / WORKERS_DIR
 
 
 class EventLog:
@@ -58,7 +53,8 @@ class EventLog:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")
+        fd = run_folder.open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        self._file = os.fdopen(fd, "a", encoding="utf-8")
 
     def write(self, kind: str, data: dict) -> None:
         line = json.dumps({"time": time.time(), "kind": kind, "data": data},
@@ -73,11 +69,12 @@ class EventLog:
 
 def read_events(output_dir: Path) -> list[dict]:
     """The events of every run into `output_dir`, oldest first (a cut last line is skipped)."""
-    path = events_path(output_dir)
-    if not path.exists():
+    try:
+        data = run_folder.read_capped(events_path(output_dir), MAX_EVENTS_BYTES, "an event log")
+    except FileNotFoundError:
         return []
     events = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in data.decode("utf-8", errors="replace").splitlines():
         try:
             event = json.loads(line)
         except ValueError:
@@ -120,7 +117,7 @@ def recording(output_dir: Path, emit: Emit, summary=None, manifest: Path | None 
         raise
     finally:
         try:
-            if (output_dir / ledger.STATE_DIR / "plan.json").exists():
+            if run_folder.plan_path(output_dir).exists():
                 path = report.write_report(output_dir)
                 events.write("report", {"path": str(path)})
         except Exception as e:  # the report is a view of the run; losing it must not lose the run
@@ -207,14 +204,13 @@ def busy_workers(output_dir: Path, keys: set[str] | None = None) -> list[dict]:
         return []
     latest = None if keys is not None else ledger.Ledger.for_output(output_dir).latest()
     beats = []
-    for path in folder.glob("*.json"):
-        if path.name.startswith("."):
-            continue
+    for path in _beat_files(folder):
         try:
-            beat = json.loads(path.read_text(encoding="utf-8"))
+            beat = json.loads(run_folder.read_capped(path, run_folder.MAX_SMALL_BYTES,
+                                                     "a progress file"))
             key, pid, started = str(beat["key"]), int(beat["pid"]), float(beat["started"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # removed or replaced while we read it
+        except (OSError, UserError, ValueError, KeyError, TypeError):
+            continue  # removed or replaced while we read it, or not ours
         if keys is not None:
             if key not in keys:
                 continue
@@ -236,8 +232,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _beat_files(folder: Path) -> list[Path]:
+    """The progress files in `folder`: PID.json only (a run removes nothing else there), and
+    never through a link to another folder."""
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    return [path for path in folder.iterdir() if _BEAT_NAME.fullmatch(path.name)]
+
+
 def _clear_beats(output_dir: Path) -> None:
-    folder = workers_dir(output_dir)
-    if folder.is_dir():
-        for path in folder.glob("*.json"):
-            path.unlink(missing_ok=True)
+    for path in _beat_files(workers_dir(output_dir)):
+        path.unlink(missing_ok=True)

@@ -12,18 +12,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
+from batch_style import run_folder
 from batch_style.atomic import fsync_dir
 from batch_style.errors import UserError
+from batch_style.run_folder import ledger_path
 
-STATE_DIR = ".batch_style"  # under OUTPUT/: the run's own state (ledger, lock)
-LEDGER_NAME = "ledger.jsonl"
-LOCK_NAME = "lock"
 STATUSES = frozenset({"done", "failed"})
-
-
-def ledger_path(output_dir: Path) -> Path:
-    """Where the ledger of the run writing into `output_dir` lives."""
-    return Path(output_dir) / STATE_DIR / LEDGER_NAME
 
 
 def _is_valid_record(record: Any) -> bool:
@@ -95,7 +89,7 @@ class Ledger:
         line = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = run_folder.open_regular(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         try:
             if not _ends_with_newline(fd):
                 line = "\n" + line  # end the truncated line so this record starts on its own
@@ -131,7 +125,8 @@ class Ledger:
             return [], 0
         signature = (st.st_ino, st.st_size, st.st_mtime_ns)
         if self._cache is None or self._cache[0] != signature:
-            self._cache = (signature, *_parse_ledger(self.path.read_bytes()))
+            data = run_folder.read_capped(self.path, run_folder.MAX_LEDGER_BYTES, "a ledger")
+            self._cache = (signature, *_parse_ledger(data))
         return self._cache[1], self._cache[2]
 
 
@@ -229,7 +224,7 @@ class RunLock:
 
     def __init__(self, output_dir: Path):
         self.output_dir = Path(output_dir)
-        self.path = self.output_dir / STATE_DIR / LOCK_NAME
+        self.path = run_folder.lock_path(self.output_dir)
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -239,7 +234,7 @@ class RunLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # No O_TRUNC: until we hold the lock, the file describes the run that does.
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = run_folder.open_regular(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as e:
             raise UserError(f"cannot write the run state here: {e.strerror}",
                             file=self.output_dir) from e

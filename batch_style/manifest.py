@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import glob
+import errno
+import fnmatch
 import math
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from batch_style import ledger
+from batch_style import run_folder
 from batch_style.errors import UserError, UserErrors
 from batch_style.model import layers_needed
 from batch_style.settings import FIELDS, INITS, Settings, check_value, did_you_mean, resolve
@@ -37,12 +39,13 @@ MAX_MANIFEST_BYTES = 10 * 2**20  # a manifest is a page of text; this is not one
 # Values a document may hold once its aliases are expanded: `&a [*b, *b, ...]` chains (the
 # "billion laughs") stay small as nodes but would blow up every repr() and loop over them.
 MAX_VALUES = 1_000_000
-# What a run writes under OUTPUT besides the job folders (ledger.py, run.py, worker.py), and under
-# OUTPUT/STATE_DIR: none of it may be a symbolic link out of the output folder.
-# (path parts, whether the last part is a file)
-_STATE_PATHS = ((("run.log",), True), ((ledger.STATE_DIR, ledger.LEDGER_NAME), True),
-                ((ledger.STATE_DIR, ledger.LOCK_NAME), True), ((ledger.STATE_DIR, "gpus"), False),
-                ((ledger.STATE_DIR, "work"), False))
+# A job's content may be a glob or a folder: past these many images it is not a job of photos but
+# a pattern gone wrong (a `**` over a whole disk).
+MAX_CONTENTS = 100_000
+# Paths as the file systems take them: a part of a path (a file or folder name) and a whole path.
+NAME_MAX = 255       # bytes
+PATH_MAX = 4095      # bytes
+MIN_FPS = 1.0        # frames per second of a video job's result: below it, a slide show
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # "http:", "concat:", ...; not "C:"
 _GLOB_MAGIC = re.compile(r"[*?[]")
 _TAG = "tag:yaml.org,2002:"
@@ -170,8 +173,10 @@ def _load(path: str | os.PathLike,
 def _read_text(file: Path, shown: str) -> str:
     if file.is_dir():
         raise UserError("is a folder; expected a YAML manifest", file=shown)
+    if file.exists() and not file.is_file():  # a FIFO would block for good, a device never end
+        raise UserError("is not a regular file; expected a YAML manifest", file=shown)
     try:
-        with open(file, "rb") as f:  # capped: /dev/zero is a file name too
+        with open(file, "rb") as f:  # capped: a file can still grow while it is read
             data = f.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise UserError("no such file", file=shown) from None
@@ -315,6 +320,10 @@ class _Reader:
         self.errors: list[UserError] = []
         self.out: Path | None = None  # the output folder, once known
         self.verify_pixels = verify_pixels  # read whole images, not only their headers
+        self.names: dict[str, tuple[Node, str]] = {}  # job name → (its node, its field)
+        # Folders the run writes into (resolved): a job's results, the run's state. Their files
+        # are never taken as content, and content named there is refused.
+        self.result_dirs: dict[str, str] = {}  # resolved folder → the job (or '') writing it
         # (image, max_pixels) -> ((width, height), None) or (None, what is wrong with it)
         self._probed: dict[tuple[Path, int], tuple[tuple[int, int] | None, str | None]] = {}
 
@@ -386,6 +395,14 @@ class _Reader:
     def path(self, text: str) -> Path:
         return Path(os.path.abspath(self.folder / os.path.expanduser(text)))
 
+    def checked_path(self, text: str, node: Node, field: str) -> Path | None:
+        """path(text), or None when the text cannot be a path on this system (reported)."""
+        problem = _path_problem(text)
+        if problem is not None:
+            self.error(node, field, f"{_shown_text(text)} {problem}")
+            return None
+        return self.path(text)
+
     def shown_path(self, path: Path) -> str:
         """A path as short as the manifest would write it: relative to its folder when inside."""
         relative = os.path.relpath(path, self.folder)
@@ -404,11 +421,11 @@ class _Reader:
         self.version(top, root)
         output = self.output(top, root)
         self.out = output
-        if output is not None:
-            for parts, is_file in _STATE_PATHS:
-                self.check_inside(parts, top["output"][1], "output", is_file)
         defaults = self.settings_layer(top["defaults"][1], "defaults") if "defaults" in top else {}
         jobs = self.jobs(top, root, defaults)
+        if output is not None and (output.is_dir() or not output.exists()):
+            self.check_run_folder(top["output"][1])
+            self.check_overwrites(jobs)
         backend, scheduler = self.backend(top)
         if self.errors:
             return None
@@ -460,8 +477,8 @@ class _Reader:
         if not isinstance(value, str) or not value.strip():
             self.error(node, "output", f"expected a folder path, {_got(value)}")
             return None
-        path = self.path(value)
-        if path.exists() and not path.is_dir():
+        path = self.checked_path(value, node, "output")
+        if path is not None and path.exists() and not path.is_dir():
             self.error(node, "output", f"{value!r} exists and is not a folder")
         return path
 
@@ -497,6 +514,12 @@ class _Reader:
             self.error(node, "jobs", f"expected a non-empty list of jobs, got {_describe(node)}")
             return ()
         names: dict[str, tuple[str, int]] = {}  # casefolded name -> (name, line)
+        if self.out is not None:
+            self.result_dirs = {os.path.realpath(run_folder.state_dir(self.out)): ""}
+            for item in node.value:
+                name = _scalar_entry(item, "name")
+                if name is not None and _JOB_NAME.fullmatch(name):
+                    self.result_dirs[os.path.realpath(self.out / name)] = name
         jobs = (self.job(i, item, defaults, names) for i, item in enumerate(node.value))
         return tuple(job for job in jobs if job is not None)
 
@@ -531,13 +554,10 @@ class _Reader:
             sized.append((video, entries["video"][1], f"{field}.video", "frames", info.size))
         if settings is not None:
             self.check_sizes(sized, settings)
-        if name is not None and video is not None:
-            # plan.video_plan's folders for this video: its frames, and the run's work files
-            if "frames" in outputs:
-                self.check_inside((name, "frames", video.stem), entries["name"][1],
-                                  f"{field}.name")
-            self.check_inside((ledger.STATE_DIR, "work", name, video.stem), entries["name"][1],
-                              f"{field}.name", children=True)
+        if info is not None:
+            self.check_frames(info, entries, field, start, end, fps)
+        if name is not None:
+            self.check_result_names(name, contents, video, outputs, entries, field)
         if len(self.errors) > errors_before:
             return None
         return Job(name=name, kind=kind, contents=contents, video=video, start=start, end=end,
@@ -563,6 +583,10 @@ class _Reader:
         elif len(value) > MAX_NAME:
             self.error(value_node, f"{field}.name",
                        f"expected at most {MAX_NAME} characters, got {len(value)}")
+        elif folded in {n.casefold() for n in run_folder.RESERVED_NAMES}:
+            self.error(value_node, f"{field}.name",
+                       f"{value!r} is the name of one of the run's own files in the output "
+                       f"folder; choose another name")
         elif folded in names:
             first, line = names[folded]
             same = "" if first == value else f" (as {first!r}: they differ only in case, and " \
@@ -571,7 +595,7 @@ class _Reader:
                        f"duplicate job name {value!r}{same} (first on line {line})")
         else:
             names[folded] = (value, _line(value_node))
-            self.check_inside((value,), value_node, f"{field}.name")
+            self.names[value] = (value_node, f"{field}.name")
             return value
         return None
 
@@ -592,7 +616,7 @@ class _Reader:
         if not items:
             self.error(value_node, field, "expected a file, a folder or a glob pattern, "
                                           "or a non-empty list of them; got an empty list")
-        found: dict[Path, None] = {}
+        found: dict[str, Path] = {}  # resolved → as named: a file named twice counts once
         for node, sub in items:
             text = self.value(node, sub)
             if text is _INVALID:
@@ -601,43 +625,89 @@ class _Reader:
                 self.error(node, sub, f"expected a file, a folder or a glob pattern, {_got(text)}")
                 continue
             for path in self.expand(text, node, sub):
-                if path not in found:
-                    found[path] = None
+                real = os.path.realpath(path)
+                if real not in found:
+                    found[real] = path
                     images.append((path, node, sub, "content"))
-        self.check_names(found, value_node, field)
-        return tuple(sorted(found))
+            if len(found) > MAX_CONTENTS:
+                self.error(node, sub, f"more than {MAX_CONTENTS:,} images in one job; split it")
+                return ()
+        self.check_names(found.values(), value_node, field)
+        return tuple(sorted(found.values()))
 
     def expand(self, text: str, node: Node, field: str) -> list[Path]:
-        """The content images a manifest entry names: a file, every image in a folder, or a glob."""
-        path = self.path(text)
-        if path.is_file():
+        """The content images a manifest entry names: a file, every image in a folder, or a glob.
+
+        Folders and globs skip the folders this manifest writes results into (a glob over the
+        output folder would otherwise take last night's results as tonight's photos); a file
+        or folder named there is refused. A file reached by two names (a link) counts once.
+        """
+        path = self.checked_path(text, node, field)
+        if path is None:
+            return []
+        kind = _kind(path)
+        if kind in ("file", "folder") and self.in_results(path, node, field):
+            return []
+        if kind == "file":
             return [path]
-        if path.is_dir():
+        if kind == "folder":
             images = self.images_in(path, node, field)
             if images == []:
                 self.error(node, field, f"no images in folder {text!r} "
                                         f"(looked for {' '.join(IMAGE_EXTENSIONS)})")
             return images or []
-        if _GLOB_MAGIC.search(text):
-            matches = glob.glob(os.path.expanduser(text), root_dir=self.folder, recursive=True)
-            images = sorted(self.path(m) for m in matches if _is_image_file(self.path(m)))
+        if kind == "missing" and _GLOB_MAGIC.search(text):
+            try:
+                matches = _glob(self.path(text), MAX_CONTENTS)
+            except _TooMany:
+                self.error(node, field, f"glob {text!r} matches more than {MAX_CONTENTS:,} "
+                                        f"files; narrow it down")
+                return []
+            except OSError as error:
+                self.error(node, field, f"glob {text!r}: {error.strerror}: '{error.filename}'")
+                return []
+            images = _unique_files(p for p in matches
+                                   if _is_image_file(p) and not self.result_of(p))
             if not images:
                 also = f" (it matches {len(matches)} other files)" if matches else ""
                 self.error(node, field, f"glob {text!r} matches no images{also}")
             return images
-        if path.exists():
+        if kind == "missing":
+            self.error(node, field, _missing(text, "file or folder"))
+        elif kind == "other":
             self.error(node, field, f"{text!r} is not a regular file")
         else:
-            self.error(node, field, _missing(text, "file or folder"))
+            self.error(node, field, f"{text!r} cannot be read: {kind}")
         return []
 
     def images_in(self, folder: Path, node: Node, field: str) -> list[Path] | None:
         try:
-            return sorted(p for p in folder.iterdir() if _is_image_file(p))
+            return _unique_files(p for p in folder.iterdir()
+                                 if _is_image_file(p) and not self.result_of(p))
         except OSError as error:
             self.error(node, field, f"cannot list folder '{self.shown_path(folder)}': "
                                     f"{error.strerror}")
             return None
+
+    def result_of(self, path: Path) -> str | None:
+        """The job whose results folder holds `path` ('' for the run's state), or None."""
+        real = os.path.realpath(path)
+        for folder, job in self.result_dirs.items():
+            if os.path.commonpath([folder, real]) == folder:
+                return job
+        return None
+
+    def in_results(self, path: Path, node: Node, field: str) -> bool:
+        """Report content named inside a folder the run writes into."""
+        job = self.result_of(path)
+        if job is None:
+            return False
+        folder = self.out / job if job else run_folder.state_dir(self.out)
+        where = f"where job '{job}' writes its results" if job else "the run's own state"
+        self.error(node, field, f"'{self.shown_path(path)}' is inside "
+                                f"'{self.shown_path(folder)}', {where}: results would overwrite "
+                                f"their own inputs; choose another `output` folder or job name")
+        return True
 
     def check_names(self, contents: Iterable[Path], node: Node, field: str) -> None:
         """Results are named after the content file (plan.stems), so one name may come only once.
@@ -664,6 +734,8 @@ class _Reader:
             self.error(node, field, f"expected a video file, {_got(text)}")
             return None, None
         path = self.file(text, node, field)
+        if path is not None and self.in_results(path, node, field):
+            return None, None
         info = self.probe_video(path, node, field) if path is not None else None
         return (path, info) if info is not None else (None, None)
 
@@ -738,8 +810,10 @@ class _Reader:
                 # Caught here, not as a job with no frames half-way through a run.
                 self.error(node, sub, f"expected a value before the end of the video "
                                       f"({info.duration:g} s), got {value}")
-            elif key == "fps" and value <= 0:
-                self.error(node, sub, f"expected a value > 0, got {value}")
+            elif key == "fps" and not MIN_FPS <= value <= 1e6:
+                self.error(node, sub, f"expected at least {MIN_FPS:g} frame per second, got "
+                                      f"{value}" if value < MIN_FPS else
+                           f"expected at most 1000000 frames per second, got {value}")
             elif key == "end" and values["start"] is not None and value <= values["start"]:
                 self.error(node, sub, f"expected a value > start ({values['start']}), got {value}")
             else:
@@ -800,15 +874,20 @@ class _Reader:
     # --- files ----------------------------------------------------------------------------------
 
     def file(self, text: str, node: Node, field: str) -> Path | None:
-        path = self.path(text)
-        if path.is_file():
+        path = self.checked_path(text, node, field)
+        if path is None:
+            return None
+        kind = _kind(path)
+        if kind == "file":
             return path
-        if path.is_dir():
+        if kind == "folder":
             self.error(node, field, f"{text!r} is a folder; expected a file")
-        elif path.exists():
+        elif kind == "other":
             self.error(node, field, f"{text!r} is not a regular file")
-        else:
+        elif kind == "missing":
             self.error(node, field, _missing(text, "file"))
+        else:
+            self.error(node, field, f"{text!r} cannot be read: {kind}")
         return None
 
     def image_file(self, text: Any, node: Node, field: str) -> Path | None:
@@ -898,40 +977,68 @@ class _Reader:
                                          f"{settings.style_scale:g} it would be {lw}\u00d7{lh} = "
                                          f"{pixels_text(lw * lh)}, {over}")
 
-    def check_inside(self, parts: tuple[str, ...], node: Node, field: str,
-                     is_file: bool = False, children: bool = False) -> None:
-        """A path the run will write, OUTPUT/parts..., must not lead out of OUTPUT through a
-        symbolic link that is already there (the output folder itself may be one); with
-        `children`, nor may the entries of that folder (work folders named by plan.py)."""
-        if self.out is None:
-            return
-        path = self.out
-        for depth, part in enumerate(parts, 1):
-            path = path / part
-            if self.leads_out(path, node, field):
-                return
-            if not path.exists():
-                return
-            if not path.is_dir() and not (is_file and depth == len(parts)):
-                self.error(node, field, f"'{self.shown_path(path)}' exists and is not a folder")
-                return
-        if children and path.is_dir():
-            for child in sorted(path.iterdir()):
-                if self.leads_out(child, node, field):
-                    return
+    def check_run_folder(self, output_node: Node) -> None:
+        """The paths the run will write (run_folder.problems): never a symbolic link out of the
+        output folder, nothing but folders and regular files. Shown at the job they belong to."""
+        for path, message, job in run_folder.problems(self.out, self.names):
+            node, field = self.names[job] if job else (output_node, "output")
+            self.error(node, field, f"'{self.shown_path(path)}' {message}")
 
-    def leads_out(self, path: Path, node: Node, field: str) -> bool:
-        """Report `path` when it is a symbolic link to somewhere outside the output folder."""
-        if not os.path.islink(path):
-            return False
-        real_out = os.path.realpath(self.out)
-        target = os.path.realpath(path)
-        if os.path.commonpath([real_out, target]) == real_out:
-            return False
-        self.error(node, field, f"'{self.shown_path(path)}' is a symbolic link to '{target}', "
-                                f"outside the output folder; results are written only under "
-                                f"'{self.shown_path(self.out)}'")
-        return True
+    def check_overwrites(self, jobs: Iterable[Job]) -> None:
+        """No result may be written over an input of this manifest (a style or an init image
+        in another job's results folder, under the name of one of that job's results)."""
+        from batch_style.plan import planned_outputs
+
+        outputs: dict[str, str] = {}
+        for job in jobs:
+            for path in planned_outputs(job, self.out):
+                outputs[os.path.realpath(path)] = job.name
+        for job in jobs:
+            node, field = self.names.get(job.name, (None, None))
+            inputs = [*job.contents, *job.styles, *([job.video] if job.video else [])]
+            if job.settings.init not in INITS:
+                inputs.append(Path(job.settings.init))
+            for path in inputs:
+                other = outputs.get(os.path.realpath(path))
+                if other is not None:
+                    self.error(node, field, f"'{self.shown_path(path)}', an input of this job, "
+                                            f"would be overwritten by a result of job '{other}'; "
+                                            f"choose another `output` folder")
+
+    def check_frames(self, info: Any, entries: dict, field: str, start: float,
+                     end: float | None, fps: float | None) -> None:
+        """The frames start, end and fps select (video.select_frames): none is a problem of the
+        manifest, found now rather than half-way through a run."""
+        from batch_style.video import select_frames
+
+        try:
+            select_frames(info, start, end, fps)
+        except UserError as error:
+            key = next((k for k in ("start", "end", "fps") if k in entries), None)
+            node = entries[key][1] if key else entries["video"][1]
+            self.error(node, f"{field}.{key or 'video'}", error.message)
+
+    def check_result_names(self, name: str, contents: tuple[Path, ...], video: Path | None,
+                           outputs: tuple[str, ...], entries: dict, field: str) -> None:
+        """Every result's file name fits in a file name (NAME_MAX bytes)."""
+        from batch_style.plan import stems
+
+        if video is not None:
+            named = [(video, f"{video.stem}.{fmt}") for fmt in ("mp4", "gif") if fmt in outputs]
+            named.append((video, video.stem))
+            key = "video"
+        else:
+            suffix = ".progress.gif" if "progress_gif" in outputs else ".png"
+            named = [(path, stem + suffix) for path, stem in zip(contents, stems(contents))]
+            key = "content"
+        for path, result in named:
+            size = len(os.fsencode(result))
+            if size > NAME_MAX:
+                self.error(entries[key][1], f"{field}.{key}",
+                           f"'{self.shown_path(path)}': its result would be named "
+                           f"'{result[:40]}…', {size} bytes; file names hold at most "
+                           f"{NAME_MAX}: rename the file")
+                return
 
     def probe_video(self, path: Path, node: Node, field: str) -> Any:
         """video.VideoInfo, or None when the file is not a usable video (reported)."""
@@ -949,6 +1056,110 @@ def _min_side(layers: Iterable[str]) -> tuple[str, int]:
     deepest layer asked for, and a map needs one pixel (model.FeatureModel.min_size)."""
     needed = layers_needed(list(layers))
     return needed[-1][0], 2 ** sum(1 for _, kind in needed if kind == "pool")
+
+
+def _scalar_entry(node: Node, key: str) -> str | None:
+    """The text value of `key` in a mapping node, without checking anything else."""
+    if isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.value == key and \
+                    isinstance(value_node, ScalarNode) and value_node.tag == _TAG + "str":
+                return value_node.value
+    return None
+
+
+def _shown_text(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 60 else shown[:40] + "…" + shown[-12:]
+
+
+def _path_problem(text: str) -> str | None:
+    """Why `text` cannot be a path here (a NUL, a name or path longer than file systems hold)."""
+    if "\0" in text:
+        return "contains a NUL character; it cannot name a file"
+    encoded = os.fsencode(text)
+    if len(encoded) > PATH_MAX:
+        return f"is {len(encoded)} bytes long; paths hold at most {PATH_MAX}"
+    longest = max(encoded.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        return (f"has a part of {len(longest)} bytes; a file or folder name holds at most "
+                f"{NAME_MAX}")
+    return None
+
+
+def _kind(path: Path) -> str:
+    """'file', 'folder', 'other' (FIFO, device, ...), 'missing', or why it cannot be looked at."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as error:
+        if error.errno in (errno.ENOTDIR, errno.ELOOP):
+            return "missing"
+        return error.strerror or str(error)
+    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
+
+
+class _TooMany(Exception):
+    """A glob matched more files than a job can hold."""
+
+
+def _glob(pattern: Path, limit: int) -> list[Path]:
+    """The files and folders an absolute glob pattern matches, like glob.glob(recursive=True)
+    (names starting with '.' only where the pattern's part does), except that `**` never goes
+    through a symbolic link to a folder: a link to a parent would make it endless.
+    Raises _TooMany past `limit` matches."""
+    parts = pattern.parts
+    first = next((i for i, part in enumerate(parts) if _GLOB_MAGIC.search(part)), len(parts))
+    places = [Path(*parts[:first])]
+    for i, part in enumerate(parts[first:], first):
+        last = i == len(parts) - 1
+        found: list[Path] = []
+        for place in places:
+            if part == "**":
+                found += _walk(place, limit, dirs_only=not last)
+            elif _GLOB_MAGIC.search(part):
+                found += _matching(place, part, dirs_only=not last)
+            elif (place / part).exists() or os.path.lexists(place / part):
+                found.append(place / part)
+            if len(found) > limit:
+                raise _TooMany
+        places = found
+    return places
+
+
+def _matching(folder: Path, part: str, dirs_only: bool) -> list[Path]:
+    hidden = part.startswith(".")
+    try:
+        entries = list(os.scandir(folder))
+    except (NotADirectoryError, FileNotFoundError):
+        return []
+    return [Path(e.path) for e in entries
+            if (hidden or not e.name.startswith(".")) and fnmatch.fnmatchcase(e.name, part)
+            and (not dirs_only or e.is_dir())]
+
+
+def _walk(folder: Path, limit: int, dirs_only: bool) -> list[Path]:
+    """`folder` and everything below it (no hidden names, no links to folders followed)."""
+    if not folder.is_dir():
+        return []
+    found = [folder]
+    for root, dirs, files in os.walk(folder):  # followlinks=False
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root, d) for d in dirs]
+        if not dirs_only:
+            found += [Path(root, f) for f in sorted(files) if not f.startswith(".")]
+        if len(found) > limit:
+            raise _TooMany
+    return found
+
+
+def _unique_files(paths: Iterable[Path]) -> list[Path]:
+    """Sorted, each file once however many names reach it."""
+    seen: dict[str, Path] = {}
+    for path in sorted(paths):
+        seen.setdefault(os.path.realpath(path), path)
+    return sorted(seen.values())
 
 
 def _missing(text: str, what: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import math
 import warnings
 from collections.abc import Iterable, Iterator
@@ -14,6 +15,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from batch_style.atomic import atomic_path
 from batch_style.errors import UserError
+
+log = logging.getLogger("batch_style")
 
 _MPX = 1_000_000  # pixels per megapixel
 _UINT8_MAX = 255.0
@@ -120,7 +123,8 @@ def load_image(path: Path, max_pixels: int) -> np.ndarray:
 @contextlib.contextmanager
 def _bomb_guard(path: Path, max_pixels: int) -> Iterator[None]:
     """Turn Pillow's decompression-bomb warning and error into a UserError for `path`."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         # Over MAX_IMAGE_PIXELS Pillow warns; that is an error unless our own limit is higher
         # (checked from the header right after). Over twice that, Pillow raises regardless.
         limit = Image.MAX_IMAGE_PIXELS
@@ -131,6 +135,10 @@ def _bomb_guard(path: Path, max_pixels: int) -> Iterator[None]:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise UserError(f"image is over Pillow's decompression-bomb limit: {e}",
                             file=path) from None
+    # Pillow's other warnings (corrupt EXIF, odd chunks) name its own source file: say which
+    # image they are about instead, once each.
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        log.warning("%s: %s", path, message)
 
 
 def _to_rgb_float(im: Image.Image) -> np.ndarray:

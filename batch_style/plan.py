@@ -9,12 +9,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from batch_style import ledger
+from batch_style import ledger, run_folder
 from batch_style.flow import FLOW_VERSION
 from batch_style.manifest import Job, Manifest
 from batch_style.settings import Settings
 
-STATE_DIR = ledger.STATE_DIR      # OUTPUT/.batch_style: ledger, lock, log, work files
 FRAME_NAME = "{:06d}.png"
 FLOW_NAME = "{:06d}.npz"          # flow from frame N-1 to frame N (flow.save_pair)
 EXTRACT_PREFIX = "in-"            # work/JOB/STEM/in-KEY: a video's extracted frames
@@ -154,6 +153,18 @@ def _init_path(settings: Settings) -> Path | None:
     return None if settings.init in ("content", "noise") else Path(settings.init)
 
 
+def planned_outputs(job: Job, out: Path) -> list[Path]:
+    """The result files a job writes (its frames as their folder), without probing anything."""
+    folder = out / job.name
+    if job.kind == "video":
+        stem = job.video.stem
+        return ([folder / f"{stem}.{fmt}" for fmt in ("mp4", "gif") if fmt in job.outputs]
+                + ([folder / "frames" / stem] if "frames" in job.outputs else []))
+    names = stems(job.contents)
+    return ([folder / f"{stem}.png" for stem in names]
+            + [folder / f"{stem}.progress.gif" for stem in names if "progress_gif" in job.outputs])
+
+
 def image_units(job: Job, out: Path) -> list[Unit]:
     folder = out / job.name
     units = []
@@ -181,7 +192,7 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
     # select_frames never duplicates frames, so a job fps above the source's keeps the source's.
     fps = min(job.fps, info.fps) if job.fps else info.fps
     stem = job.video.stem
-    work = out / STATE_DIR / "work" / job.name / stem
+    work = run_folder.work_dir(out, job.name, stem)
     window = {"start": job.start, "end": job.end, "fps": job.fps}
     # Extracted frames are named by position (000000.png, ...), so the folder is named for the
     # source and the window: another window, or a replaced source, must not reuse them.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import os
 import time
@@ -14,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from batch_style import atomic, ledger
-from batch_style.errors import UserError
-from batch_style.plan import LEAD_DIR, STATE_DIR
+from batch_style import atomic, ledger, run_folder
+from batch_style.plan import LEAD_DIR
+from batch_style.run_folder import REPORT_NAME, STATE_DIR
 from batch_style.status import running_pid, unit_state
+from batch_style.text import duration
 
-REPORT_NAME = "report.html"
 THUMB_PX = 256          # longest side of a thumbnail, px (shown at up to 200 px: sharp on HiDPI)
 SMALL_THUMB_PX = 128    # for jobs with more than MANY_UNITS images, to keep the page light
 MANY_UNITS = 60
@@ -77,15 +76,7 @@ def write_report(output_dir: Path) -> Path:
 
 def load_jobs(output_dir: Path) -> tuple[dict, list[JobView]]:
     """The plan and, per job, its units with their latest ledger records (same inputs only)."""
-    plan_file = output_dir / STATE_DIR / "plan.json"
-    try:
-        plan = json.loads(plan_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError("no batch-style run here (no .batch_style/plan.json); give the "
-                        "`output` folder of a manifest", file=output_dir) from None
-    except ValueError as e:
-        raise UserError(f"unreadable run plan ({e}); run the manifest again to rewrite it",
-                        file=plan_file) from None
+    plan = run_folder.read_plan(output_dir)
     latest = ledger.Ledger.for_output(output_dir).latest()
     jobs = {j["name"]: JobView(j["name"], j) for j in plan["jobs"]}
     # plan.json names files where the run wrote them; the folder may have been moved since.
@@ -168,13 +159,13 @@ class _Page:
             cls = "bad" if any(v.status == "failed" for v in videos) else ""
             cards += (f'<div class="stat {cls}"><b>{made}/{len(videos)}</b>'
                       f'<span>videos assembled</span></div>')
-        cards += (f'<div class="stat"><b>{_e(_duration(seconds))}</b><span>time in units'
+        cards += (f'<div class="stat"><b>{_e(duration(seconds))}</b><span>time in units'
                   f'</span></div>')
         if started is not None:
             end = _clock(finished)
             if end[:10] == _clock(started)[:10]:
                 end = end[11:]  # the same day: the time is enough
-            cards += (f'<div class="stat"><b>{_e(_duration(finished - started))}</b>'
+            cards += (f'<div class="stat"><b>{_e(duration(finished - started))}</b>'
                       f'<span>wall clock, {_e(_clock(started))} → {_e(end)}</span></div>')
         return (f'<header><h1>batch-style report <small>{_e(state)}</small></h1>'
                 f'<p class="where">{_e(str(self.output_dir))} · from '
@@ -205,7 +196,7 @@ class _Page:
         head = (f'<h2>{_e(job.name)} <span class="kind">{_e(kind)}</span>'
                 f'{_badge_counts(job)}</h2>'
                 f'<p class="meta">{_plural(len(job.units), "frame" if kind == "video" else "image")}'
-                f' · {_e(_duration(job.seconds))} in units · style: '
+                f' · {_e(duration(job.seconds))} in units · style: '
                 f'{_e(", ".join(Path(s).name for s in styles))} · outputs: '
                 f'{_e(", ".join(job.plan.get("outputs", [])))}</p>')
         if kind == "video":
@@ -245,7 +236,7 @@ class _Page:
         if r is None:
             return '<p class="nums muted">pending</p>'
         losses = r.get("losses") or {}
-        parts = [_duration(float(r.get("seconds") or 0))]
+        parts = [duration(float(r.get("seconds") or 0))]
         if r.get("steps"):
             parts.append(f"{r['steps']} steps")
         if (r.get("attempts") or 1) > 1:
@@ -313,7 +304,7 @@ class _Page:
             losses = r.get("losses") or {}
             where = (r.get("worker") or "") + (f" · GPU {r['gpu']}" if r.get("gpu") else "")
             anchor = f' id="{_anchor(u.key)}"' if anchored and u in job.units else ""
-            seconds = _duration(float(r["seconds"])) if "seconds" in r else ""
+            seconds = duration(float(r["seconds"])) if "seconds" in r else ""
             rows.append(
                 f'<tr class="{u.status}"{anchor}><td>{_e(_short(u))}</td>'
                 f'<td><span class="pill {u.status}">{u.status}</span></td>'
@@ -377,7 +368,7 @@ class _Page:
     def href(self, path: str) -> str:
         """The file's address relative to the report (the report lives in OUTPUT/)."""
         rel = os.path.relpath(Path(path).resolve(), self.output_dir.resolve())
-        return _e(quote(Path(rel).as_posix()))
+        return _e(quote(os.fsencode(Path(rel).as_posix())))  # a name's own bytes, %-escaped
 
 
 # -- plots ------------------------------------------------------------------------------------
@@ -483,11 +474,13 @@ def _relocated(entry: dict, root: Path, output_dir: Path) -> dict:
 
 
 def _e(text) -> str:
-    return html.escape(str(text), quote=True)
+    # A file name that is not UTF-8 shows its odd bytes as \udcff: the page stays UTF-8.
+    shown = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return html.escape(shown, quote=True)
 
 
 def _anchor(key: str) -> str:
-    return "u-" + quote(key, safe="")
+    return "u-" + quote(os.fsencode(key), safe="")
 
 
 def _short(unit: UnitView) -> str:
@@ -525,12 +518,6 @@ def _value(value) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value))
     return "—" if value is None else str(value)
-
-
-def _duration(seconds: float) -> str:
-    from batch_style.console import duration
-
-    return duration(seconds)
 
 
 def _clock(t: float) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
+import contextlib
 import logging
 import os
 import shutil
@@ -18,12 +18,14 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch_style import assemble, atomic, backends, events, ledger
+from batch_style import assemble, backends, events, ledger, run_folder
 from batch_style import plan as planning
 from batch_style.errors import UserError
 from batch_style.flow import FlowFiles
 from batch_style.manifest import Manifest, load_all
 from batch_style.plan import Plan, Unit, VideoPlan
+from batch_style.text import EscapingFormatter
+from batch_style.video import FfmpegError
 from batch_style.worker import DISK_FULL, UnitResult, WorkerConfig, run_unit
 
 log = logging.getLogger("batch_style")
@@ -177,10 +179,12 @@ def _sigterm_as_interrupt(signum, frame):
 
 def _run_manifest(manifest: Manifest, options: RunOptions, summary: RunSummary, emit) -> None:
     out = manifest.output
-    state = out / planning.STATE_DIR
+    state = run_folder.state_dir(out)
     workers, config = worker_setup(options, state, manifest)  # usage errors before anything is written
-    # events.jsonl gets every event; report.html is written when the run ends, however it ends.
-    with ledger.RunLock(out), _log_to(out / "run.log"), \
+    jobs = [job.name for job in manifest.jobs]
+    # Validation checked the run's paths; they are checked again before anything is written:
+    # they may have changed since.
+    with _checked(out, jobs), ledger.RunLock(out), _log_to(run_folder.log_path(out)), \
             events.recording(out, emit, summary, manifest.path) as emit:
         try:
             _run_plan(manifest, workers, config, options, summary, emit)
@@ -202,16 +206,17 @@ def _run_manifest(manifest: Manifest, options: RunOptions, summary: RunSummary, 
 def _run_plan(manifest: Manifest, workers: int, config: WorkerConfig, options: RunOptions,
               summary: RunSummary, emit) -> None:
     out = manifest.output
-    removed = atomic.clean_temporaries(out)
+    jobs = [job.name for job in manifest.jobs]
+    removed = run_folder.sweep_temporaries(out, jobs)
     if removed:
         log.info("removed %d unfinished temporary files from an earlier run", removed)
     # One warm-started chain per worker: a video is split into that many chunks.
     plan = planning.make_plan(manifest, chains=max(workers, 1))
-    book = ledger.Ledger(ledger.ledger_path(out))
+    book = ledger.Ledger.for_output(out)
     latest = book.latest()
     if book.skipped:
         log.warning("ignored %d corrupt ledger lines; those units will be redone", book.skipped)
-    _write_plan(manifest, plan, out / planning.STATE_DIR)
+    _write_plan(manifest, plan, out)
     todo = [u for u in plan.units if options.force or not unit_done(u, book, latest)]
     summary.skipped += len(plan.units) - len(todo)
     log.info("run %s: %d units, %d already done, %d to do", manifest.path,
@@ -237,7 +242,7 @@ def _run_plan(manifest: Manifest, workers: int, config: WorkerConfig, options: R
         _assemble_video(vp, book, latest, options, summary, emit)
     # A worker killed during this run (a lost Dask worker, the kernel's OOM killer) may have
     # left a temporary; its unit ran again elsewhere.
-    removed = atomic.clean_temporaries(out)
+    removed = run_folder.sweep_temporaries(out, jobs)
     if removed:
         log.info("removed %d temporary files left by workers that died during this run", removed)
 
@@ -400,7 +405,7 @@ def _record(unit: Unit, result: UnitResult, attempt: int, book: ledger.Ledger,
         # The run display shows failures itself: keep this record out of the terminal.
         log.error("%s: failed: %s", unit.key, result.error, extra={"displayed": True})
         if result.detail:
-            log.debug("%s", result.detail)
+            log.debug("%s", result.detail, extra={"block": True})
     book.append(record)  # after the outputs: the record is the proof they are complete
     emit("unit_done", record)
 
@@ -420,11 +425,15 @@ def _assemble_video(vp: VideoPlan, book: ledger.Ledger, latest: Latest, options:
     started = time.perf_counter()
     try:
         metrics = assemble.assemble_video(vp)
-    except UserError as e:
-        summary.failed.append((vp.key, str(e)))
-        book.append({"key": vp.key, "hash": vp.hash, "status": "failed", "error": str(e),
+    except (UserError, FfmpegError) as e:
+        # One video that cannot be written fails alone; the run's other videos still are.
+        reason = str(e).splitlines()[0]
+        summary.failed.append((vp.key, reason))
+        book.append({"key": vp.key, "hash": vp.hash, "status": "failed", "error": reason,
                      "job": vp.job})
-        log.error("%s: %s", vp.key, e)
+        log.error("%s: %s", vp.key, reason)
+        if isinstance(e, FfmpegError):
+            log.debug("%s", e, extra={"block": True})
         return
     record = {"key": vp.key, "job": vp.job, "hash": vp.hash, "status": "done",
               "frames": planning.frames_fingerprint([u.key for u in vp.units], latest),
@@ -438,7 +447,7 @@ def _assemble_video(vp: VideoPlan, book: ledger.Ledger, latest: Latest, options:
     emit("video_done", record)
 
 
-def _write_plan(manifest: Manifest, plan: Plan, state: Path) -> None:
+def _write_plan(manifest: Manifest, plan: Plan, out: Path) -> None:
     """The run's jobs and units, for `batch-style status` (pending work) and the report."""
     def unit(u: Unit) -> dict:
         return {"key": u.key, "job": u.job, "hash": u.hash, "content": str(u.content),
@@ -447,7 +456,8 @@ def _write_plan(manifest: Manifest, plan: Plan, state: Path) -> None:
                 "cost": u.cost}
 
     data = {"manifest": str(manifest.path),
-            "jobs": [{"name": j.name, "kind": j.kind, "outputs": list(j.outputs),
+            "jobs": [{"name": j.name, "manifest": str(manifest.path), "kind": j.kind,
+                      "outputs": list(j.outputs),
                       "styles": [str(p) for p in j.styles],
                       "video": str(j.video) if j.video else None,
                       "settings": j.settings.to_dict()} for j in manifest.jobs],
@@ -457,8 +467,13 @@ def _write_plan(manifest: Manifest, plan: Plan, state: Path) -> None:
                         "source": str(v.source), "fps": v.fps,
                         "outputs": {k: str(p) for k, p in v.outputs.items()}}
                        for v in plan.videos]}
-    state.mkdir(parents=True, exist_ok=True)
-    atomic.atomic_write_text(state / "plan.json", json.dumps(data, indent=1))
+    run_folder.write_plan(out, data)
+
+
+@contextlib.contextmanager
+def _checked(out: Path, jobs: list[str]):
+    run_folder.check_inside(out, jobs)
+    yield
 
 
 class _log_to:
@@ -469,8 +484,11 @@ class _log_to:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handler = logging.FileHandler(self.path, encoding="utf-8")
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        fd = run_folder.open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        # A file name that is not UTF-8 (or holds a newline) must neither break nor forge a line.
+        self.handler = logging.StreamHandler(
+            os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace"))
+        self.handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(message)s"))
         self.handler.setLevel(logging.DEBUG)
         log.addHandler(self.handler)
         log.setLevel(logging.DEBUG)
@@ -479,4 +497,5 @@ class _log_to:
     def __exit__(self, *exc):
         log.removeHandler(self.handler)
         self.handler.close()
+        self.handler.stream.close()
         return False

@@ -42,7 +42,7 @@ class Settings:
     """
 
     size: int = _spec(512, "longest side of the result, px (aspect ratio kept)", lo=16, hi=8192)
-    steps: int = _spec(500, "optimizer iterations at the full size", lo=0, hi=100_000)
+    steps: int = _spec(500, "optimizer iterations at the full size", lo=1, hi=100_000)
     optimizer: str = _spec("lbfgs", "lbfgs | adam", choices=OPTIMIZERS)
     learning_rate: float = _spec(0.02, "Adam step size (pixels in [0,1])", lo=1e-6, hi=10.0)
     # The seed's 1e4 : 1e-2 ratio leaves the photo almost unchanged (DESIGN.md); 1e4 : 1 paints.
@@ -55,10 +55,11 @@ class Settings:
         ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
         "VGG19 layers for style", choices=VGG19_LAYERS, kind="layers")
     style_layer_weights: tuple[float, ...] | None = _spec(
-        None, "relative weight per style layer (default: equal)", lo=0.0, kind="floats")
+        None, "relative weight per style layer (default: equal)", lo=0.0, hi=1e12,
+        kind="floats")
     style_blend: tuple[float, ...] | None = _spec(
         None, "relative weight per style image when several are given (default: equal)",
-        lo=0.0, kind="floats")
+        lo=0.0, hi=1e12, kind="floats")
     style_scale: float = _spec(1.0, "style image size relative to the result's size",
                                lo=0.05, hi=8.0)
     preserve_colors: bool = _spec(False, "keep the content's colours (transfer luminance only)")
@@ -69,8 +70,9 @@ class Settings:
                                   "over 10 steps (0: run all steps)", lo=0.0, hi=1.0)
     snapshot_every: int = _spec(10, "steps between frames of the progress GIF", lo=1, hi=100_000)
     # Video (issue: temporal coherence).
-    frame_steps: int = _spec(100, "steps for video frames after the first of a shot",
-                             lo=0, hi=100_000)
+    # Follows `steps` unless given (resolve(): steps × FRAME_STEPS_SHARE); 100 for the default 500.
+    frame_steps: int = _spec(100, "steps for video frames after the first of a shot "
+                                  "(default: steps / 5)", lo=1, hi=100_000)
     warm_start: bool = _spec(True, "video: start each frame from the previous stylized frame")
     temporal_weight: float = _spec(1.0e11, "video: weight keeping a frame close to the previous one",
                                    lo=0.0, hi=1e15)
@@ -110,6 +112,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Settings)}
+# A video frame that starts from the previous one needs a fraction of the first frame's steps.
+FRAME_STEPS_SHARE = 0.2
 
 
 def did_you_mean(name: str, options) -> str:
@@ -150,8 +154,8 @@ def check_value(name: str, value: Any) -> tuple[Any, str | None]:
         for v in value:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 return value, f"expected numbers, {got(v)}"
-            if v < 0:
-                return value, f"expected numbers >= 0, got {v}"
+            if not meta["lo"] <= v <= meta["hi"]:
+                return value, f"expected numbers between {meta['lo']:g} and {meta['hi']:g}, got {v}"
             out.append(float(v))
         if sum(out) <= 0:
             return value, "expected at least one positive weight"
@@ -217,7 +221,12 @@ def resolve(*layers: Mapping[str, Any]) -> Settings:
     preset = merged.get("preset")
     values = dict(PRESETS[preset]) if preset else {}
     values.update(merged)
+    if "frame_steps" not in values and "steps" in values:
+        values["frame_steps"] = max(1, round(values["steps"] * FRAME_STEPS_SHARE))
     settings = Settings(**values)
+    if settings.content_weight == 0 and settings.style_weight == 0:
+        raise ValueError("style_weight: content_weight and style_weight are both 0: there is "
+                         "nothing to optimize")
     if settings.style_layer_weights is not None and \
             len(settings.style_layer_weights) != len(settings.style_layers):
         raise ValueError(f"style_layer_weights: expected {len(settings.style_layers)} weights "

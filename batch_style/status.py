@@ -9,9 +9,9 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch_style import ledger
+from batch_style import ledger, run_folder
 from batch_style.errors import UserError
-from batch_style.plan import STATE_DIR, frames_fingerprint
+from batch_style.plan import frames_fingerprint
 
 
 @dataclass
@@ -58,11 +58,12 @@ def running_pid(output: Path) -> int | None:
     so the lock is probed only when its file names a process that is alive. A run writes its
     pid there right after taking the lock; before that the file names the last run (or nobody).
     """
-    path = output / STATE_DIR / ledger.LOCK_NAME
+    path = run_folder.lock_path(output)
     try:
-        holder = json.loads(path.read_text() or "{}")
+        holder = json.loads(run_folder.read_capped(path, run_folder.MAX_SMALL_BYTES, "a lock")
+                            or b"{}")
         pid, host = int(holder.get("pid", 0)), holder.get("host")
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (OSError, UserError, ValueError, TypeError, AttributeError):
         return None
     if not pid or (host == socket.gethostname() and not _alive(pid)):
         return None
@@ -113,17 +114,9 @@ def read_status(output: Path) -> RunStatus:
     """Counts per job from the plan and the ledger; works during a run and after it."""
     from batch_style import events
 
-    plan_file = output / STATE_DIR / "plan.json"
-    if not plan_file.exists():
-        raise UserError("no batch-style run here (no .batch_style/plan.json); give the "
-                        "`output` folder of a manifest", file=output)
-    try:
-        plan = json.loads(plan_file.read_text())
-        entries = plan["units"] + [v for v in plan["videos"] if v["outputs"]]
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"unreadable run plan ({type(e).__name__}: {e}); run the manifest again "
-                        "to rewrite it", file=plan_file) from None
-    latest = ledger.Ledger(ledger.ledger_path(output)).latest()
+    plan = run_folder.read_plan(output)
+    entries = plan["units"] + [v for v in plan["videos"] if v.get("outputs")]
+    latest = ledger.Ledger.for_output(output).latest()
     jobs: dict[str, JobStatus] = {j["name"]: JobStatus(j["name"]) for j in plan.get("jobs", [])}
     times: list[tuple[float, float]] = []   # (started, finished) of each record
     # A video with neither mp4 nor gif asked for has nothing to assemble: its frames say it all.

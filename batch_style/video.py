@@ -432,9 +432,15 @@ def _mux_audio(video: Path, audio: Path, out: Path, start: float, duration: floa
         _check_ffmpeg(code, log, cmd)
 
 
+class FfmpegError(RuntimeError):
+    """ffmpeg refused to write a video: the first line says why, the rest is its log."""
+
+
 def _check_ffmpeg(code: int, log: IO[bytes], cmd: list[str]) -> None:
     if code == 0:
         return
     log.seek(0)
     said = log.read().decode("utf-8", "replace")[-_LOG_TAIL:]
-    raise RuntimeError(f"ffmpeg failed with exit status {code}: {' '.join(cmd)}\n{said}")
+    last = next((line for line in reversed(said.splitlines()) if line.strip()), "no message")
+    raise FfmpegError(f"ffmpeg failed (exit status {code}): {last.strip()}\n"
+                      f"{' '.join(cmd)}\n{said}")

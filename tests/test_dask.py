@@ -15,7 +15,7 @@ import yaml
 from conftest import SMALL, ledger_records, temporaries, wait_for
 from PIL import Image
 
-from batch_style import backends, video
+from batch_style import backends, run_folder, video
 from batch_style import plan as planning
 from batch_style import run as runner
 from batch_style.errors import UserError
@@ -125,7 +125,7 @@ def test_dask_matches_local_and_keeps_state_per_worker(cluster, media_dir, tmp_p
     # equal to within one level of 255 (bit-identical on this machine so far).
     out_serial, out_dask = tmp_path / "serial", tmp_path / "dask"
     names = sorted(p.relative_to(out_serial) for p in out_serial.rglob("*.png")
-                   if planning.STATE_DIR not in p.parts)
+                   if run_folder.STATE_DIR not in p.parts)
     assert len(names) == 1 + 3 + frames
     for name in names:
         assert np.abs(read_rgb(out_serial / name) - read_rgb(out_dask / name)).max() <= 1, name
@@ -168,7 +168,7 @@ def test_killed_worker_loses_no_unit_and_records_none_twice(cluster, media_dir, 
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        wait_for(lambda: ledger_records(out) if (out / planning.STATE_DIR / "ledger.jsonl")
+        wait_for(lambda: ledger_records(out) if (out / run_folder.STATE_DIR / "ledger.jsonl")
                  .exists() else None, 60, "the first finished unit")
         # SIGKILL a worker that has a unit: Dask runs that unit again on a live worker.
         busy = wait_for(lambda: next((a for a, keys in client.processing().items() if keys),

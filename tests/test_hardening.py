@@ -159,7 +159,7 @@ MANIFEST_CASES = [
     Case("range-weight-nan", with_settings("{content_weight: .nan}"),
          ((7, "jobs[0].settings.content_weight", "expected a finite number, got nan"),)),
     Case("range-steps-negative", with_settings("{steps: -1}"),
-         ((7, "jobs[0].settings.steps", "between 0 and 100000, got -1"),)),
+         ((7, "jobs[0].settings.steps", "between 1 and 100000, got -1"),)),
     Case("range-learning-rate-zero", with_settings("{learning_rate: 0}"),
          ((7, "jobs[0].settings.learning_rate", "between 1e-06 and 10.0, got 0.0"),)),
     Case("range-style-scale", with_settings("{style_scale: 100}"),
@@ -173,7 +173,7 @@ MANIFEST_CASES = [
     Case("range-video-start-negative", clip_job("start: -1\n"),
          ((7, "jobs[0].start", "expected a value >= 0, got -1"),)),
     Case("range-video-fps-zero", clip_job("fps: 0\n"),
-         ((7, "jobs[0].fps", "expected a value > 0, got 0"),)),
+         ((7, "jobs[0].fps", "expected at least 1 frame per second, got 0"),)),
     Case("range-video-end-before-start", clip_job("start: 0.5\nend: 0.2\n"),
          ((8, "jobs[0].end", "expected a value > start (0.5), got 0.2"),)),
     Case("range-video-start-past-end", clip_job("start: 5\n"),
@@ -339,7 +339,8 @@ HOSTILE_CASES = [
          ((None, None, "invalid YAML: nested too deeply"),)),
     Case("manifest-too-large", "# padding\n" * (1_100_000),
          ((None, None, "larger than 10 MB; expected a YAML manifest"),)),
-    Case("manifest-is-dev-zero", None, ((None, None, "larger than 10 MB"),), path="/dev/zero"),
+    Case("manifest-is-dev-zero", None, ((None, None, "is not a regular file; expected a YAML "
+                                                 "manifest"),), path="/dev/zero"),
     # -- job names that are paths
     Case("name-parent", job("  - {name: ../evil, content: c.png, style: s.png}\n"),
          ((4, "jobs[0].name", f"'../evil' {NAME_RULE}"),)),
@@ -490,7 +491,85 @@ WEIGHTS_CASES = [
     WeightsCase("missing-file", lambda marker: None, "no such weights file"),
 ]
 
-ALL_CASES = MANIFEST_CASES + MEDIA_CASES + HOSTILE_CASES  # through `validate`
+def _link(out: Path, inside: str, target: Path) -> None:
+    (out / inside).parent.mkdir(parents=True, exist_ok=True)
+    (out / inside).symlink_to(target)
+
+
+def _fifo(out: Path, inside: str) -> None:
+    (out / inside).parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(out / inside)
+
+
+LONG_NAME = "l" * 246 + ".png"  # 250 bytes: fits, but its progress GIF's name would not
+# Round 2: what a careless or hostile manifest did to files that are not the run's own.
+CARELESS_CASES = [
+    # -- the run's own paths, at any depth, never lead out of the output folder
+    Case("workers-symlink-out", job(PAIR),
+         ((2, "output", "'out/workers-symlink-out/.batch_style/workers' is a symbolic link to "
+                        "'@ELSEWHERE', outside the output folder"),),
+         setup=lambda folder, out: _link(out, ".batch_style/workers", folder / "elsewhere")),
+    Case("events-symlink-out", job(PAIR),
+         ((2, "output", "'out/events-symlink-out/.batch_style/events.jsonl' is a symbolic link "
+                        "to '@ELSEWHERE/log.txt'"),),
+         setup=lambda folder, out: _link(out, ".batch_style/events.jsonl",
+                                         folder / "elsewhere/log.txt")),
+    Case("flow-folder-symlink-deep", clip_job("outputs: [mp4]\n"),
+         ((4, "jobs[0].name", "'out/flow-folder-symlink-deep/.batch_style/work/v/clip/in-0/"
+                              "flow-1-32x24' is a symbolic link to '@ELSEWHERE'"),),
+         setup=lambda folder, out: _link(out, ".batch_style/work/v/clip/in-0/flow-1-32x24",
+                                         folder / "elsewhere")),
+    Case("result-symlink-out", job(PAIR),
+         ((4, "jobs[0].name", "'out/result-symlink-out/a/c.png' is a symbolic link to "
+                              "'@ELSEWHERE/log.txt'"),),
+         setup=lambda folder, out: _link(out, "a/c.png", folder / "elsewhere/log.txt")),
+    Case("run-log-fifo", job(PAIR),
+         ((2, "output", "'out/run-log-fifo/run.log' is not a regular file"),),
+         setup=lambda folder, out: _fifo(out, "run.log")),
+    Case("events-fifo", job(PAIR),
+         ((2, "output", "'out/events-fifo/.batch_style/events.jsonl' is not a regular file"),),
+         setup=lambda folder, out: _fifo(out, ".batch_style/events.jsonl")),
+    # -- results never overwrite, nor become, inputs
+    Case("output-over-input", "version: 1\noutput: .\njobs:\n"
+                              "  - {name: photos, content: photos, style: s.png}\n",
+         ((4, "jobs[0].content", "'photos' is inside 'photos', where job 'photos' writes its "
+                                 "results: results would overwrite their own inputs"),)),
+    Case("style-is-a-result", job(PAIR + "  - {name: b, content: c.png, style: @OUT/a/c.png}\n"),
+         ((5, "jobs[1].name", "'out/style-is-a-result/a/c.png', an input of this job, would be "
+                              "overwritten by a result of job 'a'"),),
+         setup=lambda folder, out: ((out / "a").mkdir(parents=True),
+                                    noise(8, 8).save(out / "a/c.png"))),
+    # -- numbers that validated and broke later
+    Case("fps-tiny", clip_job("fps: 0.002\n"),
+         ((7, "jobs[0].fps", "expected at least 1 frame per second, got 0.002"),)),
+    Case("weights-overflow", with_settings("{style_layer_weights: [1.0e308, 1.0e308, 1, 1, 1]}"),
+         ((7, "jobs[0].settings.style_layer_weights",
+           "expected numbers between 0 and 1e+12, got 1e+308"),)),
+    Case("steps-zero", with_settings("{steps: 0}"),
+         ((7, "jobs[0].settings.steps", "between 1 and 100000, got 0"),)),
+    Case("weights-all-zero", with_settings("{content_weight: 0, style_weight: 0}"),
+         ((7, "jobs[0].settings.style_weight", "content_weight and style_weight are both 0"),)),
+    Case("start-inside-last-frame", clip_job("start: 0.95\n"),
+         ((7, "jobs[0].start", "no frames between 0.95 s and the end"),)),
+    Case("window-without-frames", clip_job("start: 0.91\nend: 0.95\n"),
+         ((7, "jobs[0].start", "no frames between 0.91 s and 0.95 s"),)),
+    # -- names
+    Case("path-part-too-long", job(f"  - {{name: a, content: {'x' * 300}.png, style: s.png}}\n"),
+         ((4, "jobs[0].content", "has a part of 304 bytes; a file or folder name holds at most "
+                                 "255"),)),
+    Case("path-nul", job('  - {name: a, content: "c\\0.png", style: s.png}\n'),
+         ((4, "jobs[0].content", "contains a NUL character"),)),
+    Case("result-name-too-long", job(f"  - {{name: a, content: {LONG_NAME}, style: s.png, "
+                                     f"outputs: [image, progress_gif]}}\n"),
+         ((4, "jobs[0].content", "its result would be named"),),
+         setup=lambda folder, out: noise(48, 32).save(folder / LONG_NAME)),
+    Case("name-run-log", job("  - {name: run.log, content: c.png, style: s.png}\n"),
+         ((4, "jobs[0].name", "'run.log' is the name of one of the run's own files"),)),
+    Case("name-report-html", job("  - {name: Report.HTML, content: c.png, style: s.png}\n"),
+         ((4, "jobs[0].name", "'Report.HTML' is the name of one of the run's own files"),)),
+]
+
+ALL_CASES = MANIFEST_CASES + MEDIA_CASES + HOSTILE_CASES + CARELESS_CASES  # through `validate`
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,6 +633,8 @@ def build_media(folder: Path) -> None:
     (folder / "concat.mp4").write_text("ffconcat version 1.0\nfile clip.mp4\nfile thin.mp4\n")
     (folder / "elsewhere").mkdir()
     (folder / "elsewhere/log.txt").write_text("someone else's file\n")
+    (folder / "photos").mkdir()
+    noise(48, 32, 7).save(folder / "photos/p.png")
 
 
 def substitute(text: str | bytes, folder: Path, case: Case) -> str | bytes:
@@ -623,7 +704,8 @@ def assert_problems(stderr: str, case: Case, folder: Path, shown: str) -> None:
 @pytest.mark.parametrize("case", ALL_CASES,
                          ids=[f"{kind}-{c.id}" for kind, cases in
                               (("manifest", MANIFEST_CASES), ("media", MEDIA_CASES),
-                               ("hostile", HOSTILE_CASES)) for c in cases])
+                               ("hostile", HOSTILE_CASES), ("careless", CARELESS_CASES))
+                              for c in cases])
 def test_validate_reports_one_line_per_problem(corpus, case, capsys, monkeypatch):
     monkeypatch.chdir(corpus)
     before = snapshot(corpus)
@@ -854,7 +936,7 @@ def test_a_newline_in_a_problem_cannot_make_a_second_line(monkeypatch, capsys):
 def test_usage_errors_exit_2_without_a_traceback(corpus):
     done = run_cli("run", "--workers", "many", "x.yaml", cwd=corpus)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "invalid int value: 'many'" in done.stderr
+    assert "argument --workers: expected a whole number, got 'many'" in done.stderr
 
 
 def test_several_bad_options_are_still_a_usage_error():
@@ -865,3 +947,248 @@ def test_several_bad_options_are_still_a_usage_error():
                                  field="--steps")])
     assert cli._is_usage(both)
     assert not cli._is_usage(UserErrors([both.errors[0], UserError("no such file", file="a")]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Round 2: what a run does with careless surroundings (through the real command)
+
+
+def small_manifest(folder: Path, jobs: str, output: str = "out") -> Path:
+    path = folder / "m.yaml"
+    path.write_text(f"version: 1\noutput: {output}\ndefaults: {{size: 32, steps: 1}}\n"
+                    f"jobs:\n{jobs}")
+    return path
+
+
+def test_a_link_out_of_the_state_folder_is_refused_and_nothing_outside_changes(tmp_path):
+    """A `workers` link used to make the heartbeat cleaner empty its target of *.json."""
+    noise(48, 32).save(tmp_path / "c.png")
+    noise(32, 32, 1).save(tmp_path / "s.png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.json").write_text("{}")
+    (tmp_path / "out/.batch_style").mkdir(parents=True)
+    (tmp_path / "out/.batch_style/workers").symlink_to(elsewhere)
+    small_manifest(tmp_path, PAIR)
+    before = snapshot(elsewhere)
+    done = run_cli("run", "--tiny", "--workers", "0", "m.yaml", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "'out/.batch_style/workers' is a symbolic link" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert snapshot(elsewhere) == before
+
+
+def test_beats_are_cleared_only_where_they_are_ours(tmp_path):
+    """Only PID.json files go, and never through a link to another folder."""
+    from batch_style import events
+
+    state = tmp_path / "out/.batch_style"
+    (state / "workers").mkdir(parents=True)
+    for name in ("123.json", "notes.json", ".x.json"):
+        (state / "workers" / name).write_text("{}")
+    events._clear_beats(tmp_path / "out")
+    assert sorted(p.name for p in (state / "workers").iterdir()) == [".x.json", "notes.json"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "456.json").write_text("{}")
+    (state / "workers").rename(state / "old")
+    (state / "workers").symlink_to(elsewhere)
+    events._clear_beats(tmp_path / "out")
+    assert (elsewhere / "456.json").exists()
+
+
+def test_user_files_that_look_like_temporaries_survive_a_run(tmp_path):
+    noise(48, 32).save(tmp_path / "c.png")
+    noise(32, 32, 1).save(tmp_path / "s.png")
+    mine = [tmp_path / "out/a/.x.tmp-old", tmp_path / "out/a/.c.png.tmp-1-deadbeef.png",
+            tmp_path / "out/notes/.draft.tmp-2", tmp_path / "out/.report.tmp-3"]
+    for path in mine:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("a user's file")
+    small_manifest(tmp_path, PAIR)
+    done = run_cli("run", "--tiny", "--workers", "0", "m.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert all(path.read_text() == "a user's file" for path in mine)
+
+
+def test_a_glob_over_the_output_folder_does_not_take_results_as_photos(tmp_path):
+    """Run twice: the second run resumes (same units), it does not stylize its own results."""
+    (tmp_path / "pics").mkdir()
+    for i, name in enumerate(("a", "b")):
+        noise(48, 32, i).save(tmp_path / f"pics/{name}.png")
+    noise(32, 32, 9).save(tmp_path / "s.png")
+    small_manifest(tmp_path, "  - {name: j, content: 'pics/**/*', style: s.png}\n",
+                   output="pics/out")
+    first = run_cli("run", "--tiny", "--workers", "0", "m.yaml", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = run_cli("run", "--tiny", "--workers", "0", "m.yaml", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "0 done, 2 already done" in second.stderr
+    assert sorted(p.name for p in (tmp_path / "pics/out/j").iterdir()) == ["a.png", "b.png"]
+
+
+def test_a_glob_through_a_symlink_cycle_ends_quickly_with_each_image_once(tmp_path, capsys,
+                                                                          monkeypatch):
+    (tmp_path / "pics/deep").mkdir(parents=True)
+    noise(48, 32).save(tmp_path / "pics/deep/a.png")
+    noise(32, 32, 1).save(tmp_path / "s.png")
+    (tmp_path / "pics/deep/loop").symlink_to(tmp_path / "pics")  # pics/deep/loop/deep/loop/…
+    (tmp_path / "pics/same.png").symlink_to(tmp_path / "pics/deep/a.png")
+    small_manifest(tmp_path, "  - {name: j, content: 'pics/**/*.png', style: s.png}\n")
+    monkeypatch.chdir(tmp_path)
+    loaded = manifest.load("m.yaml")
+    assert loaded.jobs[0].contents == (tmp_path / "pics/deep/a.png",)
+    assert cli.main(["validate", "m.yaml"]) == 0, capsys.readouterr().err
+
+
+def test_a_fifo_manifest_is_refused_at_once(tmp_path):
+    os.mkfifo(tmp_path / "m.yaml")
+    done = run_cli("validate", "m.yaml", cwd=tmp_path)  # would block for good on open()
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["m.yaml: is not a regular file; expected a YAML manifest"]
+
+
+@pytest.mark.parametrize("plan, message", [
+    (None, "larger than 1024 MB; not a run plan"),  # a link to /dev/zero: refused, not read
+    ("[]", "unreadable run plan (expected a mapping, got list)"),
+    ('{"jobs": [], "units": [{"key": 1}], "videos": []}',
+     "unreadable run plan (an entry of 'units' lacks key, job, hash, output, content)"),
+])
+def test_status_and_report_read_state_safely(tmp_path, plan, message):
+    state = tmp_path / "out/.batch_style"
+    state.mkdir(parents=True)
+    if plan is None:
+        (state / "plan.json").symlink_to("/dev/zero")
+        message = "not a regular file"
+    else:
+        (state / "plan.json").write_text(plan)
+    for command in ("status", "report"):
+        done = run_cli(command, "out", cwd=tmp_path)
+        assert done.returncode == 1
+        assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+        assert len(done.stderr.splitlines()) == 1 and message in done.stderr, done.stderr
+
+
+def test_names_that_are_not_utf8_or_hold_escape_codes_are_written_escaped(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, name in enumerate((b"\xff-latin1.png", b"a\x1b[2Jb.png", b"new\nline.png")):
+        noise(48, 32, i).save(os.fsdecode(bytes(photos) + b"/" + name))
+    noise(32, 32, 9).save(tmp_path / "s.png")
+    small_manifest(tmp_path, "  - {name: j, content: photos, style: s.png}\n")
+    done = run_cli("run", "--tiny", "--workers", "0", "m.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b[2J" not in done.stderr and "Logging error" not in done.stderr
+    assert "a\\x1b[2Jb" in done.stderr
+    log = (tmp_path / "out/run.log").read_text(encoding="utf-8")
+    assert "\\udcff-latin1" in log and "new\\nline" in log and "\x1b" not in log
+    assert (tmp_path / "out/report.html").read_text(encoding="utf-8").count("\\udcff") >= 1
+    assert len(list((tmp_path / "out/j").glob("*.png"))) == 3
+
+
+def test_two_manifests_into_one_folder_both_show_in_status_and_report(tmp_path):
+    noise(48, 32).save(tmp_path / "c.png")
+    noise(32, 32, 1).save(tmp_path / "s.png")
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"version: 1\noutput: out\ndefaults: {{size: 32, steps: 1}}\n"
+            f"jobs:\n  - {{name: job-{name}, content: c.png, style: s.png}}\n")
+        done = run_cli("run", "--tiny", "--workers", "0", f"{name}.yaml", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    status = run_cli("status", "out", cwd=tmp_path)
+    assert "2 done, 0 failed, 0 pending" in status.stdout, status.stdout
+    assert "job-a:" in status.stdout and "job-b:" in status.stdout
+    page = (tmp_path / "out/report.html").read_text()
+    assert 'id="u-job-a"' in page and 'id="u-job-b"' in page
+
+
+def test_stylize_checks_where_it_writes_before_the_work(tmp_path):
+    noise(48, 32).save(tmp_path / "c.png")
+    noise(32, 32, 1).save(tmp_path / "s.png")
+    (tmp_path / "results").mkdir()
+    done = run_cli("stylize", "c.png", "s.png", "-o", "c.png", "--tiny", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["batch-style: error: --output: 'c.png' is an input; the "
+                                        "result would overwrite it"]
+    done = run_cli("stylize", "c.png", "s.png", "-o", "results", "--tiny", "--size", "32",
+                   "--steps", "1", "-q", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "results/c_s.png").is_file()
+
+
+def test_negative_workers_is_a_usage_error_before_anything_is_written(tmp_path):
+    noise(48, 32).save(tmp_path / "c.png")
+    noise(32, 32, 1).save(tmp_path / "s.png")
+    small_manifest(tmp_path, PAIR)
+    done = run_cli("run", "--workers", "-1", "m.yaml", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "argument --workers: expected 0 or more, got -1" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_pillow_warnings_name_the_image_not_pillow(tmp_path):
+    """A JPEG whose EXIF claims more data than the file holds: Pillow warns from its own
+    source file; the line must name the photo."""
+    image = Image.new("RGB", (48, 32), (200, 10, 10))
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 40  # ImageDescription, stored out of line
+    data = bytearray(encoded_with_exif(image, exif))
+    tiff = data.index(b"Exif\x00\x00") + 6
+    order = "<" if data[tiff:tiff + 2] == b"II" else ">"
+    at = data.index(struct.pack(f"{order}H", 0x010E), tiff)  # the tag's entry
+    data[at + 4:at + 8] = struct.pack(f"{order}I", 100_000)  # its count: past the file's end
+    (tmp_path / "c.jpg").write_bytes(bytes(data))
+    noise(32, 32, 1).save(tmp_path / "s.png")
+    small_manifest(tmp_path, "  - {name: a, content: c.jpg, style: s.png}\n")
+    done = run_cli("validate", "m.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "WARNING" in line]
+    assert warned and all(f"{tmp_path / 'c.jpg'}: " in line for line in warned), warned
+    assert "PIL" not in done.stderr
+
+
+def encoded_with_exif(image: Image.Image, exif: Image.Exif) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_a_temporary_fits_in_a_name_wherever_its_final_file_does(tmp_path):
+    from batch_style.atomic import TEMPORARY, atomic_write_text, temporary_name
+
+    final = tmp_path / ("n" * 251 + ".png")  # 255 bytes
+    assert len(temporary_name(final).name.encode()) <= 255
+    assert TEMPORARY.fullmatch(temporary_name(final).name)
+    atomic_write_text(final, "done")
+    assert final.read_text() == "done"
+
+
+def test_frame_steps_follow_steps_unless_given():
+    from batch_style.settings import resolve
+
+    assert resolve({"steps": 6}).frame_steps == 1
+    assert resolve({"steps": 500}).frame_steps == 100
+    assert resolve({"steps": 6, "frame_steps": 4}).frame_steps == 4
+    assert resolve({"preset": "draft"}).frame_steps == 20  # the preset's 100 steps
+
+
+def test_a_video_ffmpeg_cannot_write_fails_alone(media_dir, write_manifest, monkeypatch):
+    """ffmpeg refusing one video used to stop the run with an internal error."""
+    from batch_style import run as runner
+    from batch_style.video import FfmpegError
+
+    def refuse(frames, path, fps, **kwargs):
+        raise FfmpegError("ffmpeg failed (exit status 1): Invalid argument\nffmpeg ...\nlog")
+
+    monkeypatch.setattr(video, "write_mp4", refuse)
+    path = write_manifest([
+        {"name": "clip", "video": str(media_dir / "clip.mp4"), "end": 0.1,
+         "style": str(media_dir / "style.png"), "outputs": ["mp4", "gif"]},
+        {"name": "pair", "content": str(media_dir / "photo.png"),
+         "style": str(media_dir / "style.png")}])
+    summary = runner.run([path], runner.RunOptions(workers=0, tiny=True))
+    assert summary.exit_code == 1
+    assert summary.failed == [("clip/clip#video", "ffmpeg failed (exit status 1): Invalid "
+                                                  "argument")]
+    out = path.parent / "out"
+    assert (out / "pair/photo.png").is_file() and not (out / "clip/clip.mp4").exists()

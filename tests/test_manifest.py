@@ -38,7 +38,7 @@ def _fake_probe_video(path: Path) -> object:
     """Videos are decoded elsewhere; here a file is a video unless it says it is not."""
     if Path(path).read_bytes() == b"not a video":
         raise UserError("not a video: no video stream", file=path)
-    return types.SimpleNamespace(fps=25.0, frames=50, duration=2.0)
+    return types.SimpleNamespace(path=path, fps=25.0, n_frames=50, duration=2.0)
 
 
 @pytest.fixture(autouse=True)
@@ -129,7 +129,9 @@ def test_valid_manifest_loads_into_jobs(tree: Path) -> None:
     assert manifest.path == tree / "jobs.yaml"
     assert manifest.output == tree / "out/demo"
     pair, folder, globbed, clip = manifest.jobs
-    draft = Settings(size=256, steps=50, content_weight=1e4, style_weight=0.1, preset="draft")
+    # frame_steps follows steps (steps / 5) where a manifest does not set it.
+    draft = Settings(size=256, steps=50, frame_steps=10, content_weight=1e4, style_weight=0.1,
+                     preset="draft")
 
     assert pair == Job(name="pair", kind="images", contents=(tree / "photos/tubingen.png",),
                        video=None, start=0.0, end=None, fps=None,
@@ -139,14 +141,16 @@ def test_valid_manifest_loads_into_jobs(tree: Path) -> None:
     assert folder.contents == tuple(tree / "folder" / n for n in ("c1.png", "c2.jpg", "c3.PNG"))
     assert folder.styles == (tree / "styles/starry.png", tree / "styles/kandinsky.png")
     assert folder.outputs == ("image",)
-    assert folder.settings == draft.replace(steps=20, optimizer="adam", style_blend=(0.7, 0.3))
+    assert folder.settings == draft.replace(steps=20, frame_steps=4, optimizer="adam",
+                                            style_blend=(0.7, 0.3))
     assert folder.line == 13
 
     # Sorted and de-duplicated across the list.
     assert globbed.contents == (tree / "globbed/g1.png", tree / "globbed/g2.png",
                                 tree / "photos/tubingen.png")
     # The job's preset replaces the manifest's, and still ranks under the manifest's defaults.
-    assert globbed.settings == Settings(optimizer="adam", learning_rate=0.02, steps=50, scales=1,
+    assert globbed.settings == Settings(optimizer="adam", learning_rate=0.02, steps=50,
+                                        frame_steps=10, scales=1,
                                         precision="float32", convolution="direct", tolerance=0.0,
                                         content_weight=1e4,
                                         style_weight=0.1,
@@ -309,7 +313,8 @@ BAD = [
                  "7: jobs[0].style_blend: expected 2 weights, one per style image, got 1",
                  id="style-blend-length"),
     pytest.param(HEAD + TWO_STYLES + "    style_blend: [1, -1]\n",
-                 "7: jobs[0].style_blend: expected numbers >= 0, got -1", id="style-blend-negative"),
+                 "7: jobs[0].style_blend: expected numbers between 0 and 1e+12, got -1",
+                 id="style-blend-negative"),
     pytest.param("version: 1\noutput: out\ndefaults: {style_blend: [1, 1]}\njobs:\n"
                  + JOB.replace("name: a", "name: one"),
                  "3: defaults.style_blend: expected 1 weights, one per style image of job one, "
@@ -323,7 +328,7 @@ BAD = [
                  "    start: 2\n", "7: jobs[0].start: expected a value before the end of the video "
                  "(2 s), got 2", id="start-past-end"),
     pytest.param(HEAD + "  - name: a\n    video: clips/clip.mp4\n    style: styles/starry.png\n"
-                 "    fps: 0\n", "7: jobs[0].fps: expected a value > 0, got 0", id="fps-0"),
+                 "    fps: 0\n", "7: jobs[0].fps: expected at least 1 frame per second, got 0", id="fps-0"),
     pytest.param(HEAD + "  - name: a\n    video: clips/nope.mp4\n    style: styles/starry.png\n",
                  "5: jobs[0].video: no such file 'clips/nope.mp4'", id="missing-video"),
     pytest.param(HEAD + JOB.replace("name: a", "name: ../evil"),

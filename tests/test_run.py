@@ -33,7 +33,7 @@ from batch_style import console, ledger, status, video
 from batch_style import run as runner
 from batch_style.atomic import TMP_MARK
 from batch_style.errors import UserError
-from batch_style.plan import STATE_DIR
+from batch_style.run_folder import STATE_DIR
 
 SERIAL = runner.RunOptions(workers=0, tiny=True)
 

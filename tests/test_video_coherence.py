@@ -11,7 +11,7 @@ import pytest
 from conftest import SMALL, group_alive, kill_group, ledger_records, wait_for
 from test_flow import texture
 
-from batch_style import flow, manifest, media, video, worker
+from batch_style import flow, manifest, media, run_folder, video, worker
 from batch_style import plan as planning
 from batch_style import run as runner
 from batch_style.plan import CHUNK_OVERLAP, Chunk, make_plan, split_chunks
@@ -59,7 +59,7 @@ def test_plan_splits_a_video_into_chains_with_lead_ins(media_dir, write_manifest
     lead_from = 18 - CHUNK_OVERLAP
     assert [u.key for u in vp.leads] == [f"clip/clip/lead/{i:06d}" for i in range(lead_from, 18)]
     assert len(two.units) == 36 + CHUNK_OVERLAP and len({u.key for u in two.units}) == len(two.units)
-    assert all(u.output.parent.name == "lead" and planning.STATE_DIR in u.output.parts
+    assert all(u.output.parent.name == "lead" and run_folder.STATE_DIR in u.output.parts
                for u in vp.leads)
     # Each chain: its first unit starts on its own with the full budget, the others from the unit
     # before, with frame_steps and the flow file from that frame to this one.
@@ -194,7 +194,7 @@ def test_killed_run_resumes_mid_chain(media_dir, write_manifest, cli):
     out = path.parent / "out"
 
     def frames_done():
-        if not (out / planning.STATE_DIR / "ledger.jsonl").exists():
+        if not (out / run_folder.STATE_DIR / "ledger.jsonl").exists():
             return 0
         return sum(r["status"] == "done" for r in ledger_records(out))
 

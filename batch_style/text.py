@@ -1,0 +1,33 @@
+"""Text for people: durations, numbers, and names made safe to print."""
+
+from __future__ import annotations
+
+import logging
+
+
+def printable(text: str) -> str:
+    """`text` with every character that is not printable written as its escape (\\n, \\x1b,
+    \\udcff for a byte of a file name that is not UTF-8): a file name can neither split a line,
+    forge one, nor send codes to the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def duration(seconds: float) -> str:
+    """'7s', '3m05s', '2h04m'."""
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class EscapingFormatter(logging.Formatter):
+    """Log lines whose arguments are printable(): names in them cannot break or forge a line.
+
+    A record logged with `extra={"block": True}` (a traceback) keeps its line breaks.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.args and not getattr(record, "block", False):
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(printable(a) if isinstance(a, str) else a for a in args)
+        return super().format(record)
