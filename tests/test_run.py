@@ -592,6 +592,21 @@ def test_second_run_on_the_same_folder_is_refused_until_the_first_dies(media_dir
     assert status.running_pid(out) is None
 
 
+def test_an_output_folder_without_flock_still_runs(media_dir, write_manifest, monkeypatch,
+                                                   caplog):
+    import errno
+    import fcntl
+
+    def flock(fd, operation):  # an NFS mount without its lock daemon
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    manifest = write_manifest(small_jobs(media_dir)[:1])
+    summary = runner.run([manifest], SERIAL)
+    assert summary.exit_code == 0 and summary.done == 1
+    assert "does not support flock" in caplog.text
+
+
 # -- Ctrl-C and SIGTERM ---------------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupt_keeps_finished_work(media_dir, write_manifest, cli, how):
