@@ -5,10 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import logging
-import os
-import shutil
 import signal
-import subprocess
 import threading
 import time
 import traceback
@@ -22,6 +19,7 @@ from batch_style import assemble, atomic, backends, events, ledger
 from batch_style import plan as planning
 from batch_style.errors import UserError
 from batch_style.flow import FlowFiles
+from batch_style.gpus import require_usable, visible_gpus
 from batch_style.manifest import Manifest, load_all
 from batch_style.plan import Plan, Unit, VideoPlan
 from batch_style.worker import DISK_FULL, UnitResult, WorkerConfig, run_unit
@@ -63,27 +61,6 @@ class RunSummary:
 
 
 # -- devices ----------------------------------------------------------------------------------
-def visible_gpus() -> tuple[str, ...]:
-    """GPU ids without importing TensorFlow (the parent must stay free to pin its workers).
-
-    BATCH_STYLE_GPUS (comma-separated ids) overrides detection; tests use it to simulate GPUs.
-    """
-    override = os.environ.get("BATCH_STYLE_GPUS")
-    if override is not None:
-        return tuple(g.strip() for g in override.split(",") if g.strip())
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return tuple(g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1")
-    if shutil.which("nvidia-smi") is None:
-        return ()
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    return tuple(line.strip() for line in out.splitlines() if line.strip())
-
-
 def worker_setup(options: RunOptions, state_dir: Path,
                  manifest: Manifest | None = None) -> tuple[int, WorkerConfig]:
     """(units in flight at once, the workers' config) for a manifest's run; usage errors here."""
@@ -102,6 +79,7 @@ def worker_setup(options: RunOptions, state_dir: Path,
     if options.device == "gpu" and not gpus:
         raise UserError("--device gpu: no GPU is visible (nvidia-smi finds none, or "
                         "CUDA_VISIBLE_DEVICES hides them)", field="device")
+    require_usable(gpus)  # TensorFlow can compute on them (checked in a subprocess)
     workers = options.workers if options.workers is not None else max(len(gpus), 1)
     if gpus and workers > len(gpus):
         raise UserError(f"--workers {workers}: only {len(gpus)} GPUs, and a worker needs one "
