@@ -22,6 +22,7 @@ from batch_style.flow import FlowFiles
 from batch_style.gpus import require_usable, visible_gpus
 from batch_style.manifest import Manifest, load_all
 from batch_style.plan import Plan, Unit, VideoPlan
+from batch_style.pools import WorkerDied
 from batch_style.worker import DISK_FULL, UnitResult, WorkerConfig, run_unit
 
 log = logging.getLogger("batch_style")
@@ -285,6 +286,18 @@ def _dispatch(todo: list[Unit], workers: int, config: WorkerConfig, options: Run
         ready.extendleft(reversed(freed))
 
     attempts: dict[str, int] = {}
+
+    def died(unit: Unit, why: str) -> None:
+        # Its worker died while running it: retried in a fresh worker until max_attempts.
+        if attempts[unit.key] >= options.max_attempts:
+            result = UnitResult(key=unit.key, ok=False, error_kind="crash",
+                                error=f"its worker died {attempts[unit.key]} times ({why})")
+            _record(unit, result, attempts[unit.key], book, summary, emit)
+            release(unit, ok=False)
+        else:
+            log.warning("%s: its worker died; retrying (%s)", unit.key, why)
+            ready.appendleft(unit)
+
     in_flight: dict[cf.Future, Unit] = {}
     capacity = max(workers, 1)
     executor = make_executor(workers, config)
@@ -312,6 +325,9 @@ def _dispatch(todo: list[Unit], workers: int, config: WorkerConfig, options: Run
                         continue
                     unit = in_flight.pop(future)
                     error = future.exception()
+                    if isinstance(error, WorkerDied):  # its own worker: no other unit is charged
+                        died(unit, str(error))
+                        continue
                     if _broken_pool(error):
                         lost.append(unit)
                         continue
@@ -324,23 +340,15 @@ def _dispatch(todo: list[Unit], workers: int, config: WorkerConfig, options: Run
                                   "command again", result.error)
                         return
             if lost:
-                # A worker died (killed, out of memory): the pool is broken and every unit in it
-                # is lost. The pool does not say whose worker died, so each is charged an
-                # attempt and retried in a fresh pool until it has had max_attempts.
+                # The executor broke (a lost Dask scheduler; a pool that does not say whose worker
+                # died): every unit in it is lost, each is charged an attempt and retried in a
+                # fresh executor until it has had max_attempts.
                 lost.extend(in_flight.values())
                 in_flight.clear()
                 executor.shutdown(wait=True, kill_workers=True)
                 executor = make_executor(workers, config)
                 for unit in reversed(lost):
-                    if attempts[unit.key] >= options.max_attempts:
-                        result = UnitResult(key=unit.key, ok=False, error_kind="crash",
-                                            error=f"its worker died {attempts[unit.key]} "
-                                                  f"times (killed, or out of memory)")
-                        _record(unit, result, attempts[unit.key], book, summary, emit)
-                        release(unit, ok=False)
-                    else:
-                        log.warning("%s: its worker died; retrying", unit.key)
-                        ready.appendleft(unit)
+                    died(unit, "killed, or out of memory")
     finally:
         executor.shutdown(wait=False, kill_workers=True)
 
