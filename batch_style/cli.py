@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -93,9 +94,12 @@ def cmd_stylize(args) -> int:
     if settings.init not in ("content", "noise"):
         init = media.load_image(Path(settings.init), settings.max_pixels)
 
-    from batch_style.backend import import_tensorflow
+    from batch_style import backend
 
-    import_tensorflow()
+    if args.device == "gpu" and not backend.import_tensorflow().config.get_visible_devices("GPU"):
+        raise UserError("no GPU that TensorFlow can use (`batch-style doctor` says why)",
+                        field="--device")
+    backend.import_tensorflow(gpus=args.device != "cpu")  # --device cpu: the GPUs stay untouched
     from batch_style import console
     from batch_style.model import load_feature_model
     from batch_style.optimize import Stylizer
@@ -111,7 +115,9 @@ def cmd_stylize(args) -> int:
         if args.progress_gif and event.snapshot is not None:
             snapshots.append(media.to_uint8(event.snapshot))
 
-    result = Stylizer(model).stylize(content, styles, settings, init=init, callback=on_progress)
+    with backend.on_cpu() if args.device == "cpu" else contextlib.nullcontext():
+        result = Stylizer(model).stylize(content, styles, settings, init=init,
+                                         callback=on_progress)
     bar.close()
     out = Path(args.output)
     media.save_image(result.image, out)
@@ -221,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="result image (.png or .jpg)")
     p.add_argument("--progress-gif", metavar="PATH", help="also write the optimization as a GIF")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     common(p)
     _add_settings_options(p)
     p.set_defaults(func=cmd_stylize)
