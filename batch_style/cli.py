@@ -166,6 +166,14 @@ def cmd_run(args) -> int:
     return summary.exit_code
 
 
+def cmd_doctor(args) -> int:
+    from batch_style import doctor
+
+    checkup = doctor.examine(Path(args.output) if args.output else None, args.weights)
+    print(checkup.text())
+    return checkup.exit_code
+
+
 def cmd_status(args) -> int:
     from batch_style import console, status
 
@@ -235,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("weights", help="make the VGG19 weights available; print where they are")
     common(p)
     p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("doctor", help="what this machine offers a run (Python, TensorFlow, CUDA, "
+                                      "GPUs, CPU, weights, disk) and what to fix; exit 1 if "
+                                      "anything needs fixing")
+    p.add_argument("output", nargs="?", default=None,
+                   help="the output folder to check free disk under (default: here)")
+    common(p)
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("status", help="done / failed / pending units of a run")
     p.add_argument("output", help="the run's output folder")
