@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup weights demo test test-slow bench bench-quick lint clean
+.PHONY: setup weights demo test test-slow bench bench-quick gpu-check lint clean
 
 setup: $(STAMP) weights
 
@@ -33,8 +33,13 @@ bench: setup
 bench-quick: setup
 	$(BIN)/python -m batch_style.bench --pairs tubingen+starry-night --methods adam lbfgs lbfgs-mixed --steps 100
 
+# On a GPU machine, after `make setup` and `.venv/bin/pip install -e '.[gpu]'`: doctor, a
+# stylization pinned to each GPU, per-step times and GPU memory, in bench-results/gpu-check.md.
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check batch_style tests
+	$(BIN)/ruff check batch_style tests benchmarks
 
 clean:
 	rm -rf $(VENV) out bench-results

@@ -1,12 +1,18 @@
-"""TensorFlow, imported once per process with its start-up chatter filtered out."""
+"""TensorFlow, imported and configured once per process with its start-up chatter filtered out."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import logging
 import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
+
+log = logging.getLogger("batch_style")
 
 # TensorFlow's C++ start-up logs go to stderr before absl's logging is configured, so
 # TF_CPP_MIN_LOG_LEVEL does not silence them (TF 2.18+). These lines say nothing a user can act on;
@@ -17,40 +23,104 @@ _NOISE = re.compile(
     r"|.*(oneDNN custom operations are on|Could not find cuda drivers"
     r"|rebuild TensorFlow with the appropriate compiler flags"
     r"|This TensorFlow binary is optimized to use available CPU instructions))")
+# Where a pool worker's TensorFlow start-up stderr is captured (pools.py sets it per worker): if
+# the start-up aborts the process (a CUDA error is often fatal), the file is what it said last.
+STARTUP_LOG = "BATCH_STYLE_STARTUP_LOG"
+
+_configured: set[bool] = set()  # the `gpus` arguments TensorFlow was configured for
+_ON_CPU = contextvars.ContextVar("batch_style_on_cpu", default=False)
 
 
-def import_tensorflow():
-    """`import tensorflow` with the start-up noise removed from stderr; returns the module."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
+def said(text: str) -> list[str]:
+    """The lines of TensorFlow's start-up stderr worth showing (the noise filtered out)."""
+    return [line for line in text.splitlines() if line.strip() and not _NOISE.match(line)]
+
+
+def import_tensorflow(*, gpus: bool = True):
+    """`import tensorflow`, configured (configure()), with the start-up noise removed from stderr;
+    returns the module. gpus=False: this process is not to use the GPUs (--device cpu)."""
+    if "tensorflow" not in sys.modules:
+        _import_quietly(gpus)
+    tf = sys.modules["tensorflow"]
+    if gpus not in _configured:
+        configure(tf, gpus)
+    return tf
+
+
+def _import_quietly(gpus: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
+    path = os.environ.get(STARTUP_LOG)
+    with (open(path, "w+b") if path else tempfile.TemporaryFile(mode="w+b")) as captured:
         os.dup2(captured.fileno(), 2)
         try:
             import tensorflow as tf
 
-            # Take GPU memory as needed, so a small unit does not reserve the whole card. It
-            # must be set before the first operation below initializes the devices: afterwards
-            # set_memory_growth raises "Physical devices cannot be modified after being
-            # initialized" (worker._configure_tensorflow's own call is then a no-op).
-            for gpu in tf.config.list_physical_devices("GPU"):
-                tf.config.experimental.set_memory_growth(gpu, True)
+            configure(tf, gpus)  # before the first operation initializes the devices
             tf.constant(0.0)  # device discovery logs too
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-        captured.seek(0)
-        for line in captured.read().decode("utf-8", "replace").splitlines():
-            if line.strip() and not _NOISE.match(line):
+            # Also when the import failed: what TensorFlow said is why (a CUDA error on a busy
+            # card, a missing library), and a worker that only says "died" helps nobody.
+            captured.seek(0)
+            for line in said(captured.read().decode("utf-8", "replace")):
                 print(line, file=sys.stderr)
-    return tf
+            if path:  # kept only when the process dies before it gets here
+                os.unlink(path)
+
+
+def configure(tf, gpus: bool = True) -> None:
+    """What every process computing with TensorFlow sets, as far as it still can."""
+    if not gpus:
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # already initialized elsewhere: on_cpu() keeps the work off them
+            log.debug("TensorFlow had initialized its GPUs already; units run under on_cpu()")
+    for gpu in tf.config.list_physical_devices("GPU") if gpus else ():
+        # Take GPU memory as needed, so a small unit does not reserve the whole card. Only
+        # possible before TensorFlow initializes the devices: a process that imported it and
+        # computed before (a library caller, --workers 0 after other work) keeps what it has.
+        try:
+            if not tf.config.experimental.get_memory_growth(gpu):
+                tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError as e:  # "Physical devices cannot be modified after being initialized"
+            log.info("GPU memory growth left as it was: %s", e)
+    # float32 means float32: TF32 (Ampere and later, on by default) rounds matmul and convolution
+    # inputs to a 10-bit mantissa, which the float32 polish, the Grams and L-BFGS's inner
+    # products are there to avoid.
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    _configured.add(gpus)
+
+
+def _tensorflow():
+    """TensorFlow as this process configured it (imported with the defaults if not yet)."""
+    return sys.modules["tensorflow"] if _configured else import_tensorflow()
+
+
+@contextlib.contextmanager
+def on_cpu() -> Iterator[None]:
+    """Compute on the CPU inside (the fallback of a unit too big for its GPU, --device cpu), and
+    let has_gpu()/native_bfloat16() answer for the CPU, so its precision and convolutions are
+    chosen for the CPU."""
+    tf = _tensorflow()
+    token = _ON_CPU.set(True)
+    try:
+        with tf.device("/CPU:0"):
+            yield
+    finally:
+        _ON_CPU.reset(token)
+
+
+def computing_on_cpu() -> bool:
+    """Whether this code runs inside on_cpu()."""
+    return _ON_CPU.get()
 
 
 def has_gpu() -> bool:
-    """Whether this process computes on a GPU (a worker sees only the GPU it claimed)."""
-    return bool(import_tensorflow().config.list_physical_devices("GPU"))
+    """Whether this process computes on a GPU (a worker sees only its own), here and now."""
+    return not _ON_CPU.get() and bool(_tensorflow().config.get_visible_devices("GPU"))
 
 
 def native_bfloat16() -> bool:
@@ -58,14 +128,29 @@ def native_bfloat16() -> bool:
 
     NVIDIA GPUs from Ampere on (compute capability 8.0) have bfloat16 tensor cores; x86 CPUs
     with AVX-512 BF16 or AMX do it in hardware (oneDNN uses them). Elsewhere bfloat16 is
-    emulated and slower than float32. A worker sees only the GPU it claimed.
+    emulated and slower than float32. A worker sees only its own GPU; inside on_cpu(), none.
     """
-    tf = import_tensorflow()
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
+    if has_gpu():
+        tf = _tensorflow()
+        gpu = tf.config.get_visible_devices("GPU")[0]
+        details = tf.config.experimental.get_device_details(gpu)
         return tuple(details.get("compute_capability") or (0, 0)) >= (8, 0)
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+# What a GPU running out of memory raises: ResourceExhaustedError mostly, but an allocation that
+# fails while copying to the device, or cuDNN that cannot get its workspace, say it otherwise.
+_OUT_OF_MEMORY = re.compile(
+    r"OOM when allocating|Dst tensor is not initialized|Failed to get convolution algorithm"
+    r"|cuDNN failed to initialize|CUDNN_STATUS_(ALLOC_FAILED|NOT_INITIALIZED)"
+    r"|CUDA_ERROR_OUT_OF_MEMORY|out of memory")
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether TensorFlow raised `error` because memory ran out (its errors are OpErrors)."""
+    names = {c.__name__ for c in type(error).__mro__}
+    return "ResourceExhaustedError" in names or (
+        "OpError" in names and bool(_OUT_OF_MEMORY.search(str(error))))
 
 
 @functools.cache

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from batch_style import gpus
 from batch_style.errors import UserError
-from batch_style.worker import UnitResult, WorkerConfig, init_worker
+from batch_style.worker import UnitResult, WorkerConfig
 
 log = logging.getLogger("batch_style")
 
@@ -74,13 +75,13 @@ class InProcessExecutor(cf.Executor):
 
 
 def local_executor(workers: int, config: WorkerConfig) -> cf.Executor:
+    """`workers` worker processes, one per GPU (or on the CPU), each in a pool of its own
+    (pools.WorkerPools); 0: this process."""
     if workers == 0:
         return InProcessExecutor()
-    from joblib.externals.loky import ProcessPoolExecutor
+    from batch_style.pools import WorkerPools
 
-    # joblib's loky pool: spawned (not forked) processes, so TensorFlow state never leaks in,
-    # a worker that dies is reported as TerminatedWorkerError instead of hanging the pool.
-    return ProcessPoolExecutor(max_workers=workers, initializer=init_worker, initargs=(config,))
+    return WorkerPools(workers, config)
 
 
 # -- dask: a cluster ------------------------------------------------------------------------------
@@ -134,9 +135,7 @@ def _local_cluster(workers: int, config: BackendConfig):
     distributed = _distributed()
 
     def env(i: int) -> dict[str, str]:
-        if config.device == "cpu":
-            return {"CUDA_VISIBLE_DEVICES": "-1"}
-        return {"CUDA_VISIBLE_DEVICES": config.gpu_ids[i]} if config.gpu_ids else {}
+        return gpus.worker_env(config.gpu_ids[i] if config.gpu_ids else None, config.device)
 
     worker_spec = {i: {"cls": distributed.Nanny,
                        "options": {"nthreads": 1, "resources": {RESOURCE: 1}, "env": env(i),

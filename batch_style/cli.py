@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -112,9 +113,12 @@ def cmd_stylize(args) -> int:
     if settings.init not in ("content", "noise"):
         init = media.load_image(Path(settings.init), settings.max_pixels)
 
-    from batch_style.backend import import_tensorflow
+    from batch_style import backend
 
-    import_tensorflow()
+    if args.device == "gpu" and not backend.import_tensorflow().config.get_visible_devices("GPU"):
+        raise UserError("no GPU that TensorFlow can use (`batch-style doctor` says why)",
+                        field="--device")
+    backend.import_tensorflow(gpus=args.device != "cpu")  # --device cpu: the GPUs stay untouched
     from batch_style import console
     from batch_style.model import load_feature_model
     from batch_style.optimize import Stylizer
@@ -130,7 +134,9 @@ def cmd_stylize(args) -> int:
         if args.progress_gif and event.snapshot is not None:
             snapshots.append(media.to_uint8(event.snapshot))
 
-    result = Stylizer(model).stylize(content, styles, settings, init=init, callback=on_progress)
+    with backend.on_cpu() if args.device == "cpu" else contextlib.nullcontext():
+        result = Stylizer(model).stylize(content, styles, settings, init=init,
+                                         callback=on_progress)
     bar.close()
     media.save_image(result.image, out)
     if gif is not None:
@@ -202,6 +208,14 @@ def cmd_run(args) -> int:
     return summary.exit_code
 
 
+def cmd_doctor(args) -> int:
+    from batch_style import doctor
+
+    checkup = doctor.examine(Path(args.output) if args.output else None, args.weights)
+    print(checkup.text())
+    return checkup.exit_code
+
+
 def cmd_status(args) -> int:
     from batch_style import console, status
 
@@ -265,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "CONTENT_STYLE.png in the current folder)")
     p.add_argument("--progress-gif", metavar="PATH", help="also write the optimization as a GIF")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     common(p)
     _add_settings_options(p)
     p.set_defaults(func=cmd_stylize)
@@ -272,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("weights", help="make the VGG19 weights available; print where they are")
     common(p)
     p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("doctor", help="what this machine offers a run (Python, TensorFlow, CUDA, "
+                                      "GPUs, CPU, weights, disk) and what to fix; exit 1 if "
+                                      "anything needs fixing")
+    p.add_argument("output", nargs="?", default=None,
+                   help="the output folder to check free disk under (default: here)")
+    common(p)
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("status", help="done / failed / pending units of a run")
     p.add_argument("output", help="the run's output folder")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import socket
 import time
@@ -16,6 +17,8 @@ from batch_style import run_folder
 from batch_style.atomic import fsync_dir
 from batch_style.errors import UserError
 from batch_style.run_folder import ledger_path
+
+log = logging.getLogger("batch_style")
 
 STATUSES = frozenset({"done", "failed"})
 
@@ -219,7 +222,8 @@ class RunLock:
     itself stays and only carries the holder's pid, host and start time for the message.
     The lock belongs to the open file, so a child made by a bare fork() would share it: workers must
     be started by spawn/exec (joblib's loky does), which closes the non-inheritable descriptor.
-    flock may not work across machines on network file systems.
+    flock may not work across machines on network file systems; where it fails outright (ENOLCK,
+    EOPNOTSUPP…) the run warns and goes on without the lock.
     """
 
     def __init__(self, output_dir: Path):
@@ -245,6 +249,12 @@ class RunLock:
             os.close(fd)
             raise UserError(f"another batch-style run{holder} is using this output folder; "
                             "wait for it or stop it", file=self.output_dir) from None
+        except OSError as e:
+            # NFS without its lock daemon, Lustre mounted without `flock`: no locks here at all.
+            # Refusing would make such folders unusable; the run goes on unguarded.
+            log.warning("cannot lock %s (%s): this file system does not support flock; make "
+                        "sure no other batch-style run writes into %s", self.path,
+                        e.strerror or e, self.output_dir)
         except BaseException:
             os.close(fd)
             raise

@@ -6,9 +6,7 @@ import concurrent.futures as cf
 import contextlib
 import logging
 import os
-import shutil
 import signal
-import subprocess
 import threading
 import time
 import traceback
@@ -22,8 +20,10 @@ from batch_style import assemble, backends, events, ledger, run_folder
 from batch_style import plan as planning
 from batch_style.errors import UserError
 from batch_style.flow import FlowFiles
+from batch_style.gpus import require_usable, visible_gpus
 from batch_style.manifest import Manifest, load_all
 from batch_style.plan import Plan, Unit, VideoPlan
+from batch_style.pools import WorkerDied
 from batch_style.text import EscapingFormatter
 from batch_style.video import FfmpegError
 from batch_style.worker import DISK_FULL, UnitResult, WorkerConfig, run_unit
@@ -65,27 +65,6 @@ class RunSummary:
 
 
 # -- devices ----------------------------------------------------------------------------------
-def visible_gpus() -> tuple[str, ...]:
-    """GPU ids without importing TensorFlow (the parent must stay free to pin its workers).
-
-    BATCH_STYLE_GPUS (comma-separated ids) overrides detection; tests use it to simulate GPUs.
-    """
-    override = os.environ.get("BATCH_STYLE_GPUS")
-    if override is not None:
-        return tuple(g.strip() for g in override.split(",") if g.strip())
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return tuple(g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1")
-    if shutil.which("nvidia-smi") is None:
-        return ()
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    return tuple(line.strip() for line in out.splitlines() if line.strip())
-
-
 def worker_setup(options: RunOptions, state_dir: Path,
                  manifest: Manifest | None = None) -> tuple[int, WorkerConfig]:
     """(units in flight at once, the workers' config) for a manifest's run; usage errors here."""
@@ -104,6 +83,7 @@ def worker_setup(options: RunOptions, state_dir: Path,
     if options.device == "gpu" and not gpus:
         raise UserError("--device gpu: no GPU is visible (nvidia-smi finds none, or "
                         "CUDA_VISIBLE_DEVICES hides them)", field="device")
+    require_usable(gpus)  # TensorFlow can compute on them (checked in a subprocess)
     workers = options.workers if options.workers is not None else max(len(gpus), 1)
     if gpus and workers > len(gpus):
         raise UserError(f"--workers {workers}: only {len(gpus)} GPUs, and a worker needs one "
@@ -312,6 +292,18 @@ def _dispatch(todo: list[Unit], workers: int, config: WorkerConfig, options: Run
         ready.extendleft(reversed(freed))
 
     attempts: dict[str, int] = {}
+
+    def died(unit: Unit, why: str) -> None:
+        # Its worker died while running it: retried in a fresh worker until max_attempts.
+        if attempts[unit.key] >= options.max_attempts:
+            result = UnitResult(key=unit.key, ok=False, error_kind="crash",
+                                error=f"its worker died {attempts[unit.key]} times ({why})")
+            _record(unit, result, attempts[unit.key], book, summary, emit)
+            release(unit, ok=False)
+        else:
+            log.warning("%s: its worker died; retrying (%s)", unit.key, why)
+            ready.appendleft(unit)
+
     in_flight: dict[cf.Future, Unit] = {}
     capacity = max(workers, 1)
     executor = make_executor(workers, config)
@@ -339,6 +331,9 @@ def _dispatch(todo: list[Unit], workers: int, config: WorkerConfig, options: Run
                         continue
                     unit = in_flight.pop(future)
                     error = future.exception()
+                    if isinstance(error, WorkerDied):  # its own worker: no other unit is charged
+                        died(unit, str(error))
+                        continue
                     if _broken_pool(error):
                         lost.append(unit)
                         continue
@@ -351,23 +346,15 @@ def _dispatch(todo: list[Unit], workers: int, config: WorkerConfig, options: Run
                                   "command again", result.error)
                         return
             if lost:
-                # A worker died (killed, out of memory): the pool is broken and every unit in it
-                # is lost. The pool does not say whose worker died, so each is charged an
-                # attempt and retried in a fresh pool until it has had max_attempts.
+                # The executor broke (a lost Dask scheduler; a pool that does not say whose worker
+                # died): every unit in it is lost, each is charged an attempt and retried in a
+                # fresh executor until it has had max_attempts.
                 lost.extend(in_flight.values())
                 in_flight.clear()
                 executor.shutdown(wait=True, kill_workers=True)
                 executor = make_executor(workers, config)
                 for unit in reversed(lost):
-                    if attempts[unit.key] >= options.max_attempts:
-                        result = UnitResult(key=unit.key, ok=False, error_kind="crash",
-                                            error=f"its worker died {attempts[unit.key]} "
-                                                  f"times (killed, or out of memory)")
-                        _record(unit, result, attempts[unit.key], book, summary, emit)
-                        release(unit, ok=False)
-                    else:
-                        log.warning("%s: its worker died; retrying", unit.key)
-                        ready.appendleft(unit)
+                    died(unit, "killed, or out of memory")
     finally:
         executor.shutdown(wait=False, kill_workers=True)
 

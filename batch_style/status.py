@@ -72,6 +72,8 @@ def running_pid(output: Path) -> int | None:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return pid
+        except OSError:  # no flock on this file system (NFS, Lustre): the live holder it names
+            return pid
         fcntl.flock(handle, fcntl.LOCK_UN)
     return None
 

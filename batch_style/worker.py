@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -27,8 +28,8 @@ class WorkerConfig:
     weights: str | None = None          # explicit VGG19 weights file (else resolved)
     tiny: bool = False                  # a tiny random VGG19 (tests only)
     device: str = "auto"                # auto | cpu | gpu
-    gpu_ids: tuple[str, ...] = ()       # the GPUs workers may claim, one each
-    state_dir: str | None = None        # where GPU claims are kept (OUTPUT/.batch_style)
+    gpu_ids: tuple[str, ...] = ()       # the GPUs of the run's workers, one each (pools.py)
+    state_dir: str | None = None        # OUTPUT/.batch_style: workers' progress files
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class UnitResult:
     losses: dict = field(default_factory=dict)
     history: tuple[float, ...] = ()     # total loss per step, subsampled to <= 200 points
     worker: str = ""                    # host:pid
-    gpu: str | None = None              # the GPU this worker claimed (None: CPU, or in-process)
+    gpu: str | None = None              # the GPU the unit ran on (None: the CPU)
     cuda_visible_devices: str | None = None  # as the worker's TensorFlow saw it
     tf_loaded_before_pinning: bool | None = None  # True is a bug; None: not a pool worker
     note: str | None = None             # something the operator should know about a done unit
@@ -78,50 +79,53 @@ class _WorkerState:
 
 
 _STATE: _WorkerState | None = None
-_GPU: str | None = None
-_CLAIM = None  # open file holding this worker's GPU claim (released by the kernel on exit)
+_GPU: str | None = None  # the GPU this process computes on (None: the CPU)
+_POOL_GPU: str | None = None  # the GPU a pool worker was started on (init_worker)
+_POOL_WORKER = False
+_GPU_LOST: str | None = None  # why TensorFlow here cannot use the GPU this process was given
 TF_LOADED_BEFORE_PINNING: bool | None = None  # checked by tests
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left, or over the user's quota
 
 
-def init_worker(config: WorkerConfig) -> None:
-    """Process initializer: claim a GPU (or hide them all) before TensorFlow is imported."""
-    global _GPU, _CLAIM, TF_LOADED_BEFORE_PINNING
-    import fcntl
+def init_worker(config: WorkerConfig, gpu: str | None = None) -> None:
+    """Initializer of a pool worker (pools.py), which loky started with its environment pinning
+    it to `gpu` (CUDA_VISIBLE_DEVICES) before any module loaded; None: a CPU worker."""
+    global _POOL_GPU, _POOL_WORKER, TF_LOADED_BEFORE_PINNING
+    from joblib.externals.loky import process_executor
 
     TF_LOADED_BEFORE_PINNING = "tensorflow" in sys.modules
+    _POOL_WORKER, _POOL_GPU = True, gpu
     # Ctrl-C reaches the whole process group; the orchestrator alone handles it and stops the
     # workers, so a worker never dies half-way through a unit with a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if config.device == "cpu" or not config.gpu_ids:
-        os.environ["CUDA_VISIBLE_DEVICES"] = "-1" if config.device == "cpu" else \
-            os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    # With psutil installed, loky replaces a worker whose memory grew by 300 MB after its first
+    # task: here that is TensorFlow's and VGG19's working set, and each replacement would load
+    # them again (and on a GPU, start a CUDA context again).
+    process_executor._USE_PSUTIL = False
+
+
+def _start(config: WorkerConfig) -> None:
+    """Configure TensorFlow for `config` and find out which GPU this process computes on: a pool
+    worker's own, a Dask worker's (CUDA_VISIBLE_DEVICES where it was started), or this process's
+    first (--workers 0). Every kind of worker goes through here before its first unit."""
+    global _GPU, _GPU_LOST
+    from batch_style import backend, gpus
+
+    tf_gpus = config.device != "cpu"
+    backend.import_tensorflow(gpus=tf_gpus)
+    given = _POOL_GPU if _POOL_WORKER else gpus.given_gpu()
+    _GPU, _GPU_LOST = None, None
+    if not tf_gpus:
         return
-    # Each worker takes the first GPU whose claim file it can lock. A worker that dies releases
-    # its claim with its process, so its replacement takes the same GPU.
-    claims = Path(config.state_dir) / "gpus"
-    claims.mkdir(parents=True, exist_ok=True)
-    for gpu in config.gpu_ids:
-        handle = open(claims / f"gpu-{gpu}.lock", "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            continue
-        _GPU, _CLAIM = gpu, handle
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-        return
-    raise RuntimeError(f"more workers than GPUs {list(config.gpu_ids)}")
-
-
-def _configure_tensorflow() -> None:
-    from batch_style.backend import import_tensorflow
-
-    tf = import_tensorflow()
-
-    for gpu in tf.config.list_physical_devices("GPU"):
-        # Take GPU memory as needed, so a small unit does not reserve the whole card.
-        tf.config.experimental.set_memory_growth(gpu, True)
+    if backend.has_gpu():
+        _GPU = given or "0"  # not pinned: TensorFlow computes on the first GPU it sees
+    elif given is not None and gpus.simulated():
+        _GPU = given  # tests pretend GPUs; TensorFlow here has none
+    elif given is not None and _POOL_WORKER:
+        # The orchestrator checked that TensorFlow can use the GPUs (gpus.require_usable); a
+        # worker whose card it still cannot use says so on every unit rather than pretend.
+        _GPU_LOST = f"TensorFlow here cannot use GPU {given} ({gpus.VISIBLE}=" \
+                    f"{os.environ.get(gpus.VISIBLE)}): ran on the CPU; see `batch-style doctor`"
 
 
 def worker_info() -> dict:
@@ -134,17 +138,26 @@ def worker_info() -> dict:
 def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
     """Stylize one unit and write its outputs; never raises for a failure of the unit itself."""
     global _STATE
+    from batch_style import backend
+
     started = time.perf_counter()
-    where = {"worker": f"{socket.gethostname()}:{os.getpid()}", "gpu": _GPU,
-             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-             "tf_loaded_before_pinning": TF_LOADED_BEFORE_PINNING}
+
+    def where() -> dict:
+        return {"worker": f"{socket.gethostname()}:{os.getpid()}", "gpu": _GPU,
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "tf_loaded_before_pinning": TF_LOADED_BEFORE_PINNING}
+
     try:
         if _STATE is None or _STATE.config != config:
-            _configure_tensorflow()
+            _start(config)
             _STATE = _WorkerState(config)
-        result = _stylize_unit(unit, _STATE)
+        # --device cpu where TensorFlow had set up its GPUs before (a Dask worker, this process)
+        with backend.on_cpu() if config.device == "cpu" else contextlib.nullcontext():
+            result = _stylize_unit(unit, _STATE)
+        if _GPU_LOST:
+            result["note"] = "; ".join(n for n in (_GPU_LOST, result["note"]) if n)
         return UnitResult(key=unit.key, ok=True, seconds=time.perf_counter() - started,
-                          **result, **where)
+                          **result, **where())
     except UserError as e:
         kind, message, detail = "input", str(e), None
     except OSError as e:
@@ -155,17 +168,17 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
             kind, message = "io", f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
         detail = traceback.format_exc()
     except Exception as e:  # the unit boundary: anything else is reported as a bug of ours
-        if type(e).__name__ == "ResourceExhaustedError":
+        if backend.out_of_memory(e):
             kind, message = "oom", "out of memory (try a smaller size or fewer workers)"
         else:
             kind, message = "internal", f"internal error: {type(e).__name__}: {e}"
         detail = traceback.format_exc()
     return UnitResult(key=unit.key, ok=False, error=message.splitlines()[0], error_kind=kind,
-                      detail=detail, seconds=time.perf_counter() - started, **where)
+                      detail=detail, seconds=time.perf_counter() - started, **where())
 
 
 def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
-    from batch_style import events, ledger, media
+    from batch_style import backend, events, ledger, media
     from batch_style.optimize import Temporal
 
     s = unit.settings
@@ -198,16 +211,15 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     try:
         result = stylize()
     except Exception as e:
-        if type(e).__name__ != "ResourceExhaustedError" or _GPU is None:
+        if _GPU is None or backend.computing_on_cpu() or not backend.out_of_memory(e):
             raise
         # Too big for this GPU's memory: finish the unit on the CPU (slower, but it finishes)
-        # rather than fail it; the note tells the operator to lower size or scale out.
-        from batch_style.backend import import_tensorflow
-
+        # rather than fail it; the note tells the operator to lower size or scale out. on_cpu()
+        # makes the CPU's choices too (float32 where bfloat16 is emulated, Winograd).
         w, h = media.fit_size(content.shape[1], content.shape[0], s.size)
         note = f"{w}×{h} px did not fit GPU {_GPU}'s memory: ran on the CPU instead"
         snapshots.clear()
-        with import_tensorflow().device("/CPU:0"):
+        with backend.on_cpu():
             result = stylize()
     beat.done()
     media.save_image(result.image, unit.output)

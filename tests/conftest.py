@@ -204,3 +204,80 @@ def folder_manifest(write_manifest, media_dir) -> Path:
     """A manifest of one job: the folder of three images in one style."""
     return write_manifest([{"name": "fold", "content": str(media_dir / "folder"),
                             "style": str(media_dir / "style.png")}])
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch) -> dict[str, list]:
+    """TensorFlow in this process pretends to see one Ampere GPU (compute capability 8.0: native
+    bfloat16) while it computes on the CPU, and the CPU pretends to lack native bfloat16 (AVX2
+    only): the decisions of a GPU worker, and of its CPU fallback, can be told apart. Returns the
+    calls made to TensorFlow's device configuration, by function name."""
+    from batch_style import backend
+
+    tf = pytest.importorskip("tensorflow")
+    gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
+    calls: dict[str, list] = {"set_visible_devices": [], "set_memory_growth": []}
+    hidden: list[bool] = []
+    real_list = tf.config.list_physical_devices
+    real_visible = tf.config.get_visible_devices
+    real_details = tf.config.experimental.get_device_details
+
+    def list_physical_devices(device_type=None):
+        return [gpu] if device_type == "GPU" else real_list(device_type)
+
+    def get_visible_devices(device_type=None):
+        return ([] if hidden else [gpu]) if device_type == "GPU" else real_visible(device_type)
+
+    def set_visible_devices(devices, device_type=None):
+        calls["set_visible_devices"].append((list(devices), device_type))
+        if device_type == "GPU" and not devices:
+            hidden.append(True)
+
+    def get_device_details(device):
+        if device == gpu:
+            return {"compute_capability": (8, 0), "device_name": "NVIDIA A100-SXM4-40GB"}
+        return real_details(device)
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", list_physical_devices)
+    monkeypatch.setattr(tf.config, "get_visible_devices", get_visible_devices)
+    monkeypatch.setattr(tf.config, "set_visible_devices", set_visible_devices)
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", get_device_details)
+    monkeypatch.setattr(tf.config.experimental, "get_memory_growth", lambda device: False)
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth",
+                        lambda device, on: calls["set_memory_growth"].append((device.name, on)))
+    monkeypatch.setattr(backend, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(backend, "_configured", set(), raising=False)  # configured afresh
+    return calls
+
+
+# What `nvidia-smi -L` and its memory/compute-capability query print on a machine with two GPUs.
+TWO_GPUS = """\
+GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77)
+GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-8932f937-d72c-4106-c12f-20bd9faed9f6)
+"""
+TWO_GPUS_QUERY = "0, 40960, 8.0\n1, 40960, 8.0\n"
+
+
+@pytest.fixture
+def fake_nvidia_smi(tmp_path, monkeypatch) -> Callable[..., Path]:
+    """fake_nvidia_smi(listing=TWO_GPUS, query=TWO_GPUS_QUERY, fails=None) puts an `nvidia-smi`
+    that prints them (or, with `fails`, says that and exits 9) first on PATH; returns its path.
+    CUDA_VISIBLE_DEVICES and BATCH_STYLE_GPUS are unset."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("BATCH_STYLE_GPUS", raising=False)
+
+    def install(listing: str = TWO_GPUS, query: str = TWO_GPUS_QUERY,
+                fails: str | None = None) -> Path:
+        folder = tmp_path / "fake-bin"
+        folder.mkdir(exist_ok=True)
+        (folder / "listing.txt").write_text(listing)
+        (folder / "query.txt").write_text(query)
+        script = folder / "nvidia-smi"
+        body = (f"echo {fails!r}; exit 9" if fails else
+                f'case "$1" in\n  -L) cat "{folder}/listing.txt" ;;\n'
+                f'  --query-gpu=*) cat "{folder}/query.txt" ;;\n  *) exit 2 ;;\nesac')
+        script.write_text(f"#!/bin/sh\n{body}\n")
+        script.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+        return script
+    return install

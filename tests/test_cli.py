@@ -161,3 +161,25 @@ def test_internal_error_is_one_line_without_debug(tmp_path, capsys, internal_err
 def test_internal_error_shows_its_traceback_with_debug(tmp_path, internal_error, argv):
     with pytest.raises(RuntimeError, match="a bug"):
         cli_module.main([*argv, str(tmp_path)])
+
+
+def test_stylize_on_the_cpu_leaves_the_gpus_alone(media_dir, tmp_path, fake_gpu, monkeypatch):
+    # `stylize --device cpu` on a GPU machine: TensorFlow is told not to use the GPU before it
+    # sets it up (no memory growth, no context), and the CPU's precision is chosen.
+    from batch_style import optimize
+
+    precisions = []
+    original = optimize.effective_precision
+
+    def effective_precision(settings):
+        precisions.append(original(settings))
+        return precisions[-1]
+
+    monkeypatch.setattr(optimize, "effective_precision", effective_precision)
+    out = tmp_path / "result.png"
+    assert cli_module.main(["stylize", str(media_dir / "photo.png"), str(media_dir / "style.png"),
+                            "-o", str(out), "--tiny", "--device", "cpu", "--size", "48",
+                            "--steps", "2", "-q"]) == 0
+    assert out.is_file()
+    assert fake_gpu == {"set_visible_devices": [([], "GPU")], "set_memory_growth": []}
+    assert precisions and set(precisions) == {"float32"}

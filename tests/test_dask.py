@@ -212,6 +212,63 @@ def test_cluster_started_here_and_a_unit_that_kills_its_workers(media_dir, tmp_p
     assert int(records["fold/a"]["worker"].rsplit(":", 1)[1]) != os.getpid()
 
 
+def test_dask_workers_record_their_gpu_fall_back_to_the_cpu_and_honour_device_cpu(
+        cluster, media_dir, tmp_path, monkeypatch):
+    # Workers started as README says, `CUDA_VISIBLE_DEVICES=3 dask worker …` (GPU 3 simulated:
+    # TensorFlow here has none). They set themselves up like local workers: the GPU goes into
+    # the records, and a unit too big for it finishes on the CPU instead of failing as `oom`.
+    cluster, client = cluster
+
+    def environment(**values):
+        def apply():
+            for name, value in values.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+        return apply
+
+    original = runner.run_unit
+
+    def run_unit(unit, config):  # pair/photo does not fit the GPU's memory
+        from batch_style import optimize
+
+        real, calls = optimize.Stylizer.stylize, []
+
+        def stylize(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1 and unit.key == "pair/photo":
+                import tensorflow as tf
+
+                raise tf.errors.InternalError(None, None, "Dst tensor is not initialized.")
+            return real(self, *args, **kwargs)
+
+        optimize.Stylizer.stylize = stylize
+        try:
+            return original(unit, config)
+        finally:
+            optimize.Stylizer.stylize = real
+
+    monkeypatch.setattr(runner, "run_unit", run_unit)  # pickled by value for the workers
+    client.run(environment(CUDA_VISIBLE_DEVICES="3", BATCH_STYLE_GPUS="3"))
+    try:
+        manifest = write(tmp_path / "gpu.yaml", jobs(media_dir, 0.1)[:2])
+        summary = runner.run([manifest], runner.RunOptions(
+            tiny=True, scheduler=cluster.scheduler_address))
+        assert summary.exit_code == 0 and summary.done == 1 + 3
+        records = {r["key"]: r for r in ledger_records(tmp_path / "gpu")}
+        assert {r["gpu"] for r in records.values()} == {"3"}
+        assert "did not fit GPU 3's memory: ran on the CPU" in records["pair/photo"]["note"]
+        # --device cpu with a scheduler: the same workers keep off their GPU.
+        manifest = write(tmp_path / "cpu.yaml", jobs(media_dir, 0.1)[1:2])
+        summary = runner.run([manifest], runner.RunOptions(
+            tiny=True, scheduler=cluster.scheduler_address, device="cpu"))
+        assert summary.exit_code == 0 and summary.done == 3
+        assert {r["gpu"] for r in ledger_records(tmp_path / "cpu")} == {None}
+    finally:
+        client.run(environment(CUDA_VISIBLE_DEVICES=None, BATCH_STYLE_GPUS=None))
+
+
 # -- usage ------------------------------------------------------------------------------------------
 def test_backend_choice(media_dir, tmp_path, cli):
     assert backends.choose(None, None) == ("local", None)

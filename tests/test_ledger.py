@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -245,3 +248,19 @@ def test_lock_is_released_on_exit_and_exclusive_within_a_process(tmp_path: Path)
         RunLock(tmp_path / "out").acquire()
     with RunLock(tmp_path / "out"):
         pass  # released by the first `with`, so it can be taken again
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS])
+def test_a_file_system_without_flock_warns_and_goes_on(tmp_path: Path, monkeypatch, caplog,
+                                                       code) -> None:
+    # NFS without its lock daemon, Lustre without `-o flock`: flock fails outright, with a plain
+    # OSError. The run must not break over it; `batch-style status` still names the holder.
+    from batch_style import status
+
+    def flock(fd, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with caplog.at_level(logging.WARNING, "batch_style"), RunLock(tmp_path / "out"):
+        assert status.running_pid(tmp_path / "out") == os.getpid()
+    assert "does not support flock" in caplog.text

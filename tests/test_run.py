@@ -317,14 +317,19 @@ def parallel_jobs(media_dir: Path) -> list[dict]:
     return jobs
 
 
+# A MIG device as drivers before 470 name it: the "/" once broke the GPU claim files' names.
+MIG = "MIG-GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77/1/0"
+
+
 @pytest.fixture(scope="module")
 def serial_and_parallel(media_dir, tmp_path_factory):
-    """The same manifest run in-process and by two loky workers pinned to simulated GPUs 0, 1."""
+    """The same manifest run in-process and by two loky workers pinned to simulated GPUs: GPU 0
+    and a MIG device."""
     folder = tmp_path_factory.mktemp("parallel")
     serial = write(folder / "serial.yaml", parallel_jobs(media_dir), folder / "serial")
     parallel = write(folder / "parallel.yaml", parallel_jobs(media_dir), folder / "parallel")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BATCH_STYLE_GPUS", "0,1")
+        mp.setenv("BATCH_STYLE_GPUS", f"0,{MIG}")
         mp.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
         parallel_summary = runner.run([parallel], dataclasses.replace(SERIAL, workers=2))
     serial_summary = runner.run([serial], SERIAL)
@@ -351,7 +356,7 @@ def test_each_worker_is_pinned_to_its_own_gpu_before_tensorflow(serial_and_paral
     records = [r for r in ledger_records(folder / "parallel") if "worker" in r]
     gpu_of = {r["worker"]: r["gpu"] for r in records}
     assert len(gpu_of) == 2, "both workers ran units"
-    assert sorted(gpu_of.values()) == ["0", "1"]  # each its own
+    assert sorted(gpu_of.values()) == ["0", MIG]  # each its own
     for r in records:
         assert gpu_of[r["worker"]] == r["gpu"]  # a worker keeps its GPU
         assert r["cuda_visible_devices"] == r["gpu"]
@@ -445,6 +450,33 @@ def test_unit_that_always_loses_its_worker_fails_after_max_attempts(flaky, media
     assert (record["key"], record["error_kind"], record["attempts"]) == \
         ("fold/b", "crash", runner.MAX_ATTEMPTS)
     assert "died 3 times" in record["error"]
+
+
+def test_a_unit_that_kills_its_worker_fails_alone(media_dir, write_manifest, monkeypatch):
+    # Four GPUs, one worker each, four units at once; fold/b kills its worker every time (a host
+    # OOM, a CUDA abort). Only fold/b fails; the units beside it finish at their first attempt.
+    original = runner.run_unit
+
+    def run_unit(unit, config):
+        if unit.key == "fold/b":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(unit, config)
+
+    monkeypatch.setattr(runner, "run_unit", run_unit)  # pickled by value for the workers
+    monkeypatch.setenv("BATCH_STYLE_GPUS", "0,1,2,3")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    manifest = write_manifest(small_jobs(media_dir)[:2])  # a pair and a folder of three
+    summary = runner.run([manifest], dataclasses.replace(SERIAL, workers=None))
+    assert [key for key, _ in summary.failed] == ["fold/b"] and summary.done == 3
+    records = ledger_records(manifest.parent / "out")
+    (failed,) = [r for r in records if r["status"] == "failed"]
+    assert (failed["error_kind"], failed["attempts"]) == ("crash", runner.MAX_ATTEMPTS)
+    assert f"died {runner.MAX_ATTEMPTS} times" in failed["error"]
+    done = {r["key"]: r for r in records if r["status"] == "done"}
+    assert sorted(done) == ["fold/a", "fold/c", "pair/photo"]
+    assert {r["attempts"] for r in done.values()} == {1}
+    for r in done.values():
+        assert r["gpu"] in {"0", "1", "2", "3"} and r["cuda_visible_devices"] == r["gpu"]
 
 
 def test_attempts_do_not_leak_into_the_next_run(flaky, media_dir, write_manifest):
@@ -592,6 +624,21 @@ def test_second_run_on_the_same_folder_is_refused_until_the_first_dies(media_dir
     assert status.running_pid(out) is None
 
 
+def test_an_output_folder_without_flock_still_runs(media_dir, write_manifest, monkeypatch,
+                                                   caplog):
+    import errno
+    import fcntl
+
+    def flock(fd, operation):  # an NFS mount without its lock daemon
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    manifest = write_manifest(small_jobs(media_dir)[:1])
+    summary = runner.run([manifest], SERIAL)
+    assert summary.exit_code == 0 and summary.done == 1
+    assert "does not support flock" in caplog.text
+
+
 # -- Ctrl-C and SIGTERM ---------------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupt_keeps_finished_work(media_dir, write_manifest, cli, how):
@@ -621,43 +668,107 @@ def test_interrupt_keeps_finished_work(media_dir, write_manifest, cli, how):
     assert not temporaries(out)
 
 
-def test_a_size_too_big_for_the_gpu_finishes_on_the_cpu(media_dir, write_manifest, monkeypatch):
-    from batch_style import optimize, worker
+# What a GPU out of memory raises: the exception type, and its message.
+OUT_OF_MEMORY = {
+    "resource exhausted": ("ResourceExhaustedError", "OOM when allocating tensor with shape"),
+    "dst tensor": ("InternalError", "Dst tensor is not initialized."),
+    "cudnn workspace": ("UnknownError", "Failed to get convolution algorithm. This is probably "
+                                        "because cuDNN failed to initialize, so try looking to "
+                                        "see if a warning log message was printed above."),
+    "cuda": ("InternalError", "Failed copying input tensor: CUDA_ERROR_OUT_OF_MEMORY: out of "
+                              "memory"),
+}
 
+
+def raise_out_of_memory(kind: str):
     tf = pytest.importorskip("tensorflow")
-    manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
-                                "style": str(media_dir / "style.png")}])
-    original, devices = optimize.Stylizer.stylize, []
-
-    def stylize(self, *args, **kwargs):  # the GPU runs out of memory; the CPU does not
-        device = tf.constant(0.0).device
-        devices.append(device)
-        if len(devices) == 1:
-            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(optimize.Stylizer, "stylize", stylize)
-    monkeypatch.setattr(worker, "_GPU", "0")  # as if this process had claimed GPU 0
-    summary = runner.run([manifest], SERIAL)
-    assert summary.done == 1 and not summary.failed
-    assert len(devices) == 2 and "CPU:0" in devices[1]
-    record = done_records(manifest.parent / "out")[0]
-    assert "did not fit GPU 0's memory: ran on the CPU" in record["note"]
-    assert "ran on the CPU" in (manifest.parent / "out" / "run.log").read_text()
+    name, message = OUT_OF_MEMORY[kind]
+    raise getattr(tf.errors, name)(None, None, message)
 
 
-def test_out_of_memory_on_the_cpu_fails_the_unit_with_a_clear_message(
-        media_dir, write_manifest, monkeypatch):
+@pytest.mark.parametrize("kind", OUT_OF_MEMORY)
+def test_a_size_too_big_for_the_gpu_finishes_on_the_cpu_with_the_cpus_choices(
+        media_dir, write_manifest, monkeypatch, fake_gpu, kind):
     from batch_style import optimize
 
     tf = pytest.importorskip("tensorflow")
     manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
                                 "style": str(media_dir / "style.png")}])
+    original, tries = optimize.Stylizer.stylize, []
+
+    def stylize(self, content, styles, settings, **kwargs):  # the GPU runs out of memory
+        tries.append((tf.constant(0.0).device, optimize.effective_precision(settings)))
+        if len(tries) == 1:
+            raise_out_of_memory(kind)
+        return original(self, content, styles, settings, **kwargs)
+
+    monkeypatch.setattr(optimize.Stylizer, "stylize", stylize)
+    summary = runner.run([manifest], SERIAL)
+    assert summary.done == 1 and not summary.failed
+    # On the GPU: bfloat16 for the bulk (Ampere); on its CPU (no native bfloat16): float32.
+    assert tries[0][1] == "mixed"
+    assert "CPU:0" in tries[1][0] and tries[1][1] == "float32"
+    record = done_records(manifest.parent / "out")[0]
+    assert record["gpu"] == "0"
+    assert "did not fit GPU 0's memory: ran on the CPU" in record["note"]
+    assert "ran on the CPU" in (manifest.parent / "out" / "run.log").read_text()
+
+
+@pytest.mark.parametrize("kind", OUT_OF_MEMORY)
+def test_out_of_memory_on_the_cpu_fails_the_unit_with_a_clear_message(
+        media_dir, write_manifest, monkeypatch, kind):
+    from batch_style import optimize
+
+    manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
+                                "style": str(media_dir / "style.png")}])
 
     def stylize(self, *args, **kwargs):
-        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+        raise_out_of_memory(kind)
 
     monkeypatch.setattr(optimize.Stylizer, "stylize", stylize)
     summary = runner.run([manifest], SERIAL)
     assert summary.done == 0
     assert summary.failed == [("pair/photo", "out of memory (try a smaller size or fewer workers)")]
+    (record,) = ledger_records(manifest.parent / "out")
+    assert record["error_kind"] == "oom" and record["gpu"] is None
+
+
+def test_in_process_on_the_cpu_leaves_the_gpus_alone(media_dir, write_manifest, monkeypatch,
+                                                      fake_gpu):
+    # --workers 0 --device cpu: TensorFlow is told not to use the GPU before it sets it up (no
+    # memory growth, no context), and the unit makes the CPU's choices.
+    from batch_style import optimize
+
+    manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
+                                "style": str(media_dir / "style.png")}])
+    precisions = []
+    original = optimize.effective_precision
+
+    def effective_precision(settings):
+        precisions.append(original(settings))
+        return precisions[-1]
+
+    monkeypatch.setattr(optimize, "effective_precision", effective_precision)
+    summary = runner.run([manifest], dataclasses.replace(SERIAL, device="cpu"))
+    assert summary.done == 1
+    assert fake_gpu["set_visible_devices"] == [([], "GPU")]
+    assert fake_gpu["set_memory_growth"] == []
+    assert precisions and set(precisions) == {"float32"}
+    assert done_records(manifest.parent / "out")[0]["gpu"] is None
+
+
+def test_gpu_memory_growth_after_tensorflow_started_elsewhere(media_dir, write_manifest,
+                                                              monkeypatch, fake_gpu):
+    # TensorFlow imported and its GPUs set up by someone else (a library caller, an earlier
+    # test): memory growth can no longer be set, and the units still run.
+    tf = pytest.importorskip("tensorflow")
+
+    def set_memory_growth(device, on):
+        raise RuntimeError("Physical devices cannot be modified after being initialized")
+
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth", set_memory_growth)
+    manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
+                                "style": str(media_dir / "style.png")}])
+    summary = runner.run([manifest], SERIAL)
+    assert summary.done == 1 and not summary.failed
+    assert done_records(manifest.parent / "out")[0]["gpu"] == "0"
