@@ -27,16 +27,16 @@ test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 bench: setup
-	$(BIN)/python -m batch_style.bench
-	$(BIN)/python -m batch_style.bench_video
+	$(BIN)/python -m benchmarks.bench
+	$(BIN)/python -m benchmarks.bench_video
 
 bench-quick: setup
-	$(BIN)/python -m batch_style.bench --pairs tubingen+starry-night --methods adam lbfgs lbfgs-mixed --steps 100
+	$(BIN)/python -m benchmarks.bench --pairs tubingen+starry-night --methods adam lbfgs lbfgs-mixed --steps 100
 
 # On a GPU machine, after `make setup` and `.venv/bin/pip install -e '.[gpu]'`: doctor, a
 # stylization pinned to each GPU, per-step times and GPU memory, in bench-results/gpu-check.md.
 gpu-check: setup
-	$(BIN)/python benchmarks/gpu_check.py
+	$(BIN)/python -m benchmarks.gpu_check
 
 lint: $(STAMP)
 	$(BIN)/ruff check batch_style tests benchmarks

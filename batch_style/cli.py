@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from batch_style import __version__
-from batch_style.backends import BACKENDS
 from batch_style.errors import UserError
+from batch_style.pipeline.executors import BACKENDS
 from batch_style.settings import FIELDS, check_value, resolve
 from batch_style.text import EscapingFormatter, printable
 
@@ -92,8 +92,7 @@ def say(text: str) -> None:
 
 
 def cmd_stylize(args) -> int:
-    from batch_style import media
-
+    from batch_style.media import images
     # Everything the user can get wrong is checked before TensorFlow loads (seconds) and long
     # before the optimization ends.
     settings = _settings_from_args(args)
@@ -103,26 +102,26 @@ def cmd_stylize(args) -> int:
     inputs = [args.content, *args.style] + ([settings.init] if settings.init not in
                                             ("content", "noise") else [])
     default = f"{Path(args.content).stem}_{Path(args.style[0]).stem}"
-    out = _output_file(args.output or ".", "--output", tuple(media.IMAGE_FORMATS),
+    out = _output_file(args.output or ".", "--output", tuple(images.IMAGE_FORMATS),
                        default + ".png", inputs)
     gif = _output_file(args.progress_gif, "--progress-gif", (".gif",),
                        default + ".progress.gif", inputs) if args.progress_gif else None
-    content = media.load_image(Path(args.content), settings.max_pixels)
-    styles = [media.load_image(Path(p), settings.max_pixels) for p in args.style]
+    content = images.load_image(Path(args.content), settings.max_pixels)
+    styles = [images.load_image(Path(p), settings.max_pixels) for p in args.style]
     init = None
     if settings.init not in ("content", "noise"):
-        init = media.load_image(Path(settings.init), settings.max_pixels)
+        init = images.load_image(Path(settings.init), settings.max_pixels)
 
-    from batch_style import backend
+    from batch_style.engine import tf_runtime
 
-    if args.device == "gpu" and not backend.import_tensorflow().config.get_visible_devices("GPU"):
+    if args.device == "gpu" and not tf_runtime.import_tensorflow().config.get_visible_devices("GPU"):
         raise UserError("no GPU that TensorFlow can use (`batch-style doctor` says why)",
                         field="--device")
-    backend.import_tensorflow(gpus=args.device != "cpu")  # --device cpu: the GPUs stay untouched
+    tf_runtime.import_tensorflow(gpus=args.device != "cpu")  # --device cpu: the GPUs stay untouched
     from batch_style import console
-    from batch_style.model import load_feature_model
-    from batch_style.optimize import Stylizer
-    from batch_style.worker import write_progress_gif
+    from batch_style.engine.model import load_feature_model
+    from batch_style.engine.stylizer import Stylizer
+    from batch_style.pipeline.worker import write_progress_gif
 
     model = load_feature_model(settings.content_layers + settings.style_layers, args.weights,
                                tiny=args.tiny)
@@ -132,13 +131,13 @@ def cmd_stylize(args) -> int:
     def on_progress(event):
         bar.update(event)
         if args.progress_gif and event.snapshot is not None:
-            snapshots.append(media.to_uint8(event.snapshot))
+            snapshots.append(images.to_uint8(event.snapshot))
 
-    with backend.on_cpu() if args.device == "cpu" else contextlib.nullcontext():
+    with tf_runtime.on_cpu() if args.device == "cpu" else contextlib.nullcontext():
         result = Stylizer(model).stylize(content, styles, settings, init=init,
                                          callback=on_progress)
     bar.close()
-    media.save_image(result.image, out)
+    images.save_image(result.image, out)
     if gif is not None:
         write_progress_gif(content, snapshots, result.image, gif, settings)
     h, w = result.image.shape[:2]
@@ -172,7 +171,7 @@ def _output_file(text: str, flag: str, suffixes: tuple[str, ...], default_name: 
 
 
 def cmd_weights(args) -> int:
-    from batch_style import weights
+    from batch_style.engine import weights
 
     source = weights.resolve(args.weights)
     say(weights.describe(source))
@@ -180,7 +179,7 @@ def cmd_weights(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from batch_style.manifest import load_all
+    from batch_style.pipeline.manifest import load_all
 
     # validate may take its time: it decodes every image, so damaged files are found now.
     manifests = load_all([Path(p) for p in args.manifest], verify_pixels=True)
@@ -191,13 +190,13 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     from batch_style import console
-    from batch_style import run as runner
+    from batch_style import orchestrator as runner
 
     options = runner.RunOptions(workers=args.workers, device=args.device, force=args.force,
                                 weights=args.weights, tiny=args.tiny, backend=args.backend,
                                 scheduler=args.scheduler)
     if args.dry_run:
-        from batch_style.manifest import load_all
+        from batch_style.pipeline.manifest import load_all
 
         for manifest in load_all([Path(p) for p in args.manifest]):
             say(console.describe_plan(manifest, force=args.force))
@@ -209,7 +208,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from batch_style import doctor
+    from batch_style.views import doctor
 
     checkup = doctor.examine(Path(args.output) if args.output else None, args.weights)
     print(checkup.text())
@@ -217,14 +216,15 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from batch_style import console, status
+    from batch_style import console
+    from batch_style.views import status
 
     say(console.format_status(status.read_status(Path(args.output))))
     return EXIT_OK
 
 
 def cmd_report(args) -> int:
-    from batch_style import report
+    from batch_style.views import report
 
     say(f"wrote {report.write_report(Path(args.output))}")
     return EXIT_OK

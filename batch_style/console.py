@@ -141,7 +141,7 @@ class RunDisplay:
     def _refresh(self) -> None:
         """Redraw the live area (terminal), or write a progress line when one is due (plain)."""
         if self.output is not None:
-            from batch_style import events
+            from batch_style.pipeline import events
 
             self.beats = events.busy_workers(self.output, set(self.in_flight))
         if self.tty:
@@ -241,9 +241,10 @@ class RunDisplay:
 
 def describe_plan(manifest, force: bool = False) -> str:
     """`run --dry-run`: what would run, per job (units, result size, steps, outputs)."""
-    from batch_style import ledger, media
-    from batch_style import plan as planning
-    from batch_style import run as runner
+    from batch_style import orchestrator as runner
+    from batch_style.media import images
+    from batch_style.pipeline import ledger
+    from batch_style.pipeline import plan as planning
 
     plan = planning.make_plan(manifest)
     book = ledger.Ledger(ledger.ledger_path(manifest.output))
@@ -256,7 +257,7 @@ def describe_plan(manifest, force: bool = False) -> str:
         first = units[0].content if units and job.kind != "video" else None
         size = ""
         if first is not None:
-            w, h = media.fit_size(*media.probe_image(first, s.max_pixels), s.size)
+            w, h = images.fit_size(*images.probe_image(first, s.max_pixels), s.size)
             size = f"{w}×{h}" + (" (first)" if len(units) > 1 else "")
         else:
             size = f"longest side {s.size} px"

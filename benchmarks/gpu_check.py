@@ -11,7 +11,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from batch_style import doctor, gpus
+from batch_style.pipeline import gpus
+from batch_style.views import doctor
 
 PAIR = "tubingen+starry-night"
 SIZES = (256, 1024)             # longest side, px
@@ -38,7 +39,7 @@ class Pinned:
 
 @dataclass(frozen=True)
 class Timing:
-    """One bench measurement (batch_style.bench.measure) on the first GPU."""
+    """One bench measurement (benchmarks.bench.measure) on the first GPU."""
 
     variant: str                # a row of VARIANTS
     size: tuple[int, int]       # (w, h), px
@@ -54,11 +55,12 @@ class Timing:
 
 # -- the children: each measurement in a fresh process pinned like a worker ----------------------
 def _pinned_child(gpu: str, size: int, steps: int, weights: str | None, tiny: bool) -> dict:
-    from batch_style import bench, media
-    from batch_style.backend import import_tensorflow
-    from batch_style.model import load_feature_model
-    from batch_style.optimize import Stylizer
+    from batch_style.engine.model import load_feature_model
+    from batch_style.engine.stylizer import Stylizer
+    from batch_style.engine.tf_runtime import import_tensorflow
+    from batch_style.media import images
     from batch_style.settings import resolve
+    from benchmarks import bench
 
     tf = import_tensorflow()
     visible = tf.config.get_visible_devices("GPU")
@@ -66,7 +68,7 @@ def _pinned_child(gpu: str, size: int, steps: int, weights: str | None, tiny: bo
         return {"gpu": gpu, "error": "TensorFlow sees no GPU in a process pinned to it"}
     device = tf.config.experimental.get_device_details(visible[0]).get("device_name", "")
     settings = resolve({"size": size, "steps": steps})
-    content, style = (media.load_image(bench.SAMPLES / p, settings.max_pixels)
+    content, style = (images.load_image(bench.SAMPLES / p, settings.max_pixels)
                       for p in bench.PAIRS[PAIR])
     stylizer = Stylizer(load_feature_model(settings.content_layers + settings.style_layers,
                                            weights, tiny=tiny))
@@ -78,8 +80,8 @@ def _pinned_child(gpu: str, size: int, steps: int, weights: str | None, tiny: bo
 
 
 def _bench_child(variant: str, size: int, steps: int, weights: str | None, tiny: bool) -> dict:
-    from batch_style import bench
-    from batch_style.backend import import_tensorflow
+    from batch_style.engine.tf_runtime import import_tensorflow
+    from benchmarks import bench
 
     _, method, tf32 = next(v for v in VARIANTS if v[0] == variant)
     tf = import_tensorflow()
@@ -167,7 +169,7 @@ def render(checkup: str, pinned: list[Pinned], timings: list[Timing], steps: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks/gpu_check.py", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__)
     parser.add_argument("--out", default="bench-results/gpu-check.md", help="the markdown file")
     parser.add_argument("--steps", type=int, default=50, help="L-BFGS steps per measurement")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES),

@@ -66,7 +66,7 @@ def media_dir(tmp_path_factory) -> Path:
     """Inputs shared by the pipeline tests (read-only): style.png, photo.png (64×48),
     folder/{a,b,c}.png (56×40), broken.png (see _png_cut_inside), clip.mp4 (36 frames of 64×48 at
     30 fps with the sample clip's audio)."""
-    from batch_style import video
+    from batch_style.media import video
 
     folder = tmp_path_factory.mktemp("media")
     _noise_png(folder / "style.png", (64, 64), seed=1)
@@ -195,7 +195,7 @@ def temporaries(folder: Path) -> list[Path]:
 
 
 def ledger_records(output: Path) -> list[dict]:
-    from batch_style import ledger
+    from batch_style.pipeline import ledger
 
     return ledger.Ledger.for_output(Path(output)).records()
 
@@ -212,7 +212,7 @@ def fake_gpu(monkeypatch) -> dict[str, list]:
     bfloat16) while it computes on the CPU, and the CPU pretends to lack native bfloat16 (AVX2
     only): the decisions of a GPU worker, and of its CPU fallback, can be told apart. Returns the
     calls made to TensorFlow's device configuration, by function name."""
-    from batch_style import backend
+    from batch_style.engine import tf_runtime
 
     tf = pytest.importorskip("tensorflow")
     gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
@@ -245,8 +245,8 @@ def fake_gpu(monkeypatch) -> dict[str, list]:
     monkeypatch.setattr(tf.config.experimental, "get_memory_growth", lambda device: False)
     monkeypatch.setattr(tf.config.experimental, "set_memory_growth",
                         lambda device, on: calls["set_memory_growth"].append((device.name, on)))
-    monkeypatch.setattr(backend, "cpu_flags", lambda: frozenset({"avx2"}))
-    monkeypatch.setattr(backend, "_configured", set(), raising=False)  # configured afresh
+    monkeypatch.setattr(tf_runtime, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(tf_runtime, "_configured", set(), raising=False)  # configured afresh
     return calls
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_style import backend
+from batch_style.engine import tf_runtime
 from batch_style.settings import resolve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def fake_tensorflow(folder: Path, ending: str) -> Path:
 
 
 def import_in_a_child(fake: Path, **env) -> subprocess.CompletedProcess:
-    code = "from batch_style.backend import import_tensorflow; import_tensorflow()"
+    code = "from batch_style.engine.tf_runtime import import_tensorflow; import_tensorflow()"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, env={**os.environ, **env,
                                            "PYTHONPATH": os.pathsep.join([str(fake), str(REPO)])})
@@ -45,13 +45,13 @@ def test_what_tensorflow_said_outlives_a_start_up_that_aborts(tmp_path):
     # A fatal CUDA error aborts the process: the pool reads the worker's start-up log (pools.py).
     log_file = tmp_path / "worker.startup.log"
     done = import_in_a_child(fake_tensorflow(tmp_path, "os.abort()"),
-                             **{backend.STARTUP_LOG: str(log_file)})
+                             **{tf_runtime.STARTUP_LOG: str(log_file)})
     assert done.returncode != 0
-    assert backend.said(log_file.read_text()) == [BUSY_CARD]
+    assert tf_runtime.said(log_file.read_text()) == [BUSY_CARD]
 
 
 def test_float32_stays_float32_on_ampere():
-    tf = backend.import_tensorflow()
+    tf = tf_runtime.import_tensorflow()
     assert tf.config.experimental.tensor_float_32_execution_enabled() is False
 
 
@@ -65,27 +65,27 @@ def test_float32_stays_float32_on_ampere():
     ("InvalidArgumentError", "Incompatible shapes: [1,3] vs. [1,4]", False),
 ])
 def test_out_of_memory_by_class_or_message(name, message, expected):
-    tf = backend.import_tensorflow()
-    assert backend.out_of_memory(getattr(tf.errors, name)(None, None, message)) is expected
-    assert backend.out_of_memory(RuntimeError(message)) is False  # not TensorFlow's
+    tf = tf_runtime.import_tensorflow()
+    assert tf_runtime.out_of_memory(getattr(tf.errors, name)(None, None, message)) is expected
+    assert tf_runtime.out_of_memory(RuntimeError(message)) is False  # not TensorFlow's
 
 
 def test_the_cpu_decides_for_the_cpu_inside_on_cpu(fake_gpu):
     # A GPU worker's CPU fallback: the GPU (Ampere) would run mixed precision with cuDNN's
     # convolutions; its host CPU (AVX2 only) must get float32 and Winograd instead.
-    from batch_style.optimize import effective_precision, effective_winograd
+    from batch_style.engine.stylizer import effective_precision, effective_winograd
 
     settings = resolve({})
-    assert backend.has_gpu() and backend.native_bfloat16()
+    assert tf_runtime.has_gpu() and tf_runtime.native_bfloat16()
     assert (effective_precision(settings), effective_winograd(settings)) == ("mixed", False)
-    with backend.on_cpu():
-        assert not backend.has_gpu() and not backend.native_bfloat16()
+    with tf_runtime.on_cpu():
+        assert not tf_runtime.has_gpu() and not tf_runtime.native_bfloat16()
         assert (effective_precision(settings), effective_winograd(settings)) == ("float32", True)
-        assert "CPU:0" in backend.import_tensorflow().constant(1.0).device
-    assert backend.has_gpu()
+        assert "CPU:0" in tf_runtime.import_tensorflow().constant(1.0).device
+    assert tf_runtime.has_gpu()
 
 
 def test_without_the_gpus_nothing_is_set_up_on_them(fake_gpu):
-    backend.import_tensorflow(gpus=False)
+    tf_runtime.import_tensorflow(gpus=False)
     assert fake_gpu == {"set_visible_devices": [([], "GPU")], "set_memory_growth": []}
-    assert not backend.has_gpu()
+    assert not tf_runtime.has_gpu()

@@ -4,7 +4,7 @@ import pytest
 
 
 def test_bench_skips_bfloat16_methods_where_bfloat16_is_emulated():
-    from batch_style.bench import runnable
+    from benchmarks.bench import runnable
 
     asked = ["seed", "default", "lbfgs", "lbfgs-mixed", "lbfgs-bf16"]
     assert runnable(asked, native_bfloat16=True) == (asked, [])
@@ -14,7 +14,7 @@ def test_bench_skips_bfloat16_methods_where_bfloat16_is_emulated():
 
 
 def test_judged_history_scales_float32_readings_by_the_next_snapshot():
-    from batch_style.bench import judged_history
+    from benchmarks.bench import judged_history
 
     readings = [10.0, 9.0, 8.0, 7.0, 6.0, 5.0]
     # Judged at steps 3 and 6 (0.5% and 1% under the readings): steps between take the ratio
@@ -25,7 +25,7 @@ def test_judged_history_scales_float32_readings_by_the_next_snapshot():
 
 
 def test_judged_history_keeps_only_snapshots_of_bfloat16_steps():
-    from batch_style.bench import judged_history
+    from benchmarks.bench import judged_history
 
     readings = [10.0, 9.0, 8.0, 7.0, 6.0, 5.0]
     # Steps 1-3 bfloat16 (judged at 2), 4-6 float32 (judged at 6): no ratio crosses the switch.

@@ -10,8 +10,8 @@ import yaml
 from conftest import SMALL
 
 from batch_style import cli as cli_module
-from batch_style import run as runner
-from batch_style import status
+from batch_style import orchestrator as runner
+from batch_style.views import status
 
 PROBLEM_LINE = re.compile(r"^[^:]+\.yaml:\d+: [\w.\[\]]+: .+$")  # FILE:LINE: FIELD: message
 
@@ -166,16 +166,16 @@ def test_internal_error_shows_its_traceback_with_debug(tmp_path, internal_error,
 def test_stylize_on_the_cpu_leaves_the_gpus_alone(media_dir, tmp_path, fake_gpu, monkeypatch):
     # `stylize --device cpu` on a GPU machine: TensorFlow is told not to use the GPU before it
     # sets it up (no memory growth, no context), and the CPU's precision is chosen.
-    from batch_style import optimize
+    from batch_style.engine import stylizer
 
     precisions = []
-    original = optimize.effective_precision
+    original = stylizer.effective_precision
 
     def effective_precision(settings):
         precisions.append(original(settings))
         return precisions[-1]
 
-    monkeypatch.setattr(optimize, "effective_precision", effective_precision)
+    monkeypatch.setattr(stylizer, "effective_precision", effective_precision)
     out = tmp_path / "result.png"
     assert cli_module.main(["stylize", str(media_dir / "photo.png"), str(media_dir / "style.png"),
                             "-o", str(out), "--tiny", "--device", "cpu", "--size", "48",

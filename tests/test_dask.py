@@ -15,11 +15,12 @@ import yaml
 from conftest import SMALL, ledger_records, temporaries, wait_for
 from PIL import Image
 
-from batch_style import backends, run_folder, video
-from batch_style import plan as planning
-from batch_style import run as runner
+from batch_style import orchestrator as runner
 from batch_style.errors import UserError
-from batch_style.manifest import load
+from batch_style.media import video
+from batch_style.pipeline import executors, run_folder
+from batch_style.pipeline import plan as planning
+from batch_style.pipeline.manifest import load
 
 distributed = pytest.importorskip("distributed")
 
@@ -75,7 +76,7 @@ def cluster():
     """Two Dask worker processes, one thread and one GPU resource each: what README's
     `dask worker … --nworkers 1 --nthreads 1 --resources GPU=1` starts on a GPU machine."""
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  resources={backends.RESOURCE: 1}, dashboard_address=None,
+                                  resources={executors.RESOURCE: 1}, dashboard_address=None,
                                   silence_logs=logging.ERROR,
                                   env={"TF_CPP_MIN_LOG_LEVEL": "3"}) as cluster, \
             distributed.Client(cluster, set_as_default=False) as client:
@@ -91,7 +92,8 @@ def test_dask_matches_local_and_keeps_state_per_worker(cluster, media_dir, tmp_p
 
     def count_model_loads():
         # In each Dask worker: forget any state of an earlier test, count VGG19 loads from now.
-        from batch_style import model, worker
+        from batch_style.engine import model
+        from batch_style.pipeline import worker
 
         worker._STATE = None
         original = getattr(model, "_uncounted_load", model.load_feature_model)
@@ -103,7 +105,8 @@ def test_dask_matches_local_and_keeps_state_per_worker(cluster, media_dir, tmp_p
         model.load_feature_model = counted
 
     def state_of_worker():
-        from batch_style import model, worker
+        from batch_style.engine import model
+        from batch_style.pipeline import worker
 
         state = worker._STATE
         return {"loads": model.loads,
@@ -231,9 +234,9 @@ def test_dask_workers_record_their_gpu_fall_back_to_the_cpu_and_honour_device_cp
     original = runner.run_unit
 
     def run_unit(unit, config):  # pair/photo does not fit the GPU's memory
-        from batch_style import optimize
+        from batch_style.engine import stylizer
 
-        real, calls = optimize.Stylizer.stylize, []
+        real, calls = stylizer.Stylizer.stylize, []
 
         def stylize(self, *args, **kwargs):
             calls.append(1)
@@ -243,11 +246,11 @@ def test_dask_workers_record_their_gpu_fall_back_to_the_cpu_and_honour_device_cp
                 raise tf.errors.InternalError(None, None, "Dst tensor is not initialized.")
             return real(self, *args, **kwargs)
 
-        optimize.Stylizer.stylize = stylize
+        stylizer.Stylizer.stylize = stylize
         try:
             return original(unit, config)
         finally:
-            optimize.Stylizer.stylize = real
+            stylizer.Stylizer.stylize = real
 
     monkeypatch.setattr(runner, "run_unit", run_unit)  # pickled by value for the workers
     client.run(environment(CUDA_VISIBLE_DEVICES="3", BATCH_STYLE_GPUS="3"))
@@ -271,11 +274,11 @@ def test_dask_workers_record_their_gpu_fall_back_to_the_cpu_and_honour_device_cp
 
 # -- usage ------------------------------------------------------------------------------------------
 def test_backend_choice(media_dir, tmp_path, cli):
-    assert backends.choose(None, None) == ("local", None)
-    assert backends.choose(None, "tcp://h:8786") == ("dask", "tcp://h:8786")
+    assert executors.choose(None, None) == ("local", None)
+    assert executors.choose(None, "tcp://h:8786") == ("dask", "tcp://h:8786")
     # The command line's backend and scheduler replace the manifest's.
-    assert backends.choose("local", None, "dask", "tcp://h:8786") == ("local", None)
-    assert backends.choose(None, None, "dask", "tcp://h:8786") == ("dask", "tcp://h:8786")
+    assert executors.choose("local", None, "dask", "tcp://h:8786") == ("local", None)
+    assert executors.choose(None, None, "dask", "tcp://h:8786") == ("dask", "tcp://h:8786")
     manifest = write(tmp_path / "m.yaml", jobs(media_dir, 0.1)[:1])
     result = cli.run("run", manifest, "--tiny", "--backend", "local", "--scheduler", "tcp://h:1")
     assert result.returncode == 2
@@ -290,7 +293,7 @@ def test_backend_choice(media_dir, tmp_path, cli):
 
 
 def test_unreachable_scheduler_is_a_usage_error(media_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(backends, "CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 1)
     manifest = write(tmp_path / "m.yaml", jobs(media_dir, 0.1)[:1])
     with pytest.raises(UserError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         runner.run([manifest], runner.RunOptions(tiny=True, scheduler="tcp://127.0.0.1:9"))

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from batch_style import doctor, gpus
+from batch_style.pipeline import gpus
+from batch_style.views import doctor
 
 HEALTHY = gpus.TensorFlowView(
     version="2.18.0", cuda_build=True, cuda="12.5.1", cudnn="9",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from batch_style import flow
+from batch_style.media import flow
 
 H, W = 64, 80
 
@@ -97,11 +97,11 @@ def test_flow_file_round_trip(tmp_path):
 
 
 def test_make_flow_file_is_done_once(tmp_path):
-    from batch_style import media
+    from batch_style.media import images
 
     first, second = shifted(texture(9, (W + 16, H + 16)), 2, 0)
-    media.save_image(first, tmp_path / "000000.png")
-    media.save_image(second, tmp_path / "000001.png")
+    images.save_image(first, tmp_path / "000000.png")
+    images.save_image(second, tmp_path / "000001.png")
     job = flow.FlowJob(previous=tmp_path / "000000.png", current=tmp_path / "000001.png",
                        size=(40, 32), path=tmp_path / "flow-v1-40x32" / "000001.npz",
                        max_pixels=10**6)

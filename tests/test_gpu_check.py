@@ -1,4 +1,4 @@
-"""Tests for benchmarks/gpu_check.py (`make gpu-check`) where no GPU is needed: the report, the
+"""Tests for benchmarks.gpu_check (`make gpu-check`) where no GPU is needed: the report, the
 refusals, and the order of its measurements."""
 
 from __future__ import annotations
@@ -10,25 +10,19 @@ import sys
 import pytest
 from conftest import REPO, cli_env
 
-from batch_style import doctor
-
-SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+from batch_style.views import doctor
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["gpu_check"]
+    return importlib.import_module("benchmarks.gpu_check")
 
 
 def test_without_a_gpu_it_says_so_and_exits_2(tmp_path):
     env = cli_env(PATH="/usr/bin:/bin")  # no nvidia-smi; no simulated GPUs (cli_env drops them)
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "r.md")],
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--out",
+                           str(tmp_path / "r.md")],
                           capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [

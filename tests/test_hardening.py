@@ -25,8 +25,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from batch_style import cli, manifest, video, weights
+from batch_style import cli
+from batch_style.engine import weights
 from batch_style.errors import UserError
+from batch_style.media import video
+from batch_style.pipeline import manifest
 
 MARKER = "executed"  # a hostile case that ran anything would create this file in the corpus
 
@@ -904,8 +907,8 @@ def test_the_whitelist_keeps_ffmpeg_off_the_network(corpus, monkeypatch):
 
 
 def test_pillows_bomb_guard_stays_on():
-    import batch_style.manifest  # noqa: F401  (nothing we import may turn it off)
-    import batch_style.media  # noqa: F401
+    import batch_style.media.images  # noqa: F401
+    import batch_style.pipeline.manifest  # noqa: F401  (nothing we import may turn it off)
 
     assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS >= 50_000_000
 
@@ -980,7 +983,7 @@ def test_a_link_out_of_the_state_folder_is_refused_and_nothing_outside_changes(t
 
 def test_beats_are_cleared_only_where_they_are_ours(tmp_path):
     """Only PID.json files go, and never through a link to another folder."""
-    from batch_style import events
+    from batch_style.pipeline import events
 
     state = tmp_path / "out/.batch_style"
     (state / "workers").mkdir(parents=True)
@@ -1174,8 +1177,8 @@ def test_frame_steps_follow_steps_unless_given():
 
 def test_a_video_ffmpeg_cannot_write_fails_alone(media_dir, write_manifest, monkeypatch):
     """ffmpeg refusing one video used to stop the run with an internal error."""
-    from batch_style import run as runner
-    from batch_style.video import FfmpegError
+    from batch_style import orchestrator as runner
+    from batch_style.media.video import FfmpegError
 
     def refuse(frames, path, fps, **kwargs):
         raise FfmpegError("ffmpeg failed (exit status 1): Invalid argument\nffmpeg ...\nlog")

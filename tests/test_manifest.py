@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 from batch_style.errors import UserError, UserErrors
-from batch_style.manifest import Job, Manifest, load, load_all
+from batch_style.pipeline.manifest import Job, Manifest, load, load_all
 from batch_style.settings import Settings
 
 # media.py and video.py are written alongside this module; until they exist, stand-ins are used.
-HAVE_MEDIA = importlib.util.find_spec("batch_style.media") is not None
-HAVE_VIDEO = importlib.util.find_spec("batch_style.video") is not None
+HAVE_MEDIA = importlib.util.find_spec("batch_style.media.images") is not None
+HAVE_VIDEO = importlib.util.find_spec("batch_style.media.video") is not None
 
 
 def _fake_probe_image(path: Path, max_pixels: int) -> tuple[int, int]:
@@ -46,12 +46,12 @@ def probes(monkeypatch: pytest.MonkeyPatch) -> None:
     """The real media.probe_image when it exists; probe_video faked (test_real_video is real)."""
     if not HAVE_MEDIA:
         fake = types.SimpleNamespace(probe_image=_fake_probe_image)
-        monkeypatch.setitem(sys.modules, "batch_style.media", fake)
+        monkeypatch.setitem(sys.modules, "batch_style.media.images", fake)
     if HAVE_VIDEO:
-        monkeypatch.setattr(importlib.import_module("batch_style.video"), "probe_video",
+        monkeypatch.setattr(importlib.import_module("batch_style.media.video"), "probe_video",
                             _fake_probe_video)
     else:
-        monkeypatch.setitem(sys.modules, "batch_style.video",
+        monkeypatch.setitem(sys.modules, "batch_style.media.video",
                             types.SimpleNamespace(probe_video=_fake_probe_video))
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from batch_style import media
 from batch_style.errors import UserError
+from batch_style.media import images
 
 BIG = 50_000_000  # max_pixels where the limit is not the point
 
@@ -38,8 +38,8 @@ def png_header_only(path, width, height):
 
 def test_probe_image_reads_the_header(tmp_path):
     path = tmp_path / "a.png"
-    Image.fromarray(media.to_uint8(ramp_rgb(64, 48))).save(path)
-    assert media.probe_image(path, BIG) == (64, 48)
+    Image.fromarray(images.to_uint8(ramp_rgb(64, 48))).save(path)
+    assert images.probe_image(path, BIG) == (64, 48)
 
 
 @pytest.mark.parametrize("make, message", [
@@ -50,14 +50,14 @@ def test_probe_image_reads_the_header(tmp_path):
 ])
 def test_probe_image_refuses_non_images(tmp_path, make, message):
     with pytest.raises(UserError, match=message) as err:
-        media.probe_image(make(tmp_path), BIG)
+        images.probe_image(make(tmp_path), BIG)
     assert err.value.file is not None
 
 
 def test_probe_image_refuses_over_max_pixels_before_decoding(tmp_path):
     path = png_header_only(tmp_path / "huge.png", 9000, 9000)
     with pytest.raises(UserError) as err:
-        media.load_image(path, 50_000_000)
+        images.load_image(path, 50_000_000)
     # The header-only file would fail as "truncated" if anything tried to decode it.
     assert err.value.message == ("image is 9000\u00d79000 = 81.0 Mpx, over the limit of 50.0 Mpx "
                                  "(setting max_pixels)")
@@ -66,34 +66,34 @@ def test_probe_image_refuses_over_max_pixels_before_decoding(tmp_path):
 
 def test_probe_image_small_limit(tmp_path):
     path = tmp_path / "a.png"
-    Image.fromarray(media.to_uint8(ramp_rgb(8, 4))).save(path)
+    Image.fromarray(images.to_uint8(ramp_rgb(8, 4))).save(path)
     with pytest.raises(UserError, match="over the limit"):
-        media.probe_image(path, max_pixels=10)
+        images.probe_image(path, max_pixels=10)
 
 
 def test_decompression_bomb_guard_stays_on(tmp_path):
     path = png_header_only(tmp_path / "bomb.png", 40000, 40000)
     assert Image.MAX_IMAGE_PIXELS is not None
     with pytest.raises(UserError, match="decompression-bomb"):
-        media.probe_image(path, max_pixels=2_000_000_000)
+        images.probe_image(path, max_pixels=2_000_000_000)
 
 
 def test_load_png_round_trip(tmp_path):
     image = ramp_rgb()
     path = tmp_path / "a.png"
-    media.save_image(image, path)
-    loaded = media.load_image(path, BIG)
+    images.save_image(image, path)
+    loaded = images.load_image(path, BIG)
     assert loaded.dtype == np.float32 and loaded.shape == (48, 64, 3)
     assert np.abs(loaded - image).max() <= 0.5 / 255 + 1e-6
 
 
 def test_load_truncated_jpeg_is_a_user_error(tmp_path):
     path = tmp_path / "cut.jpg"
-    Image.fromarray(media.to_uint8(np.random.default_rng(0).random((96, 128, 3)))).save(path)
+    Image.fromarray(images.to_uint8(np.random.default_rng(0).random((96, 128, 3)))).save(path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="truncated or corrupt image"):
-        media.load_image(path, BIG)
+        images.load_image(path, BIG)
 
 
 def test_load_composites_transparency_onto_white(tmp_path):
@@ -102,7 +102,7 @@ def test_load_composites_transparency_onto_white(tmp_path):
     rgba[:, :3, 3] = 255  # ... opaque on the left half, fully transparent on the right
     path = tmp_path / "t.png"
     Image.fromarray(rgba, "RGBA").save(path)
-    loaded = media.load_image(path, BIG)
+    loaded = images.load_image(path, BIG)
     assert np.allclose(loaded[:, :3], [1, 0, 0])
     assert np.allclose(loaded[:, 3:], [1, 1, 1])
 
@@ -110,8 +110,8 @@ def test_load_composites_transparency_onto_white(tmp_path):
 @pytest.mark.parametrize("mode", ["L", "P", "1", "CMYK"])
 def test_load_converts_other_modes_to_rgb(tmp_path, mode):
     path = tmp_path / ("x.png" if mode != "CMYK" else "x.jpg")
-    Image.fromarray(media.to_uint8(ramp_rgb())).convert(mode).save(path)
-    loaded = media.load_image(path, BIG)
+    Image.fromarray(images.to_uint8(ramp_rgb())).convert(mode).save(path)
+    loaded = images.load_image(path, BIG)
     assert loaded.shape == (48, 64, 3) and loaded.dtype == np.float32
     assert loaded.min() >= 0.0 and loaded.max() <= 1.0
 
@@ -120,18 +120,18 @@ def test_load_16_bit_greyscale_keeps_precision(tmp_path):
     grey = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
     path = tmp_path / "g16.png"
     Image.fromarray(grey).save(path)
-    loaded = media.load_image(path, BIG)
+    loaded = images.load_image(path, BIG)
     assert np.allclose(loaded[..., 1], grey / 65535.0, atol=1e-6)
     assert len(np.unique(loaded[..., 0])) > 256  # more than 8 bits survived
 
 
 def test_load_applies_exif_orientation(tmp_path):
     path = tmp_path / "rotated.jpg"
-    stored = Image.fromarray(media.to_uint8(ramp_rgb(64, 48)))
+    stored = Image.fromarray(images.to_uint8(ramp_rgb(64, 48)))
     exif = stored.getexif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     stored.save(path, exif=exif)
-    assert media.load_image(path, BIG).shape == (64, 48, 3)
+    assert images.load_image(path, BIG).shape == (64, 48, 3)
 
 
 # ----- geometry
@@ -145,7 +145,7 @@ def test_load_applies_exif_orientation(tmp_path):
     ((64, 48), 256, (256, 192)),  # enlarging
 ])
 def test_fit_size_keeps_aspect_ratio(size, longest, expected):
-    got = media.fit_size(*size, longest)
+    got = images.fit_size(*size, longest)
     assert got == expected
     assert max(got) == longest
 
@@ -153,7 +153,7 @@ def test_fit_size_keeps_aspect_ratio(size, longest, expected):
 def test_resize_constant_image_stays_constant():
     image = np.full((48, 64, 3), [0.2, 0.5, 0.9], np.float32)
     for size in [(16, 12), (200, 150), (64, 10)]:
-        out = media.resize(image, size)
+        out = images.resize(image, size)
         assert out.shape == (size[1], size[0], 3) and out.dtype == np.float32
         assert np.allclose(out, [0.2, 0.5, 0.9], atol=1e-5)
 
@@ -163,7 +163,7 @@ def test_resize_downscale_antialiases_a_checkerboard():
     # flat grey, while point sampling (the seed's nearest neighbour) keeps black and white pixels.
     board = (np.indices((128, 128)).sum(axis=0) % 2).astype(np.float32)
     image = np.repeat(board[..., None], 3, axis=2)
-    out = media.resize(image, (32, 32))
+    out = images.resize(image, (32, 32))
     assert abs(out.mean() - 0.5) < 0.01
     assert out.std() < 0.02
     nearest = image[::4, ::4]
@@ -172,7 +172,7 @@ def test_resize_downscale_antialiases_a_checkerboard():
 
 def test_resize_enlarge_is_smooth_and_clipped():
     image = ramp_rgb(16, 12)
-    out = media.resize(image, (64, 48))
+    out = images.resize(image, (64, 48))
     assert out.shape == (48, 64, 3)
     assert out.min() >= 0.0 and out.max() <= 1.0
     assert np.abs(np.diff(out[..., 0], axis=1)).max() < 0.05  # no staircase
@@ -180,7 +180,7 @@ def test_resize_enlarge_is_smooth_and_clipped():
 
 def test_to_uint8_rounds_and_clips():
     values = np.array([-0.5, 0.0, 0.6 / 255, 1.49 / 255, 1.0, 2.0], np.float32)
-    assert media.to_uint8(values).tolist() == [0, 0, 1, 1, 255, 255]
+    assert images.to_uint8(values).tolist() == [0, 0, 1, 1, 255, 255]
 
 
 # ----- writing
@@ -190,17 +190,17 @@ def test_to_uint8_rounds_and_clips():
 def test_save_image_by_suffix(tmp_path, suffix, tolerance):
     image = ramp_rgb()
     path = tmp_path / f"out{suffix}"
-    media.save_image(image, path)
+    images.save_image(image, path)
     with Image.open(path) as im:
         assert im.format == ("PNG" if suffix == ".png" else "JPEG")
         back = np.asarray(im.convert("RGB")).astype(int)
-    assert np.abs(back - media.to_uint8(image)).max() <= tolerance
+    assert np.abs(back - images.to_uint8(image)).max() <= tolerance
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_save_image_unknown_suffix(tmp_path):
     with pytest.raises(UserError, match=r"\.png"):
-        media.save_image(ramp_rgb(), tmp_path / "out.bmpx")
+        images.save_image(ramp_rgb(), tmp_path / "out.bmpx")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -222,7 +222,7 @@ def distinct_frames(count, width=40, height=30):
 
 def test_save_gif_from_a_generator(tmp_path):
     path = tmp_path / "p.gif"
-    media.save_gif(distinct_frames(5), path, duration_ms=100, hold_last_ms=400)
+    images.save_gif(distinct_frames(5), path, duration_ms=100, hold_last_ms=400)
     frames, delays, loop = gif_frames_and_delays(path)
     assert len(frames) == 5
     assert delays == [100, 100, 100, 100, 500]
@@ -235,7 +235,7 @@ def test_save_gif_from_a_generator(tmp_path):
 
 def test_save_gif_keeps_the_frame_rate_despite_centisecond_delays(tmp_path):
     path = tmp_path / "v.gif"
-    media.save_gif(distinct_frames(30), path, duration_ms=1000 / 30)
+    images.save_gif(distinct_frames(30), path, duration_ms=1000 / 30)
     _, delays, _ = gif_frames_and_delays(path)
     assert set(delays) <= {30, 40}
     assert sum(delays) == 1000  # 30 frames at 30 fps: one second, not 0.9 s
@@ -244,8 +244,8 @@ def test_save_gif_keeps_the_frame_rate_despite_centisecond_delays(tmp_path):
 def test_save_gif_per_frame_durations_and_size_mismatch(tmp_path):
     path = tmp_path / "m.gif"
     frames = list(distinct_frames(3))
-    frames[1] = media.resize(frames[1], (80, 60))  # a frame of another size is fitted
-    media.save_gif(iter(frames), path, duration_ms=[50, 200, 120])
+    frames[1] = images.resize(frames[1], (80, 60))  # a frame of another size is fitted
+    images.save_gif(iter(frames), path, duration_ms=[50, 200, 120])
     got, delays, _ = gif_frames_and_delays(path)
     assert [f.shape for f in got] == [(30, 40, 3)] * 3
     assert delays == [50, 200, 120]
@@ -256,7 +256,7 @@ def test_save_gif_failure_leaves_nothing(tmp_path):
         yield from distinct_frames(2)
         raise RuntimeError("renderer died")
     with pytest.raises(RuntimeError, match="renderer died"):
-        media.save_gif(broken(), tmp_path / "x.gif", duration_ms=100)
+        images.save_gif(broken(), tmp_path / "x.gif", duration_ms=100)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -270,18 +270,18 @@ def test_preserve_colors_keeps_content_chroma_and_stylized_structure():
     texture = rng.random((32, 32)).astype(np.float32)
     stylized = np.stack([texture * 0.6, texture * 0.2 + 0.4, 1 - texture * 0.5], axis=2)  # bluish
 
-    out = media.preserve_colors(stylized, content)
-    yiq = out.astype(np.float64) @ media._RGB_TO_YIQ.T
-    content_yiq = content.astype(np.float64) @ media._RGB_TO_YIQ.T
+    out = images.preserve_colors(stylized, content)
+    yiq = out.astype(np.float64) @ images._RGB_TO_YIQ.T
+    content_yiq = content.astype(np.float64) @ images._RGB_TO_YIQ.T
     assert np.abs(yiq[..., 1:] - content_yiq[..., 1:]).max() < 0.02  # content's I and Q
-    y_out, y_style, y_content = (media.luminance(a) for a in (out, stylized, content))
+    y_out, y_style, y_content = (images.luminance(a) for a in (out, stylized, content))
     assert np.corrcoef(y_out.ravel(), y_style.ravel())[0, 1] > 0.99  # stylized's structure
     assert abs(y_out.mean() - y_content.mean()) < 0.01  # content's brightness
     assert abs(y_out.std() - y_content.std()) < 0.01
 
 
 def test_preserve_colors_resizes_content_to_the_stylized_size():
-    out = media.preserve_colors(ramp_rgb(64, 48), ramp_rgb(32, 24))
+    out = images.preserve_colors(ramp_rgb(64, 48), ramp_rgb(32, 24))
     assert out.shape == (48, 64, 3) and out.dtype == np.float32
 
 
@@ -289,12 +289,12 @@ def test_match_luminance_matches_mean_and_std():
     rng = np.random.default_rng(2)
     image = (0.2 + 0.1 * rng.random((16, 16, 3))).astype(np.float32)
     reference = (0.3 + 0.4 * rng.random((16, 16, 3))).astype(np.float32)
-    out = media.match_luminance(image, reference)
-    assert abs(media.luminance(out).mean() - media.luminance(reference).mean()) < 1e-3
-    assert abs(media.luminance(out).std() - media.luminance(reference).std()) < 1e-3
+    out = images.match_luminance(image, reference)
+    assert abs(images.luminance(out).mean() - images.luminance(reference).mean()) < 1e-3
+    assert abs(images.luminance(out).std() - images.luminance(reference).std()) < 1e-3
 
 
 def test_match_luminance_flat_image_matches_mean_only():
-    out = media.match_luminance(np.full((4, 4, 3), 0.2, np.float32),
+    out = images.match_luminance(np.full((4, 4, 3), 0.2, np.float32),
                                 np.full((4, 4, 3), 0.6, np.float32))
     assert np.allclose(out, 0.6, atol=1e-4)

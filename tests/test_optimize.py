@@ -7,16 +7,17 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from batch_style import losses, media  # noqa: E402
-from batch_style.errors import UserError  # noqa: E402
-from batch_style.model import TINY_WIDTHS, FeatureModel, layers_needed  # noqa: E402
-from batch_style.optimize import (  # noqa: E402
+from batch_style.engine import losses  # noqa: E402
+from batch_style.engine.model import TINY_WIDTHS, FeatureModel, layers_needed  # noqa: E402
+from batch_style.engine.stylizer import (  # noqa: E402
     Stylizer,
     Temporal,
     effective_precision,
     phases,
     scale_sizes,
 )
+from batch_style.errors import UserError  # noqa: E402
+from batch_style.media import images  # noqa: E402
 from batch_style.settings import Settings, resolve  # noqa: E402
 
 LAYERS = Settings().content_layers + Settings().style_layers
@@ -28,7 +29,7 @@ def stylizer():
 
 
 @pytest.fixture(scope="module")
-def images():
+def pair():
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:48, 0:64] / 64.0
     content = np.stack([xx, yy, 0.5 * (xx + yy)], axis=-1).astype(np.float32)
@@ -99,8 +100,8 @@ def test_model_is_truncated_after_deepest_layer():
     assert model.min_size == 2
 
 
-def test_too_small_for_vgg_is_a_user_error(stylizer, images):
-    content, style = images
+def test_too_small_for_vgg_is_a_user_error(stylizer, pair):
+    content, style = pair
     with pytest.raises(UserError, match="too small for VGG19"):
         stylizer.stylize(content, [style], resolve({"size": 16, "steps": 1}))
 
@@ -112,8 +113,8 @@ def test_scale_sizes_keep_aspect_and_end_at_size():
 
 # -- the optimizers ---------------------------------------------------------------------------
 @pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
-def test_objective_decreases_and_pixels_stay_in_bounds(stylizer, images, optimizer):
-    content, style = images
+def test_objective_decreases_and_pixels_stay_in_bounds(stylizer, pair, optimizer):
+    content, style = pair
     settings = resolve({"size": 64, "steps": 15, "optimizer": optimizer, "learning_rate": 0.05})
     events = []
     result = stylizer.stylize(content, [style], settings, callback=events.append)
@@ -126,8 +127,8 @@ def test_objective_decreases_and_pixels_stay_in_bounds(stylizer, images, optimiz
     assert [e.step for e in events if e.snapshot is not None] == [10, 15]
 
 
-def test_one_trace_per_size_and_cached_style_targets(images):
-    content, style = images
+def test_one_trace_per_size_and_cached_style_targets(pair):
+    content, style = pair
     stylizer = Stylizer(FeatureModel(LAYERS, None, TINY_WIDTHS))
     settings = resolve({"size": 64, "steps": 4, "precision": "mixed"})
     for _ in range(3):
@@ -140,8 +141,8 @@ def test_one_trace_per_size_and_cached_style_targets(images):
     assert stylizer._evaluate_in["float32"].experimental_get_tracing_count() == 2
 
 
-def test_same_seed_same_result(stylizer, images):
-    content, style = images
+def test_same_seed_same_result(stylizer, pair):
+    content, style = pair
     settings = resolve({"size": 64, "steps": 5, "init": "noise", "seed": 7})
     a = stylizer.stylize(content, [style], settings).image
     b = stylizer.stylize(content, [style], settings).image
@@ -150,43 +151,43 @@ def test_same_seed_same_result(stylizer, images):
     assert np.abs(a - c).mean() > 1e-3
 
 
-def test_zero_steps_returns_the_content_init(stylizer, images):
-    content, style = images
+def test_zero_steps_returns_the_content_init(stylizer, pair):
+    content, style = pair
     result = stylizer.stylize(content, [style], resolve({"size": 64, "steps": 0}))
-    np.testing.assert_allclose(result.image, media.resize(content, (64, 48)), atol=1e-6)
+    np.testing.assert_allclose(result.image, images.resize(content, (64, 48)), atol=1e-6)
     assert result.steps == 0 and result.losses.total > 0
 
 
-def test_style_blend_weights_select_the_style(stylizer, images):
-    content, style = images
+def test_style_blend_weights_select_the_style(stylizer, pair):
+    content, style = pair
     other = 1.0 - style
     s = resolve({"size": 64, "steps": 0})
-    only_first = stylizer.evaluate(media.resize(content, (64, 48)), content, [style, other],
+    only_first = stylizer.evaluate(images.resize(content, (64, 48)), content, [style, other],
                                    s.replace(style_blend=(1.0, 0.0)))
-    single = stylizer.evaluate(media.resize(content, (64, 48)), content, [style], s)
+    single = stylizer.evaluate(images.resize(content, (64, 48)), content, [style], s)
     assert only_first.style == pytest.approx(single.style, rel=1e-5)
 
 
-def test_tolerance_stops_early(stylizer, images):
-    content, style = images
+def test_tolerance_stops_early(stylizer, pair):
+    content, style = pair
     settings = resolve({"size": 64, "steps": 200, "tolerance": 0.5})
     result = stylizer.stylize(content, [style], settings)
     assert result.stopped_early and result.steps < 200
 
 
-def test_preserve_colors_keeps_content_chroma(stylizer, images):
-    content, style = images
+def test_preserve_colors_keeps_content_chroma(stylizer, pair):
+    content, style = pair
     settings = resolve({"size": 64, "steps": 5, "preserve_colors": True})
     result = stylizer.stylize(content, [style], settings)
     yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
     chroma_result = (result.image @ yiq.T)[..., 1:]
-    chroma_content = (media.resize(content, (64, 48)) @ yiq.T)[..., 1:]
+    chroma_content = (images.resize(content, (64, 48)) @ yiq.T)[..., 1:]
     # Clipping to [0,1] after recombination may move chroma a little.
     assert np.abs(chroma_result - chroma_content).mean() < 0.02
 
 
-def test_temporal_term_pulls_towards_previous_frame(stylizer, images):
-    content, style = images
+def test_temporal_term_pulls_towards_previous_frame(stylizer, pair):
+    content, style = pair
     previous = np.full((48, 64, 3), 0.5, np.float32)
     base = resolve({"size": 64, "steps": 10, "optimizer": "adam", "learning_rate": 0.05})
     free = stylizer.stylize(content, [style], base).image
@@ -195,8 +196,8 @@ def test_temporal_term_pulls_towards_previous_frame(stylizer, images):
     assert np.abs(held - previous).mean() < np.abs(free - previous).mean()
 
 
-def test_bfloat16_convolutions_reach_the_float32_objective(stylizer, images):
-    content, style = images
+def test_bfloat16_convolutions_reach_the_float32_objective(stylizer, pair):
+    content, style = pair
     settings = resolve({"size": 64, "steps": 20, "precision": "float32"})
     reference = stylizer.stylize(content, [style], settings)
     bf16 = stylizer.stylize(content, [style], settings.replace(precision="bfloat16"))
@@ -206,8 +207,8 @@ def test_bfloat16_convolutions_reach_the_float32_objective(stylizer, images):
     assert judged < 0.5 * reference.history[0]
 
 
-def test_the_bfloat16_twin_shares_the_weights(stylizer, images):
-    content, _ = images
+def test_the_bfloat16_twin_shares_the_weights(stylizer, pair):
+    content, _ = pair
     twin = stylizer.model.twin("bfloat16")
     assert twin.precision == "bfloat16" and stylizer.model.twin("float32") is stylizer.model
     x = tf.constant(content[None])
@@ -218,8 +219,8 @@ def test_the_bfloat16_twin_shares_the_weights(stylizer, images):
         assert float(tf.reduce_max(tf.abs(theirs - mine))) < 0.05 * scale, name
 
 
-def test_mixed_precision_polishes_in_float32(stylizer, images):
-    content, style = images
+def test_mixed_precision_polishes_in_float32(stylizer, pair):
+    content, style = pair
     assert phases("mixed", 100) == [("bfloat16", 75), ("float32", 25)]
     assert phases("mixed", 1) == [("bfloat16", 1)]
     assert phases("float32", 7) == [("float32", 7)]
@@ -235,31 +236,31 @@ def test_mixed_precision_polishes_in_float32(stylizer, images):
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
-    from batch_style import backend
+    from batch_style.engine import tf_runtime
 
     settings = resolve({})
     assert settings.precision == "auto"
-    monkeypatch.setattr(backend, "native_bfloat16", lambda: True)
+    monkeypatch.setattr(tf_runtime, "native_bfloat16", lambda: True)
     assert effective_precision(settings) == "mixed"
     assert effective_precision(settings.replace(precision="float32")) == "float32"
-    monkeypatch.setattr(backend, "native_bfloat16", lambda: False)
+    monkeypatch.setattr(tf_runtime, "native_bfloat16", lambda: False)
     assert effective_precision(settings) == "float32"
     assert effective_precision(resolve({"preset": "seed"})) == "float32"
 
 
 def test_native_bfloat16_on_cpus_with_avx512_bf16_or_amx(monkeypatch):
-    from batch_style import backend
+    from batch_style.engine import tf_runtime
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("decided by the GPU here")
     for flags, expected in (({"avx2", "avx512f"}, False), ({"avx512_bf16"}, True),
                             ({"amx_bf16", "amx_tile"}, True), (set(), False)):
-        monkeypatch.setattr(backend, "cpu_flags", lambda f=flags: f)
-        assert backend.native_bfloat16() is expected
+        monkeypatch.setattr(tf_runtime, "cpu_flags", lambda f=flags: f)
+        assert tf_runtime.native_bfloat16() is expected
 
 
 def test_tolerance_compares_readings_of_one_precision():
-    from batch_style.optimize import Losses, _Reporter
+    from batch_style.engine.stylizer import Losses, _Reporter
 
     settings = resolve({"tolerance": 1e-3})
     report = _Reporter(None, settings, 0, 1, (64, 48), 100, 0.0, None)
@@ -291,7 +292,7 @@ def _two_loop(q, pairs, h0_scale):
 
 def _remember_all(pairs, rows, n):
     """A memory of `rows` pairs that was handed `pairs` in order, and its variable."""
-    from batch_style.optimize import _lbfgs_direction, _lbfgs_memory
+    from batch_style.engine.stylizer import _lbfgs_direction, _lbfgs_memory
 
     memory, variable = _lbfgs_memory(rows, n)
     x, grad = tf.fill((1, n), 0.5), tf.ones((1, n))
@@ -312,7 +313,7 @@ def _by_age(memory, variable):
 # ring more than once.
 @pytest.mark.parametrize("count, handed", [(1, 3), (3, 5), (5, 7), (5, 8)])
 def test_compact_lbfgs_direction_is_the_two_loop_recursion(count, handed):
-    from batch_style.optimize import L_BFGS_H0_SCALE, _lbfgs_direction
+    from batch_style.engine.stylizer import L_BFGS_H0_SCALE, _lbfgs_direction
 
     rng = np.random.default_rng(count * 10 + handed)
     n, rows = 40, 5
@@ -333,7 +334,7 @@ def test_compact_lbfgs_direction_is_the_two_loop_recursion(count, handed):
 
 def test_lbfgs_takes_the_new_pair_in_before_its_direction():
     """Handed (s, y), the direction is the one from the memory holding that pair last."""
-    from batch_style.optimize import _lbfgs_direction
+    from batch_style.engine.stylizer import _lbfgs_direction
 
     rng = np.random.default_rng(7)
     n, rows = 24, 4
@@ -350,7 +351,7 @@ def test_lbfgs_takes_the_new_pair_in_before_its_direction():
 
 
 def test_lbfgs_direction_holds_pixels_pushed_against_a_bound():
-    from batch_style.optimize import _lbfgs_direction, _lbfgs_memory
+    from batch_style.engine.stylizer import _lbfgs_direction, _lbfgs_memory
 
     x = tf.constant([[[[0.0], [1.0], [0.0], [0.5]]]])
     grad = tf.constant([[[[1.0], [-1.0], [-1.0], [2.0]]]])  # the first two push outward
@@ -369,7 +370,7 @@ class _Quadratic:
         self.calls = 0
 
     def _functions(self, precision):
-        from batch_style.optimize import _lbfgs_trial
+        from batch_style.engine.stylizer import _lbfgs_trial
 
         def loss_and_grad(x):
             self.calls += 1
@@ -379,10 +380,10 @@ class _Quadratic:
         return None, None, lambda *args: _lbfgs_trial(loss_and_grad, *args)
 
 
-def test_each_precision_optimizes_against_targets_computed_in_it(stylizer, images):
+def test_each_precision_optimizes_against_targets_computed_in_it(stylizer, pair):
     # At the content image the content term is zero in either precision: bfloat16 maps are
     # compared with bfloat16 targets, not with float32 ones they differ from by rounding.
-    content, style = images
+    content, style = pair
     settings = resolve({"size": 64})
     x = tf.constant(content[None])
     for precision in ("bfloat16", "float32"):
@@ -395,7 +396,7 @@ def test_each_precision_optimizes_against_targets_computed_in_it(stylizer, image
 
 
 def test_lbfgs_finds_the_minimum_of_a_box_constrained_quadratic():
-    from batch_style.optimize import _Reporter, _run_lbfgs
+    from batch_style.engine.stylizer import _Reporter, _run_lbfgs
 
     problem = _Quadratic((1, 6, 8, 3))
     settings = resolve({"steps": 80})
@@ -414,7 +415,7 @@ def test_lbfgs_finds_the_minimum_of_a_box_constrained_quadratic():
 
 
 def test_lbfgs_phases_each_read_the_image_and_share_the_budget():
-    from batch_style.optimize import _Reporter, _run_lbfgs
+    from batch_style.engine.stylizer import _Reporter, _run_lbfgs
 
     problem = _Quadratic((1, 6, 8, 3), seed=1)
     report = _Reporter(None, resolve({}), 0, 1, (8, 6), 30, 0.0, None)
@@ -427,7 +428,7 @@ def test_lbfgs_phases_each_read_the_image_and_share_the_budget():
 
 @pytest.mark.parametrize("curvature", [1e-3, 1.0, 1e12])
 def test_lbfgs_keeps_pairs_whatever_the_objective_scale(curvature):
-    from batch_style.optimize import _lbfgs_memory
+    from batch_style.engine.stylizer import _lbfgs_memory
 
     rng = np.random.default_rng(0)
     pairs = []
@@ -441,7 +442,7 @@ def test_lbfgs_keeps_pairs_whatever_the_objective_scale(curvature):
     s, y = pairs[-1]
     before = variable.numpy()
     kept = _remember_all([(s, -y)], 3, 12)[0].count
-    from batch_style.optimize import _lbfgs_direction
+    from batch_style.engine.stylizer import _lbfgs_direction
 
     _, _, after = _lbfgs_direction(tf.fill((1, 12), 0.5), tf.ones((1, 12)), memory, variable,
                                    tf.constant(s), tf.constant(-y))
@@ -465,9 +466,9 @@ def test_lbfgs_memory_keeps_its_inner_products_up_to_date():
 
 
 def test_lbfgs_history_fits_its_memory_budget(monkeypatch):
-    from batch_style import optimize
+    from batch_style.engine import stylizer
 
-    monkeypatch.setattr(optimize, "L_BFGS_MEMORY_BYTES", 8 * 1000 * 50)
-    assert optimize.history_rows(1000) == min(50, optimize.L_BFGS_HISTORY)
-    assert optimize.history_rows(10**9) == optimize.L_BFGS_MIN_HISTORY  # never fewer
+    monkeypatch.setattr(stylizer, "L_BFGS_MEMORY_BYTES", 8 * 1000 * 50)
+    assert stylizer.history_rows(1000) == min(50, stylizer.L_BFGS_HISTORY)
+    assert stylizer.history_rows(10**9) == stylizer.L_BFGS_MIN_HISTORY  # never fewer
 

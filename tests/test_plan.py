@@ -11,9 +11,10 @@ import pytest
 from conftest import CLIP_FPS, CLIP_FRAMES, SMALL
 from PIL import Image
 
-from batch_style import assemble, manifest, video
-from batch_style.plan import FRAME_NAME, frames_fingerprint, make_plan, stems
-from batch_style.run_folder import STATE_DIR
+from batch_style.media import video
+from batch_style.pipeline import assemble, manifest
+from batch_style.pipeline.plan import FRAME_NAME, frames_fingerprint, make_plan, stems
+from batch_style.pipeline.run_folder import STATE_DIR
 
 
 def plan_of(write_manifest, jobs, **kwargs):

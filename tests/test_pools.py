@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from test_backend import BUSY_CARD, fake_tensorflow
 
-from batch_style import run_folder, worker
-from batch_style.pools import WorkerDied, WorkerPools
-from batch_style.worker import WorkerConfig
+from batch_style.pipeline import run_folder, worker
+from batch_style.pipeline.pools import WorkerDied, WorkerPools
+from batch_style.pipeline.worker import WorkerConfig
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_a_worker_that_dies_starting_tensorflow_says_why(pools, tmp_path):
         import sys
 
         sys.path.insert(0, fake)
-        from batch_style.backend import import_tensorflow
+        from batch_style.engine.tf_runtime import import_tensorflow
 
         import_tensorflow()
 
@@ -96,8 +96,8 @@ def test_a_worker_on_a_gpu_tensorflow_cannot_use_says_so(pools, media_dir, write
                                                          monkeypatch):
     # Pinned to GPU 0, which TensorFlow in the worker does not see (none here; on a GPU machine,
     # a card that broke after the run's own check): the unit runs on the CPU, and says so.
-    from batch_style import plan
-    from batch_style.manifest import load
+    from batch_style.pipeline import plan
+    from batch_style.pipeline.manifest import load
 
     monkeypatch.delenv("BATCH_STYLE_GPUS", raising=False)
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batch_style import media
-from batch_style.model import load_feature_model
-from batch_style.optimize import Stylizer
+from batch_style.engine.model import load_feature_model
+from batch_style.engine.stylizer import Stylizer
+from batch_style.media import images
 from batch_style.settings import resolve
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -23,18 +23,18 @@ def stylizer():
 
 
 def _luminance_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(media.luminance(a).ravel(), media.luminance(b).ravel())[0, 1])
+    return float(np.corrcoef(images.luminance(a).ravel(), images.luminance(b).ravel())[0, 1])
 
 
 def test_tubingen_starry_night_is_stylized_and_recognisable(stylizer):
-    content = media.load_image(SAMPLES / "photos" / "tubingen.jpg", 50_000_000)
-    style = media.load_image(SAMPLES / "paintings" / "starry-night.jpg", 50_000_000)
+    content = images.load_image(SAMPLES / "photos" / "tubingen.jpg", 50_000_000)
+    style = images.load_image(SAMPLES / "paintings" / "starry-night.jpg", 50_000_000)
     settings = resolve({"size": 96, "steps": 40})
     result = stylizer.stylize(content, [style], settings)
-    start = media.resize(content, result.image.shape[1::-1])
+    start = images.resize(content, result.image.shape[1::-1])
     before = stylizer.evaluate(start, content, [style], settings)
     after = result.losses
-    style_as_result = stylizer.evaluate(media.resize(style, result.image.shape[1::-1]),
+    style_as_result = stylizer.evaluate(images.resize(style, result.image.shape[1::-1]),
                                         content, [style], settings)
     # The style distance falls several-fold from the photo's...
     assert after.style < 0.3 * before.style

@@ -29,11 +29,14 @@ from conftest import (
 )
 from PIL import Image
 
-from batch_style import console, ledger, status, video
-from batch_style import run as runner
+from batch_style import console
+from batch_style import orchestrator as runner
 from batch_style.atomic import TMP_MARK
 from batch_style.errors import UserError
-from batch_style.run_folder import STATE_DIR
+from batch_style.media import video
+from batch_style.pipeline import ledger
+from batch_style.pipeline.run_folder import STATE_DIR
+from batch_style.views import status
 
 SERIAL = runner.RunOptions(workers=0, tiny=True)
 
@@ -689,20 +692,20 @@ def raise_out_of_memory(kind: str):
 @pytest.mark.parametrize("kind", OUT_OF_MEMORY)
 def test_a_size_too_big_for_the_gpu_finishes_on_the_cpu_with_the_cpus_choices(
         media_dir, write_manifest, monkeypatch, fake_gpu, kind):
-    from batch_style import optimize
+    from batch_style.engine import stylizer
 
     tf = pytest.importorskip("tensorflow")
     manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
                                 "style": str(media_dir / "style.png")}])
-    original, tries = optimize.Stylizer.stylize, []
+    original, tries = stylizer.Stylizer.stylize, []
 
     def stylize(self, content, styles, settings, **kwargs):  # the GPU runs out of memory
-        tries.append((tf.constant(0.0).device, optimize.effective_precision(settings)))
+        tries.append((tf.constant(0.0).device, stylizer.effective_precision(settings)))
         if len(tries) == 1:
             raise_out_of_memory(kind)
         return original(self, content, styles, settings, **kwargs)
 
-    monkeypatch.setattr(optimize.Stylizer, "stylize", stylize)
+    monkeypatch.setattr(stylizer.Stylizer, "stylize", stylize)
     summary = runner.run([manifest], SERIAL)
     assert summary.done == 1 and not summary.failed
     # On the GPU: bfloat16 for the bulk (Ampere); on its CPU (no native bfloat16): float32.
@@ -717,7 +720,7 @@ def test_a_size_too_big_for_the_gpu_finishes_on_the_cpu_with_the_cpus_choices(
 @pytest.mark.parametrize("kind", OUT_OF_MEMORY)
 def test_out_of_memory_on_the_cpu_fails_the_unit_with_a_clear_message(
         media_dir, write_manifest, monkeypatch, kind):
-    from batch_style import optimize
+    from batch_style.engine import stylizer
 
     manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
                                 "style": str(media_dir / "style.png")}])
@@ -725,7 +728,7 @@ def test_out_of_memory_on_the_cpu_fails_the_unit_with_a_clear_message(
     def stylize(self, *args, **kwargs):
         raise_out_of_memory(kind)
 
-    monkeypatch.setattr(optimize.Stylizer, "stylize", stylize)
+    monkeypatch.setattr(stylizer.Stylizer, "stylize", stylize)
     summary = runner.run([manifest], SERIAL)
     assert summary.done == 0
     assert summary.failed == [("pair/photo", "out of memory (try a smaller size or fewer workers)")]
@@ -737,18 +740,18 @@ def test_in_process_on_the_cpu_leaves_the_gpus_alone(media_dir, write_manifest, 
                                                       fake_gpu):
     # --workers 0 --device cpu: TensorFlow is told not to use the GPU before it sets it up (no
     # memory growth, no context), and the unit makes the CPU's choices.
-    from batch_style import optimize
+    from batch_style.engine import stylizer
 
     manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
                                 "style": str(media_dir / "style.png")}])
     precisions = []
-    original = optimize.effective_precision
+    original = stylizer.effective_precision
 
     def effective_precision(settings):
         precisions.append(original(settings))
         return precisions[-1]
 
-    monkeypatch.setattr(optimize, "effective_precision", effective_precision)
+    monkeypatch.setattr(stylizer, "effective_precision", effective_precision)
     summary = runner.run([manifest], dataclasses.replace(SERIAL, device="cpu"))
     assert summary.done == 1
     assert fake_gpu["set_visible_devices"] == [([], "GPU")]

@@ -13,10 +13,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from batch_style import console, events, ledger, status
+from batch_style import console
 from batch_style.cli import main
 from batch_style.errors import UserError
-from batch_style.run import RunSummary
+from batch_style.orchestrator import RunSummary
+from batch_style.pipeline import events, ledger
+from batch_style.views import status
 
 
 def _unit(out: Path, job: str, stem: str) -> dict:

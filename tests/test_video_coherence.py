@@ -11,10 +11,11 @@ import pytest
 from conftest import SMALL, group_alive, kill_group, ledger_records, wait_for
 from test_flow import texture
 
-from batch_style import flow, manifest, media, run_folder, video, worker
-from batch_style import plan as planning
-from batch_style import run as runner
-from batch_style.plan import CHUNK_OVERLAP, Chunk, make_plan, split_chunks
+from batch_style import orchestrator as runner
+from batch_style.media import flow, images, video
+from batch_style.pipeline import manifest, run_folder, worker
+from batch_style.pipeline import plan as planning
+from batch_style.pipeline.plan import CHUNK_OVERLAP, Chunk, make_plan, split_chunks
 
 SERIAL = runner.RunOptions(workers=0, tiny=True)
 
@@ -119,8 +120,8 @@ def test_chunked_run_respects_every_dependency(media_dir, write_manifest, monkey
     assert all(steps[frame.format(i)] == SMALL["frame_steps"] for i in range(1, 12))
     # The hand-over ends on the lead-in: the last frame of chunk 0 is the lead-in's frame 5,
     # optimized from it.
-    last, lead_in = (media.load_image(p, 10**6) for p in (vp.units[5].output, vp.leads[1].output))
-    first = media.load_image(vp.units[0].output, 10**6)
+    last, lead_in = (images.load_image(p, 10**6) for p in (vp.units[5].output, vp.leads[1].output))
+    first = images.load_image(vp.units[0].output, 10**6)
     assert np.abs(last - lead_in).mean() < 0.5 * np.abs(last - first).mean()
 
 
@@ -131,14 +132,14 @@ def test_frame_start_warps_the_previous_frame_and_fills_disocclusions(tmp_path):
     pair = flow.frame_pair(before, now)
     flow.save_pair(pair, tmp_path / "flow.npz")
     previous = texture(31, (48, 36))  # "stylized" frame t-1
-    media.save_image(previous, tmp_path / "previous.png")
+    images.save_image(previous, tmp_path / "previous.png")
     content = np.full((36, 48, 3), 0.5, np.float32)
     unit = planning.Unit(key="v/c/000001", job="v", content=tmp_path / "c.png", styles=(),
                          settings=planning.Settings(size=48), output=tmp_path / "out.png",
                          steps=7, previous="v/c/000000", previous_output=tmp_path / "previous.png",
                          flow=tmp_path / "flow.npz")
     start = worker._frame_start(unit, content)
-    saved = media.load_image(tmp_path / "previous.png", 10**6)
+    saved = images.load_image(tmp_path / "previous.png", 10**6)
     warped = flow.warp(saved, flow.load_pair(tmp_path / "flow.npz").backward)
     mask = flow.load_pair(tmp_path / "flow.npz").mask
     assert start.warm and np.array_equal(start.mask, mask)
@@ -153,8 +154,8 @@ def test_frame_start_warps_the_previous_frame_and_fills_disocclusions(tmp_path):
     assert np.abs(warped[4:-4, 10:-4] - saved[4:-4, 6:-8]).mean() < 0.02
     # In a chunk overlap the lead-in is blended in, image, target and mask alike.
     partner = texture(32, (48, 36))
-    media.save_image(partner, tmp_path / "partner.png")
-    partner = media.load_image(tmp_path / "partner.png", 10**6)
+    images.save_image(partner, tmp_path / "partner.png")
+    partner = images.load_image(tmp_path / "partner.png", 10**6)
     blended = worker._frame_start(dataclasses.replace(
         unit, partner="v/c/lead/000001", partner_output=tmp_path / "partner.png", blend=0.25),
         content)
@@ -168,8 +169,7 @@ def test_frame_start_warps_the_previous_frame_and_fills_disocclusions(tmp_path):
 # -- scene cuts, metrics, resume --------------------------------------------------------------------
 def test_scene_cut_starts_afresh_and_metrics_reach_ledger_and_report(cut_clip, media_dir,
                                                                       write_manifest):
-    from batch_style import report
-
+    from batch_style.views import report
     # Two steps a frame: the losses recorded are those before the last step, and the temporal
     # term is 0 at the warm start itself.
     settings = {**SMALL, "frame_steps": 2, "temporal_weight": 100.0}

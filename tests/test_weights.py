@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
-from batch_style import weights
+from batch_style.engine import weights
 from batch_style.errors import UserError
 
 # A few real layer names with tiny shapes: (kh, kw, in, out).

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from batch_style.backend import import_tensorflow
+from batch_style.engine.tf_runtime import import_tensorflow
 
 tf = import_tensorflow()
 
-from batch_style import pooling, winograd  # noqa: E402
-from batch_style.model import TINY_WIDTHS, FeatureModel, winograd_pays  # noqa: E402
-from batch_style.optimize import Stylizer, effective_winograd, phases  # noqa: E402
+from batch_style.engine import pooling, winograd  # noqa: E402
+from batch_style.engine.model import TINY_WIDTHS, FeatureModel, winograd_pays  # noqa: E402
+from batch_style.engine.stylizer import Stylizer, effective_winograd, phases  # noqa: E402
 from batch_style.settings import resolve  # noqa: E402
 
 # Enough channels (≥ 64) that every layer but block1_conv1 is a Winograd layer; maps kept small.
@@ -125,9 +125,9 @@ def test_convolution_setting(monkeypatch):
     assert resolve({"preset": "seed"}).convolution == "direct"  # as the seed computed it
     settings = resolve({})
     assert settings.convolution == "auto"
-    monkeypatch.setattr("batch_style.backend.has_gpu", lambda: False)
+    monkeypatch.setattr("batch_style.engine.tf_runtime.has_gpu", lambda: False)
     assert effective_winograd(settings)
-    monkeypatch.setattr("batch_style.backend.has_gpu", lambda: True)  # cuDNN picks its own
+    monkeypatch.setattr("batch_style.engine.tf_runtime.has_gpu", lambda: True)  # cuDNN picks its own
     assert not effective_winograd(settings)
     assert effective_winograd(settings.replace(convolution="winograd"))
     assert not effective_winograd(resolve({"preset": "seed"}))
@@ -135,7 +135,7 @@ def test_convolution_setting(monkeypatch):
     assert phases("mixed", 100, winograd=True) == [("bfloat16", 75), ("winograd", 25)]
     assert phases("bfloat16", 5, winograd=True) == [("bfloat16", 5)]
     # A network with no layer where Winograd pays (the tiny test one) keeps plain float32.
-    monkeypatch.setattr("batch_style.backend.has_gpu", lambda: False)
+    monkeypatch.setattr("batch_style.engine.tf_runtime.has_gpu", lambda: False)
     float32 = settings.replace(precision="float32")
     assert Stylizer(FeatureModel(LAYERS, None, WIDE)).phases(float32, 3) == [("winograd", 3)]
     tiny = Stylizer(FeatureModel(LAYERS, None, TINY_WIDTHS))

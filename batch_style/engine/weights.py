@@ -20,9 +20,9 @@ from typing import BinaryIO
 import h5py
 import numpy as np
 
-from .atomic import atomic_path
-from .errors import UserError
-from .settings import VGG19_CONV_LAYERS
+from batch_style.atomic import atomic_path
+from batch_style.errors import UserError
+from batch_style.settings import VGG19_CONV_LAYERS
 
 Shape = tuple[int, int, int, int]  # a Keras conv kernel: (kh, kw, in, out)
 Weights = dict[str, tuple[np.ndarray, np.ndarray]]  # layer -> (kernel (kh, kw, in, out), bias (out,))

@@ -67,7 +67,7 @@ def step_flops(layer_names, size: tuple[int, int], widths=None, winograd: bool =
     With `winograd`, the layers computed by Winograd's F(4×4, 3×3) count the products it does
     instead: 2·36·⌈H/4⌉·⌈W/4⌉·Cin·Cout each way (its transforms, a few % more, are left out).
     """
-    from batch_style.model import VGG19_WIDTHS, layers_needed, winograd_pays
+    from batch_style.engine.model import VGG19_WIDTHS, layers_needed, winograd_pays
 
     widths = widths or VGG19_WIDTHS
     w, h = size
@@ -87,7 +87,7 @@ def step_flops(layer_names, size: tuple[int, int], widths=None, winograd: bool =
 
 def matmul_gflops(dtype: str = "float32", n: int = MATMUL_N, repeats: int = 5) -> float:
     """The machine's achievable rate: a large matrix product, best of a few."""
-    from batch_style.backend import import_tensorflow
+    from batch_style.engine.tf_runtime import import_tensorflow
 
     tf = import_tensorflow()
     a = tf.random.uniform((n, n), dtype=tf.float32)
@@ -105,12 +105,12 @@ def matmul_gflops(dtype: str = "float32", n: int = MATMUL_N, repeats: int = 5) -
 def measure(pair: str, method: str, size: int, steps: int, checkpoints: tuple[int, ...],
             weights: str | None, tiny: bool) -> Measurement:
     """One method on one pair, in this process (main() runs each in a fresh process)."""
-    from batch_style.backend import import_tensorflow
+    from batch_style.engine.tf_runtime import import_tensorflow
 
     import_tensorflow()
-    from batch_style import media
-    from batch_style.model import ARITHMETICS, TINY_WIDTHS, load_feature_model
-    from batch_style.optimize import Stylizer
+    from batch_style.engine.model import ARITHMETICS, TINY_WIDTHS, load_feature_model
+    from batch_style.engine.stylizer import Stylizer
+    from batch_style.media import images
     from batch_style.settings import resolve
 
     own = {} if method in OWN_SCHEDULE else {"steps": steps}
@@ -118,8 +118,8 @@ def measure(pair: str, method: str, size: int, steps: int, checkpoints: tuple[in
     settings = resolve({"size": size, "snapshot_every": 5, **own, **METHODS[method]})
     reference = resolve({"size": size})  # the objective every method is judged by
     content_path, style_path = (SAMPLES / p for p in PAIRS[pair])
-    content = media.load_image(content_path, settings.max_pixels)
-    style = media.load_image(style_path, settings.max_pixels)
+    content = images.load_image(content_path, settings.max_pixels)
+    style = images.load_image(style_path, settings.max_pixels)
     layers = settings.content_layers + settings.style_layers
     stylizer = Stylizer(load_feature_model(layers, weights, tiny=tiny))
     # Every arithmetic but float32 Conv2D reads its own objective (bfloat16 0.2–1% off, Winograd
@@ -220,7 +220,7 @@ def table(results: list[Measurement], checkpoints: tuple[int, ...],
           peak_gflops: dict[str, float]) -> str:
     """Markdown; a step's GFLOP/s is compared with the matrix product in its own precision,
     counting the FLOPs its arithmetic performs (Winograd: its products, step_flops)."""
-    from batch_style.model import ARITHMETICS
+    from batch_style.engine.model import ARITHMETICS
 
     reference = results[0].method
     head = (["pair", "method", "size", "steps", "wall s", "s/step", "GFLOP/s (% of matmul)"]
@@ -262,7 +262,7 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m batch_style.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__)
     parser.add_argument("--full", action="store_true", help="512 px instead of 256")
     parser.add_argument("--size", type=int, default=None, help="longest side, px (default 256)")
     parser.add_argument("--steps", type=int, default=100,
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     # method helps the next.
     context = multiprocessing.get_context("spawn")
     started = time.strftime("%Y-%m-%d %H:%M")
-    from batch_style.backend import native_bfloat16
+    from batch_style.engine.tf_runtime import native_bfloat16
 
     with context.Pool(1) as pool:
         methods, skipped = runnable(args.methods, pool.apply(_in_child, (native_bfloat16,)))

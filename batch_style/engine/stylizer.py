@@ -12,9 +12,10 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from batch_style import losses, media
+from batch_style.engine import losses
+from batch_style.engine.model import ARITHMETICS, FeatureModel
 from batch_style.errors import UserError
-from batch_style.model import ARITHMETICS, FeatureModel
+from batch_style.media import images
 from batch_style.settings import OPTIMIZERS, Settings
 
 # Adam as in the seed and the TensorFlow tutorial (beta1 0.99, epsilon 0.1 on pixels in [0,1]).
@@ -102,11 +103,11 @@ Callback = Callable[[Progress], None]
 def scale_sizes(width: int, height: int, settings: Settings, min_side: int) -> list[tuple[int, int]]:
     """(w, h) per scale, coarsest first: each half the next, the last at settings.size.
 
-    The same rule `validate` applies (media.scale_sizes), so what validates runs.
+    The same rule `validate` applies (images.scale_sizes), so what validates runs.
     """
-    sizes = media.scale_sizes(width, height, settings.size, settings.scales, min_side)
+    sizes = images.scale_sizes(width, height, settings.size, settings.scales, min_side)
     if not sizes:
-        w, h = media.fit_size(width, height, settings.size)
+        w, h = images.fit_size(width, height, settings.size)
         raise UserError(f"the result would be {w}×{h} px, too small for VGG19: each side must be "
                         f"at least {min_side} px for the layers asked for; raise size",
                         field="size")
@@ -203,7 +204,7 @@ class Stylizer:
         if cache_key in self._style_cache:
             return self._style_cache[cache_key]
         h, w = style.shape[:2]
-        resized = media.resize(style, media.fit_size(w, h, longest))
+        resized = images.resize(style, images.fit_size(w, h, longest))
         features = self._model(precision)(tf.constant(resized[None]))
         grams = {n: losses.gram(features[n]) for n in layers}
         if cache_key is not None:
@@ -243,8 +244,8 @@ class Stylizer:
         history: list[float] = []
         evaluations, stopped_early, last = 0, False, None
         for scale, (w, h) in enumerate(sizes):
-            content_here = media.resize(content, (w, h))
-            image = media.resize(image, (w, h)) if image.shape[:2] != (h, w) else image
+            content_here = images.resize(content, (w, h))
+            image = images.resize(image, (w, h)) if image.shape[:2] != (h, w) else image
             schedule = [(p, n, self._objective_args(content_here, styles, style_keys, settings,
                                                     temporal, p))
                         for p, n in self.phases(settings, budget)]
@@ -256,7 +257,7 @@ class Stylizer:
             evaluations += n
             stopped_early |= early
         if settings.preserve_colors:
-            image = media.preserve_colors(image, media.resize(content, image.shape[1::-1]))
+            image = images.preserve_colors(image, images.resize(content, image.shape[1::-1]))
         if last is None:  # zero steps: report the objective of the initial image
             last = self.evaluate(image, content, styles, settings, style_keys=style_keys)
         return Result(image=image.astype(np.float32), losses=last, steps=evaluations,
@@ -269,7 +270,7 @@ class Stylizer:
         h, w = image.shape[:2]
         total, terms, _ = self._evaluate(
             tf.constant(image[None], tf.float32),
-            *self._objective_args(media.resize(content, (w, h)), styles, style_keys, settings,
+            *self._objective_args(images.resize(content, (w, h)), styles, style_keys, settings,
                                   None))
         return _losses(total, terms)
 
@@ -300,10 +301,10 @@ class Stylizer:
         if temporal is None:
             zeros = tf.zeros((1, h, w, 3), tf.float32)
             return zeros, zeros
-        previous = media.resize(temporal.previous, (w, h))
+        previous = images.resize(temporal.previous, (w, h))
         mask = temporal.mask.astype(np.float32)
         mask = mask[..., None] if mask.ndim == 2 else mask
-        mask = media.resize(np.repeat(mask, 3, axis=-1), (w, h))
+        mask = images.resize(np.repeat(mask, 3, axis=-1), (w, h))
         return tf.constant(previous[None]), tf.constant(mask[None])
 
     @staticmethod
@@ -311,9 +312,9 @@ class Stylizer:
                        init: np.ndarray | None) -> np.ndarray:
         w, h = size
         if init is not None:
-            return media.resize(init, (w, h))
+            return images.resize(init, (w, h))
         if settings.init == "content":
-            return media.resize(content, (w, h))
+            return images.resize(content, (w, h))
         if settings.init == "noise":
             rng = np.random.default_rng(settings.seed)
             return rng.uniform(0.0, 1.0, (h, w, 3)).astype(np.float32)
@@ -349,7 +350,7 @@ class _Reporter:
             if n % self.settings.snapshot_every == 0 or n == self.steps:
                 snapshot = image_fn()
                 if self.color_source is not None:
-                    snapshot = media.preserve_colors(snapshot, self.color_source)
+                    snapshot = images.preserve_colors(snapshot, self.color_source)
             self.callback(Progress(step=n, steps=self.steps, scale=self.scale,
                                    scales=self.scales, size=self.size, losses=losses_now,
                                    elapsed=time.perf_counter() - self.started,
@@ -366,7 +367,7 @@ def effective_precision(settings: Settings) -> str:
     """settings.precision with "auto" decided for this process's hardware."""
     if settings.precision != "auto":
         return settings.precision
-    from batch_style.backend import native_bfloat16
+    from batch_style.engine.tf_runtime import native_bfloat16
 
     return "mixed" if native_bfloat16() else "float32"
 
@@ -376,7 +377,7 @@ def effective_winograd(settings: Settings) -> bool:
     with "auto" deciding for this process's hardware (yes on a CPU, no on a GPU)."""
     if settings.convolution != "auto":
         return settings.convolution == "winograd"
-    from batch_style.backend import has_gpu
+    from batch_style.engine.tf_runtime import has_gpu
 
     return not has_gpu()
 

@@ -60,9 +60,10 @@ class Outcome:
 
 
 def run_mode(name: str, mode: Mode, args, work: Path, fps: float) -> Outcome:
-    from batch_style import flow, ledger, manifest
-    from batch_style import plan as planning
-    from batch_style import run as runner
+    from batch_style import orchestrator as runner
+    from batch_style.media import flow
+    from batch_style.pipeline import ledger, manifest
+    from batch_style.pipeline import plan as planning
 
     folder = work / name
     settings = {"size": args.size, "steps": args.steps, **mode.settings}
@@ -111,19 +112,19 @@ def objectives(outcomes: list[Outcome], args) -> list[Outcome]:
     """DESIGN.md's objective of every stylized frame (no temporal term), in float32, afresh."""
     import dataclasses
 
-    from batch_style import media
-    from batch_style.model import load_feature_model
-    from batch_style.optimize import Stylizer
+    from batch_style.engine.model import load_feature_model
+    from batch_style.engine.stylizer import Stylizer
+    from batch_style.media import images
     from batch_style.settings import resolve
 
     reference = resolve({"size": args.size})
     stylizer = Stylizer(load_feature_model(reference.content_layers + reference.style_layers,
                                            args.weights, tiny=args.tiny))
-    style = media.load_image(Path(args.style), reference.max_pixels)
+    style = images.load_image(Path(args.style), reference.max_pixels)
     done = []
     for o in outcomes:
-        values = tuple(stylizer.evaluate(media.load_image(out, reference.max_pixels),
-                                         media.load_image(content, reference.max_pixels),
+        values = tuple(stylizer.evaluate(images.load_image(out, reference.max_pixels),
+                                         images.load_image(content, reference.max_pixels),
                                          [style], reference, style_keys=["style"]).total
                        for out, content in zip(o.outputs, o.contents))
         done.append(dataclasses.replace(o, objective=values))
@@ -134,23 +135,23 @@ def side_by_side(outcomes: list[Outcome], path: Path, fps: float) -> None:
     """One MP4: the input, then each mode, left to right, each labelled."""
     from PIL import Image, ImageDraw
 
-    from batch_style import media, video
+    from batch_style.media import images, video
 
     def labelled(image: np.ndarray, text: str) -> np.ndarray:
         """The frame under a black strip with its label."""
         strip = Image.new("RGB", (image.shape[1], 14))
         ImageDraw.Draw(strip).text((3, 1), text, fill=(255, 255, 255))
-        return np.concatenate([np.asarray(strip), media.to_uint8(image)], axis=0)
+        return np.concatenate([np.asarray(strip), images.to_uint8(image)], axis=0)
 
     first = outcomes[0]
 
     def frames():
         for t in range(first.frames):
-            ref = media.load_image(first.outputs[t], 10**9)
+            ref = images.load_image(first.outputs[t], 10**9)
             size = ref.shape[1::-1]
-            panels = [labelled(media.resize(media.load_image(first.contents[t], 10**9), size),
+            panels = [labelled(images.resize(images.load_image(first.contents[t], 10**9), size),
                                "input")]
-            panels += [labelled(media.resize(media.load_image(o.outputs[t], 10**9), size),
+            panels += [labelled(images.resize(images.load_image(o.outputs[t], 10**9), size),
                                 o.label) for o in outcomes]
             yield np.concatenate(panels, axis=1)
 
@@ -180,9 +181,9 @@ def table(outcomes: list[Outcome], steps: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from batch_style.atomic import atomic_write_text
-    from batch_style.bench import machine
+    from benchmarks.bench import machine
 
-    parser = argparse.ArgumentParser(prog="python -m batch_style.bench_video", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_video", description=__doc__)
     parser.add_argument("--video", default=str(SAMPLES / "clips" / "realshort.mp4"))
     parser.add_argument("--style", default=str(SAMPLES / "paintings" / "starry-night.jpg"))
     parser.add_argument("--size", type=int, default=128, help="longest side, px")
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only
     args = parser.parse_args(argv)
 
-    from batch_style import video
+    from batch_style.media import video
 
     info = video.probe_video(Path(args.video))
     all_modes = modes(args.steps, args.frame_steps, args.temporal_weight)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from batch_style import flow, media, video
-from batch_style.plan import EXTRACT_PREFIX, FLOW_NAME, FRAME_NAME, VideoPlan
+from batch_style.media import flow, images, video
+from batch_style.pipeline.plan import EXTRACT_PREFIX, FLOW_NAME, FRAME_NAME, VideoPlan
 
 _FRAME_FILE = re.compile(r"\d{6}\.png")  # FRAME_NAME's files
 
@@ -31,7 +31,7 @@ def extract_frames(vp: VideoPlan) -> int:
         if index >= len(paths):
             break
         if not paths[index].exists():
-            media.save_image(frame, paths[index])
+            images.save_image(frame, paths[index])
             written += 1
     return written
 
@@ -103,7 +103,7 @@ def coherence(vp: VideoPlan) -> dict[str, float]:
 
 def _stylized_frames(vp: VideoPlan) -> Iterator[np.ndarray]:
     for unit in vp.units:
-        yield media.load_image(unit.output, unit.settings.max_pixels)
+        yield images.load_image(unit.output, unit.settings.max_pixels)
 
 
 WRITERS: dict[str, Callable[[VideoPlan, Path], None]] = {

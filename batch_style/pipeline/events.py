@@ -34,9 +34,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from batch_style import atomic, ledger, run_folder
+from batch_style import atomic
 from batch_style.errors import UserError
-from batch_style.run_folder import WORKERS_DIR, events_path, workers_dir
+from batch_style.pipeline import ledger, run_folder
+from batch_style.pipeline.run_folder import WORKERS_DIR, events_path, workers_dir
 
 log = logging.getLogger("batch_style")
 
@@ -94,7 +95,7 @@ def recording(output_dir: Path, emit: Emit, summary=None, manifest: Path | None 
     is written by the run that owns the folder and a failure to write it is logged as a warning
     (it never fails the run: `batch-style report OUTPUT` can write it again).
     """
-    from batch_style import report
+    from batch_style.views import report
 
     output_dir = Path(output_dir)
     events = EventLog(events_path(output_dir))

@@ -24,7 +24,7 @@ import functools
 
 import numpy as np
 
-from batch_style.backend import import_tensorflow
+from batch_style.engine.tf_runtime import import_tensorflow
 
 tf = import_tensorflow()
 

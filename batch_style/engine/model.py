@@ -87,7 +87,7 @@ class FeatureModel:
             if kind == "conv":
                 pays.append(winograd_pays(channels))
             if kind == "conv" and self.winograd and pays[-1]:
-                from batch_style import winograd
+                from batch_style.engine import winograd
 
                 x = winograd.layer_class()(self.widths[block - 1], initializer, name=name)(x)
             elif kind == "conv":
@@ -95,7 +95,7 @@ class FeatureModel:
                                         activation="relu", name=name, dtype=policy,
                                         kernel_initializer=initializer)(x)
             elif self.winograd and pays[-1]:  # after a Winograd layer: the CPU network's pool
-                from batch_style import pooling
+                from batch_style.engine import pooling
 
                 x = pooling.layer_class()(name=name)(x)
             else:
@@ -160,7 +160,7 @@ def load_feature_model(layer_names: Sequence[str], weights_path=None, *, tiny: b
     """
     if tiny:
         return FeatureModel(layer_names, None, TINY_WIDTHS, seed=seed)
-    from batch_style import weights as vgg_weights
+    from batch_style.engine import weights as vgg_weights
 
     source = vgg_weights.resolve(weights_path)
     return FeatureModel(layer_names, vgg_weights.load(source))

@@ -17,9 +17,9 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from batch_style import run_folder
+from batch_style.engine.model import layers_needed
 from batch_style.errors import UserError, UserErrors
-from batch_style.model import layers_needed
+from batch_style.pipeline import run_folder
 from batch_style.settings import FIELDS, INITS, Settings, check_value, did_you_mean, resolve
 
 VERSION = 1
@@ -434,7 +434,7 @@ class _Reader:
     def backend(self, top: dict) -> tuple[str | None, str | None]:
         """`backend: local | dask` and `scheduler: ADDRESS` (the command line's options win)."""
         # Imported here: backends imports worker, which imports plan, which imports this module.
-        from batch_style.backends import BACKENDS, choose
+        from batch_style.pipeline.executors import BACKENDS, choose
 
         given = {}
         for name in ("backend", "scheduler"):
@@ -915,12 +915,12 @@ class _Reader:
         """(size, None), or (None, what is wrong): from the header, and with verify_pixels from
         a cheap read of the whole file; cached (several jobs share images)."""
         # Imported when needed: media and video pull in imaging and ffmpeg libraries.
-        from batch_style import media
+        from batch_style.media import images
 
         key = (path, max_pixels)
         if key not in self._probed:
             try:
-                check = media.check_image if self.verify_pixels else media.probe_image
+                check = images.check_image if self.verify_pixels else images.probe_image
                 self._probed[key] = (check(path, max_pixels), None)
             except UserError as error:
                 self._probed[key] = (None, error.message)
@@ -937,7 +937,7 @@ class _Reader:
         resized to style_scale × the result's longest side at each level, never under the
         minimum: it must fit at the coarsest level any content of the job is optimized at.
         """
-        from batch_style.media import fit_size, pixels_text, scale_sizes
+        from batch_style.media.images import fit_size, pixels_text, scale_sizes
 
         deepest, need = _min_side(settings.content_layers + settings.style_layers)
         too_small = f"too small for VGG19's {deepest} (needs \u2265 {need} px a side)"
@@ -987,7 +987,7 @@ class _Reader:
     def check_overwrites(self, jobs: Iterable[Job]) -> None:
         """No result may be written over an input of this manifest (a style or an init image
         in another job's results folder, under the name of one of that job's results)."""
-        from batch_style.plan import planned_outputs
+        from batch_style.pipeline.plan import planned_outputs
 
         outputs: dict[str, str] = {}
         for job in jobs:
@@ -1009,7 +1009,7 @@ class _Reader:
                      end: float | None, fps: float | None) -> None:
         """The frames start, end and fps select (video.select_frames): none is a problem of the
         manifest, found now rather than half-way through a run."""
-        from batch_style.video import select_frames
+        from batch_style.media.video import select_frames
 
         try:
             select_frames(info, start, end, fps)
@@ -1021,7 +1021,7 @@ class _Reader:
     def check_result_names(self, name: str, contents: tuple[Path, ...], video: Path | None,
                            outputs: tuple[str, ...], entries: dict, field: str) -> None:
         """Every result's file name fits in a file name (NAME_MAX bytes)."""
-        from batch_style.plan import stems
+        from batch_style.pipeline.plan import stems
 
         if video is not None:
             named = [(video, f"{video.stem}.{fmt}") for fmt in ("mp4", "gif") if fmt in outputs]
@@ -1042,7 +1042,7 @@ class _Reader:
 
     def probe_video(self, path: Path, node: Node, field: str) -> Any:
         """video.VideoInfo, or None when the file is not a usable video (reported)."""
-        from batch_style.video import probe_video
+        from batch_style.media.video import probe_video
 
         try:
             return probe_video(path)

@@ -16,17 +16,17 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch_style import assemble, backends, events, ledger, run_folder
-from batch_style import plan as planning
 from batch_style.errors import UserError
-from batch_style.flow import FlowFiles
-from batch_style.gpus import require_usable, visible_gpus
-from batch_style.manifest import Manifest, load_all
-from batch_style.plan import Plan, Unit, VideoPlan
-from batch_style.pools import WorkerDied
+from batch_style.media.flow import FlowFiles
+from batch_style.media.video import FfmpegError
+from batch_style.pipeline import assemble, events, executors, ledger, run_folder
+from batch_style.pipeline import plan as planning
+from batch_style.pipeline.gpus import require_usable, visible_gpus
+from batch_style.pipeline.manifest import Manifest, load_all
+from batch_style.pipeline.plan import Plan, Unit, VideoPlan
+from batch_style.pipeline.pools import WorkerDied
+from batch_style.pipeline.worker import DISK_FULL, UnitResult, WorkerConfig, run_unit
 from batch_style.text import EscapingFormatter
-from batch_style.video import FfmpegError
-from batch_style.worker import DISK_FULL, UnitResult, WorkerConfig, run_unit
 
 log = logging.getLogger("batch_style")
 
@@ -68,7 +68,7 @@ class RunSummary:
 def worker_setup(options: RunOptions, state_dir: Path,
                  manifest: Manifest | None = None) -> tuple[int, WorkerConfig]:
     """(units in flight at once, the workers' config) for a manifest's run; usage errors here."""
-    backend, scheduler = backends.choose(options.backend, options.scheduler,
+    backend, scheduler = executors.choose(options.backend, options.scheduler,
                                          *((manifest.backend, manifest.scheduler) if manifest
                                            else ()))
     common = dict(weights=options.weights, tiny=options.tiny, device=options.device,
@@ -77,8 +77,8 @@ def worker_setup(options: RunOptions, state_dir: Path,
     if scheduler is not None:
         # A cluster's workers bring their own GPUs (one each, CUDA_VISIBLE_DEVICES set where they
         # are started); this machine's do not count.
-        return backends.cluster_slots(scheduler, options.workers), \
-            backends.BackendConfig(**common)
+        return executors.cluster_slots(scheduler, options.workers), \
+            executors.BackendConfig(**common)
     gpus = () if options.device == "cpu" else visible_gpus()
     if options.device == "gpu" and not gpus:
         raise UserError("--device gpu: no GPU is visible (nvidia-smi finds none, or "
@@ -91,17 +91,17 @@ def worker_setup(options: RunOptions, state_dir: Path,
     if backend == "dask" and workers < 1:
         raise UserError(f"--workers {workers}: a Dask cluster on this machine needs 1 or more "
                         f"worker processes", field="workers")
-    return workers, backends.BackendConfig(gpu_ids=gpus, **common)
+    return workers, executors.BackendConfig(gpu_ids=gpus, **common)
 
 
 # -- executors --------------------------------------------------------------------------------
-InProcessExecutor = backends.InProcessExecutor  # `--workers 0`
+InProcessExecutor = executors.InProcessExecutor  # `--workers 0`
 
 
 def make_executor(workers: int, config: WorkerConfig) -> cf.Executor:
-    """The executor of the run's back end (backends.BACKENDS): loky processes, this process, or a
+    """The executor of the run's back end (executors.BACKENDS): loky processes, this process, or a
     Dask cluster, all behind concurrent.futures."""
-    return backends.make_executor(workers, config)
+    return executors.make_executor(workers, config)
 
 
 def _broken_pool(error: BaseException | None) -> bool:

@@ -10,8 +10,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from batch_style import backend, gpus
+from batch_style.engine import tf_runtime
 from batch_style.errors import UserError
+from batch_style.pipeline import gpus
 
 MIN_FREE_GB = 1.0  # below this under the output folder, a run is likely to stop on a full disk
 # pip's CUDA libraries (`.[gpu]`), as TensorFlow finds them: (distribution, what it is).
@@ -132,7 +133,7 @@ def _gpu_facts(devices, smi_error, ids, view) -> list[tuple[str, str]]:
         if capability:
             ampere = tuple(int(x) for x in capability.split(".")) >= (8, 0)
             parts.append("bfloat16 native" if ampere else "bfloat16 emulated")
-            # Workers turn TF32 off (backend.configure): their float32 is float32.
+            # Workers turn TF32 off (tf_runtime.configure): their float32 is float32.
             parts.append("TF32 off (float32 stays float32)" if ampere else "no TF32")
         if entry is None:
             parts.append(f"hidden by {gpus.VISIBLE}")
@@ -155,7 +156,7 @@ def _cpu() -> str:
                 break
     except OSError:
         pass
-    flags = backend.cpu_flags()
+    flags = tf_runtime.cpu_flags()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     features = ", ".join(f"{label} {'yes' if flag in flags else 'no'}"
                          for flag, label in CPU_FEATURES)
@@ -170,13 +171,13 @@ def _plan(ids: tuple[str, ...], view: gpus.TensorFlowView) -> str:
         return (f"{len(ids)} worker{'s' if len(ids) > 1 else ''}, one per GPU "
                 f"({', '.join(ids)}); precision auto → {precision}, convolution auto → direct "
                 f"(cuDNN)")
-    native = {"avx512_bf16", "amx_bf16"} & backend.cpu_flags()
+    native = {"avx512_bf16", "amx_bf16"} & tf_runtime.cpu_flags()
     precision = "mixed (native bfloat16)" if native else "float32 (bfloat16 is emulated here)"
     return f"1 worker on the CPU; precision auto → {precision}, convolution auto → Winograd"
 
 
 def _weights(explicit: str | None, problems: list[str]) -> str:
-    from batch_style import weights
+    from batch_style.engine import weights
 
     try:
         source = weights.resolve(explicit, fetch=False)

@@ -9,9 +9,9 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch_style import ledger, run_folder
 from batch_style.errors import UserError
-from batch_style.plan import frames_fingerprint
+from batch_style.pipeline import ledger, run_folder
+from batch_style.pipeline.plan import frames_fingerprint
 
 
 @dataclass
@@ -114,7 +114,7 @@ def unit_state(entry: dict, latest: dict[str, dict]) -> str:
 
 def read_status(output: Path) -> RunStatus:
     """Counts per job from the plan and the ledger; works during a run and after it."""
-    from batch_style import events
+    from batch_style.pipeline import events
 
     plan = run_folder.read_plan(output)
     entries = plan["units"] + [v for v in plan["videos"] if v.get("outputs")]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from batch_style.errors import UserError
-from batch_style.plan import Unit
+from batch_style.pipeline.plan import Unit
 
 
 @dataclass(frozen=True)
@@ -62,19 +62,19 @@ class _WorkerState:
 
     def stylizer(self, layers: tuple[str, ...]):
         if layers not in self.stylizers:
-            from batch_style.model import load_feature_model
-            from batch_style.optimize import Stylizer
+            from batch_style.engine.model import load_feature_model
+            from batch_style.engine.stylizer import Stylizer
 
             model = load_feature_model(layers, self.config.weights, tiny=self.config.tiny)
             self.stylizers[layers] = Stylizer(model)
         return self.stylizers[layers]
 
     def style_image(self, path: Path, max_pixels: int):
-        from batch_style import media
+        from batch_style.media import images
 
         key = (str(path), max_pixels)
         if key not in self.images:
-            self.images[key] = media.load_image(path, max_pixels)
+            self.images[key] = images.load_image(path, max_pixels)
         return self.images[key]
 
 
@@ -109,15 +109,16 @@ def _start(config: WorkerConfig) -> None:
     worker's own, a Dask worker's (CUDA_VISIBLE_DEVICES where it was started), or this process's
     first (--workers 0). Every kind of worker goes through here before its first unit."""
     global _GPU, _GPU_LOST
-    from batch_style import backend, gpus
+    from batch_style.engine import tf_runtime
+    from batch_style.pipeline import gpus
 
     tf_gpus = config.device != "cpu"
-    backend.import_tensorflow(gpus=tf_gpus)
+    tf_runtime.import_tensorflow(gpus=tf_gpus)
     given = _POOL_GPU if _POOL_WORKER else gpus.given_gpu()
     _GPU, _GPU_LOST = None, None
     if not tf_gpus:
         return
-    if backend.has_gpu():
+    if tf_runtime.has_gpu():
         _GPU = given or "0"  # not pinned: TensorFlow computes on the first GPU it sees
     elif given is not None and gpus.simulated():
         _GPU = given  # tests pretend GPUs; TensorFlow here has none
@@ -138,7 +139,7 @@ def worker_info() -> dict:
 def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
     """Stylize one unit and write its outputs; never raises for a failure of the unit itself."""
     global _STATE
-    from batch_style import backend
+    from batch_style.engine import tf_runtime
 
     started = time.perf_counter()
 
@@ -152,7 +153,7 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
             _start(config)
             _STATE = _WorkerState(config)
         # --device cpu where TensorFlow had set up its GPUs before (a Dask worker, this process)
-        with backend.on_cpu() if config.device == "cpu" else contextlib.nullcontext():
+        with tf_runtime.on_cpu() if config.device == "cpu" else contextlib.nullcontext():
             result = _stylize_unit(unit, _STATE)
         if _GPU_LOST:
             result["note"] = "; ".join(n for n in (_GPU_LOST, result["note"]) if n)
@@ -161,14 +162,14 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
     except UserError as e:
         kind, message, detail = "input", str(e), None
     except OSError as e:
-        # Unreadable inputs are UserErrors (media.load_image); this is writing, or the system.
+        # Unreadable inputs are UserErrors (images.load_image); this is writing, or the system.
         if e.errno in DISK_FULL:
             kind, message = "disk-full", f"disk full while writing {unit.output}"
         else:
             kind, message = "io", f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
         detail = traceback.format_exc()
     except Exception as e:  # the unit boundary: anything else is reported as a bug of ours
-        if backend.out_of_memory(e):
+        if tf_runtime.out_of_memory(e):
             kind, message = "oom", "out of memory (try a smaller size or fewer workers)"
         else:
             kind, message = "internal", f"internal error: {type(e).__name__}: {e}"
@@ -178,18 +179,20 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
 
 
 def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
-    from batch_style import backend, events, ledger, media
-    from batch_style.optimize import Temporal
+    from batch_style.engine import tf_runtime
+    from batch_style.engine.stylizer import Temporal
+    from batch_style.media import images
+    from batch_style.pipeline import events, ledger
 
     s = unit.settings
-    content = media.load_image(unit.content, s.max_pixels)
+    content = images.load_image(unit.content, s.max_pixels)
     styles = [state.style_image(p, s.max_pixels) for p in unit.styles]
     init, steps, temporal = None, None, None
     start = _frame_start(unit, content)
     if start is not None and s.warm_start:
         init, steps = start.image, (unit.steps if start.warm else None)
     elif unit.init is not None:
-        init = media.load_image(unit.init, s.max_pixels)
+        init = images.load_image(unit.init, s.max_pixels)
     if start is not None and s.temporal_weight > 0:
         temporal = Temporal(previous=start.target, mask=start.mask)
     snapshots = []
@@ -198,7 +201,7 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     def on_progress(event):
         beat.update(event)
         if unit.progress_gif is not None and event.snapshot is not None:
-            snapshots.append(media.to_uint8(event.snapshot))
+            snapshots.append(images.to_uint8(event.snapshot))
 
     stylizer = state.stylizer(tuple(dict.fromkeys(s.content_layers + s.style_layers)))
 
@@ -211,18 +214,18 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     try:
         result = stylize()
     except Exception as e:
-        if _GPU is None or backend.computing_on_cpu() or not backend.out_of_memory(e):
+        if _GPU is None or tf_runtime.computing_on_cpu() or not tf_runtime.out_of_memory(e):
             raise
         # Too big for this GPU's memory: finish the unit on the CPU (slower, but it finishes)
         # rather than fail it; the note tells the operator to lower size or scale out. on_cpu()
         # makes the CPU's choices too (float32 where bfloat16 is emulated, Winograd).
-        w, h = media.fit_size(content.shape[1], content.shape[0], s.size)
+        w, h = images.fit_size(content.shape[1], content.shape[0], s.size)
         note = f"{w}×{h} px did not fit GPU {_GPU}'s memory: ran on the CPU instead"
         snapshots.clear()
-        with backend.on_cpu():
+        with tf_runtime.on_cpu():
             result = stylize()
     beat.done()
-    media.save_image(result.image, unit.output)
+    images.save_image(result.image, unit.output)
     if unit.progress_gif is not None:
         write_progress_gif(content, snapshots, result.image, unit.progress_gif, s)
     step = max(1, len(result.history) // 200)
@@ -245,7 +248,7 @@ def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
     mask; in a chunk overlap, blended with the next chunk's lead-in of this frame. None for a
     frame that starts on its own (the first of a chain, a scene cut, or after a failed frame:
     the orchestrator then clears previous_output)."""
-    from batch_style import flow, media
+    from batch_style.media import flow, images
 
     def there(path: Path | None) -> Path | None:
         return path if path is not None and path.exists() else None
@@ -254,8 +257,8 @@ def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
     if previous_path is None and partner_path is None:
         return None
     s = unit.settings
-    size = media.fit_size(content.shape[1], content.shape[0], s.size)
-    fill = media.resize(content, size)
+    size = images.fit_size(content.shape[1], content.shape[0], s.size)
+    fill = images.resize(content, size)
     previous = flow.load_frame(previous_path, size, s.max_pixels) if previous_path else None
     partner = flow.load_frame(partner_path, size, s.max_pixels) if partner_path else None
     if previous is not None:
@@ -293,10 +296,10 @@ def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
 
 def write_progress_gif(content, snapshots, final, path: Path, settings) -> None:
     """The optimization as it paints: the start, a frame every `snapshot_every` steps, the end."""
-    from batch_style import media
+    from batch_style.media import images
 
     h, w = final.shape[:2]
-    start = media.resize(content, (w, h))
-    frames = [start, *(media.resize(f.astype("float32") / 255.0, (w, h)) for f in snapshots),
+    start = images.resize(content, (w, h))
+    frames = [start, *(images.resize(f.astype("float32") / 255.0, (w, h)) for f in snapshots),
               final]
-    media.save_gif(frames, path, duration_ms=100, hold_last_ms=1500)
+    images.save_gif(frames, path, duration_ms=100, hold_last_ms=1500)

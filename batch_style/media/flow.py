@@ -160,10 +160,10 @@ class FlowJob:
 
 
 def load_frame(path: Path, size: tuple[int, int], max_pixels: int) -> np.ndarray:
-    from batch_style import media
+    from batch_style.media import images
 
-    image = media.load_image(path, max_pixels)
-    return image if image.shape[1::-1] == tuple(size) else media.resize(image, size)
+    image = images.load_image(path, max_pixels)
+    return image if image.shape[1::-1] == tuple(size) else images.resize(image, size)
 
 
 def make_flow_file(job: FlowJob) -> bool:

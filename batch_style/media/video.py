@@ -16,9 +16,9 @@ from typing import IO
 import imageio_ffmpeg
 import numpy as np
 
-from batch_style import media
 from batch_style.atomic import atomic_path, scratch_path
 from batch_style.errors import UserError
+from batch_style.media import images
 
 # ffmpeg reads local files and our own pipes only: no network, no other protocol, whatever a
 # container or playlist inside the file points at.
@@ -350,8 +350,8 @@ def write_mp4(frames: Iterable[np.ndarray], path: Path, fps: float,
 
 def write_gif(frames: Iterable[np.ndarray], path: Path, fps: float,
               hold_last_ms: float = 0.0) -> None:
-    """An animated GIF at `fps` (see media.save_gif)."""
-    media.save_gif(frames, path, duration_ms=1000.0 / fps, hold_last_ms=hold_last_ms)
+    """An animated GIF at `fps` (see images.save_gif)."""
+    images.save_gif(frames, path, duration_ms=1000.0 / fps, hold_last_ms=hold_last_ms)
 
 
 def _audio_source(audio_from: Path | None, audio_start: float) -> Path | None:
@@ -403,8 +403,8 @@ def _encode_h264(frames: Iterable[np.ndarray], out: Path, fps: float) -> int:
 def _rgb24(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A frame as contiguous uint8 RGB of `size` (w, h), padded to even sides."""
     if frame.shape[1::-1] != size:
-        frame = media.resize(media.to_float(frame), size)
-    pixels = media.to_uint8(frame)
+        frame = images.resize(images.to_float(frame), size)
+    pixels = images.to_uint8(frame)
     width, height = size
     if width % 2 or height % 2:
         pixels = np.pad(pixels, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")

@@ -11,8 +11,9 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-from batch_style import backend, gpus
-from batch_style.worker import WorkerConfig, init_worker
+from batch_style.engine import tf_runtime
+from batch_style.pipeline import gpus
+from batch_style.pipeline.worker import WorkerConfig, init_worker
 
 log = logging.getLogger("batch_style")
 
@@ -94,7 +95,7 @@ class WorkerPools(cf.Executor):
         # worker that dies is reported as TerminatedWorkerError instead of hanging the pool.
         slot.pool = ProcessPoolExecutor(
             max_workers=1, initializer=init_worker, initargs=(self._config, slot.gpu),
-            env={**slot.env, backend.STARTUP_LOG: str(slot.startup_log)})
+            env={**slot.env, tf_runtime.STARTUP_LOG: str(slot.startup_log)})
         slot.broken = False
         return slot.pool
 
@@ -127,7 +128,7 @@ class WorkerPools(cf.Executor):
             text = ""
         # loky's workers dump their Python stack on a fatal signal (faulthandler): that is where
         # the process was, not what went wrong, which TensorFlow said before it.
-        words = backend.said(text.split("Fatal Python error:")[0])
+        words = tf_runtime.said(text.split("Fatal Python error:")[0])
         if words:
             why = "while starting TensorFlow; it said: " + " / ".join(words[-LAST_WORDS:])
         log.debug("worker on %s died: %s (%s)", slot.gpu or "the CPU", why, error)

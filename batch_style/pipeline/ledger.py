@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from batch_style import run_folder
 from batch_style.atomic import fsync_dir
 from batch_style.errors import UserError
-from batch_style.run_folder import ledger_path
+from batch_style.pipeline import run_folder
+from batch_style.pipeline.run_folder import ledger_path
 
 log = logging.getLogger("batch_style")
 

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from batch_style import atomic, ledger, run_folder
-from batch_style.plan import LEAD_DIR
-from batch_style.run_folder import REPORT_NAME, STATE_DIR
-from batch_style.status import running_pid, unit_state
+from batch_style import atomic
+from batch_style.pipeline import ledger, run_folder
+from batch_style.pipeline.plan import LEAD_DIR
+from batch_style.pipeline.run_folder import REPORT_NAME, STATE_DIR
 from batch_style.text import duration
+from batch_style.views.status import running_pid, unit_state
 
 THUMB_PX = 256          # longest side of a thumbnail, px (shown at up to 200 px: sharp on HiDPI)
 SMALL_THUMB_PX = 128    # for jobs with more than MANY_UNITS images, to keep the page light

@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from batch_style import ledger, run_folder
-from batch_style.flow import FLOW_VERSION
-from batch_style.manifest import Job, Manifest
+from batch_style.media.flow import FLOW_VERSION
+from batch_style.pipeline import ledger, run_folder
+from batch_style.pipeline.manifest import Job, Manifest
 from batch_style.settings import Settings
 
 FRAME_NAME = "{:06d}.png"
@@ -184,7 +184,7 @@ def image_units(job: Job, out: Path) -> list[Unit]:
 def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None) -> VideoPlan:
     """A video's frames as units: one warm-started chain per chunk, `chains` chunks at most,
     each but the first with a lead-in of `overlap` frames (default CHUNK_OVERLAP)."""
-    from batch_style import media, video
+    from batch_style.media import images, video
 
     overlap = CHUNK_OVERLAP if overlap is None else overlap
     info = video.probe_video(job.video)
@@ -202,7 +202,7 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
     init = _init_path(s)
     video_hash = ledger.unit_hash([job.video, *job.styles, *([init] if init else [])],
                                   s.to_dict(), window)
-    size = media.fit_size(*info.size, s.size)
+    size = images.fit_size(*info.size, s.size)
     flow_dir = frames_dir / f"flow-{FLOW_VERSION}-{size[0]}x{size[1]}"
     # A frame follows the one before when it starts from it (warm start) or is held near it
     # (temporal term); otherwise every frame is on its own and any worker may take any frame.

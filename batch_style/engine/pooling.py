@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 
-from batch_style.backend import import_tensorflow
+from batch_style.engine.tf_runtime import import_tensorflow
 
 tf = import_tensorflow()
 

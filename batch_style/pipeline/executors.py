@@ -11,9 +11,9 @@ from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from batch_style import gpus
 from batch_style.errors import UserError
-from batch_style.worker import UnitResult, WorkerConfig
+from batch_style.pipeline import gpus
+from batch_style.pipeline.worker import UnitResult, WorkerConfig
 
 log = logging.getLogger("batch_style")
 
@@ -79,7 +79,7 @@ def local_executor(workers: int, config: WorkerConfig) -> cf.Executor:
     (pools.WorkerPools); 0: this process."""
     if workers == 0:
         return InProcessExecutor()
-    from batch_style.pools import WorkerPools
+    from batch_style.pipeline.pools import WorkerPools
 
     return WorkerPools(workers, config)
 
