@@ -103,15 +103,16 @@ def clean_temporaries(folder: Path, *, recursive: bool = True) -> int:
     for path in paths:
         match = TEMPORARY.fullmatch(path.name)
         if match is None or path.is_symlink() or not path.is_file() or \
-                _writer_alive(int(match["pid"])):
+                process_alive(int(match["pid"])):
             continue
         path.unlink(missing_ok=True)
         removed += 1
     return removed
 
 
-def _writer_alive(pid: int) -> bool:
-    """Whether the process that wrote a temporary is running (on this machine)."""
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` is running on this machine (the writer of a temporary, the holder
+    of a lock, a busy worker)."""
     if pid == os.getpid():
         return True
     try:

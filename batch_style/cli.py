@@ -11,8 +11,7 @@ from pathlib import Path
 
 from batch_style import __version__
 from batch_style.errors import UserError
-from batch_style.pipeline.executors import BACKENDS
-from batch_style.settings import FIELDS, check_value, resolve
+from batch_style.settings import BACKENDS, FIELDS, check_value, resolve
 from batch_style.text import EscapingFormatter, printable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -19,14 +19,18 @@ from pathlib import Path
 from batch_style.errors import UserError
 from batch_style.media.flow import FlowFiles
 from batch_style.media.video import FfmpegError
-from batch_style.pipeline import assemble, events, executors, ledger, run_folder
+from batch_style.pipeline import assemble, events, executors, ledger, run_folder, run_lock, safe_files
 from batch_style.pipeline import plan as planning
 from batch_style.pipeline.gpus import require_usable, visible_gpus
-from batch_style.pipeline.manifest import Manifest, load_all
-from batch_style.pipeline.plan import Plan, Unit, VideoPlan
+from batch_style.pipeline.jobs import Manifest
+from batch_style.pipeline.manifest import load_all
+from batch_style.pipeline.plan import Plan, VideoPlan
 from batch_style.pipeline.pools import WorkerDied
-from batch_style.pipeline.worker import DISK_FULL, UnitResult, WorkerConfig, run_unit
+from batch_style.pipeline.units import DISK_FULL, Unit, UnitResult, WorkerConfig
+from batch_style.pipeline.worker import run_unit
+from batch_style.settings import choose_backend
 from batch_style.text import EscapingFormatter
+from batch_style.views import report
 
 log = logging.getLogger("batch_style")
 
@@ -68,7 +72,7 @@ class RunSummary:
 def worker_setup(options: RunOptions, state_dir: Path,
                  manifest: Manifest | None = None) -> tuple[int, WorkerConfig]:
     """(units in flight at once, the workers' config) for a manifest's run; usage errors here."""
-    backend, scheduler = executors.choose(options.backend, options.scheduler,
+    backend, scheduler = choose_backend(options.backend, options.scheduler,
                                          *((manifest.backend, manifest.scheduler) if manifest
                                            else ()))
     common = dict(weights=options.weights, tiny=options.tiny, device=options.device,
@@ -99,7 +103,7 @@ InProcessExecutor = executors.InProcessExecutor  # `--workers 0`
 
 
 def make_executor(workers: int, config: WorkerConfig) -> cf.Executor:
-    """The executor of the run's back end (executors.BACKENDS): loky processes, this process, or a
+    """The executor of the run's back end (executors.EXECUTORS): loky processes, this process, or a
     Dask cluster, all behind concurrent.futures."""
     return executors.make_executor(workers, config)
 
@@ -126,7 +130,7 @@ def video_done(vp: VideoPlan, book: ledger.Ledger, latest: Latest | None = None)
     latest = book.latest() if latest is None else latest
     record = latest.get(vp.key)
     return (record is not None and record["status"] == "done" and record["hash"] == vp.hash
-            and record.get("frames") == planning.frames_fingerprint([u.key for u in vp.units],
+            and record.get("frames") == run_folder.frames_fingerprint([u.key for u in vp.units],
                                                                     latest)
             and all(p.exists() for p in vp.outputs.values()))
 
@@ -164,7 +168,7 @@ def _run_manifest(manifest: Manifest, options: RunOptions, summary: RunSummary, 
     jobs = [job.name for job in manifest.jobs]
     # Validation checked the run's paths; they are checked again before anything is written:
     # they may have changed since.
-    with _checked(out, jobs), ledger.RunLock(out), _log_to(run_folder.log_path(out)), \
+    with _checked(out, jobs), run_lock.RunLock(out), _log_to(run_folder.log_path(out)), \
             events.recording(out, emit, summary, manifest.path) as emit:
         try:
             _run_plan(manifest, workers, config, options, summary, emit)
@@ -181,6 +185,19 @@ def _run_manifest(manifest: Manifest, options: RunOptions, summary: RunSummary, 
             summary.stopped = f"disk full while writing into {where}"
             log.error("stopping the run: %s; free some space and run the same command again",
                       summary.stopped)
+        finally:
+            _write_report(out, emit)
+
+
+def _write_report(out: Path, emit) -> None:
+    """The report, however the run ended. A view of the run: losing it must not lose the run
+    (`batch-style report OUTPUT` writes it again)."""
+    try:
+        if run_folder.plan_path(out).exists():
+            emit("report", {"path": str(report.write_report(out))})
+    except Exception as e:
+        log.warning("could not write the report (run `batch-style report %s` to retry): %s: %s",
+                    out, type(e).__name__, e)
 
 
 def _run_plan(manifest: Manifest, workers: int, config: WorkerConfig, options: RunOptions,
@@ -423,7 +440,7 @@ def _assemble_video(vp: VideoPlan, book: ledger.Ledger, latest: Latest, options:
             log.debug("%s", e, extra={"block": True})
         return
     record = {"key": vp.key, "job": vp.job, "hash": vp.hash, "status": "done",
-              "frames": planning.frames_fingerprint([u.key for u in vp.units], latest),
+              "frames": run_folder.frames_fingerprint([u.key for u in vp.units], latest),
               "outputs": [str(p) for p in vp.outputs.values()],
               "seconds": round(time.perf_counter() - started, 3)}
     if metrics:
@@ -471,7 +488,7 @@ class _log_to:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = run_folder.open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        fd = safe_files.open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         # A file name that is not UTF-8 (or holds a newline) must neither break nor forge a line.
         self.handler = logging.StreamHandler(
             os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace"))

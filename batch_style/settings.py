@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from batch_style.errors import UserError
+
 # Layer names are Keras' VGG19 names, the public contract (keras.applications.vgg19).
 VGG19_CONV_LAYERS = (
     "block1_conv1", "block1_conv2",
@@ -24,6 +26,7 @@ OPTIMIZERS = ("lbfgs", "adam")
 PRECISIONS = ("auto", "float32", "bfloat16", "mixed")
 CONVOLUTIONS = ("auto", "direct", "winograd")
 INITS = ("content", "noise")  # or a path to an image
+BACKENDS = ("local", "dask")  # where a run's units run (pipeline/executors.py: EXECUTORS)
 
 
 def _spec(default, help: str, *, lo=None, hi=None, choices=None, kind=None):
@@ -232,3 +235,22 @@ def resolve(*layers: Mapping[str, Any]) -> Settings:
         raise ValueError(f"style_layer_weights: expected {len(settings.style_layers)} weights "
                          f"(one per style layer), got {len(settings.style_layer_weights)}")
     return settings
+
+
+def choose_backend(backend: str | None, scheduler: str | None, manifest_backend: str | None = None,
+           manifest_scheduler: str | None = None) -> tuple[str, str | None]:
+    """(back end, scheduler) of a run: the command line's if it names either, else the manifest's,
+    else local. A scheduler address alone means Dask."""
+    if backend is None and scheduler is None:
+        backend, scheduler, where = manifest_backend, manifest_scheduler, "manifest"
+    else:
+        where = "command line"
+    if backend is None:
+        backend = "dask" if scheduler is not None else "local"
+    if backend not in BACKENDS:
+        raise UserError(f"unknown back end {backend!r}; expected one of {', '.join(BACKENDS)}",
+                        field="--backend")
+    if scheduler is not None and backend != "dask":
+        raise UserError(f"a scheduler address ({where}) is for the dask back end, not {backend!r}",
+                        field="--scheduler")
+    return backend, scheduler

@@ -21,6 +21,7 @@ from batch_style.media import video
 from batch_style.pipeline import executors, run_folder
 from batch_style.pipeline import plan as planning
 from batch_style.pipeline.manifest import load
+from batch_style.settings import choose_backend
 
 distributed = pytest.importorskip("distributed")
 
@@ -274,11 +275,11 @@ def test_dask_workers_record_their_gpu_fall_back_to_the_cpu_and_honour_device_cp
 
 # -- usage ------------------------------------------------------------------------------------------
 def test_backend_choice(media_dir, tmp_path, cli):
-    assert executors.choose(None, None) == ("local", None)
-    assert executors.choose(None, "tcp://h:8786") == ("dask", "tcp://h:8786")
+    assert choose_backend(None, None) == ("local", None)
+    assert choose_backend(None, "tcp://h:8786") == ("dask", "tcp://h:8786")
     # The command line's backend and scheduler replace the manifest's.
-    assert executors.choose("local", None, "dask", "tcp://h:8786") == ("local", None)
-    assert executors.choose(None, None, "dask", "tcp://h:8786") == ("dask", "tcp://h:8786")
+    assert choose_backend("local", None, "dask", "tcp://h:8786") == ("local", None)
+    assert choose_backend(None, None, "dask", "tcp://h:8786") == ("dask", "tcp://h:8786")
     manifest = write(tmp_path / "m.yaml", jobs(media_dir, 0.1)[:1])
     result = cli.run("run", manifest, "--tiny", "--backend", "local", "--scheduler", "tcp://h:1")
     assert result.returncode == 2

@@ -17,7 +17,9 @@ import pytest
 
 from batch_style.errors import UserError
 from batch_style.pipeline import ledger as ledger_module
-from batch_style.pipeline.ledger import Ledger, RunLock, file_digest, ledger_path, unit_hash
+from batch_style.pipeline import run_lock
+from batch_style.pipeline.ledger import Ledger, file_digest, ledger_path, unit_hash
+from batch_style.pipeline.run_lock import RunLock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,7 +202,7 @@ def test_file_digest_memo_is_invalidated_when_the_file_changes(tmp_path: Path) -
 LOCK_HOLDER = """
 import sys, time
 from pathlib import Path
-from batch_style.pipeline.ledger import RunLock
+from batch_style.pipeline.run_lock import RunLock
 with RunLock(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(120)
@@ -255,12 +257,11 @@ def test_a_file_system_without_flock_warns_and_goes_on(tmp_path: Path, monkeypat
                                                        code) -> None:
     # NFS without its lock daemon, Lustre without `-o flock`: flock fails outright, with a plain
     # OSError. The run must not break over it; `batch-style status` still names the holder.
-    from batch_style.views import status
 
     def flock(fd, operation):
         raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(fcntl, "flock", flock)
     with caplog.at_level(logging.WARNING, "batch_style"), RunLock(tmp_path / "out"):
-        assert status.running_pid(tmp_path / "out") == os.getpid()
+        assert run_lock.running_pid(tmp_path / "out") == os.getpid()
     assert "does not support flock" in caplog.text

@@ -13,8 +13,9 @@ from PIL import Image
 
 from batch_style.media import video
 from batch_style.pipeline import assemble, manifest
-from batch_style.pipeline.plan import FRAME_NAME, frames_fingerprint, make_plan, stems
-from batch_style.pipeline.run_folder import STATE_DIR
+from batch_style.pipeline.plan import make_plan
+from batch_style.pipeline.run_folder import FRAME_NAME, STATE_DIR, frames_fingerprint
+from batch_style.pipeline.run_folder import result_names as stems
 
 
 def plan_of(write_manifest, jobs, **kwargs):

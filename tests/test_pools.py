@@ -10,7 +10,7 @@ from test_backend import BUSY_CARD, fake_tensorflow
 
 from batch_style.pipeline import run_folder, worker
 from batch_style.pipeline.pools import WorkerDied, WorkerPools
-from batch_style.pipeline.worker import WorkerConfig
+from batch_style.pipeline.units import WorkerConfig
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from batch_style import orchestrator as runner
 from batch_style.atomic import TMP_MARK
 from batch_style.errors import UserError
 from batch_style.media import video
-from batch_style.pipeline import ledger
+from batch_style.pipeline import ledger, run_lock
 from batch_style.pipeline.run_folder import STATE_DIR
 from batch_style.views import status
 
@@ -615,16 +615,16 @@ def test_second_run_on_the_same_folder_is_refused_until_the_first_dies(media_dir
     manifest = write_manifest(standard_jobs(media_dir))
     out = manifest.parent / "out"
     first = cli.spawn("run", manifest, "--tiny", "--workers", "1")
-    pid = wait_for(lambda: status.running_pid(out), 30, "the first run to take the lock")
+    pid = wait_for(lambda: run_lock.running_pid(out), 30, "the first run to take the lock")
     assert pid == first.pid
     with pytest.raises(UserError, match=f"another batch-style run \\(pid {first.pid} "):
         runner.run([manifest], SERIAL)
     kill_group(first)
     first.wait(timeout=30)
     wait_for(lambda: not group_alive(first.pid), 30, "the first run's workers to go")
-    with ledger.RunLock(out):
+    with run_lock.RunLock(out):
         pass
-    assert status.running_pid(out) is None
+    assert run_lock.running_pid(out) is None
 
 
 def test_an_output_folder_without_flock_still_runs(media_dir, write_manifest, monkeypatch,

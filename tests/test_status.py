@@ -17,7 +17,7 @@ from batch_style import console
 from batch_style.cli import main
 from batch_style.errors import UserError
 from batch_style.orchestrator import RunSummary
-from batch_style.pipeline import events, ledger
+from batch_style.pipeline import events, ledger, run_lock
 from batch_style.views import status
 
 
@@ -68,7 +68,7 @@ def test_during_a_run(out):
     finish(out, "pics", "a", 10.0)
     finish(out, "pics", "b", 20.0)
     finish(out, "pics", "c", 0.5, ok=False)
-    with ledger.RunLock(out):   # the run is still going
+    with run_lock.RunLock(out):   # the run is still going
         s = status.read_status(out)
         assert s.running_pid == os.getpid()
     assert counts(s) == {"pics": (2, 1, 1), "slow": (0, 0, 2)}
@@ -180,7 +180,7 @@ def test_status_shows_busy_workers(out):
                           capture_output=True, text=True).stdout.strip()
     (state / "workers" / f"{dead}.json").write_text(json.dumps(
         {"pid": int(dead), "key": "pics/c", "started": time.time(), "step": 3, "steps": 9}))
-    with ledger.RunLock(out):
+    with run_lock.RunLock(out):
         s = status.read_status(out)
     assert [w["key"] for w in s.workers] == ["pics/b"]
     assert "busy: pics/b  step 40/150  loss 2.5e+05" in console.format_status(s)

@@ -16,6 +16,7 @@ from batch_style.media import flow, images, video
 from batch_style.pipeline import manifest, run_folder, worker
 from batch_style.pipeline import plan as planning
 from batch_style.pipeline.plan import CHUNK_OVERLAP, Chunk, make_plan, split_chunks
+from batch_style.pipeline.units import Unit
 
 SERIAL = runner.RunOptions(workers=0, tiny=True)
 
@@ -134,7 +135,7 @@ def test_frame_start_warps_the_previous_frame_and_fills_disocclusions(tmp_path):
     previous = texture(31, (48, 36))  # "stylized" frame t-1
     images.save_image(previous, tmp_path / "previous.png")
     content = np.full((36, 48, 3), 0.5, np.float32)
-    unit = planning.Unit(key="v/c/000001", job="v", content=tmp_path / "c.png", styles=(),
+    unit = Unit(key="v/c/000001", job="v", content=tmp_path / "c.png", styles=(),
                          settings=planning.Settings(size=48), output=tmp_path / "out.png",
                          steps=7, previous="v/c/000000", previous_output=tmp_path / "previous.png",
                          flow=tmp_path / "flow.npz")

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from batch_style.media import flow, images, video
-from batch_style.pipeline.plan import EXTRACT_PREFIX, FLOW_NAME, FRAME_NAME, VideoPlan
+from batch_style.pipeline.plan import VideoPlan
+from batch_style.pipeline.run_folder import EXTRACT_PREFIX, FLOW_NAME, FRAME_NAME
 
 _FRAME_FILE = re.compile(r"\d{6}\.png")  # FRAME_NAME's files
 

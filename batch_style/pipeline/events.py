@@ -36,7 +36,7 @@ from pathlib import Path
 
 from batch_style import atomic
 from batch_style.errors import UserError
-from batch_style.pipeline import ledger, run_folder
+from batch_style.pipeline import ledger, run_folder, safe_files
 from batch_style.pipeline.run_folder import WORKERS_DIR, events_path, workers_dir
 
 log = logging.getLogger("batch_style")
@@ -54,7 +54,7 @@ class EventLog:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = run_folder.open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        fd = safe_files.open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         self._file = os.fdopen(fd, "a", encoding="utf-8")
 
     def write(self, kind: str, data: dict) -> None:
@@ -71,7 +71,7 @@ class EventLog:
 def read_events(output_dir: Path) -> list[dict]:
     """The events of every run into `output_dir`, oldest first (a cut last line is skipped)."""
     try:
-        data = run_folder.read_capped(events_path(output_dir), MAX_EVENTS_BYTES, "an event log")
+        data = safe_files.read_capped(events_path(output_dir), MAX_EVENTS_BYTES, "an event log")
     except FileNotFoundError:
         return []
     events = []
@@ -88,15 +88,11 @@ def read_events(output_dir: Path) -> list[dict]:
 @contextlib.contextmanager
 def recording(output_dir: Path, emit: Emit, summary=None, manifest: Path | None = None
               ) -> Iterator[Emit]:
-    """For one manifest's run: log its events, and write the report when it ends, however it ends.
+    """For one manifest's run: log its events, and the `end` event however the run ends.
 
     Yields `emit` wrapped so that every event also goes to events.jsonl (and a unit's start and
-    its final losses to run.log). Use inside the run lock and the run.log handler, so the report
-    is written by the run that owns the folder and a failure to write it is logged as a warning
-    (it never fails the run: `batch-style report OUTPUT` can write it again).
+    its final losses to run.log). Use inside the run lock and the run.log handler.
     """
-    from batch_style.views import report
-
     output_dir = Path(output_dir)
     events = EventLog(events_path(output_dir))
     before = (summary.done, len(summary.failed)) if summary is not None else (0, 0)
@@ -117,13 +113,6 @@ def recording(output_dir: Path, emit: Emit, summary=None, manifest: Path | None 
         error = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
         raise
     finally:
-        try:
-            if run_folder.plan_path(output_dir).exists():
-                path = report.write_report(output_dir)
-                events.write("report", {"path": str(path)})
-        except Exception as e:  # the report is a view of the run; losing it must not lose the run
-            log.warning("could not write the report (run `batch-style report %s` to retry): "
-                        "%s: %s", output_dir, type(e).__name__, e)
         end = {"done": summary.done - before[0] if summary is not None else None,
                "failed": len(summary.failed) - before[1] if summary is not None else None,
                "interrupted": bool(summary is not None and summary.interrupted)
@@ -207,7 +196,7 @@ def busy_workers(output_dir: Path, keys: set[str] | None = None) -> list[dict]:
     beats = []
     for path in _beat_files(folder):
         try:
-            beat = json.loads(run_folder.read_capped(path, run_folder.MAX_SMALL_BYTES,
+            beat = json.loads(safe_files.read_capped(path, run_folder.MAX_SMALL_BYTES,
                                                      "a progress file"))
             key, pid, started = str(beat["key"]), int(beat["pid"]), float(beat["started"])
         except (OSError, UserError, ValueError, KeyError, TypeError):
@@ -217,20 +206,10 @@ def busy_workers(output_dir: Path, keys: set[str] | None = None) -> list[dict]:
                 continue
         else:
             record = latest.get(key)
-            if not _alive(pid) or (record is not None and record["time"] >= started):
+            if not atomic.process_alive(pid) or (record is not None and record["time"] >= started):
                 continue
         beats.append(beat)
     return sorted(beats, key=lambda b: str(b["key"]))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _beat_files(folder: Path) -> list[Path]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from batch_style.errors import UserError
 from batch_style.pipeline import gpus
-from batch_style.pipeline.worker import UnitResult, WorkerConfig
+from batch_style.pipeline.units import UnitResult, WorkerConfig
 
 log = logging.getLogger("batch_style")
 
@@ -34,26 +34,6 @@ class BackendConfig(WorkerConfig):
     backend: str = "local"          # a key of BACKENDS
     scheduler: str | None = None    # dask: the scheduler's address; None: a cluster started here
     max_attempts: int = 3           # dask, cluster started here: runs of a unit whose worker died
-
-
-# -- choosing -------------------------------------------------------------------------------------
-def choose(backend: str | None, scheduler: str | None, manifest_backend: str | None = None,
-           manifest_scheduler: str | None = None) -> tuple[str, str | None]:
-    """(back end, scheduler) of a run: the command line's if it names either, else the manifest's,
-    else local. A scheduler address alone means Dask."""
-    if backend is None and scheduler is None:
-        backend, scheduler, where = manifest_backend, manifest_scheduler, "manifest"
-    else:
-        where = "command line"
-    if backend is None:
-        backend = "dask" if scheduler is not None else "local"
-    if backend not in BACKENDS:
-        raise UserError(f"unknown back end {backend!r}; expected one of {', '.join(BACKENDS)}",
-                        field="--backend")
-    if scheduler is not None and backend != "dask":
-        raise UserError(f"a scheduler address ({where}) is for the dask back end, not {backend!r}",
-                        field="--scheduler")
-    return backend, scheduler
 
 
 # -- local: worker processes on this machine ------------------------------------------------------
@@ -271,12 +251,12 @@ class DaskExecutor(cf.Executor):
                 nanny.setLevel(level)
 
 
-# -- the registry -----------------------------------------------------------------------------------
-BACKENDS: dict[str, Callable[[int, WorkerConfig], cf.Executor]] = {
+# -- the registry: settings.BACKENDS names them -------------------------------------------------
+EXECUTORS: dict[str, Callable[[int, WorkerConfig], cf.Executor]] = {
     "local": local_executor,
     "dask": DaskExecutor,
 }
 
 
 def make_executor(workers: int, config: WorkerConfig) -> cf.Executor:
-    return BACKENDS[getattr(config, "backend", "local")](workers, config)
+    return EXECUTORS[getattr(config, "backend", "local")](workers, config)

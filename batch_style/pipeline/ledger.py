@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from batch_style.atomic import fsync_dir
-from batch_style.errors import UserError
-from batch_style.pipeline import run_folder
+from batch_style.pipeline import run_folder, safe_files
 from batch_style.pipeline.run_folder import ledger_path
 
 log = logging.getLogger("batch_style")
@@ -92,7 +89,7 @@ class Ledger:
         line = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
-        fd = run_folder.open_regular(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+        fd = safe_files.open_regular(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         try:
             if not _ends_with_newline(fd):
                 line = "\n" + line  # end the truncated line so this record starts on its own
@@ -128,23 +125,9 @@ class Ledger:
             return [], 0
         signature = (st.st_ino, st.st_size, st.st_mtime_ns)
         if self._cache is None or self._cache[0] != signature:
-            data = run_folder.read_capped(self.path, run_folder.MAX_LEDGER_BYTES, "a ledger")
+            data = safe_files.read_capped(self.path, run_folder.MAX_LEDGER_BYTES, "a ledger")
             self._cache = (signature, *_parse_ledger(data))
         return self._cache[1], self._cache[2]
-
-
-def _flock_briefly_waiting(fd: int, wait_s: float = 1.0) -> None:
-    """flock(LOCK_EX) that waits up to `wait_s`: `batch-style status` holds the lock for an
-    instant to see whether a run is alive, which must not make a starting run refuse."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.05)
 
 
 def _ends_with_newline(fd: int) -> bool:
@@ -212,82 +195,3 @@ def unit_hash(inputs: Iterable[Path], settings: Mapping, extra: Mapping | None =
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=_json_default)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-class RunLock:
-    """Only one batch-style run may write into an output folder at a time.
-
-    An exclusive `flock` on OUTPUT/.batch_style/lock. The kernel drops it when the holder's
-    process dies, however it dies, so a crashed or killed run never leaves a stale lock; the file
-    itself stays and only carries the holder's pid, host and start time for the message.
-    The lock belongs to the open file, so a child made by a bare fork() would share it: workers must
-    be started by spawn/exec (joblib's loky does), which closes the non-inheritable descriptor.
-    flock may not work across machines on network file systems; where it fails outright (ENOLCK,
-    EOPNOTSUPP…) the run warns and goes on without the lock.
-    """
-
-    def __init__(self, output_dir: Path):
-        self.output_dir = Path(output_dir)
-        self.path = run_folder.lock_path(self.output_dir)
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock or raise UserError naming the run that holds it."""
-        if self._fd is not None:
-            raise RuntimeError(f"{self.path} is already held by this RunLock")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # No O_TRUNC: until we hold the lock, the file describes the run that does.
-            fd = run_folder.open_regular(self.path, os.O_RDWR | os.O_CREAT)
-        except OSError as e:
-            raise UserError(f"cannot write the run state here: {e.strerror}",
-                            file=self.output_dir) from e
-        try:
-            _flock_briefly_waiting(fd)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise UserError(f"another batch-style run{holder} is using this output folder; "
-                            "wait for it or stop it", file=self.output_dir) from None
-        except OSError as e:
-            # NFS without its lock daemon, Lustre mounted without `flock`: no locks here at all.
-            # Refusing would make such folders unusable; the run goes on unguarded.
-            log.warning("cannot lock %s (%s): this file system does not support flock; make "
-                        "sure no other batch-style run writes into %s", self.path,
-                        e.strerror or e, self.output_dir)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        _write_holder(fd)
-
-    def release(self) -> None:
-        """Let the lock go (closing the file releases the flock)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> Self:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-
-def _write_holder(fd: int) -> None:
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-    data = json.dumps(info).encode("utf-8")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, data, 0)
-
-
-def _read_holder(fd: int) -> str:
-    """' (pid 1234 on host, started 2026-11-28 08:00)', or '' if the holder has not written it yet."""
-    try:
-        info = json.loads(os.pread(fd, 4096, 0))
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(info["started"])))
-        return f" (pid {int(info['pid'])} on {info['host']}, started {started})"
-    except (ValueError, TypeError, KeyError, OverflowError, OSError):
-        # Between its flock and its write the holder's file is empty; the message just says less.
-        return ""

@@ -3,71 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from collections import Counter
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from batch_style.media.flow import FLOW_VERSION
 from batch_style.pipeline import ledger, run_folder
-from batch_style.pipeline.manifest import Job, Manifest
+from batch_style.pipeline.jobs import Job, Manifest
+from batch_style.pipeline.run_folder import (
+    EXTRACT_KEY_LEN,
+    EXTRACT_PREFIX,
+    FLOW_NAME,
+    FRAME_NAME,
+    LEAD_DIR,
+    result_names,
+)
+from batch_style.pipeline.units import Unit
 from batch_style.settings import Settings
 
-FRAME_NAME = "{:06d}.png"
-FLOW_NAME = "{:06d}.npz"          # flow from frame N-1 to frame N (flow.save_pair)
-EXTRACT_PREFIX = "in-"            # work/JOB/STEM/in-KEY: a video's extracted frames
-EXTRACT_KEY_LEN = 12              # hex digits of the source-and-window hash in that name
-LEAD_DIR = "lead"                 # work/JOB/STEM/lead/: chunk lead-in frames (see split_chunks)
 # Several workers on one video: each chunk but the first starts CHUNK_OVERLAP frames early (its
 # lead-in), and the chunk before hands its last frames over to that lead-in, so the border is a
 # gradual hand-over instead of a jump between two chains' strokes (split_chunks).
 CHUNK_OVERLAP = 8                 # frames
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One optimization: a small picklable record of paths and settings (STYLE.md habit 5)."""
-
-    key: str                      # unique in a run: "JOB/STEM" or "JOB/STEM/000012"
-    job: str
-    content: Path                 # image file (a video frame is extracted to a file first)
-    styles: tuple[Path, ...]
-    settings: Settings
-    output: Path                  # final PNG
-    progress_gif: Path | None = None
-    init: Path | None = None      # settings.init given as a path
-    steps: int | None = None      # overrides settings.steps (video frames after the first)
-    previous: str | None = None   # key of the unit this one starts from (video warm start)
-    previous_output: Path | None = None
-    flow: Path | None = None      # flow file from the previous frame to this one (flow.py)
-    partner: str | None = None    # chunk overlap: key of the next chunk's lead-in of this frame
-    partner_output: Path | None = None
-    blend: float = 0.0            # how far this frame is handed over to the partner, 0..1
-    hash: str = ""                # of inputs and settings: the ledger's "same work" test
-
-    @property
-    def cost(self) -> float:
-        """Planned work, the measure time left is estimated in: steps × (longest side)², as a
-        step's time grows with the pixels (a warm-started video frame has frame_steps)."""
-        steps = self.settings.steps if self.steps is None else self.steps
-        return float(max(steps, 1)) * float(self.settings.size) ** 2
-
-    @property
-    def waits_for(self) -> tuple[str, ...]:
-        """Keys of the units whose outputs this one reads."""
-        return tuple(k for k in (self.previous, self.partner) if k is not None)
-
-    def afresh(self) -> Unit:
-        """This frame not starting from the previous one (a scene cut, or the previous frame
-        failed): the full step budget, no warm start, no temporal term towards it."""
-        return dataclasses.replace(self, previous_output=None, steps=None, flow=None)
-
-    def without(self, key: str) -> Unit:
-        """This unit once unit `key` has failed: it must not read a stale file of an older run."""
-        unit = self.afresh() if key == self.previous else self
-        return dataclasses.replace(unit, partner_output=None, blend=0.0) \
-            if key == self.partner else unit
 
 
 @dataclass(frozen=True)
@@ -125,51 +81,16 @@ class Plan:
         return len(self.units)
 
 
-def stems(paths: Sequence[Path]) -> list[str]:
-    """Output names for a job's content images, unique within the job.
-
-    A file's stem (`a` for `a.jpg`) when no other content shares it, else its name with dots as
-    underscores (`a.jpg`, `a.png` → `a_jpg`, `a_png`). The manifest refuses two files of the same
-    name, but a renamed `a.png` can still meet another file's own stem (`a_png.png`); the later
-    of those is numbered (`a_png-2`).
-    """
-    counts = Counter(p.stem for p in paths)
-    names = [p.stem if counts[p.stem] == 1 else p.name.replace(".", "_") for p in paths]
-    wanted = set(names)
-    taken: set[str] = set()
-    unique_names = []
-    for name in names:
-        unique, n = name, 1
-        while unique in taken or (unique != name and unique in wanted):
-            n += 1
-            unique = f"{name}-{n}"
-        taken.add(unique)
-        unique_names.append(unique)
-    return unique_names
-
-
 def _init_path(settings: Settings) -> Path | None:
     """settings.init when it names an image (the manifest made it absolute and checked it)."""
     return None if settings.init in ("content", "noise") else Path(settings.init)
-
-
-def planned_outputs(job: Job, out: Path) -> list[Path]:
-    """The result files a job writes (its frames as their folder), without probing anything."""
-    folder = out / job.name
-    if job.kind == "video":
-        stem = job.video.stem
-        return ([folder / f"{stem}.{fmt}" for fmt in ("mp4", "gif") if fmt in job.outputs]
-                + ([folder / "frames" / stem] if "frames" in job.outputs else []))
-    names = stems(job.contents)
-    return ([folder / f"{stem}.png" for stem in names]
-            + [folder / f"{stem}.progress.gif" for stem in names if "progress_gif" in job.outputs])
 
 
 def image_units(job: Job, out: Path) -> list[Unit]:
     folder = out / job.name
     units = []
     init = _init_path(job.settings)
-    for path, stem in zip(job.contents, stems(job.contents)):
+    for path, stem in zip(job.contents, result_names(job.contents)):
         gif = folder / f"{stem}.progress.gif" if "progress_gif" in job.outputs else None
         inputs = [path, *job.styles, *([init] if init else [])]
         unit = Unit(key=f"{job.name}/{stem}", job=job.name, content=path, styles=job.styles,
@@ -275,18 +196,3 @@ def make_plan(manifest: Manifest, chains: int = 1) -> Plan:
         else:
             units.extend(image_units(job, manifest.output))
     return Plan(output=manifest.output, units=tuple(units), videos=tuple(videos))
-
-
-def frames_fingerprint(frame_keys: Sequence[str], latest: Mapping[str, dict]) -> str:
-    """Which finished frame records an assembled video was made from (sha256 hex).
-
-    A video's own hash says what it should show; this says which renderings of its frames it
-    shows. A frame redone (its output lost, or a run killed between a frame and the assembly)
-    gets a new record, so the fingerprint changes and the MP4 and GIF are assembled again.
-    """
-    parts = []
-    for key in frame_keys:
-        record = latest.get(key)
-        stamp = record["time"] if record is not None and record["status"] == "done" else None
-        parts.append(f"{key}\t{stamp!r}")
-    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from batch_style.engine import tf_runtime
 from batch_style.pipeline import gpus
-from batch_style.pipeline.worker import WorkerConfig, init_worker
+from batch_style.pipeline.units import WorkerConfig
+from batch_style.pipeline.worker import init_worker
 
 log = logging.getLogger("batch_style")
 

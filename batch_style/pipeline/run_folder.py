@@ -1,20 +1,24 @@
-"""The run folder: what a run keeps under OUTPUT, and the rules that keep its writing there."""
+"""The run folder: where a run keeps what under OUTPUT, its plan, and when a unit is done."""
 
 from __future__ import annotations
 
-import fcntl
+import hashlib
 import json
-import os
-import stat
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batch_style import atomic
 from batch_style.errors import UserError
+from batch_style.pipeline import safe_files
+
+if TYPE_CHECKING:
+    from batch_style.pipeline.jobs import Job
 
 STATE_DIR = ".batch_style"      # OUTPUT/.batch_style: the run's own state
 LEDGER_NAME = "ledger.jsonl"    # finished units (ledger.py)
-LOCK_NAME = "lock"              # one run per output folder (ledger.RunLock)
+LOCK_NAME = "lock"              # one run per output folder (run_lock.py)
 EVENTS_NAME = "events.jsonl"    # the event log (events.py)
 PLAN_NAME = "plan.json"         # the jobs and units of every manifest run here
 WORKERS_DIR = "workers"         # live progress: PID.json per busy worker (events.WorkerBeat)
@@ -23,6 +27,12 @@ LOG_NAME = "run.log"            # OUTPUT/run.log
 REPORT_NAME = "report.html"     # OUTPUT/report.html
 # A job's results go to OUTPUT/JOB, so the run's own files in OUTPUT cannot name a job.
 RESERVED_NAMES = frozenset({LOG_NAME, REPORT_NAME})
+# Inside work/JOB/STEM/ (plan.video_plan):
+FRAME_NAME = "{:06d}.png"       # a frame, by its position in the job's selection
+FLOW_NAME = "{:06d}.npz"        # flow from frame N-1 to frame N (flow.save_pair)
+EXTRACT_PREFIX = "in-"          # in-KEY/: a video's extracted frames
+EXTRACT_KEY_LEN = 12            # hex digits of the source-and-window hash in that name
+LEAD_DIR = "lead"               # lead/: chunk lead-in frames (plan.split_chunks)
 
 # Reading state never trusts its size: a plan.json swapped for a huge file (or a link to
 # /dev/zero) must not take the machine's memory. The caps are far above real runs: a plan is
@@ -68,17 +78,43 @@ def report_path(out: Path) -> Path:
     return Path(out) / REPORT_NAME
 
 
-# -- staying inside --------------------------------------------------------------------------
-def leads_out(path: Path, root: Path) -> str | None:
-    """Where `path` really is when that is outside `root` (through a symbolic link), else None.
+# -- results ------------------------------------------------------------------------------------
+def result_names(paths: Sequence[Path]) -> list[str]:
+    """Output names for a job's content images, unique within the job.
 
-    Both are resolved, so an output folder that is itself a link, and links that stay inside
-    it, are fine. Parts of `path` that do not exist yet are taken as they are written.
+    A file's stem (`a` for `a.jpg`) when no other content shares it, else its name with dots as
+    underscores (`a.jpg`, `a.png` → `a_jpg`, `a_png`). The manifest refuses two files of the same
+    name, but a renamed `a.png` can still meet another file's own stem (`a_png.png`); the later
+    of those is numbered (`a_png-2`).
     """
-    real_root, real = os.path.realpath(root), os.path.realpath(path)
-    return None if os.path.commonpath([real_root, real]) == real_root else real
+    counts = Counter(p.stem for p in paths)
+    names = [p.stem if counts[p.stem] == 1 else p.name.replace(".", "_") for p in paths]
+    wanted = set(names)
+    taken: set[str] = set()
+    unique_names = []
+    for name in names:
+        unique, n = name, 1
+        while unique in taken or (unique != name and unique in wanted):
+            n += 1
+            unique = f"{name}-{n}"
+        taken.add(unique)
+        unique_names.append(unique)
+    return unique_names
 
 
+def result_paths(job: Job, out: Path) -> list[Path]:
+    """The result files a job writes (its frames as their folder), without probing anything."""
+    folder = Path(out) / job.name
+    if job.kind == "video":
+        stem = job.video.stem
+        return ([folder / f"{stem}.{fmt}" for fmt in ("mp4", "gif") if fmt in job.outputs]
+                + ([folder / "frames" / stem] if "frames" in job.outputs else []))
+    names = result_names(job.contents)
+    return ([folder / f"{stem}.png" for stem in names]
+            + [folder / f"{stem}.progress.gif" for stem in names if "progress_gif" in job.outputs])
+
+
+# -- staying inside -------------------------------------------------------------------------------
 def owned(out: Path, jobs: Iterable[str]) -> list[tuple[Path, bool, str | None]]:
     """What a run writes under `out`: (path, is a folder, the job it belongs to or None)."""
     out = Path(out)
@@ -88,18 +124,11 @@ def owned(out: Path, jobs: Iterable[str]) -> list[tuple[Path, bool, str | None]]
 
 
 def problems(out: Path, jobs: Iterable[str]) -> list[tuple[Path, str, str | None]]:
-    """What in the run's own paths under `out` would make it write elsewhere or block:
-    (path, what is wrong, the job it belongs to or None), for every path the run would write
-    (its state folder, run.log, report.html and each job's folder) and everything inside them.
-
-    A symbolic link is fine when it stays inside `out`; one that leads out is not, at any depth
-    (a link under work/JOB/STEM/ would send frames elsewhere). Anything that is neither a folder
-    nor a regular file (a FIFO would block the run, a device would be read) is not either.
-    """
+    """What in the run's own paths under `out` would make it write elsewhere or block: (path,
+    what is wrong, the job it belongs to or None), for every path the run would write (its state
+    folder, run.log, report.html and each job's folder) and everything inside them."""
     out = Path(out)
     jobs = list(jobs)
-    found: list[tuple[Path, str, str | None]] = []
-    seen: set[str] = set()
 
     def job_of(path: Path, default: str | None) -> str | None:
         # .batch_style/work/JOB/… belongs to that job: its problems are shown at its name.
@@ -111,52 +140,11 @@ def problems(out: Path, jobs: Iterable[str]) -> list[tuple[Path, str, str | None
             return parts[2]
         return default
 
-    def check(path: Path, folder: bool | None, job: str | None) -> None:
-        try:
-            info = path.lstat()
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        except OSError as e:
-            found.append((path, f"cannot be read: {e.strerror}", job_of(path, job)))
-            return
-        if stat.S_ISLNK(info.st_mode):
-            target = leads_out(path, out)
-            if target is not None:
-                found.append((path, f"is a symbolic link to '{target}', outside the output "
-                                    f"folder", job_of(path, job)))
-                return
-            try:
-                info = path.stat()
-            except OSError:
-                return  # a dangling link inside: writing replaces the link itself
-        if stat.S_ISDIR(info.st_mode):
-            if folder is False:
-                found.append((path, "exists and is a folder, not a file", job_of(path, job)))
-                return
-            real = os.path.realpath(path)
-            if real in seen:
-                return
-            seen.add(real)
-            try:
-                entries = sorted(os.scandir(path), key=lambda e: e.name)
-            except OSError as e:
-                found.append((path, f"cannot be listed: {e.strerror}", job_of(path, job)))
-                return
-            for entry in entries:
-                check(Path(entry.path), None, job)
-        elif folder is True:
-            found.append((path, "exists and is not a folder", job_of(path, job)))
-        elif not stat.S_ISREG(info.st_mode):
-            found.append((path, "is not a regular file (a FIFO, socket or device); remove it",
-                          job_of(path, job)))
-
-    for path, folder, job in owned(out, jobs):
-        check(path, folder, job)
-    return found
+    return safe_files.walk_problems(out, owned(out, jobs), job_of)
 
 
 def check_inside(out: Path, jobs: Iterable[str]) -> None:
-    """Raise UserError for the first of problems(): the run checks again under its lock."""
+    """Raise UserError for the first of problems(): the run checks again before it writes."""
     found = problems(out, jobs)
     if found:
         path, message, _ = found[0]
@@ -171,7 +159,52 @@ def sweep_temporaries(out: Path, jobs: Iterable[str]) -> int:
         atomic.clean_temporaries(Path(out), recursive=False)
 
 
-# -- plan.json -----------------------------------------------------------------------------------
+# -- when a unit is done --------------------------------------------------------------------------
+def state(record: Mapping | None, hash: str, outputs: Iterable[Path | str],
+          frames: str | None = None) -> str:
+    """done | failed | pending: the one rule for a unit or a video, given its latest ledger record.
+
+    Done is a fact on disk: a record that says done for these inputs and settings (`hash`), every
+    output file there, and for a video the frames it was assembled from (`frames`, a
+    frames_fingerprint) still the frames done now. A record for other inputs, or a done record
+    whose outputs are gone or stale, leaves the unit pending: the next run does it again.
+    """
+    if record is None or record.get("hash") != hash:
+        return "pending"
+    if record["status"] == "done" and not (
+            (frames is None or record.get("frames") == frames)
+            and all(Path(p).exists() for p in outputs)):
+        return "pending"
+    return record["status"]
+
+
+def frames_fingerprint(frame_keys: Sequence[str], latest: Mapping[str, dict]) -> str:
+    """Which finished frame records an assembled video was made from (sha256 hex).
+
+    A video's own hash says what it should show; this says which renderings of its frames it
+    shows. A frame redone (its output lost, or a run killed between a frame and the assembly)
+    gets a new record, so the fingerprint changes and the MP4 and GIF are assembled again.
+    """
+    parts = []
+    for key in frame_keys:
+        record = latest.get(key)
+        stamp = record["time"] if record is not None and record["status"] == "done" else None
+        parts.append(f"{key}\t{stamp!r}")
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+
+
+def entry_state(entry: dict, latest: Mapping[str, dict]) -> str:
+    """state() of a unit or video as plan.json holds it."""
+    record = latest.get(entry["key"])
+    if isinstance(entry.get("outputs"), dict):  # a video
+        frames = (frames_fingerprint(entry["frame_keys"], latest) if "frame_keys" in entry
+                  else None)
+        return state(record, entry["hash"], entry["outputs"].values(), frames)
+    outputs = [entry["output"]] + ([entry["progress_gif"]] if entry.get("progress_gif") else [])
+    return state(record, entry["hash"], outputs)
+
+
+# -- plan.json ------------------------------------------------------------------------------------
 _NO_RUN = "no batch-style run here (no .batch_style/plan.json); give the `output` folder of a manifest"
 
 
@@ -180,7 +213,7 @@ def read_plan(out: Path) -> dict:
     with the fields readers rely on. UserError when there is none or it is not one."""
     path = plan_path(out)
     try:
-        plan = json.loads(read_capped(path, MAX_PLAN_BYTES, "a run plan"))
+        plan = json.loads(safe_files.read_capped(path, MAX_PLAN_BYTES, "a run plan"))
         problem = _plan_problem(plan)
     except FileNotFoundError:
         raise UserError(_NO_RUN, file=out) from None
@@ -232,31 +265,3 @@ def write_plan(out: Path, plan: dict) -> None:
     atomic.atomic_write_text(plan_path(out), json.dumps(merged, indent=1))
 
 
-# -- opening state files -----------------------------------------------------------------------
-def open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
-    """os.open for a regular file, never blocking: a FIFO where a file is expected would stop
-    the run for good (open() waits for a writer), a device would be read without end.
-
-    Raises UserError naming the file when it is anything else than a regular file.
-    """
-    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, mode)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UserError("is not a regular file (a FIFO, socket or device); remove it",
-                            file=path)
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def read_capped(path: Path, max_bytes: int, what: str) -> bytes:
-    """The bytes of a regular file of at most `max_bytes`; UserError otherwise (FileNotFoundError
-    passes through: a missing file is for the caller to judge)."""
-    fd = open_regular(path, os.O_RDONLY)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise UserError(f"larger than {max_bytes // 2**20} MB; not {what}", file=path)
-    return data

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 # No TensorFlow import at module level: a worker must be pinned to its GPU (CUDA_VISIBLE_DEVICES)
@@ -18,38 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from batch_style.errors import UserError
-from batch_style.pipeline.plan import Unit
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """What every worker of a run needs to know; picklable."""
-
-    weights: str | None = None          # explicit VGG19 weights file (else resolved)
-    tiny: bool = False                  # a tiny random VGG19 (tests only)
-    device: str = "auto"                # auto | cpu | gpu
-    gpu_ids: tuple[str, ...] = ()       # the GPUs of the run's workers, one each (pools.py)
-    state_dir: str | None = None        # OUTPUT/.batch_style: workers' progress files
-
-
-@dataclass(frozen=True)
-class UnitResult:
-    """What a unit returns: ok, or why not (failures are data here, and only here)."""
-
-    key: str
-    ok: bool
-    error: str | None = None            # one line for people
-    error_kind: str | None = None       # input | disk-full | io | oom | internal (| crash: run.py)
-    detail: str | None = None           # traceback of an internal error, for the log
-    seconds: float = 0.0
-    steps: int = 0
-    losses: dict = field(default_factory=dict)
-    history: tuple[float, ...] = ()     # total loss per step, subsampled to <= 200 points
-    worker: str = ""                    # host:pid
-    gpu: str | None = None              # the GPU the unit ran on (None: the CPU)
-    cuda_visible_devices: str | None = None  # as the worker's TensorFlow saw it
-    tf_loaded_before_pinning: bool | None = None  # True is a bug; None: not a pool worker
-    note: str | None = None             # something the operator should know about a done unit
+from batch_style.pipeline.units import DISK_FULL, Unit, UnitResult, WorkerConfig
 
 
 class _WorkerState:
@@ -84,7 +52,6 @@ _POOL_GPU: str | None = None  # the GPU a pool worker was started on (init_worke
 _POOL_WORKER = False
 _GPU_LOST: str | None = None  # why TensorFlow here cannot use the GPU this process was given
 TF_LOADED_BEFORE_PINNING: bool | None = None  # checked by tests
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left, or over the user's quota
 
 
 def init_worker(config: WorkerConfig, gpu: str | None = None) -> None:

@@ -15,10 +15,9 @@ from urllib.parse import quote
 
 from batch_style import atomic
 from batch_style.pipeline import ledger, run_folder
-from batch_style.pipeline.plan import LEAD_DIR
 from batch_style.pipeline.run_folder import REPORT_NAME, STATE_DIR
+from batch_style.pipeline.run_lock import running_pid
 from batch_style.text import duration
-from batch_style.views.status import running_pid, unit_state
 
 THUMB_PX = 256          # longest side of a thumbnail, px (shown at up to 200 px: sharp on HiDPI)
 SMALL_THUMB_PX = 128    # for jobs with more than MANY_UNITS images, to keep the page light
@@ -89,7 +88,7 @@ def load_jobs(output_dir: Path) -> tuple[dict, list[JobView]]:
     def view(entry: dict) -> UnitView:
         # A record for other inputs or settings, or a done one whose outputs are gone, says
         # nothing about this unit: the next run redoes it.
-        record = latest.get(entry["key"]) if unit_state(entry, latest) != "pending" else None
+        record = latest.get(entry["key"]) if run_folder.entry_state(entry, latest) != "pending" else None
         job = jobs.setdefault(entry["job"], JobView(entry["job"], {"name": entry["job"]}))
         return UnitView(entry["key"], job.name, entry, record)
 
@@ -255,7 +254,7 @@ class _Page:
         outputs = (video.plan.get("outputs") or {}) if video else {}
         mp4, gif = outputs.get("mp4"), outputs.get("gif")
         # Chunk lead-ins (several workers on one video) are work, not frames of the video.
-        units = [u for u in job.units if f"/{LEAD_DIR}/" not in u.key]
+        units = [u for u in job.units if f"/{run_folder.LEAD_DIR}/" not in u.key]
         frames = [u for u in units if u.status == "done"]
         poster = self.data_uri(frames[0].plan["output"], THUMB_PX * 2) if frames else None
         done = video is not None and video.status == "done"

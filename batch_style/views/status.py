@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch_style.errors import UserError
 from batch_style.pipeline import ledger, run_folder
-from batch_style.pipeline.plan import frames_fingerprint
+from batch_style.pipeline.run_lock import running_pid
 
 
 @dataclass
@@ -51,67 +46,6 @@ class RunStatus:
         return sum(j.pending for j in self.jobs)
 
 
-def running_pid(output: Path) -> int | None:
-    """The pid of a run holding the output folder's lock, or None.
-
-    Probing the lock takes it for a moment, and a run starting in that moment would be refused;
-    so the lock is probed only when its file names a process that is alive. A run writes its
-    pid there right after taking the lock; before that the file names the last run (or nobody).
-    """
-    path = run_folder.lock_path(output)
-    try:
-        holder = json.loads(run_folder.read_capped(path, run_folder.MAX_SMALL_BYTES, "a lock")
-                            or b"{}")
-        pid, host = int(holder.get("pid", 0)), holder.get("host")
-    except (OSError, UserError, ValueError, TypeError, AttributeError):
-        return None
-    if not pid or (host == socket.gethostname() and not _alive(pid)):
-        return None
-    with open(path, "rb") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return pid
-        except OSError:  # no flock on this file system (NFS, Lustre): the live holder it names
-            return pid
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: existence check only
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _still_done(entry: dict, record: dict, latest: dict[str, dict]) -> bool:
-    """What a run checks before it skips a unit or a video (run.unit_done, run.video_done): the
-    outputs are on disk and, for a video, it was assembled from the frames as they are now."""
-    if isinstance(entry.get("outputs"), dict):  # a video
-        if "frame_keys" in entry and \
-                record.get("frames") != frames_fingerprint(entry["frame_keys"], latest):
-            return False
-        outputs = list(entry["outputs"].values())
-    else:
-        outputs = [entry["output"]] + ([entry["progress_gif"]] if entry.get("progress_gif") else [])
-    return all(Path(p).exists() for p in outputs)
-
-
-def unit_state(entry: dict, latest: dict[str, dict]) -> str:
-    """done | failed | pending, for a unit or video of plan.json given the ledger's latest records:
-    a record for other inputs, or a done record whose outputs are gone, leaves it pending."""
-    record = latest.get(entry["key"])
-    if record is None or record.get("hash") != entry["hash"]:
-        return "pending"
-    if record["status"] == "done" and not _still_done(entry, record, latest):
-        return "pending"
-    return record["status"]
-
-
 def read_status(output: Path) -> RunStatus:
     """Counts per job from the plan and the ledger; works during a run and after it."""
     from batch_style.pipeline import events
@@ -128,7 +62,7 @@ def read_status(output: Path) -> RunStatus:
         # Unit.cost; a plan written before units had one is estimated per unit.
         cost = 0.0 if is_video else float(unit.get("cost", 1.0))
         record = latest.get(unit["key"])
-        if unit_state(unit, latest) == "pending":
+        if run_folder.entry_state(unit, latest) == "pending":
             job.pending += 1
             job.pending_units += not is_video
             job.pending_cost += cost

@@ -1,0 +1,41 @@
+"""A checked manifest and its jobs: what the rest of the pipeline is given."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from batch_style.settings import Settings
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# Output formats by job kind; the first is the default when a job gives no `outputs`.
+# Output formats by job kind; the first is the default when a job gives no `outputs`.
+OUTPUTS = {"images": ("image", "progress_gif"), "video": ("mp4", "gif", "frames")}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of a manifest, checked: every path exists and is absolute."""
+
+    name: str                  # unique in its manifest; the folder of its results under `output`
+    kind: str                  # "images" (files, folders, globs) or "video"
+    contents: tuple[Path, ...]  # images: the content images, absolute, sorted, unique; video: ()
+    video: Path | None         # video: the source video, absolute; images: None
+    start: float               # video: first second to stylize (frames with start <= t < end)
+    end: float | None          # video: second to stop at (None: the end of the video)
+    fps: float | None          # video: resample to this many frames per second (None: source fps)
+    styles: tuple[Path, ...]   # one or more style images, absolute, in the manifest's order
+    outputs: tuple[str, ...]   # formats to write, from OUTPUTS[kind]
+    settings: Settings         # defaults < preset < manifest `defaults` < job `settings`
+    line: int                  # line of the job in the manifest (1-based)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A checked manifest: where its results go and its jobs."""
+
+    path: Path             # the manifest file, absolute
+    output: Path           # results folder, absolute
+    jobs: tuple[Job, ...]  # in the manifest's order
+    backend: str | None = None    # where units run (settings.BACKENDS); None: not given
+    scheduler: str | None = None  # Dask scheduler address; None: not given

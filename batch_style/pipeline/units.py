@@ -1,0 +1,88 @@
+"""The orchestrator–worker contract: a unit of work, its result, the workers' configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from batch_style.settings import Settings
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left, or over the user's quota
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One optimization: a small picklable record of paths and settings."""
+
+    key: str                      # unique in a run: "JOB/STEM" or "JOB/STEM/000012"
+    job: str
+    content: Path                 # image file (a video frame is extracted to a file first)
+    styles: tuple[Path, ...]
+    settings: Settings
+    output: Path                  # final PNG
+    progress_gif: Path | None = None
+    init: Path | None = None      # settings.init given as a path
+    steps: int | None = None      # overrides settings.steps (video frames after the first)
+    previous: str | None = None   # key of the unit this one starts from (video warm start)
+    previous_output: Path | None = None
+    flow: Path | None = None      # flow file from the previous frame to this one (flow.py)
+    partner: str | None = None    # chunk overlap: key of the next chunk's lead-in of this frame
+    partner_output: Path | None = None
+    blend: float = 0.0            # how far this frame is handed over to the partner, 0..1
+    hash: str = ""                # of inputs and settings: the ledger's "same work" test
+
+    @property
+    def cost(self) -> float:
+        """Planned work, the measure time left is estimated in: steps × (longest side)², as a
+        step's time grows with the pixels (a warm-started video frame has frame_steps)."""
+        steps = self.settings.steps if self.steps is None else self.steps
+        return float(max(steps, 1)) * float(self.settings.size) ** 2
+
+    @property
+    def waits_for(self) -> tuple[str, ...]:
+        """Keys of the units whose outputs this one reads."""
+        return tuple(k for k in (self.previous, self.partner) if k is not None)
+
+    def afresh(self) -> Unit:
+        """This frame not starting from the previous one (a scene cut, or the previous frame
+        failed): the full step budget, no warm start, no temporal term towards it."""
+        return dataclasses.replace(self, previous_output=None, steps=None, flow=None)
+
+    def without(self, key: str) -> Unit:
+        """This unit once unit `key` has failed: it must not read a stale file of an older run."""
+        unit = self.afresh() if key == self.previous else self
+        return dataclasses.replace(unit, partner_output=None, blend=0.0) \
+            if key == self.partner else unit
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What every worker of a run needs to know; picklable."""
+
+    weights: str | None = None          # explicit VGG19 weights file (else resolved)
+    tiny: bool = False                  # a tiny random VGG19 (tests only)
+    device: str = "auto"                # auto | cpu | gpu
+    gpu_ids: tuple[str, ...] = ()       # the GPUs of the run's workers, one each (pools.py)
+    state_dir: str | None = None        # OUTPUT/.batch_style: workers' progress files
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """What a unit returns: ok, or why not (failures are data here, and only here)."""
+
+    key: str
+    ok: bool
+    error: str | None = None            # one line for people
+    error_kind: str | None = None       # input | disk-full | io | oom | internal (| crash: run.py)
+    detail: str | None = None           # traceback of an internal error, for the log
+    seconds: float = 0.0
+    steps: int = 0
+    losses: dict = field(default_factory=dict)
+    history: tuple[float, ...] = ()     # total loss per step, subsampled to <= 200 points
+    worker: str = ""                    # host:pid
+    gpu: str | None = None              # the GPU the unit ran on (None: the CPU)
+    cuda_visible_devices: str | None = None  # as the worker's TensorFlow saw it
+    tf_loaded_before_pinning: bool | None = None  # True is a bug; None: not a pool worker
+    note: str | None = None             # something the operator should know about a done unit
