@@ -115,24 +115,18 @@ def _broken_pool(error: BaseException | None) -> bool:
 
 # -- the run ----------------------------------------------------------------------------------
 def unit_done(unit: Unit, book: ledger.Ledger, latest: Latest | None = None) -> bool:
-    """Done is a fact on disk: a matching ledger record and every output file present.
-
-    Pass `latest` (book.latest()) when asking for many units: it is the ledger read once.
-    """
+    """run_folder.state() of a unit is done. Pass `latest` (book.latest()) when asking for many
+    units: it is the ledger read once."""
     record = (book.latest() if latest is None else latest).get(unit.key)
     outputs = [unit.output] + ([unit.progress_gif] if unit.progress_gif else [])
-    return (record is not None and record["status"] == "done" and record["hash"] == unit.hash
-            and all(p.exists() for p in outputs))
+    return run_folder.state(record, unit.hash, outputs) == "done"
 
 
 def video_done(vp: VideoPlan, book: ledger.Ledger, latest: Latest | None = None) -> bool:
-    """Assembled from the frames as they are now (a redone frame makes it stale) and on disk."""
+    """run_folder.state() of a video is done: assembled from its frames as they are now."""
     latest = book.latest() if latest is None else latest
-    record = latest.get(vp.key)
-    return (record is not None and record["status"] == "done" and record["hash"] == vp.hash
-            and record.get("frames") == run_folder.frames_fingerprint([u.key for u in vp.units],
-                                                                    latest)
-            and all(p.exists() for p in vp.outputs.values()))
+    frames = run_folder.frames_fingerprint([u.key for u in vp.units], latest)
+    return run_folder.state(latest.get(vp.key), vp.hash, vp.outputs.values(), frames) == "done"
 
 
 def run(manifest_paths: list[Path], options: RunOptions,

@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 from batch_style import cli
-from batch_style.engine import weights
+from batch_style.engine.model import VGG19_SHAPES
 from batch_style.errors import UserError
 from batch_style.media import video
 from batch_style.pipeline import manifest
@@ -468,7 +468,7 @@ def torch_file(main: object, *, protocol: int = 2) -> bytes:
 def object_npz() -> bytes:
     """Every array our .npz holds, the first one a pickled object array."""
     arrays = {f"{layer}/{part}": np.zeros(1, np.float32)
-              for layer in weights.VGG19_SHAPES for part in ("kernel", "bias")}
+              for layer in VGG19_SHAPES for part in ("kernel", "bias")}
     arrays["block1_conv1/kernel"] = np.array([{"a": 1}], dtype=object)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)

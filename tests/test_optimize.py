@@ -133,12 +133,13 @@ def test_one_trace_per_size_and_cached_style_targets(pair):
     settings = resolve({"size": 64, "steps": 4, "precision": "mixed"})
     for _ in range(3):
         stylizer.stylize(content, [style], settings, style_keys=["s"])
-    traces = {p: f.experimental_get_tracing_count() for p, f in stylizer._evaluate_in.items()}
+    traces = {p: o.evaluate.experimental_get_tracing_count()
+              for p, o in stylizer._objectives.items()}
     assert traces == {"bfloat16": 1, "float32": 1}
     # One set of Grams per precision: each phase optimizes against targets in its own.
     assert sorted(key[-1] for key in stylizer._style_cache) == ["bfloat16", "float32"]
     stylizer.stylize(content, [style], settings.replace(size=80), style_keys=["s"])
-    assert stylizer._evaluate_in["float32"].experimental_get_tracing_count() == 2
+    assert stylizer.objective("float32").evaluate.experimental_get_tracing_count() == 2
 
 
 def test_same_seed_same_result(stylizer, pair):
@@ -260,7 +261,8 @@ def test_native_bfloat16_on_cpus_with_avx512_bf16_or_amx(monkeypatch):
 
 
 def test_tolerance_compares_readings_of_one_precision():
-    from batch_style.engine.stylizer import Losses, _Reporter
+    from batch_style.engine.objective import Losses
+    from batch_style.engine.stylizer import _Reporter
 
     settings = resolve({"tolerance": 1e-3})
     report = _Reporter(None, settings, 0, 1, (64, 48), 100, 0.0, None)
@@ -292,7 +294,7 @@ def _two_loop(q, pairs, h0_scale):
 
 def _remember_all(pairs, rows, n):
     """A memory of `rows` pairs that was handed `pairs` in order, and its variable."""
-    from batch_style.engine.stylizer import _lbfgs_direction, _lbfgs_memory
+    from batch_style.engine.lbfgs import _lbfgs_direction, _lbfgs_memory
 
     memory, variable = _lbfgs_memory(rows, n)
     x, grad = tf.fill((1, n), 0.5), tf.ones((1, n))
@@ -313,7 +315,7 @@ def _by_age(memory, variable):
 # ring more than once.
 @pytest.mark.parametrize("count, handed", [(1, 3), (3, 5), (5, 7), (5, 8)])
 def test_compact_lbfgs_direction_is_the_two_loop_recursion(count, handed):
-    from batch_style.engine.stylizer import L_BFGS_H0_SCALE, _lbfgs_direction
+    from batch_style.engine.lbfgs import L_BFGS_H0_SCALE, _lbfgs_direction
 
     rng = np.random.default_rng(count * 10 + handed)
     n, rows = 40, 5
@@ -334,7 +336,7 @@ def test_compact_lbfgs_direction_is_the_two_loop_recursion(count, handed):
 
 def test_lbfgs_takes_the_new_pair_in_before_its_direction():
     """Handed (s, y), the direction is the one from the memory holding that pair last."""
-    from batch_style.engine.stylizer import _lbfgs_direction
+    from batch_style.engine.lbfgs import _lbfgs_direction
 
     rng = np.random.default_rng(7)
     n, rows = 24, 4
@@ -351,7 +353,7 @@ def test_lbfgs_takes_the_new_pair_in_before_its_direction():
 
 
 def test_lbfgs_direction_holds_pixels_pushed_against_a_bound():
-    from batch_style.engine.stylizer import _lbfgs_direction, _lbfgs_memory
+    from batch_style.engine.lbfgs import _lbfgs_direction, _lbfgs_memory
 
     x = tf.constant([[[[0.0], [1.0], [0.0], [0.5]]]])
     grad = tf.constant([[[[1.0], [-1.0], [-1.0], [2.0]]]])  # the first two push outward
@@ -361,7 +363,7 @@ def test_lbfgs_direction_holds_pixels_pushed_against_a_bound():
 
 
 class _Quadratic:
-    """Stands in for a Stylizer: f(x) = Σ a·(x − t)², minimized over [0,1] at clip(t)."""
+    """Stands in for an Objective: f(x) = Σ a·(x − t)², minimized over [0,1] at clip(t)."""
 
     def __init__(self, shape, seed=0):
         rng = np.random.default_rng(seed)
@@ -369,15 +371,14 @@ class _Quadratic:
         self.t = tf.constant(rng.uniform(-0.5, 1.5, shape).astype(np.float32))
         self.calls = 0
 
-    def _functions(self, precision):
-        from batch_style.engine.stylizer import _lbfgs_trial
+    def traced(self, step):
 
         def loss_and_grad(x):
             self.calls += 1
             r = x - self.t
             return tf.reduce_sum(self.a * r * r), tf.zeros(4), 2 * self.a * r
 
-        return None, None, lambda *args: _lbfgs_trial(loss_and_grad, *args)
+        return lambda *args: step(loss_and_grad, *args)
 
 
 def test_each_precision_optimizes_against_targets_computed_in_it(stylizer, pair):
@@ -388,22 +389,22 @@ def test_each_precision_optimizes_against_targets_computed_in_it(stylizer, pair)
     x = tf.constant(content[None])
     for precision in ("bfloat16", "float32"):
         args = stylizer._objective_args(content, [style], None, settings, None, precision)
-        _, terms, _ = stylizer._functions(precision)[0](x, *args)
+        _, terms, _ = stylizer.objective(precision).evaluate(x, *args)
         assert float(terms[0]) == 0.0, precision
     float32_targets = stylizer._objective_args(content, [style], None, settings, None)
-    _, terms, _ = stylizer._functions("bfloat16")[0](x, *float32_targets)
+    _, terms, _ = stylizer.objective("bfloat16").evaluate(x, *float32_targets)
     assert float(terms[0]) > 0.0  # what the bfloat16 phase was measured against before
 
 
 def test_lbfgs_finds_the_minimum_of_a_box_constrained_quadratic():
-    from batch_style.engine.stylizer import _Reporter, _run_lbfgs
+    from batch_style.engine.lbfgs import run_lbfgs
+    from batch_style.engine.stylizer import _Reporter
 
     problem = _Quadratic((1, 6, 8, 3))
     settings = resolve({"steps": 80})
     report = _Reporter(None, settings, 0, 1, (8, 6), 80, 0.0, None)
     start = np.full((6, 8, 3), 0.5, np.float32)
-    image, last, steps, early = _run_lbfgs(problem, start, settings, [("float32", 80, ())],
-                                           report)
+    image, last, steps, early = run_lbfgs(start, settings, [(problem, 80, ())], report)
     expected = np.clip(problem.t.numpy()[0], 0.0, 1.0)
     # float32 tells the total (~75, from the pixels held at a bound) only to ~1e-7 of itself:
     # a pixel with the lowest curvature (a = 0.2) is located no better than ±6e-3.
@@ -415,20 +416,21 @@ def test_lbfgs_finds_the_minimum_of_a_box_constrained_quadratic():
 
 
 def test_lbfgs_phases_each_read_the_image_and_share_the_budget():
-    from batch_style.engine.stylizer import _Reporter, _run_lbfgs
+    from batch_style.engine.lbfgs import run_lbfgs
+    from batch_style.engine.stylizer import _Reporter
 
     problem = _Quadratic((1, 6, 8, 3), seed=1)
     report = _Reporter(None, resolve({}), 0, 1, (8, 6), 30, 0.0, None)
     start = np.full((6, 8, 3), 0.5, np.float32)
-    _, _, steps, _ = _run_lbfgs(problem, start, resolve({}),
-                                [("bfloat16", 10, ()), ("float32", 20, ())], report)
+    _, _, steps, _ = run_lbfgs(start, resolve({}), [(problem, 10, ()), (problem, 20, ())],
+                               report)
     assert steps == problem.calls == len(report.history) <= 30
     assert report.phase_start == 10  # the second phase began after the first one's 10 readings
 
 
 @pytest.mark.parametrize("curvature", [1e-3, 1.0, 1e12])
 def test_lbfgs_keeps_pairs_whatever_the_objective_scale(curvature):
-    from batch_style.engine.stylizer import _lbfgs_memory
+    from batch_style.engine.lbfgs import _lbfgs_memory
 
     rng = np.random.default_rng(0)
     pairs = []
@@ -442,7 +444,7 @@ def test_lbfgs_keeps_pairs_whatever_the_objective_scale(curvature):
     s, y = pairs[-1]
     before = variable.numpy()
     kept = _remember_all([(s, -y)], 3, 12)[0].count
-    from batch_style.engine.stylizer import _lbfgs_direction
+    from batch_style.engine.lbfgs import _lbfgs_direction
 
     _, _, after = _lbfgs_direction(tf.fill((1, 12), 0.5), tf.ones((1, 12)), memory, variable,
                                    tf.constant(s), tf.constant(-y))
@@ -466,9 +468,9 @@ def test_lbfgs_memory_keeps_its_inner_products_up_to_date():
 
 
 def test_lbfgs_history_fits_its_memory_budget(monkeypatch):
-    from batch_style.engine import stylizer
+    from batch_style.engine import lbfgs
 
-    monkeypatch.setattr(stylizer, "L_BFGS_MEMORY_BYTES", 8 * 1000 * 50)
-    assert stylizer.history_rows(1000) == min(50, stylizer.L_BFGS_HISTORY)
-    assert stylizer.history_rows(10**9) == stylizer.L_BFGS_MIN_HISTORY  # never fewer
+    monkeypatch.setattr(lbfgs, "L_BFGS_MEMORY_BYTES", 8 * 1000 * 50)
+    assert lbfgs.history_rows(1000) == min(50, lbfgs.L_BFGS_HISTORY)
+    assert lbfgs.history_rows(10**9) == lbfgs.L_BFGS_MIN_HISTORY  # never fewer
 

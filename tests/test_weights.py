@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
-from batch_style.engine import weights
+from batch_style.engine import model, pastiche, weights
 from batch_style.errors import UserError
 
 # A few real layer names with tiny shapes: (kh, kw, in, out).
@@ -126,7 +126,7 @@ def write_bin(path: Path, main: dict, **kw) -> Path:
 def read(path: Path) -> dict:
     """The reader itself, on an open file (load() would first reject a file with a bad header)."""
     with open(path, "rb") as f:
-        return weights.read_quantized_bin(f, name=str(path), shapes=TINY)
+        return pastiche.read_quantized_bin(f, name=str(path), shapes=TINY)
 
 
 def assert_same(got: dict, expected: dict) -> None:
@@ -310,7 +310,7 @@ def test_unexpected_contents_are_refused(tmp_path, edit, message):
 
 
 def test_vgg19_shapes():
-    shapes = weights.VGG19_SHAPES
+    shapes = model.VGG19_SHAPES
     assert list(shapes) == list(weights.VGG19_CONV_LAYERS)
     assert shapes["block1_conv1"] == (3, 3, 3, 64)
     assert shapes["block3_conv1"] == (3, 3, 128, 256)

@@ -6,12 +6,26 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from batch_style.settings import VGG19_CONV_LAYERS
+
+Shape = tuple[int, int, int, int]  # a Keras conv kernel: (kh, kw, in, out)
+Weights = dict[str, tuple[np.ndarray, np.ndarray]]  # layer -> (kernel (kh, kw, in, out), bias (out,))
+
 # (block, number of 3x3 convolutions) of VGG19 (Simonyan & Zisserman, configuration E).
 _BLOCKS = ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
 VGG19_WIDTHS = (64, 128, 256, 512, 512)  # output channels per block
 # A VGG19 with 1/16 of the channels: same names, same shapes of maps, for tests of everything
 # that does not need ImageNet features (the pipeline, the bookkeeping, the optimizers' plumbing).
 TINY_WIDTHS = (4, 8, 16, 32, 32)
+
+
+def _vgg19_shapes() -> dict[str, Shape]:
+    channels = [3, 64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512]
+    return {layer: (3, 3, channels[i], channels[i + 1]) for i, layer in enumerate(VGG19_CONV_LAYERS)}
+
+
+# The layers and kernel shapes every weights file must hold (keras.applications.vgg19, no top).
+VGG19_SHAPES: dict[str, Shape] = _vgg19_shapes()
 # How the features are computed ("arithmetic", named per optimization phase):
 # name → FeatureModel's (precision, winograd).
 ARITHMETICS = {"float32": ("float32", False), "bfloat16": ("bfloat16", False),

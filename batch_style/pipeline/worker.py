@@ -147,7 +147,7 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
 
 def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     from batch_style.engine import tf_runtime
-    from batch_style.engine.stylizer import Temporal
+    from batch_style.engine.objective import Temporal
     from batch_style.media import images
     from batch_style.pipeline import events, ledger
 
