@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batch_style.errors import UserError
+from batch_style.media.encode import FfmpegError
 from batch_style.media.flow import FlowFiles
-from batch_style.media.video import FfmpegError
 from batch_style.pipeline import assemble, events, executors, ledger, run_folder, run_lock, safe_files
 from batch_style.pipeline import plan as planning
 from batch_style.pipeline.gpus import require_usable, visible_gpus

@@ -135,7 +135,7 @@ def side_by_side(outcomes: list[Outcome], path: Path, fps: float) -> None:
     """One MP4: the input, then each mode, left to right, each labelled."""
     from PIL import Image, ImageDraw
 
-    from batch_style.media import images, video
+    from batch_style.media import encode, images
 
     def labelled(image: np.ndarray, text: str) -> np.ndarray:
         """The frame under a black strip with its label."""
@@ -155,7 +155,7 @@ def side_by_side(outcomes: list[Outcome], path: Path, fps: float) -> None:
                                 o.label) for o in outcomes]
             yield np.concatenate(panels, axis=1)
 
-    video.write_mp4(frames(), path, fps)
+    encode.write_mp4(frames(), path, fps)
 
 
 def table(outcomes: list[Outcome], steps: int) -> str:

@@ -66,7 +66,7 @@ def media_dir(tmp_path_factory) -> Path:
     """Inputs shared by the pipeline tests (read-only): style.png, photo.png (64×48),
     folder/{a,b,c}.png (56×40), broken.png (see _png_cut_inside), clip.mp4 (36 frames of 64×48 at
     30 fps with the sample clip's audio)."""
-    from batch_style.media import video
+    from batch_style.media import encode
 
     folder = tmp_path_factory.mktemp("media")
     _noise_png(folder / "style.png", (64, 64), seed=1)
@@ -81,7 +81,7 @@ def media_dir(tmp_path_factory) -> Path:
                         np.full((h, w), i / CLIP_FRAMES, np.float32),
                         np.tile(ramp[::-1, None][:h], (1, w))], axis=2)
               for i in range(CLIP_FRAMES))
-    video.write_mp4(frames, folder / "clip.mp4", CLIP_FPS, audio_from=SAMPLE_CLIP,
+    encode.write_mp4(frames, folder / "clip.mp4", CLIP_FPS, audio_from=SAMPLE_CLIP,
                     audio_duration=CLIP_FRAMES / CLIP_FPS)
     return folder
 

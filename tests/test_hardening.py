@@ -28,7 +28,7 @@ from PIL import Image
 from batch_style import cli
 from batch_style.engine.model import VGG19_SHAPES
 from batch_style.errors import UserError
-from batch_style.media import video
+from batch_style.media import encode, video
 from batch_style.pipeline import manifest
 
 MARKER = "executed"  # a hostile case that ran anything would create this file in the corpus
@@ -621,8 +621,8 @@ def build_media(folder: Path) -> None:
     (folder / "mixed").mkdir()
     noise(48, 32, 6).save(folder / "mixed/good.png")
     (folder / "mixed/bad.jpg").write_bytes(jpeg[:len(jpeg) // 2])
-    video.write_mp4(clip(32, 24), folder / "clip.mp4", fps=10)  # 1 s, moov first (faststart)
-    video.write_mp4(clip(64, 8), folder / "thin.mp4", fps=10)
+    encode.write_mp4(clip(32, 24), folder / "clip.mp4", fps=10)  # 1 s, moov first (faststart)
+    encode.write_mp4(clip(64, 8), folder / "thin.mp4", fps=10)
     mp4 = (folder / "clip.mp4").read_bytes()
     (folder / "cut.mp4").write_bytes(mp4[:mp4.index(b"mdat") + 4])  # headers, no frame data
     (folder / "cut300.mp4").write_bytes(mp4[:300])
@@ -874,7 +874,7 @@ def test_every_ffmpeg_input_is_limited_to_local_files(corpus, tmp_path, monkeypa
     sample = Path(__file__).resolve().parent.parent / "samples/clips/realshort.mp4"
     info = video.probe_video(sample)  # has audio: the mux path runs too
     frames = [frame for _, _, frame in video.iter_frames(sample, 0.0, 0.2, info=info)]
-    video.write_mp4(frames, tmp_path / "out.mp4", info.fps, audio_from=sample,
+    encode.write_mp4(frames, tmp_path / "out.mp4", info.fps, audio_from=sample,
                     audio_duration=0.2)
     kinds = {"probe": 0, "decode": 0, "write": 0}
     for cmd in (c for c in commands if "-i" in c):
@@ -1178,12 +1178,12 @@ def test_frame_steps_follow_steps_unless_given():
 def test_a_video_ffmpeg_cannot_write_fails_alone(media_dir, write_manifest, monkeypatch):
     """ffmpeg refusing one video used to stop the run with an internal error."""
     from batch_style import orchestrator as runner
-    from batch_style.media.video import FfmpegError
+    from batch_style.media.encode import FfmpegError
 
     def refuse(frames, path, fps, **kwargs):
         raise FfmpegError("ffmpeg failed (exit status 1): Invalid argument\nffmpeg ...\nlog")
 
-    monkeypatch.setattr(video, "write_mp4", refuse)
+    monkeypatch.setattr(encode, "write_mp4", refuse)
     path = write_manifest([
         {"name": "clip", "video": str(media_dir / "clip.mp4"), "end": 0.1,
          "style": str(media_dir / "style.png"), "outputs": ["mp4", "gif"]},

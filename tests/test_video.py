@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from batch_style.errors import UserError
-from batch_style.media import images, video
+from batch_style.media import encode, images, video
 from batch_style.media.video import VideoInfo
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "clips" / "realshort.mp4"
@@ -228,7 +228,7 @@ def test_write_mp4_with_the_sample_audio(tmp_path):
     info = video.probe_video(SAMPLE)
     out = tmp_path / "out.mp4"
     frames = (frame for _, _, frame in video.iter_frames(SAMPLE))
-    assert video.write_mp4(frames, out, info.fps, audio_from=SAMPLE) == 36
+    assert encode.write_mp4(frames, out, info.fps, audio_from=SAMPLE) == 36
     written = video.probe_video(out)
     assert written.n_frames == 36
     assert written.fps == pytest.approx(30.0, abs=0.05)
@@ -244,7 +244,7 @@ def test_write_mp4_with_the_sample_audio(tmp_path):
 def test_write_mp4_round_trip_and_odd_size(tmp_path):
     out = tmp_path / "odd.mp4"
     frames = list(gradient_frames(8, width=33, height=25))
-    assert video.write_mp4(iter(frames), out, fps=12) == 8
+    assert encode.write_mp4(iter(frames), out, fps=12) == 8
     info = video.probe_video(out)
     assert info.size == (34, 26)  # padded by one pixel
     assert info.n_frames == 8 and info.fps == pytest.approx(12)
@@ -257,7 +257,7 @@ def test_write_mp4_round_trip_and_odd_size(tmp_path):
 
 def test_write_mp4_trims_the_audio(tmp_path, clips):
     out = tmp_path / "trimmed.mp4"
-    video.write_mp4(gradient_frames(10), out, fps=CLIP_FPS, audio_from=clips / "clip.mp4",
+    encode.write_mp4(gradient_frames(10), out, fps=CLIP_FPS, audio_from=clips / "clip.mp4",
                     audio_start=0.5, audio_duration=0.5)
     info = video.probe_video(out)
     assert info.has_audio and info.n_frames == 10
@@ -269,7 +269,7 @@ def test_write_mp4_trims_the_audio(tmp_path, clips):
 
 def test_write_mp4_audio_shorter_than_video_is_padded(tmp_path, clips):
     out = tmp_path / "long.mp4"
-    video.write_mp4(gradient_frames(30), out, fps=CLIP_FPS, audio_from=clips / "clip.mp4",
+    encode.write_mp4(gradient_frames(30), out, fps=CLIP_FPS, audio_from=clips / "clip.mp4",
                     audio_start=0.8)  # 0.2 s of audio under 1.5 s of video
     info = video.probe_video(out)
     assert info.has_audio and info.n_frames == 30
@@ -282,7 +282,7 @@ def test_write_mp4_audio_shorter_than_video_is_padded(tmp_path, clips):
 
 def test_write_mp4_without_audio_in_the_source(tmp_path, clips):
     out = tmp_path / "quiet.mp4"
-    video.write_mp4(gradient_frames(4), out, fps=10, audio_from=clips / "silent.mp4")
+    encode.write_mp4(gradient_frames(4), out, fps=10, audio_from=clips / "silent.mp4")
     assert not video.probe_video(out).has_audio
 
 
@@ -291,13 +291,13 @@ def test_write_mp4_failure_leaves_nothing(tmp_path, clips):
         yield from gradient_frames(3)
         raise RuntimeError("worker died")
     with pytest.raises(RuntimeError, match="worker died"):
-        video.write_mp4(broken(), tmp_path / "x.mp4", fps=10, audio_from=clips / "clip.mp4")
+        encode.write_mp4(broken(), tmp_path / "x.mp4", fps=10, audio_from=clips / "clip.mp4")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_write_gif(tmp_path):
     out = tmp_path / "clip.gif"
-    video.write_gif(gradient_frames(6), out, fps=10)
+    encode.write_gif(gradient_frames(6), out, fps=10)
     with Image.open(out) as im:
         assert im.n_frames == 6
         delays = []

@@ -12,7 +12,7 @@ from conftest import SMALL, group_alive, kill_group, ledger_records, wait_for
 from test_flow import texture
 
 from batch_style import orchestrator as runner
-from batch_style.media import flow, images, video
+from batch_style.media import encode, flow, images
 from batch_style.pipeline import manifest, run_folder, worker
 from batch_style.pipeline import plan as planning
 from batch_style.pipeline.plan import CHUNK_OVERLAP, Chunk, make_plan, split_chunks
@@ -32,7 +32,7 @@ def cut_clip(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("cut")
     a, b = texture(21, (96, 48)), texture(22, (96, 48))
     frames = [a[:, 2 * t:2 * t + 64] for t in range(5)] + [b[:, 2 * t:2 * t + 64] for t in range(5)]
-    video.write_mp4(frames, folder / "cut.mp4", 30)
+    encode.write_mp4(frames, folder / "cut.mp4", 30)
     return folder / "cut.mp4"
 
 

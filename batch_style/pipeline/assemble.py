@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from batch_style.media import flow, images, video
+from batch_style.media import encode, flow, images, video
 from batch_style.pipeline.plan import VideoPlan
 from batch_style.pipeline.run_folder import EXTRACT_PREFIX, FLOW_NAME, FRAME_NAME
 
@@ -108,10 +108,10 @@ def _stylized_frames(vp: VideoPlan) -> Iterator[np.ndarray]:
 
 
 WRITERS: dict[str, Callable[[VideoPlan, Path], None]] = {
-    "mp4": lambda vp, path: video.write_mp4(
+    "mp4": lambda vp, path: encode.write_mp4(
         _stylized_frames(vp), path, vp.fps, audio_from=vp.source if vp.has_audio else None,
         audio_start=vp.start, audio_duration=vp.duration),
-    "gif": lambda vp, path: video.write_gif(_stylized_frames(vp), path, vp.fps),
+    "gif": lambda vp, path: encode.write_gif(_stylized_frames(vp), path, vp.fps),
 }
 
 
