@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from batch_style.pipeline.progress import RunProgress
 from batch_style.text import duration, printable
 
 PLAIN_EVERY_S = 30.0   # seconds between `stylize` step lines when not on a terminal (nohup, cron)
@@ -68,13 +69,10 @@ class RunDisplay:
         self.stream = stream
         self.tty = _is_tty(stream) if tty is None else tty
         self.poll_s, self.plain_every_s = poll_s, plain_every_s
-        self.total = self.done = self.failed = 0
+        self.progress = RunProgress()
         self.started = time.monotonic()
         self.last_plain = self.started
-        self.costs: dict[str, float] = {}     # unit key → planned work (plan.Unit.cost)
-        self.pending_cost = self.finished_cost = 0.0
         self.output: Path | None = None       # the folder whose workers' progress files we read
-        self.in_flight: dict[str, float] = {}  # unit key → when it was handed to a worker
         self.beats: list[dict] = []
         self.drawn = 0                          # lines of the live area now on screen (TTY)
         self.lock = threading.RLock()           # the poller thread draws too
@@ -84,35 +82,22 @@ class RunDisplay:
     # -- events from the run --------------------------------------------------------------------
     def event(self, kind: str, data: dict) -> None:
         with self.lock:
+            self.progress.event(kind, data, time.monotonic())
             self._event(kind, data)
             self._refresh()
 
     def _event(self, kind: str, data: dict) -> None:
         if kind == "start":
-            self.total += data["todo"]
-            # Without costs (a caller that sends none) every unit counts the same.
-            costs = data.get("costs") or {}
-            self.costs.update(costs)
-            self.pending_cost += sum(costs.values()) if costs else data["todo"]
             self.output = Path(data["output"]) if data.get("output") else self.output
             self._start_poller()
             if data["skipped"]:
                 self._write(f"{data['skipped']} of {data['total']} units already done; "
                             f"resuming with {data['todo']}")
-        elif kind == "unit_start":
-            self.in_flight[data["key"]] = time.monotonic()
+        elif kind == "unit_done" and data["status"] == "done":
+            self._write(f"done    {data['key']}  {data['seconds']:.1f} s  "
+                        f"loss {data['losses'].get('total', float('nan')):.4g}")
         elif kind == "unit_done":
-            self.in_flight.pop(data["key"], None)
-            cost = self.costs.get(data["key"], 1.0)
-            self.pending_cost -= cost
-            self.finished_cost += cost
-            if data["status"] == "done":
-                self.done += 1
-                self._write(f"done    {data['key']}  {data['seconds']:.1f} s  "
-                            f"loss {data['losses'].get('total', float('nan')):.4g}")
-            else:
-                self.failed += 1
-                self._write(f"FAILED  {data['key']}: {data['error']}")
+            self._write(f"FAILED  {data['key']}: {data['error']}")
         elif kind == "video_done":
             self._write(f"video   {data['key']}: " + ", ".join(data["outputs"]))
 
@@ -131,7 +116,7 @@ class RunDisplay:
             self.drawn = 0
 
     def _draw(self) -> None:
-        if not self.tty or not self.total:
+        if not self.tty or not self.progress.total:
             return
         width = max(shutil.get_terminal_size((100, 24)).columns - 1, 20)
         lines = [self._status_line()] + [f"  {line}" for line in self._worker_lines()]
@@ -143,12 +128,12 @@ class RunDisplay:
         if self.output is not None:
             from batch_style.pipeline import events
 
-            self.beats = events.busy_workers(self.output, set(self.in_flight))
+            self.beats = events.busy_workers(self.output, set(self.progress.in_flight))
         if self.tty:
             self._clear()
             self._draw()
             self.stream.flush()
-        elif self.total and time.monotonic() - self.last_plain >= self.plain_every_s:
+        elif self.progress.total and time.monotonic() - self.last_plain >= self.plain_every_s:
             self.last_plain = time.monotonic()
             busy = "; ".join(self._worker_lines())
             self.stream.write(printable(f"progress: {self._counts()}{self._eta()}"
@@ -156,38 +141,22 @@ class RunDisplay:
             self.stream.flush()
 
     def _counts(self) -> str:
-        return (f"{self.done + self.failed}/{self.total} units"
-                f"{f', {self.failed} failed' if self.failed else ''}")
+        p = self.progress
+        return (f"{p.done + p.failed}/{p.total} units"
+                f"{f', {p.failed} failed' if p.failed else ''}")
 
     def _eta(self) -> str:
-        """Time left at the pace so far, in planned work rather than units (a run whose first
-        units are its big ones would otherwise promise hours for minutes), counting the busy
-        units' steps done (or it would grow between one unit's end and the next's)."""
-        if not self.done or self.done + self.failed >= self.total:
-            return ""
-        busy = self._busy_work()
-        elapsed = time.monotonic() - self.started
-        left = max(self.pending_cost - busy, 0.0)
-        return f", ETA {duration(elapsed / (self.finished_cost + busy) * left)}"
-
-    def _busy_work(self) -> float:
-        """The planned work the busy units have done so far, from their workers' progress."""
-        work = 0.0
-        for beat in self.beats:
-            if beat.get("steps") and beat["key"] in self.in_flight:
-                fraction = ((beat.get("scale") or 0) + beat["step"] / beat["steps"]) \
-                    / (beat.get("scales") or 1)
-                work += self.costs.get(beat["key"], 1.0) * min(fraction, 1.0)
-        return work
+        left = self.progress.seconds_left(self.beats)
+        return f", ETA {duration(left)}" if left is not None else ""
 
     def _status_line(self) -> str:
-        finished = self.done + self.failed
-        return f"{_bar(finished / max(self.total, 1))} {self._counts()}{self._eta()}"
+        p = self.progress
+        return f"{_bar((p.done + p.failed) / max(p.total, 1))} {self._counts()}{self._eta()}"
 
     def _worker_lines(self) -> list[str]:
         beats = {b["key"]: b for b in self.beats}
         lines = []
-        for key, since in sorted(self.in_flight.items(), key=lambda item: item[1]):
+        for key, since in sorted(self.progress.in_flight.items(), key=lambda item: item[1]):
             beat = beats.get(key)
             if beat is None or not beat.get("steps"):
                 lines.append(f"{key}  starting ({duration(time.monotonic() - since)})")

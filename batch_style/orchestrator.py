@@ -214,7 +214,7 @@ def _run_plan(manifest: Manifest, workers: int, config: WorkerConfig, options: R
              len(plan.units), len(plan.units) - len(todo), len(todo))
     emit("start", {"total": len(plan.units), "todo": len(todo),
                    "skipped": len(plan.units) - len(todo),
-                   "costs": {u.key: u.cost for u in todo}})
+                   "costs": {u.key: u.cost for u in todo}, "workers": max(workers, 1)})
     todo_keys = {u.key for u in todo}
     flow_jobs = []
     for vp in plan.videos:

@@ -20,7 +20,7 @@ from batch_style import orchestrator as runner
 from batch_style.cli import main
 from batch_style.errors import UserError
 from batch_style.pipeline import events
-from batch_style.views import report
+from batch_style.views import markup, plots, report, report_html
 
 ODD_NAME = 'a <b>&"quoted" name'  # a content file name that must be escaped in the page
 
@@ -100,7 +100,7 @@ def test_the_run_writes_the_report_with_every_unit(finished, page):
     plan = _plan(finished)
     assert len(plan["units"]) == 7
     for unit in plan["units"]:
-        assert f'id="{report._anchor(unit["key"])}"' in page, unit["key"]
+        assert f'id="{markup.anchor(unit["key"])}"' in page, unit["key"]
         short = unit["key"].split("/", 1)[1]
         assert html.escape(short) in page, short
     for job in ("pics", "clip"):
@@ -114,7 +114,7 @@ def test_failures_come_first_with_their_reason(finished, page):
     assert failures < page.index('<section class="job"')
     section = page[failures:page.index("</section>", failures)]
     assert "pics/broken" in section and html.escape(error) in section
-    assert report.FAILURE_HINTS["input"] in section
+    assert report_html.FAILURE_HINTS["input"] in section
     assert "1 failure" in page  # the header says so too
 
 
@@ -230,14 +230,14 @@ def test_a_report_failure_does_not_fail_the_run(tmp_path, monkeypatch):
 
 
 def test_curve_svg():
-    assert report.curve_svg([], 100, 20) == "" and report.curve_svg([5.0], 100, 20) == ""
-    svg = report.curve_svg([1000.0, float("nan"), 100.0, 10.0], 100, 20)
+    assert plots.curve_svg([], 100, 20) == "" and plots.curve_svg([5.0], 100, 20) == ""
+    svg = plots.curve_svg([1000.0, float("nan"), 100.0, 10.0], 100, 20)
     points = re.search(r'points="([^"]+)"', svg).group(1).split()
     ys = [float(p.split(",")[1]) for p in points]
     assert len(points) == 3 and ys[0] < ys[1] < ys[2]
     assert abs((ys[1] - ys[0]) - (ys[2] - ys[1])) < 0.2  # log scale: equal steps per decade
     # a huge early line-search trial is drawn at the top edge, not given the whole height
-    spiky = report.curve_svg([100.0, 1e9, 50.0, 10.0], 100, 20)
+    spiky = plots.curve_svg([100.0, 1e9, 50.0, 10.0], 100, 20)
     ys = [float(p.split(",")[1]) for p in re.search(r'points="([^"]+)"', spiky).group(1).split()]
     assert ys[0] == ys[1] and ys[3] > ys[2] > ys[0]
 

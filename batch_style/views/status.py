@@ -6,21 +6,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batch_style.pipeline import ledger, run_folder
+from batch_style.pipeline.progress import JobProgress, busy_work, seconds_left
 from batch_style.pipeline.run_lock import running_pid
 
 
 @dataclass
-class JobStatus:
-    name: str
-    done: int = 0
-    failed: int = 0
-    pending: int = 0
-    seconds: float = 0.0            # time spent in this job's units (and video assembly)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    unit_seconds: list[float] = field(default_factory=list)   # of each done image or frame
-    pending_units: int = 0          # pending images and frames (pending minus videos)
-    done_cost: float = 0.0          # planned steps × pixels of the done images and frames
-    pending_cost: float = 0.0       # the same of the pending ones (plan.Unit.cost)
+class JobStatus(JobProgress):
+    """A job's units and videos (videos count as units here; they cost no planned work)."""
+
+    seconds: float = 0.0            # time spent in this job's units and video assembly
+    failures: list[tuple[str, str]] = field(default_factory=list)   # (key, why)
 
 
 @dataclass
@@ -55,6 +50,7 @@ def read_status(output: Path) -> RunStatus:
     latest = ledger.Ledger.for_output(output).latest()
     jobs: dict[str, JobStatus] = {j["name"]: JobStatus(j["name"]) for j in plan.get("jobs", [])}
     times: list[tuple[float, float]] = []   # (started, finished) of each record
+    costs: dict[str, float] = {}            # unit key → planned work
     # A video with neither mp4 nor gif asked for has nothing to assemble: its frames say it all.
     for unit in entries:
         job = jobs.setdefault(unit["job"], JobStatus(unit["job"]))
@@ -62,9 +58,9 @@ def read_status(output: Path) -> RunStatus:
         # Unit.cost; a plan written before units had one is estimated per unit.
         cost = 0.0 if is_video else float(unit.get("cost", 1.0))
         record = latest.get(unit["key"])
+        costs[unit["key"]] = cost
         if run_folder.entry_state(unit, latest) == "pending":
             job.pending += 1
-            job.pending_units += not is_video
             job.pending_cost += cost
             continue
         seconds = float(record.get("seconds") or 0.0)
@@ -73,27 +69,14 @@ def read_status(output: Path) -> RunStatus:
         if record["status"] == "done":
             job.done += 1
             if not is_video:
-                job.unit_seconds.append(seconds)
+                job.done_seconds += seconds
                 job.done_cost += cost
         else:
             job.failed += 1
             job.failures.append((unit["key"], record.get("error", "failed")))
     pid = running_pid(output)
     workers = events.busy_workers(output) if pid else []
-    return RunStatus(output=output, jobs=list(jobs.values()), running_pid=pid,
-                     eta_seconds=estimate_left(list(jobs.values()), max(len(workers), 1)),
+    left = seconds_left(jobs.values(), busy_work(workers, costs), max(len(workers), 1))
+    return RunStatus(output=output, jobs=list(jobs.values()), running_pid=pid, eta_seconds=left,
                      workers=workers, started=min((t[0] for t in times), default=None),
                      updated=max((t[1] for t in times), default=None))
-
-
-def estimate_left(jobs: list[JobStatus], parallel: int = 1) -> float | None:
-    """Seconds left: each job's pending work (unit costs) at that job's own seconds per unit of
-    cost, or at the rate over all jobs for a job with nothing done yet; shared among `parallel`
-    workers. None when nothing is pending or nothing is known yet."""
-    done_cost = sum(j.done_cost for j in jobs)
-    if not done_cost or not any(j.pending_units for j in jobs):
-        return None
-    overall = sum(sum(j.unit_seconds) for j in jobs) / done_cost
-    total = sum(j.pending_cost * (sum(j.unit_seconds) / j.done_cost if j.done_cost else overall)
-                for j in jobs)
-    return total / parallel
