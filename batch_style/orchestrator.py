@@ -9,23 +9,28 @@ import os
 import signal
 import threading
 import time
-import traceback
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from batch_style.errors import UserError
 from batch_style.media.encode import FfmpegError
 from batch_style.media.flow import FlowFiles
-from batch_style.pipeline import assemble, events, executors, ledger, run_folder, run_lock, safe_files
+from batch_style.pipeline import (
+    assemble,
+    dispatch,
+    events,
+    executors,
+    ledger,
+    run_folder,
+    run_lock,
+    safe_files,
+)
 from batch_style.pipeline import plan as planning
 from batch_style.pipeline.gpus import require_usable, visible_gpus
 from batch_style.pipeline.jobs import Manifest
 from batch_style.pipeline.manifest import load_all
 from batch_style.pipeline.plan import Plan, VideoPlan
-from batch_style.pipeline.pools import WorkerDied
 from batch_style.pipeline.units import DISK_FULL, Unit, UnitResult, WorkerConfig
 from batch_style.pipeline.worker import run_unit
 from batch_style.settings import choose_backend
@@ -108,12 +113,6 @@ def make_executor(workers: int, config: WorkerConfig) -> cf.Executor:
     return executors.make_executor(workers, config)
 
 
-def _broken_pool(error: BaseException | None) -> bool:
-    # loky's BrokenProcessPool and TerminatedWorkerError subclass the standard library's.
-    return isinstance(error, BrokenProcessPool)
-
-
-# -- the run ----------------------------------------------------------------------------------
 def unit_done(unit: Unit, book: ledger.Ledger, latest: Latest | None = None) -> bool:
     """run_folder.state() of a unit is done. Pass `latest` (book.latest()) when asking for many
     units: it is the ledger read once."""
@@ -264,120 +263,20 @@ def _flow_gate(flows: FlowFiles):
 def _dispatch(todo: list[Unit], workers: int, config: WorkerConfig, options: RunOptions,
               book: ledger.Ledger, summary: RunSummary, emit,
               gate: Callable[[Unit], tuple[Unit, cf.Future | None]] | None = None) -> None:
-    """Submit ready units, record results. A video frame waits for the units it reads (the
-    frame it starts from, a chunk's lead-in it hands over to) and for what `gate` says (its
-    flow file).
+    """Run the units (dispatch.run), each result recorded as it comes; a full disk stops."""
+    def finished(unit: Unit, result: UnitResult, attempt: int) -> bool:
+        _record(unit, result, attempt, book, summary, emit)
+        if result.error_kind == "disk-full":
+            summary.stopped = result.error
+            log.error("stopping the run: %s; free some space and run the same command again",
+                      result.error)
+            return True
+        return False
 
-    Attempts are counted per run: a run that was interrupted leaves no count behind, and a unit
-    that failed is tried afresh by the next run.
-    """
-    if not todo:
-        return
-    waiting: dict[str, Unit] = {}           # key → a unit waiting for others
-    remaining: dict[str, int] = {}          # key → how many it still waits for
-    waiting_on: dict[str, list[str]] = {}   # key → keys of the units waiting for it
-    todo_keys = {u.key for u in todo}
-    ready: deque[Unit] = deque()
-    for unit in todo:
-        needs = [k for k in unit.waits_for if k in todo_keys]
-        if needs:
-            waiting[unit.key], remaining[unit.key] = unit, len(needs)
-            for key in needs:
-                waiting_on.setdefault(key, []).append(unit.key)
-        else:
-            ready.append(unit)
-    gated: dict[cf.Future, list[Unit]] = {}  # units waiting for a gate's future
-
-    def release(unit: Unit, ok: bool) -> None:
-        # Frames chained to this one go first, so a video's chain keeps moving. When this one
-        # failed, they do without it (plan.Unit.without), not from a stale file of an older run.
-        freed = []
-        for key in waiting_on.pop(unit.key, []):
-            follower = waiting[key] if ok else waiting[key].without(unit.key)
-            remaining[key] -= 1
-            if remaining[key]:
-                waiting[key] = follower
-            else:
-                del waiting[key], remaining[key]
-                freed.append(follower)
-        ready.extendleft(reversed(freed))
-
-    attempts: dict[str, int] = {}
-
-    def died(unit: Unit, why: str) -> None:
-        # Its worker died while running it: retried in a fresh worker until max_attempts.
-        if attempts[unit.key] >= options.max_attempts:
-            result = UnitResult(key=unit.key, ok=False, error_kind="crash",
-                                error=f"its worker died {attempts[unit.key]} times ({why})")
-            _record(unit, result, attempts[unit.key], book, summary, emit)
-            release(unit, ok=False)
-        else:
-            log.warning("%s: its worker died; retrying (%s)", unit.key, why)
-            ready.appendleft(unit)
-
-    in_flight: dict[cf.Future, Unit] = {}
-    capacity = max(workers, 1)
-    executor = make_executor(workers, config)
-    try:
-        while ready or in_flight or gated:
-            lost: list[Unit] = []
-            while ready and len(in_flight) < capacity and not lost:
-                unit = ready.popleft()
-                if gate is not None:
-                    unit, pending = gate(unit)
-                    if pending is not None:
-                        gated.setdefault(pending, []).append(unit)
-                        continue
-                attempts[unit.key] = attempts.get(unit.key, 0) + 1
-                emit("unit_start", {"key": unit.key, "attempt": attempts[unit.key]})
-                try:
-                    in_flight[executor.submit(run_unit, unit, config)] = unit
-                except BrokenProcessPool:
-                    lost.append(unit)  # a worker died since the last wait
-            if (in_flight or gated) and not lost:
-                finished, _ = cf.wait([*in_flight, *gated], return_when=cf.FIRST_COMPLETED)
-                for future in finished:
-                    if future in gated:
-                        ready.extendleft(reversed(gated.pop(future)))
-                        continue
-                    unit = in_flight.pop(future)
-                    error = future.exception()
-                    if isinstance(error, WorkerDied):  # its own worker: no other unit is charged
-                        died(unit, str(error))
-                        continue
-                    if _broken_pool(error):
-                        lost.append(unit)
-                        continue
-                    result = future.result() if error is None else _internal_error(unit, error)
-                    _record(unit, result, attempts[unit.key], book, summary, emit)
-                    release(unit, result.ok)
-                    if result.error_kind == "disk-full":
-                        summary.stopped = result.error
-                        log.error("stopping the run: %s; free some space and run the same "
-                                  "command again", result.error)
-                        return
-            if lost:
-                # The executor broke (a lost Dask scheduler; a pool that does not say whose worker
-                # died): every unit in it is lost, each is charged an attempt and retried in a
-                # fresh executor until it has had max_attempts.
-                lost.extend(in_flight.values())
-                in_flight.clear()
-                executor.shutdown(wait=True, kill_workers=True)
-                executor = make_executor(workers, config)
-                for unit in reversed(lost):
-                    died(unit, "killed, or out of memory")
-    finally:
-        executor.shutdown(wait=False, kill_workers=True)
-
-
-def _internal_error(unit: Unit, error: BaseException) -> UnitResult:
-    """run_unit raised: a bug of ours. The unit fails with the traceback in the log; the run goes
-    on. Ctrl-C and the like are not failures of the unit: they stop the run."""
-    if not isinstance(error, Exception):
-        raise error
-    return UnitResult(key=unit.key, ok=False, error_kind="internal",
-                      error=f"internal error: {type(error).__name__}: {error}".splitlines()[0],
-                      detail="".join(traceback.format_exception(error)))
+    dispatch.run(todo, max(workers, 1), lambda: make_executor(workers, config),
+                 lambda executor, unit: executor.submit(run_unit, unit, config),
+                 lambda unit, attempt: emit("unit_start", {"key": unit.key, "attempt": attempt}),
+                 finished, gate=gate, max_attempts=options.max_attempts)
 
 
 def _record(unit: Unit, result: UnitResult, attempt: int, book: ledger.Ledger,
