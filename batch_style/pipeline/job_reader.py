@@ -117,11 +117,72 @@ class SettingsReader:
             self.nodes.error(node, f"{field}.settings", message)
 
 
+class VideoReader:
+    """A video job's `video`, `start`, `end` and `fps`."""
+
+    def __init__(self, nodes: Nodes, files: Files, media: Media):
+        self.nodes, self.files, self.media = nodes, files, media
+
+    def video(self, entry: tuple[Node, Node], field: str) -> tuple[Path | None, Any]:
+        """The video file and its VideoInfo (None, None when reported as a problem)."""
+        field += ".video"
+        node = entry[1]
+        text = self.nodes.value(node, field)
+        if text is INVALID:
+            return None, None
+        if not isinstance(text, str) or not text:
+            self.nodes.error(node, field, f"expected a video file, {got(text)}")
+            return None, None
+        path = self.files.file(text, node, field)
+        if path is not None and self.files.in_results(path, node, field):
+            return None, None
+        info = self.media.probe_video(path, node, field) if path is not None else None
+        return (path, info) if info is not None else (None, None)
+
+    def video_range(self, entries: dict, field: str, kind: str | None,
+                    info: Any) -> tuple[float, float | None, float | None]:
+        """start, end and fps of a video job; `info` (video.VideoInfo) bounds start when known."""
+        values: dict[str, float | None] = {"start": 0.0, "end": None, "fps": None}
+        for key in VIDEO_KEYS:
+            if key not in entries:
+                continue
+            key_node, node = entries[key]
+            sub = f"{field}.{key}"
+            if kind == "images":
+                self.nodes.error(key_node, sub, "only for video jobs")
+                continue
+            value = self.nodes.value(node, sub)
+            if value is INVALID:
+                continue
+            if value is None and key != "start":  # `end: null`: to the end; `fps: null`: source's
+                continue
+            if not is_number(value):
+                self.nodes.error(node, sub, f"expected a number of {_UNITS[key]}, {got(value)}")
+            elif key == "start" and value < 0:
+                self.nodes.error(node, sub, f"expected a value >= 0, got {value}")
+            elif key == "start" and info is not None and value >= info.duration:
+                # Caught here, not as a job with no frames half-way through a run.
+                self.nodes.error(node, sub, f"expected a value before the end of the video "
+                                 f"({info.duration:g} s), got {value}")
+            elif key == "fps" and not MIN_FPS <= value <= 1e6:
+                self.nodes.error(node, sub, f"expected at least {MIN_FPS:g} frame per second, got "
+                                 f"{value}" if value < MIN_FPS else
+                                 f"expected at most 1000000 frames per second, got {value}")
+            elif key == "end" and values["start"] is not None and value <= values["start"]:
+                self.nodes.error(node, sub, f"expected a value > start ({values['start']}), got {value}")
+            else:
+                values[key] = float(value)
+                continue
+            values[key] = None  # so that a bad start does not also make `end` look wrong
+        return values["start"] or 0.0, values["end"], values["fps"]
+
+
 class JobReader:
     """Reads one job: its name, inputs, outputs and settings, each problem where it was written."""
 
     def __init__(self, nodes: Nodes, files: Files, media: Media, settings: SettingsReader):
         self.nodes, self.files, self.media, self.settings = nodes, files, media, settings
+        self.videos = VideoReader(nodes, files, media)
         self.names: dict[str, tuple[Node, str]] = {}  # job name → (its node, its field)
 
     def job(self, index: int, node: Node, defaults: dict[str, Given],
@@ -137,10 +198,10 @@ class JobReader:
         # (image, node or line, field, role) to probe once the settings are known
         images: list[tuple[Path, Node | int, str, str]] = []
         contents = self.contents(entries["content"], field, images) if kind == "images" else ()
-        video, info = self.video(entries["video"], field) if kind == "video" else (None, None)
+        video, info = self.videos.video(entries["video"], field) if kind == "video" else (None, None)
         styles = self.styles(entries, node, field, images)
         outputs = self.outputs(entries, field, kind)
-        start, end, fps = self.video_range(entries, field, kind, info)
+        start, end, fps = self.videos.video_range(entries, field, kind, info)
         settings, given = self.settings.job_settings(entries, node, field, defaults, name, len(styles))
         init = given.get("init")
         if init is not None and init.value not in INITS:
@@ -279,56 +340,3 @@ class JobReader:
             self.nodes.error(item, sub, f"unknown output format {value!r} for {_KIND_NAMES[kind]} "
                              f"jobs{hint}; expected one of {', '.join(valid)}")
         return tuple(outputs)
-
-    def video(self, entry: tuple[Node, Node], field: str) -> tuple[Path | None, Any]:
-        """The video file and its VideoInfo (None, None when reported as a problem)."""
-        field += ".video"
-        node = entry[1]
-        text = self.nodes.value(node, field)
-        if text is INVALID:
-            return None, None
-        if not isinstance(text, str) or not text:
-            self.nodes.error(node, field, f"expected a video file, {got(text)}")
-            return None, None
-        path = self.files.file(text, node, field)
-        if path is not None and self.files.in_results(path, node, field):
-            return None, None
-        info = self.media.probe_video(path, node, field) if path is not None else None
-        return (path, info) if info is not None else (None, None)
-
-    def video_range(self, entries: dict, field: str, kind: str | None,
-                    info: Any) -> tuple[float, float | None, float | None]:
-        """start, end and fps of a video job; `info` (video.VideoInfo) bounds start when known."""
-        values: dict[str, float | None] = {"start": 0.0, "end": None, "fps": None}
-        for key in VIDEO_KEYS:
-            if key not in entries:
-                continue
-            key_node, node = entries[key]
-            sub = f"{field}.{key}"
-            if kind == "images":
-                self.nodes.error(key_node, sub, "only for video jobs")
-                continue
-            value = self.nodes.value(node, sub)
-            if value is INVALID:
-                continue
-            if value is None and key != "start":  # `end: null`: to the end; `fps: null`: source's
-                continue
-            if not is_number(value):
-                self.nodes.error(node, sub, f"expected a number of {_UNITS[key]}, {got(value)}")
-            elif key == "start" and value < 0:
-                self.nodes.error(node, sub, f"expected a value >= 0, got {value}")
-            elif key == "start" and info is not None and value >= info.duration:
-                # Caught here, not as a job with no frames half-way through a run.
-                self.nodes.error(node, sub, f"expected a value before the end of the video "
-                                 f"({info.duration:g} s), got {value}")
-            elif key == "fps" and not MIN_FPS <= value <= 1e6:
-                self.nodes.error(node, sub, f"expected at least {MIN_FPS:g} frame per second, got "
-                                 f"{value}" if value < MIN_FPS else
-                                 f"expected at most 1000000 frames per second, got {value}")
-            elif key == "end" and values["start"] is not None and value <= values["start"]:
-                self.nodes.error(node, sub, f"expected a value > start ({values['start']}), got {value}")
-            else:
-                values[key] = float(value)
-                continue
-            values[key] = None  # so that a bad start does not also make `end` look wrong
-        return values["start"] or 0.0, values["end"], values["fps"]

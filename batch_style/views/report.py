@@ -9,7 +9,7 @@ from batch_style import atomic
 from batch_style.pipeline.run_folder import REPORT_NAME, STATE_DIR
 from batch_style.views.markup import anchor, e
 from batch_style.views.report_data import load_jobs
-from batch_style.views.report_html import Sections, badge_counts
+from batch_style.views.report_html import Head, JobSheet, Thumbs, badge_counts
 
 CSS = resources.files("batch_style.views").joinpath("report.css").read_text(encoding="utf-8")
 
@@ -25,18 +25,19 @@ def write_report(output_dir: Path) -> Path:
 def render(output_dir: Path) -> str:
     output_dir = Path(output_dir)
     plan, jobs = load_jobs(output_dir)
-    page = Sections(output_dir)
-    body = [page.header(plan, jobs), page.failures(jobs)]
+    head, thumbs = Head(output_dir), Thumbs(output_dir)
+    sheet = JobSheet(thumbs)
+    body = [head.header(plan, jobs), head.failures(jobs)]
     if len(jobs) > 1:
         body.append('<nav class="jobs">' + "".join(
             f'<a href="#{anchor(j.name)}">{e(j.name)}{badge_counts(j, short=True)}</a>'
             for j in jobs) + "</nav>")
-    body += [page.job(j) for j in jobs]
+    body += [sheet.job(j) for j in jobs]
     body.append(f'<footer>Made by batch-style from {e(STATE_DIR)}/plan.json and the ledger; '
                 f'run <code>batch-style report {e(str(output_dir))}</code> to rebuild it. '
                 f'The run&#8217;s log: <a href="run.log">run.log</a>.</footer>')
     title = f"batch-style report: {output_dir.name or output_dir}"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<title>{e(title)}</title><style>{CSS}{page.thumbs.style_css()}</style></head>\n'
+            f'<title>{e(title)}</title><style>{CSS}{thumbs.style_css()}</style></head>\n'
             f'<body>\n' + "\n".join(b for b in body if b) + "\n</body></html>\n")

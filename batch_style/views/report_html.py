@@ -91,12 +91,11 @@ class Thumbs:
         return e(quote(os.fsencode(Path(rel).as_posix())))  # a name's own bytes, %-escaped
 
 
-class Sections:
-    """Renders the parts of the page."""
+class Head:
+    """The page's header (where, when, how far) and its list of failures."""
 
     def __init__(self, output_dir: Path):
         self.output_dir = output_dir
-        self.thumbs = Thumbs(output_dir)
 
     # -- parts --------------------------------------------------------------------------------
     def header(self, plan: dict, jobs: list[JobView]) -> str:
@@ -157,6 +156,13 @@ class Sections:
                 f'finished units are kept, and only the failed and pending ones run.</p>'
                 f'<table><thead><tr><th>unit</th><th>what went wrong</th><th>what it means'
                 f'</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>')
+
+
+class JobSheet:
+    """One job's section: its contact sheet (or videos), its table of units, its settings."""
+
+    def __init__(self, thumbs: Thumbs):
+        self.thumbs = thumbs
 
     def job(self, job: JobView) -> str:
         kind = job.plan.get("kind", "images")
