@@ -40,6 +40,7 @@ gpu-check: setup
 
 lint: $(STAMP)
 	$(BIN)/ruff check batch_style tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) out bench-results
