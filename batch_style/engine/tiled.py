@@ -1,0 +1,404 @@
+"""The objective, its gradient and the targets computed tile by tile, equal to the whole picture's."""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from batch_style.engine import losses
+from batch_style.engine.model import VGG19_WIDTHS, FeatureModel, layers_needed
+from batch_style.engine.tf_runtime import import_tensorflow
+
+tf = import_tensorflow()
+
+# Why tiles can give the whole picture's objective exactly (where other tools blend overlapping
+# tiles, each with its own Grams): a style Gram is a sum over the map's positions, divided by the
+# whole map's H·W, so it is the sum of the tiles' interiors' shares; the content term is a mean
+# over positions, likewise; TV and the temporal term are pixel-wise and cheap, so they are taken
+# on the whole image. Pass 1 runs each tile forward and adds up its interior's share of every
+# Gram; then the style loss and its derivative dL/dG per layer are known; pass 2 runs each tile
+# forward and back with the upstream gradient that dL/dG gives its interior's features (the
+# derivative of ⟨dL/dG, G(interior)⟩, G's own one-product rule as in losses.gram) and adds the
+# tile's gradient into the picture's. A feature at an interior position comes out of its crop
+# the same function of the same pixels as out of the whole picture when the crop carries a halo
+# at least as wide as the zeros at its cut edges reach, and starts on the pooling grid so every
+# max pool pairs the same cells; a crop at the picture's own edge stops there, where the whole
+# picture's 'same' padding has the same zeros.
+
+
+# -- geometry ---------------------------------------------------------------------------------
+def _reach(layers: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """name → (pools before its map, how far in px from a crop's cut edge its map is wrong),
+    for every layer the network computes up to the deepest of `layers`.
+
+    A 3×3 'same' convolution reads zeros at a cut edge where the picture has pixels: one more
+    cell of its map goes wrong (a cell is 2^pools px). A 2×2 pool of a crop that starts on the
+    grid keeps a window right when both its cells are: ceil(wrong / 2) cells of the pooled map.
+    For VGG19 up to block5_conv1 that is 5 cells of 16 px: 80 px (its receptive field, 156 px
+    wide, would say 78, which the 16-px grid rounds up to the same 80).
+    """
+    pools, wrong, reach = 0, 0, {}
+    for name, kind in layers_needed(layers):
+        if kind == "conv":
+            wrong += 1
+        else:
+            pools, wrong = pools + 1, -(-wrong // 2)
+        reach[name] = (pools, wrong << pools)
+    return reach
+
+
+def _deepest(layers: Sequence[str]) -> str:
+    return layers_needed(layers)[-1][0]
+
+
+def grid(layers: Sequence[str]) -> int:
+    """The pooling grid, px, of the network up to the deepest of `layers`: tiles and crops start
+    on it, so max pooling sees the same windows as in the whole picture."""
+    return 1 << max(pools for pools, _ in _reach(layers).values())
+
+
+def halo(layers: Sequence[str]) -> int:
+    """The pixels a tile reads beyond its interior on each side (up to the picture's edge) so
+    that every map of `layers` is right over the interior: a multiple of grid(layers)."""
+    step = grid(layers)
+    return -(-max(wrong for _, wrong in _reach(layers).values()) // step) * step
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its interior, the pixels whose features it owns, and its crop, the pixels it
+    reads (the interior and the halo, clipped to the picture), each (x0, y0, x1, y1) px."""
+
+    interior: tuple[int, int, int, int]
+    crop: tuple[int, int, int, int]
+
+    def box(self, pools: int) -> tuple[int, int, int, int, int, int]:
+        """The interior on the map after `pools` pools: (row, column) in the whole picture's
+        map, (row, column) in the crop's map, (rows, columns).
+
+        The pools floor odd sides: an interior that ends at the picture's edge ends where the
+        whole map does (⌊W / 2^pools⌋, which is what repeated halving leaves); any other ends on
+        the grid. A narrow last tile may own no position of a deep map, only of shallower ones.
+        """
+        x0, y0, x1, y1 = self.interior
+        crop_x, crop_y = self.crop[:2]
+        column, row = x0 >> pools, y0 >> pools
+        return (row, column, row - (crop_y >> pools), column - (crop_x >> pools),
+                (y1 >> pools) - row, (x1 >> pools) - column)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) px of the crop."""
+        x0, y0, x1, y1 = self.crop
+        return y1 - y0, x1 - x0
+
+
+def _spans(side: int, tile_size: int, halo_px: int) -> list[tuple[int, int, int, int]]:
+    """(start, end, crop start, crop end) along one side: tiles of tile_size from 0, the last
+    one what is left; crops clipped at the picture's edges."""
+    return [(start, min(start + tile_size, side), max(0, start - halo_px),
+             min(side, start + tile_size + halo_px)) for start in range(0, side, tile_size)]
+
+
+class TileLayout:
+    """The tiles of a (width, height) picture whose interiors are at most `tile_size` px a
+    side, for a network computing `layers` (the model's layer names: its deepest layer sets the
+    halo and the grid). Row-major; every pixel is in exactly one interior."""
+
+    def __init__(self, size: tuple[int, int], tile_size: int, layers: Sequence[str]):
+        width, height = size
+        self.size = (int(width), int(height))
+        self.tile_size = int(tile_size)
+        self.layers = tuple(dict.fromkeys(layers))
+        self.grid, self.halo = grid(self.layers), halo(self.layers)
+        self.pools = {name: pools for name, (pools, _) in _reach(self.layers).items()}
+        deepest = _deepest(self.layers)
+        if self.tile_size < self.grid or self.tile_size % self.grid:
+            raise ValueError(f"tile_size {tile_size} px: tiles must be a positive multiple of "
+                             f"{self.grid} px ({self.grid}, {2 * self.grid}, …), VGG19's "
+                             f"pooling grid up to {deepest}")
+        if min(self.size) < self.grid:
+            raise ValueError(f"a {width}×{height} picture is too small for VGG19 up to "
+                             f"{deepest}: each side must be at least {self.grid} px")
+        self.tiles = tuple(Tile((x0, y0, x1, y1), (cx0, cy0, cx1, cy1))
+                           for y0, y1, cy0, cy1 in _spans(height, self.tile_size, self.halo)
+                           for x0, x1, cx0, cx1 in _spans(width, self.tile_size, self.halo))
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __repr__(self) -> str:
+        w, h = self.size
+        return (f"TileLayout({w}×{h}, tile_size={self.tile_size}, {len(self)} tiles, "
+                f"halo={self.halo}, grid={self.grid})")
+
+    @property
+    def crop_shapes(self) -> set[tuple[int, int]]:
+        """The distinct crop shapes (the Winograd layers compile once for each)."""
+        return {tile.shape for tile in self.tiles}
+
+    def map_size(self, name: str) -> tuple[int, int]:
+        """(rows, columns) of layer `name`'s map of the whole picture."""
+        pools = self.pools[name]
+        return self.size[1] >> pools, self.size[0] >> pools
+
+    def boxes(self, tile: Tile, names) -> dict[str, tf.Tensor]:
+        """name → tile.box at that layer's depth, as the per-tile functions take it."""
+        return {n: tf.constant(tile.box(self.pools[n]), tf.int32) for n in names}
+
+
+# -- the passes over one tile -----------------------------------------------------------------
+# Each is a tf.function that tiles of every shape share: TensorFlow traces it for the first crop
+# shape, then once or twice with the sides left open (reduce_retracing), as winograd._compiled
+# leaves its shapes open. Traced per shape, the 25 crop shapes of a 229×195 picture in tiles of
+# 48 px made the tiny network's first evaluation take 14 s; left open, 2.3 s (the Winograd
+# layers' XLA still compiles each shape it meets, ~0.7 s a layer: TileLayout.crop_shapes). The
+# interior's place in the crop and in the map comes as tensors. Tiles run one after another
+# from Python: a tile's maps and tape live inside its call and are freed when it returns, so
+# memory is bounded by one tile, not the picture (peak RSS at 2048×1536 in tiles of 256 px:
+# 1.5 GB, at 1024×768 1.26 GB; whole, 1024×768 took 2.4 GB).
+def _in_crop(features, box):
+    """A tile's interior of one of its crop's maps."""
+    return features[:, box[2]:box[2] + box[4], box[3]:box[3] + box[5], :]
+
+
+def _in_map(whole, box):
+    """The tile's interior of a whole picture's map (a content target)."""
+    return whole[:, box[0]:box[0] + box[4], box[1]:box[1] + box[5], :]
+
+
+def _gram_sum(interior):
+    """FᵀF over an interior's positions (C,C), not yet divided by the whole map's H·W."""
+    flat = tf.reshape(interior, (-1, tf.shape(interior)[-1]))
+    return tf.matmul(flat, flat, transpose_a=True)
+
+
+def _tile_sums(model, crop, style_boxes, content_boxes, content_targets):
+    """Pass 1, forward only: each style layer's FᵀF and each content layer's Σ (F − target)²
+    over the tile's interior."""
+    features = model(crop)
+    grams = {n: _gram_sum(_in_crop(features[n], box)) for n, box in style_boxes.items()}
+    content = {n: tf.reduce_sum(tf.square(_in_crop(features[n], box)
+                                          - _in_map(content_targets[n], box)))
+               for n, box in content_boxes.items()}
+    return grams, content
+
+
+def _tile_gradient(model, crop, style_boxes, content_boxes, content_targets, style_factors,
+                   content_factors):
+    """Pass 2: d(objective)/d(crop) through the tile's interior, the whole picture's Grams
+    known. The upstream gradient at a style layer's interior features F is F·factor, factor =
+    w_style·(dL/dG + dL/dGᵀ)/(H·W) — the gradient of ⟨stop_gradient(dL/dG), G(interior)⟩ —
+    and at a content layer's w_content·2(F − target)/(H·W·C·layers)."""
+    with tf.GradientTape() as tape:
+        tape.watch(crop)
+        features = model(crop)
+        interiors = {n: _in_crop(features[n], box)
+                     for n, box in {**style_boxes, **content_boxes}.items()}
+    upstream = {}
+    for n, factor in style_factors.items():
+        flat = tf.reshape(interiors[n], (-1, tf.shape(factor)[0]))
+        upstream[n] = tf.reshape(tf.matmul(flat, factor), tf.shape(interiors[n]))
+    for n, factor in content_factors.items():
+        part = factor * (interiors[n] - _in_map(content_targets[n], content_boxes[n]))
+        upstream[n] = upstream[n] + part if n in upstream else part
+    names = list(upstream)
+    return tape.gradient([interiors[n] for n in names], crop,
+                         output_gradients=[upstream[n] for n in names])
+
+
+def _tile_maps(model, crop, boxes):
+    """The tile's interiors of the maps named in `boxes`, forward only."""
+    features = model(crop)
+    return {n: _in_crop(features[n], box) for n, box in boxes.items()}
+
+
+def _pixel_terms(x, weights, temporal_previous, temporal_mask):
+    """TV and the temporal term on the whole image, and their weighted gradient."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        tv = losses.tv_loss(x)
+        temporal = tf.reduce_mean(temporal_mask * tf.square(x - temporal_previous))
+        part = weights[2] * tv + weights[3] * temporal
+    return tv, temporal, tape.gradient(part, x)
+
+
+class _Functions:
+    """One model's traced per-tile passes. They reach the model through a weak proxy, so the
+    cache below lets go of a model nobody else holds."""
+
+    def __init__(self, model: FeatureModel):
+        proxy = weakref.proxy(model)
+        self.sums = tf.function(functools.partial(_tile_sums, proxy), reduce_retracing=True)
+        self.gradient = tf.function(functools.partial(_tile_gradient, proxy),
+                                    reduce_retracing=True)
+        self.maps = tf.function(functools.partial(_tile_maps, proxy), reduce_retracing=True)
+        self.pixel_terms = tf.function(_pixel_terms, reduce_retracing=True)
+
+
+_functions_of: weakref.WeakKeyDictionary[FeatureModel, _Functions] = weakref.WeakKeyDictionary()
+
+
+def _functions(model: FeatureModel) -> _Functions:
+    if model not in _functions_of:
+        _functions_of[model] = _Functions(model)
+    return _functions_of[model]
+
+
+def _check(model: FeatureModel, layout: TileLayout, names, size: tuple[int, int]) -> None:
+    """The layout fits this picture and every map the model computes, not only those used."""
+    missing = set(names) - set(model.layer_names)
+    if missing:
+        raise ValueError(f"the feature model lacks layers {sorted(missing)}")
+    if layout.size != size:
+        raise ValueError(f"the layout is for a {layout.size[0]}×{layout.size[1]} picture, "
+                         f"not {size[0]}×{size[1]}")
+    # A crop too small for the model's deeper layers would pool a map to nothing (oneDNN fails).
+    if layout.halo < halo(model.layer_names) or layout.grid % grid(model.layer_names):
+        raise ValueError(f"the layout was made for layers up to {_deepest(layout.layers)}; "
+                         f"the model computes up to {_deepest(model.layer_names)}: make the "
+                         f"layout from the model's layers")
+
+
+def _picture(image) -> tf.Tensor:
+    """(1,H,W,3) float32 from an (H,W,3) or (1,H,W,3) array, tensor or variable."""
+    x = tf.convert_to_tensor(image, tf.float32)
+    return x[None] if x.shape.rank == 3 else x
+
+
+def _crop(x, tile: Tile):
+    x0, y0, x1, y1 = tile.crop
+    return x[:, y0:y1, x0:x1, :]
+
+
+# -- the objective ----------------------------------------------------------------------------
+def tiled_loss_and_grad(model: FeatureModel, layout: TileLayout, x, content_targets,
+                        style_targets, layer_weights, weights, temporal_previous,
+                        temporal_mask):
+    """Stylizer._loss_and_grad computed tile by tile: (total, [content, style, tv, temporal],
+    d(total)/dx), the same to float32 rounding, for the same arguments after the model.
+
+    Runs eagerly, tiles one after another (memory bounded by one tile): call it from Python,
+    not inside a tf.function, where all tiles would become one graph.
+    """
+    if not tf.executing_eagerly():
+        raise RuntimeError("tiled_loss_and_grad runs its tiles one after another from Python; "
+                           "inside a tf.function they would all be one graph")
+    x = _picture(x)  # a variable is read once
+    _check(model, layout, [*content_targets, *style_targets], (x.shape[2], x.shape[1]))
+    functions = _functions(model)
+    weights = tf.convert_to_tensor(weights, tf.float32)
+    style_names = list(style_targets)
+    positions = {n: float(np.prod(layout.map_size(n))) for n in style_names}
+    entries = {n: float(np.prod(content_targets[n].shape)) for n in content_targets}
+
+    # Pass 1: the Grams and the content term over all the tiles' interiors.
+    gram_sums = {n: 0.0 for n in style_names}
+    content_sums = {n: 0.0 for n in content_targets}
+    for tile in layout.tiles:
+        grams, content = functions.sums(_crop(x, tile), layout.boxes(tile, style_names),
+                                        layout.boxes(tile, content_targets), content_targets)
+        gram_sums = {n: gram_sums[n] + grams[n] for n in style_names}
+        content_sums = {n: content_sums[n] + content[n] for n in content_targets}
+    grams = {n: gram_sums[n] / positions[n] for n in style_names}
+    content = tf.add_n([content_sums[n] / entries[n] for n in content_targets]) \
+        / float(len(content_targets))
+    with tf.GradientTape() as tape:
+        tape.watch(grams)
+        style = losses.style_loss(grams, style_targets, layer_weights)
+    d_grams = tape.gradient(style, grams)
+    style_factors = {n: weights[1] * (d_grams[n] + tf.transpose(d_grams[n])) / positions[n]
+                     for n in style_names}
+    content_factors = {n: weights[0] * (2.0 / (entries[n] * len(content_targets)))
+                       for n in content_targets}
+    tv, temporal, pixel_grad = functions.pixel_terms(x, weights, temporal_previous,
+                                                     temporal_mask)
+    total = (weights[0] * content + weights[1] * style + weights[2] * tv
+             + weights[3] * temporal)
+
+    # Pass 2: each tile's gradient added where its crop lies.
+    grad = tf.Variable(pixel_grad, trainable=False)
+    for tile in layout.tiles:
+        tile_grad = functions.gradient(_crop(x, tile), layout.boxes(tile, style_names),
+                                       layout.boxes(tile, content_targets), content_targets,
+                                       style_factors, content_factors)
+        x0, y0, x1, y1 = tile.crop
+        grad[:, y0:y1, x0:x1, :].assign(grad[:, y0:y1, x0:x1, :] + tile_grad)
+    return total, tf.stack([content, style, tv, temporal]), tf.convert_to_tensor(grad)
+
+
+# -- targets ----------------------------------------------------------------------------------
+def tiled_features(model: FeatureModel, layout: TileLayout, image,
+                   layers: Sequence[str]) -> dict[str, tf.Tensor]:
+    """{name: (1,h,w,C)} maps of `layers` for a whole picture in [0,1] ((H,W,3) or (1,H,W,3)),
+    tile by tile, forward only: model(image)'s to float32 rounding (content targets)."""
+    x = _picture(image)
+    _check(model, layout, layers, (x.shape[2], x.shape[1]))
+    functions = _functions(model)
+    maps = {n: np.zeros((1, *layout.map_size(n), model.widths[int(n[5]) - 1]), np.float32)
+            for n in layers}
+    for tile in layout.tiles:
+        interiors = functions.maps(_crop(x, tile), layout.boxes(tile, layers))
+        for n, interior in interiors.items():
+            row, column, _, _, rows, columns = tile.box(layout.pools[n])
+            maps[n][:, row:row + rows, column:column + columns] = interior.numpy()
+    return {n: tf.convert_to_tensor(m) for n, m in maps.items()}
+
+
+def tiled_grams(model: FeatureModel, layout: TileLayout, image,
+                layers: Sequence[str]) -> dict[str, tf.Tensor]:
+    """{name: (C,C)} Grams (losses.gram) of `layers` for a whole picture in [0,1], tile by
+    tile, forward only (the style targets of a large style image)."""
+    x = _picture(image)
+    _check(model, layout, layers, (x.shape[2], x.shape[1]))
+    functions = _functions(model)
+    sums = {n: 0.0 for n in layers}
+    for tile in layout.tiles:
+        grams, _ = functions.sums(_crop(x, tile), layout.boxes(tile, layers), {}, {})
+        sums = {n: sums[n] + grams[n] for n in layers}
+    return {n: sums[n] / float(np.prod(layout.map_size(n))) for n in layers}
+
+
+# -- memory -----------------------------------------------------------------------------------
+# One forward and backward pass keeps every map up to the deepest layer for the gradient; what
+# it takes beyond the runtime and the weights, measured as peak RSS over the RSS after loading
+# the real VGG19 (one evaluation at 1024×768 whole, and tiles of 256 and 512 px whose largest
+# crops are 416² and 592², a fresh process each, 2-core Xeon, the larger of two runs), against
+# those maps in float32 ("kept", 211, 428 and 960 MiB): direct convolutions 522, 961 and
+# 1742 MiB, Winograd's 710, 1151 and 2670 MiB (its transformed tiles are larger than the maps).
+# The factors below cover each measurement, with BASE for what does not scale (traced graphs,
+# scratch).
+KEPT_FACTOR = {"direct": 2.0, "winograd": 2.8}
+BASE_BYTES = 150 << 20
+
+
+def tile_memory_bytes(tile_side: int, layers: Sequence[str],
+                      widths: Sequence[int] = VGG19_WIDTHS, precision: str = "float32", *,
+                      winograd: bool = False) -> int:
+    """An estimate of the peak memory one tile's forward and backward pass adds: a tile of
+    `tile_side` px with its halo on both sides (the largest crop a layout has)."""
+    side = tile_side + 2 * halo(layers)
+    return pass_memory_bytes((side, side), layers, widths, precision, winograd=winograd)
+
+
+def pass_memory_bytes(size: tuple[int, int], layers: Sequence[str],
+                      widths: Sequence[int] = VGG19_WIDTHS, precision: str = "float32", *,
+                      winograd: bool = False) -> int:
+    """An estimate of the peak memory one forward and backward pass over a (w, h) image (a
+    crop, or a whole picture) adds to the runtime and the weights; picture-sized buffers (the
+    image, its gradient, the optimizer's state, the targets) not counted.
+
+    bfloat16 is estimated as float32: not measured; its maps are half the size, but the
+    requested ones come back in float32 and CPUs without native bfloat16 convert.
+    """
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"unknown precision {precision!r}")
+    width, height = size
+    kept = sum((height >> pools) * (width >> pools) * widths[int(name[5]) - 1] * 4
+               for name, (pools, _) in _reach(layers).items())
+    factor = KEPT_FACTOR["winograd" if winograd and precision == "float32" else "direct"]
+    return int(factor * kept) + BASE_BYTES
