@@ -1,4 +1,4 @@
-"""Command line: parses, calls the library, prints, sets the exit code (DESIGN.md)."""
+"""Command line: parses, calls the library, prints, sets the exit code (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _problem_line(error: UserError) -> str:
-    """One problem, one line: `FILE:LINE: FIELD: message` (DESIGN.md) when a file is known, so
+    """One problem, one line: `FILE:LINE: FIELD: message` (docs/design.md) when a file is known, so
     that editors can jump to it; prefixed with the program's name otherwise."""
     text = printable(str(error))
     return text if error.file is not None else f"batch-style: error: {text}"

@@ -41,14 +41,14 @@ def _spec(default, help: str, *, lo=None, hi=None, choices=None, kind=None):
 class Settings:
     """How one image (or one video frame) is stylized.
 
-    The objective is DESIGN.md's (the TensorFlow tutorial's definitions); see losses.py.
+    The objective is the TensorFlow tutorial's (docs/design.md, engine/losses.py).
     """
 
     size: int = _spec(512, "longest side of the result, px (aspect ratio kept)", lo=16, hi=8192)
     steps: int = _spec(500, "optimizer iterations at the full size", lo=1, hi=100_000)
     optimizer: str = _spec("lbfgs", "lbfgs | adam", choices=OPTIMIZERS)
     learning_rate: float = _spec(0.02, "Adam step size (pixels in [0,1])", lo=1e-6, hi=10.0)
-    # The seed's 1e4 : 1e-2 ratio leaves the photo almost unchanged (DESIGN.md); 1e4 : 1 paints.
+    # The seed's 1e4 : 1e-2 ratio leaves the photo almost unchanged (docs/design.md); 1e4 : 1 paints.
     content_weight: float = _spec(1.0e4, "alpha: weight of the content loss", lo=0.0, hi=1e12)
     style_weight: float = _spec(1.0, "beta: weight of the style loss", lo=0.0, hi=1e12)
     tv_weight: float = _spec(30.0, "weight of the total-variation loss", lo=0.0, hi=1e12)

@@ -43,7 +43,7 @@ class Measurement:
     seconds: float              # optimization wall time (model load and targets excluded)
     seconds_per_step: dict[str, float]  # per precision of the features, after each phase's
                                         # first step (which traces the function)
-    objective: float            # DESIGN.md's objective of the final image, evaluated afresh (fp32)
+    objective: float            # the objective (docs/design.md) of the final image, evaluated afresh (fp32)
     checkpoints: dict[int, float]   # objective after N steps
     # The race to the reference's objective: wall time and objective after each step, as the
     # optimizer read it, or, for runs judged by snapshots, as judged_history gives them.
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"# batch-style bench ({started})\n\nMachine: {machine()}; "
             f"{MATMUL_N}² matrix product: {peak['float32']:.0f} GFLOP/s in float32, "
             f"{peak['bfloat16']:.0f} in bfloat16\n"
-            f"Objective: DESIGN.md's with the default weights, evaluated in float32 on each "
+            f"Objective: docs/design.md's, with the default weights, evaluated in float32 on each "
             f"final image; every method starts from the content image.\n"
             f"GFLOP/s counts the convolution FLOPs an arithmetic performs: a direct step "
             f"{results[0].step_gflop:.0f} GFLOP; Winograd's F(4×4, 3×3) does 1/4 of the "

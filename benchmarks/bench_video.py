@@ -109,7 +109,7 @@ def run_mode(name: str, mode: Mode, args, work: Path, fps: float) -> Outcome:
 
 
 def objectives(outcomes: list[Outcome], args) -> list[Outcome]:
-    """DESIGN.md's objective of every stylized frame (no temporal term), in float32, afresh."""
+    """The objective (docs/design.md) of every stylized frame (no temporal term), in float32, afresh."""
     import dataclasses
 
     from batch_style.engine.model import load_feature_model
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"# batch-style video bench ({started})\n\nMachine: {machine()}\n"
             f"Clip: {Path(args.video).name}, first {outcomes[0].frames} frames at {args.size} px; "
             f"style {Path(args.style).name}; L-BFGS, default weights; coherent mode: warm start "
-            f"along the flow, temporal_weight {weight:g}. Objective: DESIGN.md's (no temporal "
+            f"along the flow, temporal_weight {weight:g}. Objective: docs/design.md's (no temporal "
             f"term), evaluated in float32 on each final frame. Seconds as each worker measured "
             f"its frames (other work on the machine slows them all alike within one run). Chunk "
             f"border jump: the largest change between consecutive frames near a chunk border (its "

@@ -14,7 +14,7 @@ from batch_style.engine.objective import losses_of
 # in L_BFGS_MEMORY_BYTES, never fewer than L_BFGS_MIN_HISTORY. Steps to reach the seed's final
 # objective (tubingen + starry-night, 256 px, float32): 5 pairs: not by step 450, 20: 428,
 # 100: 352; 200 and 400 were a few steps ahead of 100 at step 325-350, for 2-4x the memory.
-# golden_gate + kandinsky, to 4.166e9: 20 pairs 287 steps, 100: 251 (README, Benchmark). The
+# golden_gate + kandinsky, to 4.166e9: 20 pairs 287 steps, 100: 251 (docs/benchmarks.md). The
 # objective's slow tail is where the longer memory pays.
 L_BFGS_HISTORY = 100
 L_BFGS_MIN_HISTORY = 20
@@ -75,7 +75,7 @@ def _lbfgs_direction(x, grad, memory: _Memory, pairs: tf.Variable, s=None, y=Non
     recursion's 4m vector passes). The memory is read twice: once for the products of every
     stored s and y with g and with the new pair (one matrix product), once for the direction.
     (Separate products and a memory shifted by copying took 67 ms a step at 256 px, m = 100, 9%
-    of a Winograd step; README, Benchmark.) Pixels held at a bound by a gradient pointing out of
+    of a Winograd step; docs/benchmarks.md.) Pixels held at a bound by a gradient pointing out of
     [0,1] are fixed for this step. Returns the direction, its largest pixel move and the memory,
     its count set to 0 when it gave no descent direction and was dropped for steepest descent.
 

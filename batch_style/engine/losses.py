@@ -1,4 +1,4 @@
-"""The objective of Gatys et al. as pure functions of tensors (DESIGN.md, "The objective")."""
+"""The objective of Gatys et al. as pure functions of tensors (docs/design.md, "The objective")."""
 
 from __future__ import annotations
 

@@ -168,7 +168,7 @@ class FeatureModel:
 
 def load_feature_model(layer_names: Sequence[str], weights_path=None, *, tiny: bool = False,
                        seed: int = 0) -> FeatureModel:
-    """The real VGG19 (weights resolved as DESIGN.md says) or, with tiny=True, a random tiny one.
+    """The real VGG19 (weights resolved as docs/design.md says) or, with tiny=True, a random tiny one.
 
     In float32; the Stylizer makes a lower-precision twin when the settings ask for one.
     """
