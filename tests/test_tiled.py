@@ -8,11 +8,11 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from batch_style.engine import losses, tiled  # noqa: E402
+from batch_style.engine import losses, tiled, tiles  # noqa: E402
 from batch_style.engine.model import TINY_WIDTHS, FeatureModel, load_feature_model  # noqa: E402
 from batch_style.engine.objective import Temporal  # noqa: E402
 from batch_style.engine.stylizer import Stylizer  # noqa: E402
-from batch_style.engine.tiled import TileLayout  # noqa: E402
+from batch_style.engine.tiles import TileLayout  # noqa: E402
 from batch_style.settings import Settings, resolve  # noqa: E402
 
 CONTENT = Settings().content_layers  # block4_conv2
@@ -65,11 +65,11 @@ def _assert_exact(whole, tiled_result, bound=EXACT, gradient_bound=EXACT) -> dic
 
 # -- the layout -------------------------------------------------------------------------------
 def test_halo_and_grid_follow_the_deepest_layer():
-    assert (tiled.halo(LAYERS), tiled.grid(LAYERS)) == (80, 16)
-    assert (tiled.halo(["block3_conv1"]), tiled.grid(["block3_conv1"])) == (12, 4)
-    assert (tiled.halo(["block2_conv2", "block1_conv1"]), tiled.grid(["block2_conv2"])) == (6, 2)
-    assert (tiled.halo(["block1_conv1"]), tiled.grid(["block1_conv1"])) == (1, 1)
-    assert (tiled.halo(["block5_pool"]), tiled.grid(["block5_pool"])) == (128, 32)
+    assert (tiles.halo(LAYERS), tiles.grid(LAYERS)) == (80, 16)
+    assert (tiles.halo(["block3_conv1"]), tiles.grid(["block3_conv1"])) == (12, 4)
+    assert (tiles.halo(["block2_conv2", "block1_conv1"]), tiles.grid(["block2_conv2"])) == (6, 2)
+    assert (tiles.halo(["block1_conv1"]), tiles.grid(["block1_conv1"])) == (1, 1)
+    assert (tiles.halo(["block5_pool"]), tiles.grid(["block5_pool"])) == (128, 32)
 
 
 @pytest.mark.parametrize("layer", ["block5_conv1", "block3_conv1", "block2_conv2"])
@@ -86,7 +86,7 @@ def test_halo_is_the_smallest_on_the_grid_that_holds_the_receptive_field(layer):
     columns = np.nonzero(np.abs(tape.gradient(value, x).numpy()).sum(axis=(0, 1, 3)))[0]
     cell = 256 // features.shape[1]
     reach = max(cell * i - columns.min(), columns.max() - (cell * i + cell - 1))
-    assert tiled.halo([layer]) - tiled.grid([layer]) < reach <= tiled.halo([layer])
+    assert tiles.halo([layer]) - tiles.grid([layer]) < reach <= tiles.halo([layer])
 
 
 @pytest.mark.parametrize("size, tile_size", [((229, 195), 48), ((256, 240), 32),
@@ -153,8 +153,8 @@ def test_tiled_objective_is_the_whole_pictures(tiny, size, tile_size):
     layout = TileLayout(size, tile_size, LAYERS)
     last = layout.tiles[-1].interior
     assert len(layout) == 1 or min(last[2] - last[0], last[3] - last[1]) < tile_size
-    _assert_exact(tiny.objective("float32").evaluate(x, *args), tiled.tiled_loss_and_grad(tiny.model, layout, x,
-                                                                       *args))
+    _assert_exact(tiny.objective("float32").evaluate(x, *args),
+                  tiled.tiled_loss_and_grad(tiny.model, layout, x, *args))
     # Each part of the gradient alone (content, style), so that no part hides in another's.
     for part in (0, 1):
         weights = np.where(np.arange(4) == part, args[3].numpy(), 0.0)
@@ -268,16 +268,16 @@ def test_real_vgg19_tiled_objective_is_the_whole_pictures():
 
 # -- memory -----------------------------------------------------------------------------------
 def test_tile_memory_estimate_grows_with_the_tile_and_counts_the_halo():
-    by_tile = [tiled.tile_memory_bytes(side, LAYERS) for side in (64, 128, 256, 512, 1024)]
+    by_tile = [tiles.tile_memory_bytes(side, LAYERS) for side in (64, 128, 256, 512, 1024)]
     assert by_tile == sorted(by_tile) and len(set(by_tile)) == len(by_tile)
-    assert tiled.tile_memory_bytes(256, LAYERS) == tiled.pass_memory_bytes((416, 416), LAYERS)
+    assert tiles.tile_memory_bytes(256, LAYERS) == tiles.pass_memory_bytes((416, 416), LAYERS)
     # The maps kept for the gradient: (H·W)·(64+64 + (64+128+128)/4 + …) values, ~quadratic.
-    growth = (by_tile[-1] - tiled.BASE_BYTES) / (by_tile[-2] - tiled.BASE_BYTES)
+    growth = (by_tile[-1] - tiles.BASE_BYTES) / (by_tile[-2] - tiles.BASE_BYTES)
     assert 3.0 < growth < 4.0
-    assert tiled.tile_memory_bytes(256, LAYERS, winograd=True) > by_tile[2]
-    tiny_maps = tiled.tile_memory_bytes(256, LAYERS, TINY_WIDTHS) - tiled.BASE_BYTES
-    assert tiny_maps < (by_tile[2] - tiled.BASE_BYTES) / 10
+    assert tiles.tile_memory_bytes(256, LAYERS, winograd=True) > by_tile[2]
+    tiny_maps = tiles.tile_memory_bytes(256, LAYERS, TINY_WIDTHS) - tiles.BASE_BYTES
+    assert tiny_maps < (by_tile[2] - tiles.BASE_BYTES) / 10
     # A shallower network needs less halo and keeps fewer maps.
-    assert tiled.tile_memory_bytes(256, SHALLOW[1]) < by_tile[2]
+    assert tiles.tile_memory_bytes(256, SHALLOW[1]) < by_tile[2]
     with pytest.raises(ValueError, match="precision"):
-        tiled.tile_memory_bytes(256, LAYERS, precision="float16")
+        tiles.tile_memory_bytes(256, LAYERS, precision="float16")

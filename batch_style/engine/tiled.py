@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from batch_style.engine import losses
-from batch_style.engine.model import VGG19_WIDTHS, FeatureModel, layers_needed
+from batch_style.engine.model import FeatureModel
 from batch_style.engine.tf_runtime import import_tensorflow
+from batch_style.engine.tiles import Tile, TileLayout, deepest, grid, halo
 
 tf = import_tensorflow()
 
@@ -30,125 +30,9 @@ tf = import_tensorflow()
 # picture's 'same' padding has the same zeros.
 
 
-# -- geometry ---------------------------------------------------------------------------------
-def _reach(layers: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """name → (pools before its map, how far in px from a crop's cut edge its map is wrong),
-    for every layer the network computes up to the deepest of `layers`.
-
-    A 3×3 'same' convolution reads zeros at a cut edge where the picture has pixels: one more
-    cell of its map goes wrong (a cell is 2^pools px). A 2×2 pool of a crop that starts on the
-    grid keeps a window right when both its cells are: ceil(wrong / 2) cells of the pooled map.
-    For VGG19 up to block5_conv1 that is 5 cells of 16 px: 80 px (its receptive field, 156 px
-    wide, would say 78, which the 16-px grid rounds up to the same 80).
-    """
-    pools, wrong, reach = 0, 0, {}
-    for name, kind in layers_needed(layers):
-        if kind == "conv":
-            wrong += 1
-        else:
-            pools, wrong = pools + 1, -(-wrong // 2)
-        reach[name] = (pools, wrong << pools)
-    return reach
-
-
-def _deepest(layers: Sequence[str]) -> str:
-    return layers_needed(layers)[-1][0]
-
-
-def grid(layers: Sequence[str]) -> int:
-    """The pooling grid, px, of the network up to the deepest of `layers`: tiles and crops start
-    on it, so max pooling sees the same windows as in the whole picture."""
-    return 1 << max(pools for pools, _ in _reach(layers).values())
-
-
-def halo(layers: Sequence[str]) -> int:
-    """The pixels a tile reads beyond its interior on each side (up to the picture's edge) so
-    that every map of `layers` is right over the interior: a multiple of grid(layers)."""
-    step = grid(layers)
-    return -(-max(wrong for _, wrong in _reach(layers).values()) // step) * step
-
-
-@dataclass(frozen=True)
-class Tile:
-    """One tile: its interior, the pixels whose features it owns, and its crop, the pixels it
-    reads (the interior and the halo, clipped to the picture), each (x0, y0, x1, y1) px."""
-
-    interior: tuple[int, int, int, int]
-    crop: tuple[int, int, int, int]
-
-    def box(self, pools: int) -> tuple[int, int, int, int, int, int]:
-        """The interior on the map after `pools` pools: (row, column) in the whole picture's
-        map, (row, column) in the crop's map, (rows, columns).
-
-        The pools floor odd sides: an interior that ends at the picture's edge ends where the
-        whole map does (⌊W / 2^pools⌋, which is what repeated halving leaves); any other ends on
-        the grid. A narrow last tile may own no position of a deep map, only of shallower ones.
-        """
-        x0, y0, x1, y1 = self.interior
-        crop_x, crop_y = self.crop[:2]
-        column, row = x0 >> pools, y0 >> pools
-        return (row, column, row - (crop_y >> pools), column - (crop_x >> pools),
-                (y1 >> pools) - row, (x1 >> pools) - column)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(rows, columns) px of the crop."""
-        x0, y0, x1, y1 = self.crop
-        return y1 - y0, x1 - x0
-
-
-def _spans(side: int, tile_size: int, halo_px: int) -> list[tuple[int, int, int, int]]:
-    """(start, end, crop start, crop end) along one side: tiles of tile_size from 0, the last
-    one what is left; crops clipped at the picture's edges."""
-    return [(start, min(start + tile_size, side), max(0, start - halo_px),
-             min(side, start + tile_size + halo_px)) for start in range(0, side, tile_size)]
-
-
-class TileLayout:
-    """The tiles of a (width, height) picture whose interiors are at most `tile_size` px a
-    side, for a network computing `layers` (the model's layer names: its deepest layer sets the
-    halo and the grid). Row-major; every pixel is in exactly one interior."""
-
-    def __init__(self, size: tuple[int, int], tile_size: int, layers: Sequence[str]):
-        width, height = size
-        self.size = (int(width), int(height))
-        self.tile_size = int(tile_size)
-        self.layers = tuple(dict.fromkeys(layers))
-        self.grid, self.halo = grid(self.layers), halo(self.layers)
-        self.pools = {name: pools for name, (pools, _) in _reach(self.layers).items()}
-        deepest = _deepest(self.layers)
-        if self.tile_size < self.grid or self.tile_size % self.grid:
-            raise ValueError(f"tile_size {tile_size} px: tiles must be a positive multiple of "
-                             f"{self.grid} px ({self.grid}, {2 * self.grid}, …), VGG19's "
-                             f"pooling grid up to {deepest}")
-        if min(self.size) < self.grid:
-            raise ValueError(f"a {width}×{height} picture is too small for VGG19 up to "
-                             f"{deepest}: each side must be at least {self.grid} px")
-        self.tiles = tuple(Tile((x0, y0, x1, y1), (cx0, cy0, cx1, cy1))
-                           for y0, y1, cy0, cy1 in _spans(height, self.tile_size, self.halo)
-                           for x0, x1, cx0, cx1 in _spans(width, self.tile_size, self.halo))
-
-    def __len__(self) -> int:
-        return len(self.tiles)
-
-    def __repr__(self) -> str:
-        w, h = self.size
-        return (f"TileLayout({w}×{h}, tile_size={self.tile_size}, {len(self)} tiles, "
-                f"halo={self.halo}, grid={self.grid})")
-
-    @property
-    def crop_shapes(self) -> set[tuple[int, int]]:
-        """The distinct crop shapes (the Winograd layers compile once for each)."""
-        return {tile.shape for tile in self.tiles}
-
-    def map_size(self, name: str) -> tuple[int, int]:
-        """(rows, columns) of layer `name`'s map of the whole picture."""
-        pools = self.pools[name]
-        return self.size[1] >> pools, self.size[0] >> pools
-
-    def boxes(self, tile: Tile, names) -> dict[str, tf.Tensor]:
-        """name → tile.box at that layer's depth, as the per-tile functions take it."""
-        return {n: tf.constant(tile.box(self.pools[n]), tf.int32) for n in names}
+def _boxes(layout: TileLayout, tile: Tile, names) -> dict[str, tf.Tensor]:
+    """name → tile.box at that layer's depth, as the per-tile functions take it."""
+    return {n: tf.constant(tile.box(layout.pools[n]), tf.int32) for n in names}
 
 
 # -- the passes over one tile -----------------------------------------------------------------
@@ -259,8 +143,8 @@ def _check(model: FeatureModel, layout: TileLayout, names, size: tuple[int, int]
                          f"not {size[0]}×{size[1]}")
     # A crop too small for the model's deeper layers would pool a map to nothing (oneDNN fails).
     if layout.halo < halo(model.layer_names) or layout.grid % grid(model.layer_names):
-        raise ValueError(f"the layout was made for layers up to {_deepest(layout.layers)}; "
-                         f"the model computes up to {_deepest(model.layer_names)}: make the "
+        raise ValueError(f"the layout was made for layers up to {deepest(layout.layers)}; "
+                         f"the model computes up to {deepest(model.layer_names)}: make the "
                          f"layout from the model's layers")
 
 
@@ -300,8 +184,8 @@ def tiled_loss_and_grad(model: FeatureModel, layout: TileLayout, x, content_targ
     gram_sums = {n: 0.0 for n in style_names}
     content_sums = {n: 0.0 for n in content_targets}
     for tile in layout.tiles:
-        grams, content = functions.sums(_crop(x, tile), layout.boxes(tile, style_names),
-                                        layout.boxes(tile, content_targets), content_targets)
+        grams, content = functions.sums(_crop(x, tile), _boxes(layout, tile, style_names),
+                                        _boxes(layout, tile, content_targets), content_targets)
         gram_sums = {n: gram_sums[n] + grams[n] for n in style_names}
         content_sums = {n: content_sums[n] + content[n] for n in content_targets}
     grams = {n: gram_sums[n] / positions[n] for n in style_names}
@@ -323,8 +207,8 @@ def tiled_loss_and_grad(model: FeatureModel, layout: TileLayout, x, content_targ
     # Pass 2: each tile's gradient added where its crop lies.
     grad = tf.Variable(pixel_grad, trainable=False)
     for tile in layout.tiles:
-        tile_grad = functions.gradient(_crop(x, tile), layout.boxes(tile, style_names),
-                                       layout.boxes(tile, content_targets), content_targets,
+        tile_grad = functions.gradient(_crop(x, tile), _boxes(layout, tile, style_names),
+                                       _boxes(layout, tile, content_targets), content_targets,
                                        style_factors, content_factors)
         x0, y0, x1, y1 = tile.crop
         grad[:, y0:y1, x0:x1, :].assign(grad[:, y0:y1, x0:x1, :] + tile_grad)
@@ -342,7 +226,7 @@ def tiled_features(model: FeatureModel, layout: TileLayout, image,
     maps = {n: np.zeros((1, *layout.map_size(n), model.widths[int(n[5]) - 1]), np.float32)
             for n in layers}
     for tile in layout.tiles:
-        interiors = functions.maps(_crop(x, tile), layout.boxes(tile, layers))
+        interiors = functions.maps(_crop(x, tile), _boxes(layout, tile, layers))
         for n, interior in interiors.items():
             row, column, _, _, rows, columns = tile.box(layout.pools[n])
             maps[n][:, row:row + rows, column:column + columns] = interior.numpy()
@@ -358,47 +242,6 @@ def tiled_grams(model: FeatureModel, layout: TileLayout, image,
     functions = _functions(model)
     sums = {n: 0.0 for n in layers}
     for tile in layout.tiles:
-        grams, _ = functions.sums(_crop(x, tile), layout.boxes(tile, layers), {}, {})
+        grams, _ = functions.sums(_crop(x, tile), _boxes(layout, tile, layers), {}, {})
         sums = {n: sums[n] + grams[n] for n in layers}
     return {n: sums[n] / float(np.prod(layout.map_size(n))) for n in layers}
-
-
-# -- memory -----------------------------------------------------------------------------------
-# One forward and backward pass keeps every map up to the deepest layer for the gradient; what
-# it takes beyond the runtime and the weights, measured as peak RSS over the RSS after loading
-# the real VGG19 (one evaluation at 1024×768 whole, and tiles of 256 and 512 px whose largest
-# crops are 416² and 592², a fresh process each, 2-core Xeon, the larger of two runs), against
-# those maps in float32 ("kept", 211, 428 and 960 MiB): direct convolutions 522, 961 and
-# 1742 MiB, Winograd's 710, 1151 and 2670 MiB (its transformed tiles are larger than the maps).
-# The factors below cover each measurement, with BASE for what does not scale (traced graphs,
-# scratch).
-KEPT_FACTOR = {"direct": 2.0, "winograd": 2.8}
-BASE_BYTES = 150 << 20
-
-
-def tile_memory_bytes(tile_side: int, layers: Sequence[str],
-                      widths: Sequence[int] = VGG19_WIDTHS, precision: str = "float32", *,
-                      winograd: bool = False) -> int:
-    """An estimate of the peak memory one tile's forward and backward pass adds: a tile of
-    `tile_side` px with its halo on both sides (the largest crop a layout has)."""
-    side = tile_side + 2 * halo(layers)
-    return pass_memory_bytes((side, side), layers, widths, precision, winograd=winograd)
-
-
-def pass_memory_bytes(size: tuple[int, int], layers: Sequence[str],
-                      widths: Sequence[int] = VGG19_WIDTHS, precision: str = "float32", *,
-                      winograd: bool = False) -> int:
-    """An estimate of the peak memory one forward and backward pass over a (w, h) image (a
-    crop, or a whole picture) adds to the runtime and the weights; picture-sized buffers (the
-    image, its gradient, the optimizer's state, the targets) not counted.
-
-    bfloat16 is estimated as float32: not measured; its maps are half the size, but the
-    requested ones come back in float32 and CPUs without native bfloat16 convert.
-    """
-    if precision not in ("float32", "bfloat16"):
-        raise ValueError(f"unknown precision {precision!r}")
-    width, height = size
-    kept = sum((height >> pools) * (width >> pools) * widths[int(name[5]) - 1] * 4
-               for name, (pools, _) in _reach(layers).items())
-    factor = KEPT_FACTOR["winograd" if winograd and precision == "float32" else "direct"]
-    return int(factor * kept) + BASE_BYTES
