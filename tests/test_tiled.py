@@ -166,7 +166,8 @@ def test_tiled_objective_is_the_whole_pictures(tiny, size, tile_size):
 def test_a_halo_one_grid_cell_short_is_not_exact(tiny, monkeypatch):
     """The tests above would see a halo too narrow: crops of 64 px where 80 are needed."""
     x, args = _problem(tiny, (256, 176))
-    monkeypatch.setattr(tiled, "halo", lambda layers: 64)
+    monkeypatch.setattr(tiles, "halo", lambda layers: 64)  # the layout's
+    monkeypatch.setattr(tiled, "halo", lambda layers: 64)  # and the check's
     layout = TileLayout((256, 176), 32, LAYERS)
     assert layout.halo == 64
     short = tiled.tiled_loss_and_grad(tiny.model, layout, x, *args)
