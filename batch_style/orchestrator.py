@@ -100,7 +100,7 @@ def worker_setup(options: RunOptions, state_dir: Path,
     if backend == "dask" and workers < 1:
         raise UserError(f"--workers {workers}: a Dask cluster on this machine needs 1 or more "
                         f"worker processes", field="workers")
-    return workers, executors.BackendConfig(gpu_ids=gpus, **common)
+    return workers, executors.BackendConfig(gpu_ids=gpus, workers=max(workers, 1), **common)
 
 
 # -- executors --------------------------------------------------------------------------------

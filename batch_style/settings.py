@@ -29,9 +29,10 @@ INITS = ("content", "noise")  # or a path to an image
 BACKENDS = ("local", "dask")  # where a run's units run (pipeline/executors.py: EXECUTORS)
 
 
-def _spec(default, help: str, *, lo=None, hi=None, choices=None, kind=None):
+def _spec(default, help: str, *, lo=None, hi=None, choices=None, kind=None, multiple=None):
     """A settings field with its validation rule and its one-line help (shown by the CLI)."""
-    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "kind": kind}
+    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "kind": kind,
+            "multiple": multiple}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -69,6 +70,20 @@ class Settings:
     init: str = _spec("content", "content | noise | path to an image", kind="init")
     seed: int = _spec(0, "random seed (noise init, reproducible runs)", lo=0, hi=2**31 - 1)
     scales: int = _spec(1, "coarse-to-fine levels, each half the size of the next", lo=1, hi=6)
+    # Prints (docs/prints.md): a result larger than base_size is first made at base_size, where
+    # the look is set, then refined level by level up to `size`; a level too large for the
+    # memory budget is computed in tiles, exactly (engine/tiled.py).
+    base_size: int = _spec(512, "longest side, px, at which a larger result's look is set: it is "
+                                "made there first, then refined up to size (0: off)",
+                           lo=0, hi=8192)
+    tile_size: int = _spec(0, "tiles of at most this side, px (a multiple of 16), for pictures "
+                              "larger than memory (0: chosen from memory_budget)",
+                           lo=0, hi=8192, multiple=16)
+    memory_budget: int = _spec(0, "MB a worker may use; a larger picture is made in tiles (0: "
+                                  "the GPU's free memory, or a share of the RAM)",
+                               lo=0, hi=10**8)
+    bit_depth: int = _spec(8, "bits per channel of PNG results: 8, or 16 for prints",
+                           choices=(8, 16))
     tolerance: float = _spec(0.0, "stop when the loss improves by less than this fraction "
                                   "over 10 steps (0: run all steps)", lo=0.0, hi=1.0)
     snapshot_every: int = _spec(10, "steps between frames of the progress GIF", lo=1, hi=100_000)
@@ -191,12 +206,15 @@ def check_value(name: str, value: Any) -> tuple[Any, str | None]:
         if not isinstance(value, str):
             return value, f"expected text, {got(value)}"
     if meta["choices"] is not None and value not in meta["choices"]:
-        return value, (f"unknown value {value!r}{did_you_mean(str(value), meta['choices'])}; "
-                       f"expected one of {', '.join(meta['choices'])}")
+        names = [str(c) for c in meta["choices"]]
+        return value, (f"unknown value {value!r}{did_you_mean(str(value), names)}; "
+                       f"expected one of {', '.join(names)}")
     lo, hi = meta["lo"], meta["hi"]
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         rng = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
         return value, f"expected a value {rng}, got {value}"
+    if meta["multiple"] and value % meta["multiple"]:
+        return value, f"expected a multiple of {meta['multiple']}, got {value}"
     return value, None
 
 

@@ -9,12 +9,12 @@ tf = pytest.importorskip("tensorflow")
 
 from batch_style.engine import losses  # noqa: E402
 from batch_style.engine.model import TINY_WIDTHS, FeatureModel, layers_needed  # noqa: E402
+from batch_style.engine.schedule import level_sizes  # noqa: E402
 from batch_style.engine.stylizer import (  # noqa: E402
     Stylizer,
     Temporal,
     effective_precision,
     phases,
-    scale_sizes,
 )
 from batch_style.errors import UserError  # noqa: E402
 from batch_style.media import images  # noqa: E402
@@ -107,7 +107,7 @@ def test_too_small_for_vgg_is_a_user_error(stylizer, pair):
 
 
 def test_scale_sizes_keep_aspect_and_end_at_size():
-    sizes = scale_sizes(1024, 768, resolve({"size": 256, "scales": 3}), 16)
+    sizes = level_sizes(1024, 768, resolve({"size": 256, "scales": 3}), 16)
     assert sizes == [(64, 48), (128, 96), (256, 192)]
 
 

@@ -692,6 +692,7 @@ def raise_out_of_memory(kind: str):
 @pytest.mark.parametrize("kind", OUT_OF_MEMORY)
 def test_a_size_too_big_for_the_gpu_finishes_on_the_cpu_with_the_cpus_choices(
         media_dir, write_manifest, monkeypatch, fake_gpu, kind):
+    """Out of memory on the GPU at once and again in smaller tiles: the CPU finishes it."""
     from batch_style.engine import stylizer
 
     tf = pytest.importorskip("tensorflow")
@@ -701,7 +702,7 @@ def test_a_size_too_big_for_the_gpu_finishes_on_the_cpu_with_the_cpus_choices(
 
     def stylize(self, content, styles, settings, **kwargs):  # the GPU runs out of memory
         tries.append((tf.constant(0.0).device, stylizer.effective_precision(settings)))
-        if len(tries) == 1:
+        if len(tries) <= 2:
             raise_out_of_memory(kind)
         return original(self, content, styles, settings, **kwargs)
 
@@ -709,12 +710,37 @@ def test_a_size_too_big_for_the_gpu_finishes_on_the_cpu_with_the_cpus_choices(
     summary = runner.run([manifest], SERIAL)
     assert summary.done == 1 and not summary.failed
     # On the GPU: bfloat16 for the bulk (Ampere); on its CPU (no native bfloat16): float32.
-    assert tries[0][1] == "mixed"
-    assert "CPU:0" in tries[1][0] and tries[1][1] == "float32"
+    assert tries[0][1] == tries[1][1] == "mixed"
+    assert "CPU:0" in tries[2][0] and tries[2][1] == "float32"
     record = done_records(manifest.parent / "out")[0]
     assert record["gpu"] == "0"
     assert "did not fit GPU 0's memory: ran on the CPU" in record["note"]
     assert "ran on the CPU" in (manifest.parent / "out" / "run.log").read_text()
+
+
+def test_a_size_too_big_for_the_gpu_at_once_is_made_in_tiles_on_the_gpu(
+        media_dir, write_manifest, monkeypatch, fake_gpu):
+    """Out of memory once: the unit is tried again on the GPU with half the memory budget (so in
+    tiles where the picture does not fit), not sent to the CPU."""
+    from batch_style.engine import stylizer
+    from batch_style.pipeline import memory
+
+    manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
+                                "style": str(media_dir / "style.png")}])
+    monkeypatch.setattr(memory, "budget_bytes", lambda settings, gpu, workers: 8 << 30)
+    original, budgets = stylizer.Stylizer.stylize, []
+
+    def stylize(self, content, styles, settings, **kwargs):
+        budgets.append(kwargs["memory"])
+        if len(budgets) == 1:
+            raise_out_of_memory("resource exhausted")
+        return original(self, content, styles, settings, **kwargs)
+
+    monkeypatch.setattr(stylizer.Stylizer, "stylize", stylize)
+    summary = runner.run([manifest], SERIAL)
+    assert summary.done == 1 and budgets == [8 << 30, 4 << 30]
+    record = done_records(manifest.parent / "out")[0]
+    assert record["gpu"] == "0" and "made in smaller tiles" in record["note"]
 
 
 @pytest.mark.parametrize("kind", OUT_OF_MEMORY)

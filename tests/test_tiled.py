@@ -228,7 +228,9 @@ def test_tiles_share_traces_and_run_from_python_only(tiny):
     functions = tiled._functions(tiny.model)
     before = functions.gradient.experimental_get_tracing_count()
     tiled.tiled_loss_and_grad(tiny.model, layout, x, *args)
-    assert functions.gradient.experimental_get_tracing_count() - before <= 2
+    # A fresh function traces for the first shape, then relaxes its shapes (reduce_retracing):
+    # three traces at most for the > 10 crop shapes, where one per shape would be > 10.
+    assert functions.gradient.experimental_get_tracing_count() - before <= 3
 
     @tf.function
     def inside(x):
@@ -282,3 +284,62 @@ def test_tile_memory_estimate_grows_with_the_tile_and_counts_the_halo():
     assert tiles.tile_memory_bytes(256, SHALLOW[1]) < by_tile[2]
     with pytest.raises(ValueError, match="precision"):
         tiles.tile_memory_bytes(256, LAYERS, precision="float16")
+
+
+# -- the Stylizer in tiles ---------------------------------------------------------------------
+def _pictures(size=(128, 96), seed=3):
+    rng = np.random.default_rng(seed)
+    w, h = size
+    content = rng.random((h // 8, w // 8, 3)).astype(np.float32)
+    content = np.kron(content, np.ones((8, 8, 1), np.float32))  # smooth: a photo, not noise
+    return content, rng.random((64, 64, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_a_picture_made_in_tiles_is_the_picture_made_whole(tiny, optimizer):
+    """The issue's check (≤ 1/255 on average) with the tiny network: tiles of 32 px."""
+    content, style = _pictures()
+    base = {"size": 128, "steps": 10, "optimizer": optimizer, "precision": "float32",
+            "convolution": "direct", "tolerance": 0.0, "learning_rate": 0.05}
+    whole = tiny.stylize(content, [style], resolve(base))
+    tiled_result = tiny.stylize(content, [style], resolve({**base, "tile_size": 32}))
+    assert [lv.tile for lv in tiled_result.levels] == [32]
+    assert [lv.tile for lv in whole.levels] == [None]
+    assert np.abs(tiled_result.image - whole.image).mean() <= 1 / 255
+    assert tiled_result.losses.total == pytest.approx(whole.losses.total, rel=1e-3)
+
+
+def test_a_memory_budget_makes_tiles_and_bounds_the_lbfgs_pairs(tiny):
+    content, style = _pictures()
+    settings = resolve({"size": 128, "steps": 4, "precision": "float32",
+                        "convolution": "direct"})
+    plan = tiny.plan(128, 96, settings, memory=1500 << 20)
+    whole = tiny.plan(128, 96, settings, memory=None)
+    assert whole[0].tile is None and whole[0].pairs_bytes is None
+    # 1500 MB: the runtime's 1300 MB and the picture's buffers leave the tiny network's passes
+    # room for the whole picture; the pairs get what is left.
+    assert plan[0].pairs_bytes is not None and plan[0].pairs_bytes < 1500 << 20
+    result = tiny.stylize(content, [style], settings, memory=1500 << 20)
+    assert result.steps == 4 and result.image.shape == (96, 128, 3)
+
+
+def test_a_result_above_base_size_is_made_coarse_to_fine(tiny):
+    content, style = _pictures((256, 192))
+    settings = resolve({"size": 128, "base_size": 64, "steps": 8, "precision": "float32",
+                        "convolution": "direct", "tolerance": 0.0})
+    result = tiny.stylize(content, [style], settings)
+    assert [(lv.size, lv.steps) for lv in result.levels] == [((64, 48), 8), ((128, 96), 2)]
+    assert result.steps == 10 and result.image.shape == (96, 128, 3)
+    assert result.stop_reason == "step cap"
+
+
+@pytest.mark.slow
+def test_a_384_px_picture_in_tiles_of_128_with_the_real_weights():
+    """The issue's judged check with VGG19 itself: 20 steps, tiles of 128 px, ≤ 1/255."""
+    stylizer = Stylizer(load_feature_model(LAYERS))
+    content, style = _pictures((384, 288), seed=5)
+    base = {"size": 384, "steps": 20, "precision": "float32", "convolution": "direct",
+            "tolerance": 0.0}
+    whole = stylizer.stylize(content, [style], resolve(base))
+    tiled_result = stylizer.stylize(content, [style], resolve({**base, "tile_size": 128}))
+    assert np.abs(tiled_result.image - whole.image).mean() <= 1 / 255

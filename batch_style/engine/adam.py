@@ -23,22 +23,24 @@ def adam_update(loss_and_grad, x, m, v, t, learning_rate, *objective_args):
     return total, terms
 
 
-def run_adam(image, settings, schedule, report):
-    """Adam through `schedule` [(Objective, steps, objective args)], reporting each step;
-    returns (image, last losses, steps done, whether the tolerance rule stopped it)."""
+def run_adam(image, settings, schedule, report, *, memory_bytes: int | None = None):
+    """Adam through `schedule` [(Objective, steps, objective args)], reporting each step; a
+    phase that converges hands its unused steps to the next. Returns (image, last losses, steps
+    done, whether the last phase converged before its budget). `memory_bytes` is L-BFGS's."""
     x = tf.Variable(image[None], dtype=tf.float32)
     m = tf.Variable(tf.zeros_like(x))
     v = tf.Variable(tf.zeros_like(x))
     rate = tf.constant(settings.learning_rate, tf.float32)
-    last, n = None, 0
+    last, n, carry, converged = None, 0, 0, False
     for i, (objective, steps, objective_args) in enumerate(schedule):
         if i:
             report.new_phase()
         adam_step = objective.traced(adam_update)
-        for _ in range(steps):
+        end, converged = n + steps + carry, False
+        while n < end and not converged:
             n += 1
             total, terms = adam_step(x, m, v, tf.constant(n), rate, *objective_args)
             last = losses_of(total, terms)
-            if report.step(last, lambda: x.numpy()[0]):
-                return x.numpy()[0], last, n, True
-    return x.numpy()[0], last, n, False
+            converged = report.step(last, lambda: x.numpy()[0])
+        carry = end - n
+    return x.numpy()[0], last, n, converged

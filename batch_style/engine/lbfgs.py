@@ -59,10 +59,13 @@ def _lbfgs_memory(rows: int, n_pixels: int) -> tuple[_Memory, tf.Variable]:
             tf.Variable(tf.zeros((2 * rows, n_pixels)), trainable=False))
 
 
-def history_rows(n_pixels: int) -> int:
-    """Correction pairs L-BFGS keeps for an image of `n_pixels` values (H·W·3)."""
-    fits = L_BFGS_MEMORY_BYTES // (2 * 4 * n_pixels)  # s and y in float32
-    return int(min(L_BFGS_HISTORY, max(L_BFGS_MIN_HISTORY, fits)))
+def history_rows(n_pixels: int, memory_bytes: int | None = None) -> int:
+    """Correction pairs L-BFGS keeps for an image of `n_pixels` values (H·W·3): up to
+    L_BFGS_HISTORY within L_BFGS_MEMORY_BYTES, never fewer than L_BFGS_MIN_HISTORY, unless a
+    memory budget says fewer (`memory_bytes`, the most the pairs may take; at least one pair)."""
+    pair = 2 * 4 * n_pixels  # s and y in float32
+    rows = min(L_BFGS_HISTORY, max(L_BFGS_MIN_HISTORY, L_BFGS_MEMORY_BYTES // pair))
+    return int(rows if memory_bytes is None else max(1, min(rows, memory_bytes // pair)))
 
 
 @tf.function
@@ -143,8 +146,9 @@ def _lbfgs_direction(x, grad, memory: _Memory, pairs: tf.Variable, s=None, y=Non
             memory._replace(count=count))
 
 
-def run_lbfgs(image, settings, schedule, report):
-    """L-BFGS (Gatys et al.'s choice) with box bounds [0,1], kept where the model runs.
+def run_lbfgs(image, settings, schedule, report, *, memory_bytes: int | None = None):
+    """L-BFGS (Gatys et al.'s choice) with box bounds [0,1], kept where the model runs; its
+    pairs take at most `memory_bytes` (history_rows).
 
     Projected L-BFGS: pixels at a bound whose gradient points outward stay put, the step is
     projected onto [0,1], and a backtracking line search (Armijo, quadratic interpolation)
@@ -154,18 +158,19 @@ def run_lbfgs(image, settings, schedule, report):
     objective evaluation, line searches included, so step budgets cost the same for Adam.
 
     With several phases (precision "mixed") the curvature memory carries over: a new phase
-    reads the current image in its precision (a step) and goes on from there. A line search
-    that cannot gain anything even along the steepest descent (bfloat16 noise can do that)
-    ends its phase early.
+    reads the current image in its precision (a step) and goes on from there, with the steps a
+    phase before it left unused (it converged, or its line search could not gain anything even
+    along the steepest descent, which bfloat16 noise can do). Returns (image, its losses, steps
+    done, whether the last phase converged before its budget).
     """
     x = tf.constant(image[None], tf.float32)
     n_pixels = int(np.prod(x.shape))
-    memory, pairs = _lbfgs_memory(history_rows(n_pixels), n_pixels)
+    memory, pairs = _lbfgs_memory(history_rows(n_pixels, memory_bytes), n_pixels)
     zero = tf.zeros_like(x)
-    n, best = 0, (math.inf, None, x)
+    n, best, converged, carry = 0, (math.inf, None, x), False, 0
 
     def record(total, terms, point) -> bool:
-        """One evaluation: count it, keep the best, report; True when the tolerance stops."""
+        """One evaluation: count it, keep the best, report; True when the phase converged."""
         nonlocal n, best
         n += 1
         losses_now = losses_of(total, terms)
@@ -174,29 +179,29 @@ def run_lbfgs(image, settings, schedule, report):
         return report.step(losses_now, lambda: point.numpy()[0])
 
     for i, (objective, steps, objective_args) in enumerate(schedule):
-        if steps <= 0:
+        if steps + carry <= 0:
             continue
         trial = objective.traced(lbfgs_trial)
-        end = n + steps
+        end = n + steps + carry
         if i:
             report.new_phase()
             best = (math.inf, None, x)  # readings in another precision are not comparable
         _, f, terms, g, _ = trial(x, zero, zero, tf.constant(0.0), *objective_args)  # read x
-        if record(f, terms, x):
-            return best[2].numpy()[0], best[1], n, True
+        converged = record(f, terms, x)
         f = float(f)
         direction, largest, memory = _lbfgs_direction(x, g, memory, pairs)
-        while n < end:
+        while n < end and not converged:
             step = 1.0 if int(memory.count) else min(1.0, FIRST_STEP / max(float(largest), 1e-12))
             accepted = False
             while n < end:
                 point, total, terms, point_g, predicted = trial(
                     x, g, direction, tf.constant(step, tf.float32), *objective_args)
-                if record(total, terms, point):
-                    return best[2].numpy()[0], best[1], n, True
+                converged = record(total, terms, point)
                 total, predicted = float(total), float(predicted)  # one read from the device
                 if total <= f + ARMIJO * predicted:
                     accepted = True
+                    break
+                if converged:
                     break
                 curvature = total - f - predicted
                 guess = -predicted * step / (2 * curvature) if curvature > 0 else 0.0
@@ -204,14 +209,16 @@ def run_lbfgs(image, settings, schedule, report):
                 if step * float(largest) < 1e-7:  # no pixel would move more than 1e-7
                     break
             if not accepted:
-                if n >= end or not int(memory.count):
-                    break  # out of budget, or even steepest descent gains nothing here
+                if converged or n >= end or not int(memory.count):
+                    break  # done, out of budget, or even steepest descent gains nothing here
                 # The memory's direction failed: try steepest descent.
                 direction, largest, memory = _lbfgs_direction(
                     x, g, memory._replace(count=tf.constant(0)), pairs)
                 continue
             s, y = point - x, point_g - g
             x, g, f = point, point_g, total
-            direction, largest, memory = _lbfgs_direction(x, g, memory, pairs, s, y)
+            if not converged:
+                direction, largest, memory = _lbfgs_direction(x, g, memory, pairs, s, y)
+        carry = max(end - n, 0)
     # The best point read in the last precision: a line search may have ended on a worse one.
-    return best[2].numpy()[0], best[1], n, False
+    return best[2].numpy()[0], best[1], n, converged

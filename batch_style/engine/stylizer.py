@@ -9,12 +9,15 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from batch_style.engine import losses
+from batch_style.engine import losses, schedule
 from batch_style.engine.adam import run_adam
 from batch_style.engine.lbfgs import run_lbfgs
 from batch_style.engine.model import ARITHMETICS, FeatureModel
 from batch_style.engine.objective import Losses, Objective, Temporal, losses_of
 from batch_style.engine.policy import effective_precision, effective_winograd, phases
+from batch_style.engine.schedule import Level
+from batch_style.engine.tiled import TiledObjective, tiled_features, tiled_grams
+from batch_style.engine.tiles import TileLayout
 from batch_style.errors import UserError
 from batch_style.media import images
 from batch_style.settings import OPTIMIZERS, Settings
@@ -42,25 +45,13 @@ class Result:
     losses: Losses          # at the last step
     steps: int              # objective evaluations over all scales
     seconds: float
-    stopped_early: bool     # the tolerance rule ended a scale before its budget
-    history: tuple[float, ...]  # total loss after each step, all scales in order
+    stopped_early: bool     # the tolerance rule ended the last level before its budget
+    history: tuple[float, ...]  # total loss after each step, all levels in order
+    stop_reason: str = ""   # "converged at step N" or "step cap"
+    levels: tuple[Level, ...] = ()  # how it was made: sizes, steps, tiles
 
 
 Callback = Callable[[Progress], None]
-
-
-def scale_sizes(width: int, height: int, settings: Settings, min_side: int) -> list[tuple[int, int]]:
-    """(w, h) per scale, coarsest first: each half the next, the last at settings.size.
-
-    The same rule `validate` applies (images.scale_sizes), so what validates runs.
-    """
-    sizes = images.scale_sizes(width, height, settings.size, settings.scales, min_side)
-    if not sizes:
-        w, h = images.fit_size(width, height, settings.size)
-        raise UserError(f"the result would be {w}×{h} px, too small for VGG19: each side must be "
-                        f"at least {min_side} px for the layers asked for; raise size",
-                        field="size")
-    return sizes
 
 
 class Stylizer:
@@ -77,6 +68,7 @@ class Stylizer:
         self._models = {"float32": model}
         self._style_cache: dict[Hashable, dict[str, tf.Tensor]] = {}
         self._objectives: dict[str, Objective] = {}
+        self._tiled_objectives: dict[tuple, TiledObjective] = {}
 
     def objective(self, arithmetic: str) -> Objective:
         """The objective with features computed in `arithmetic` (model.ARITHMETICS)."""
@@ -89,10 +81,29 @@ class Stylizer:
             self._models[arithmetic] = self.model.twin(*ARITHMETICS[arithmetic])
         return self._models[arithmetic]
 
+    def _tiled(self, arithmetic: str, size: tuple[int, int], tile: int) -> TiledObjective:
+        key = (arithmetic, size, tile)
+        if key not in self._tiled_objectives:
+            self._tiled_objectives[key] = TiledObjective(
+                self._model(arithmetic), TileLayout(size, tile, self.model.layer_names))
+        return self._tiled_objectives[key]
+
     def phases(self, settings: Settings, steps: int) -> list[tuple[str, int]]:
-        """(arithmetic, steps) in order for one scale's budget on this process's hardware."""
-        winograd = self.model.winograd_differs and effective_winograd(settings)
-        return phases(effective_precision(settings), steps, winograd)
+        """(arithmetic, steps) in order for one level's budget on this process's hardware."""
+        return phases(effective_precision(settings), steps, self._winograd(settings))
+
+    def _winograd(self, settings: Settings) -> bool:
+        return self.model.winograd_differs and effective_winograd(settings)
+
+    def plan(self, width: int, height: int, settings: Settings, steps: int | None = None, *,
+             coarse: bool = True, memory: int | None = None) -> list[Level]:
+        """The levels a width×height content is made in (schedule.levels), each whole or in
+        tiles for a budget of `memory` bytes (schedule.plan)."""
+        steps = settings.steps if steps is None else steps
+        return [schedule.plan(level, settings, self.model.layer_names, memory,
+                              widths=self.model.widths, winograd=self._winograd(settings))
+                for level in schedule.levels(width, height, settings, self.model.min_size,
+                                             steps, coarse)]
 
     # -- targets ----------------------------------------------------------------------------
     # Targets come from the model in the precision that optimizes against them. bfloat16 maps
@@ -103,21 +114,31 @@ class Stylizer:
     # which spares compiling its layers for the style image's shape (~0.7 s a layer).
     def style_grams(self, style: np.ndarray, longest: int, layers: Sequence[str],
                     key: Hashable | None = None, precision: str = "float32",
-                    ) -> dict[str, tf.Tensor]:
-        """Gram matrices of a style image resized to `longest` px, cached when `key` is given."""
+                    tile: int | None = None) -> dict[str, tf.Tensor]:
+        """Gram matrices of a style image resized to `longest` px, cached when `key` is given;
+        computed in tiles of `tile` px where the picture is (the same Grams)."""
         cache_key = None if key is None else (key, longest, tuple(layers), precision)
         if cache_key in self._style_cache:
             return self._style_cache[cache_key]
         h, w = style.shape[:2]
-        resized = images.resize(style, images.fit_size(w, h, longest))
-        features = self._model(precision)(tf.constant(resized[None]))
-        grams = {n: losses.gram(features[n]) for n in layers}
+        size = images.fit_size(w, h, longest)
+        resized = images.resize(style, size)
+        if tile is not None and tile < max(size):
+            layout = TileLayout(size, tile, self.model.layer_names)
+            grams = tiled_grams(self._model(precision), layout, resized[None], list(layers))
+        else:
+            features = self._model(precision)(tf.constant(resized[None]))
+            grams = {n: losses.gram(features[n]) for n in layers}
         if cache_key is not None:
             self._style_cache[cache_key] = grams
         return grams
 
     def content_targets(self, content: np.ndarray, layers: Sequence[str],
-                        precision: str = "float32") -> dict[str, tf.Tensor]:
+                        precision: str = "float32", tile: int | None = None,
+                        ) -> dict[str, tf.Tensor]:
+        if tile is not None:
+            layout = TileLayout(content.shape[1::-1], tile, self.model.layer_names)
+            return tiled_features(self._model(precision), layout, content[None], list(layers))
         features = self._model(precision)(tf.constant(content[None]))
         return {n: features[n] for n in layers}
 
@@ -125,11 +146,13 @@ class Stylizer:
     def stylize(self, content: np.ndarray, styles: Sequence[np.ndarray], settings: Settings, *,
                 style_keys: Sequence[Hashable] | None = None, init: np.ndarray | None = None,
                 steps: int | None = None, temporal: Temporal | None = None,
-                callback: Callback | None = None) -> Result:
+                callback: Callback | None = None, memory: int | None = None) -> Result:
         """Stylize `content` (HxWx3 in [0,1], any size) with `styles`, as `settings` say.
 
-        `init` (any size) replaces settings.init; `steps` replaces settings.steps (video frames
-        after the first use frame_steps); `temporal` adds the video coherence term.
+        `init` (any size) replaces settings.init; `steps` replaces settings.steps and makes the
+        picture at its size alone (video frames after the first start from the previous one);
+        `temporal` adds the video coherence term; `memory`: the bytes a level may take, beyond
+        which it is made in tiles (None: no limit).
         """
         missing = set(settings.content_layers + settings.style_layers) - set(
             self.model.layer_names)
@@ -141,33 +164,37 @@ class Stylizer:
         started = time.perf_counter()
         budget = settings.steps if steps is None else steps
         height, width = content.shape[:2]
-        sizes = scale_sizes(width, height, settings, self.model.min_size)
-        image = self._initial_image(content, sizes[0], settings, init)
+        plan = self.plan(width, height, settings, budget, coarse=steps is None, memory=memory)
+        image = self._initial_image(content, plan[0].size, settings, init)
         if settings.style_blend and len(settings.style_blend) != len(styles):
             raise UserError(f"expected {len(styles)} weights (one per style), got "
                             f"{len(settings.style_blend)}", field="style_blend")
         history: list[float] = []
-        evaluations, stopped_early, last = 0, False, None
-        for scale, (w, h) in enumerate(sizes):
+        evaluations, converged, last = 0, False, None
+        for number, level in enumerate(plan):
+            w, h = level.size
             content_here = images.resize(content, (w, h))
             image = images.resize(image, (w, h)) if image.shape[:2] != (h, w) else image
-            schedule = [(self.objective(p), n, self._objective_args(
-                content_here, styles, style_keys, settings, temporal, p))
-                for p, n in self.phases(settings, budget)]
+            schedule = [(self.objective(p) if level.tile is None else
+                         self._tiled(p, level.size, level.tile), n,
+                         self._objective_args(content_here, styles, style_keys, settings,
+                                              temporal, p, level.tile))
+                        for p, n in self.phases(settings, level.steps)]
             run = RUNS[settings.optimizer]
-            report = _Reporter(callback, settings, scale, len(sizes), (w, h), budget, started,
-                               content_here if settings.preserve_colors else None)
-            image, last, n, early = run(image, settings, schedule, report)
+            report = _Reporter(callback, settings, number, len(plan), (w, h), level.steps,
+                               started, content_here if settings.preserve_colors else None)
+            image, last, n, converged = run(image, settings, schedule, report,
+                                            memory_bytes=level.pairs_bytes)
             history.extend(report.history)
             evaluations += n
-            stopped_early |= early
         if settings.preserve_colors:
             image = images.preserve_colors(image, images.resize(content, image.shape[1::-1]))
         if last is None:  # zero steps: report the objective of the initial image
             last = self.evaluate(image, content, styles, settings, style_keys=style_keys)
         return Result(image=image.astype(np.float32), losses=last, steps=evaluations,
-                      seconds=time.perf_counter() - started, stopped_early=stopped_early,
-                      history=tuple(history))
+                      seconds=time.perf_counter() - started, stopped_early=converged,
+                      history=tuple(history), levels=tuple(plan),
+                      stop_reason=f"converged at step {evaluations}" if converged else "step cap")
 
     def evaluate(self, image: np.ndarray, content: np.ndarray, styles: Sequence[np.ndarray],
                  settings: Settings, *, style_keys=None) -> Losses:
@@ -181,19 +208,19 @@ class Stylizer:
 
     def _objective_args(self, content: np.ndarray, styles: Sequence[np.ndarray], style_keys,
                         settings: Settings, temporal: Temporal | None,
-                        arithmetic: str = "float32") -> tuple:
+                        arithmetic: str = "float32", tile: int | None = None) -> tuple:
         """The objective's arguments besides the image, for `content` already at its size and
-        features computed in `arithmetic`'s precision."""
+        features computed in `arithmetic`'s precision (in tiles of `tile` px, when given)."""
         precision = ARITHMETICS[arithmetic][0]
         h, w = content.shape[:2]
         style_longest = max(round(max(w, h) * settings.style_scale), self.model.min_size)
         keys = list(style_keys) if style_keys is not None else [None] * len(styles)
-        grams = [self.style_grams(s, style_longest, settings.style_layers, k, precision)
+        grams = [self.style_grams(s, style_longest, settings.style_layers, k, precision, tile)
                  for s, k in zip(styles, keys)]
         blend = settings.style_blend or (1.0,) * len(styles)
         layer_weights = dict(zip(settings.style_layers, settings.style_layer_weights
                                  or (1.0,) * len(settings.style_layers)))
-        return (self.content_targets(content, settings.content_layers, precision),
+        return (self.content_targets(content, settings.content_layers, precision, tile),
                 losses.blend_grams(grams, blend) if len(grams) > 1 else grams[0],
                 layer_weights,
                 tf.constant([settings.content_weight, settings.style_weight, settings.tv_weight,

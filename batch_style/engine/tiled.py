@@ -245,3 +245,19 @@ def tiled_grams(model: FeatureModel, layout: TileLayout, image,
         grams, _ = functions.sums(_crop(x, tile), _boxes(layout, tile, layers), {}, {})
         sums = {n: sums[n] + grams[n] for n in layers}
     return {n: sums[n] / float(np.prod(layout.map_size(n))) for n in layers}
+
+
+class TiledObjective:
+    """An Objective (engine/objective.py) computed tile by tile: the same values and gradient,
+    memory bounded by one tile. Evaluated eagerly, tile after tile; the optimizers' compound
+    steps around it are plain Python (traced, they would hold every tile's tape at once)."""
+
+    def __init__(self, model: FeatureModel, layout: TileLayout):
+        self.model, self.layout = model, layout
+
+    def evaluate(self, x, *objective_args):
+        return tiled_loss_and_grad(self.model, self.layout, x, *objective_args)
+
+    def traced(self, step):
+        """`step(evaluate, *args)` with this objective's evaluate bound, run eagerly."""
+        return functools.partial(step, self.evaluate)

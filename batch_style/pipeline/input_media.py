@@ -64,7 +64,8 @@ class Media:
         resized to style_scale × the result's longest side at each level, never under the
         minimum: it must fit at the coarsest level any content of the job is optimized at.
         """
-        from batch_style.media.images import fit_size, pixels_text, scale_sizes
+        from batch_style.engine.schedule import level_sizes
+        from batch_style.media.images import fit_size, pixels_text
 
         deepest, need = min_side(settings.content_layers + settings.style_layers)
         too_small = f"too small for VGG19's {deepest} (needs \u2265 {need} px a side)"
@@ -80,7 +81,7 @@ class Media:
                 self.nodes.error(where, field, f"{what} {w}\u00d7{h} = {pixels_text(w * h)}, {over}")
                 continue
             what += f" {w}\u00d7{h}; at size {size} the result would be"
-            levels = scale_sizes(w, h, size, settings.scales, need)
+            levels = level_sizes(w, h, settings, need)
             rw, rh = fit_size(w, h, size)
             if not levels:
                 self.nodes.error(where, field, f"{what} {rw}\u00d7{rh}, {too_small}; raise size")

@@ -66,6 +66,7 @@ class WorkerConfig:
     device: str = "auto"                # auto | cpu | gpu
     gpu_ids: tuple[str, ...] = ()       # the GPUs of the run's workers, one each (pools.py)
     state_dir: str | None = None        # OUTPUT/.batch_style: workers' progress files
+    workers: int = 1                    # workers of the run on this machine (memory.py)
 
 
 @dataclass(frozen=True)

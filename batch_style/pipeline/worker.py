@@ -149,7 +149,7 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     from batch_style.engine import tf_runtime
     from batch_style.engine.objective import Temporal
     from batch_style.media import images
-    from batch_style.pipeline import events, ledger
+    from batch_style.pipeline import events, ledger, memory
 
     s = unit.settings
     content = images.load_image(unit.content, s.max_pixels)
@@ -172,25 +172,35 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
 
     stylizer = state.stylizer(tuple(dict.fromkeys(s.content_layers + s.style_layers)))
 
-    def stylize():
+    def stylize(memory):
         return stylizer.stylize(content, styles, s, init=init, steps=steps, temporal=temporal,
                                 style_keys=[ledger.file_digest(p) for p in unit.styles],
-                                callback=on_progress)
+                                callback=on_progress, memory=memory)
 
     note = None
+    on_gpu = _GPU is not None and not tf_runtime.computing_on_cpu()
+    budget = memory.budget_bytes(s, _GPU if on_gpu else None, state.config.workers)
     try:
-        result = stylize()
+        result = stylize(budget)
     except Exception as e:
-        if _GPU is None or tf_runtime.computing_on_cpu() or not tf_runtime.out_of_memory(e):
+        if not on_gpu or not tf_runtime.out_of_memory(e):
             raise
-        # Too big for this GPU's memory: finish the unit on the CPU (slower, but it finishes)
-        # rather than fail it; the note tells the operator to lower size or scale out. on_cpu()
-        # makes the CPU's choices too (float32 where bfloat16 is emulated, Winograd).
         w, h = images.fit_size(content.shape[1], content.shape[0], s.size)
-        note = f"{w}×{h} px did not fit GPU {_GPU}'s memory: ran on the CPU instead"
         snapshots.clear()
-        with tf_runtime.on_cpu():
-            result = stylize()
+        try:
+            # The estimate was short of what this card had free: in smaller tiles, on the GPU.
+            result = stylize(budget // 2 if budget else 4 << 30)
+            note = f"{w}×{h} px did not fit GPU {_GPU}'s memory at once: made in smaller tiles"
+        except Exception as again:
+            if not tf_runtime.out_of_memory(again):
+                raise
+            # Finish the unit on the CPU (slower, but it finishes) rather than fail it; the note
+            # tells the operator. on_cpu() makes the CPU's choices too (float32 where bfloat16
+            # is emulated, Winograd) and its own memory budget.
+            note = f"{w}×{h} px did not fit GPU {_GPU}'s memory: ran on the CPU instead"
+            snapshots.clear()
+            with tf_runtime.on_cpu():
+                result = stylize(memory.budget_bytes(s, None, state.config.workers))
     beat.done()
     images.save_image(result.image, unit.output)
     if unit.progress_gif is not None:
