@@ -1195,3 +1195,20 @@ def test_a_video_ffmpeg_cannot_write_fails_alone(media_dir, write_manifest, monk
                                                   "argument")]
     out = path.parent / "out"
     assert (out / "pair/photo.png").is_file() and not (out / "clip/clip.mp4").exists()
+
+
+@pytest.mark.parametrize("settings, message", [
+    ("{memory_budget: 100, size: 2048}", "memory_budget: a 2048×1365 px picture needs at least"),
+    ("{tile_size: 40}", "expected a multiple of 16, got 40"),
+    ("{tile_size: 48, style_layers: [block5_pool]}", "tile_size: expected a multiple of 32"),
+])
+def test_tiles_and_memory_budgets_that_cannot_work_are_refused_at_validation(tmp_path, settings,
+                                                                             message):
+    noise(48, 32).save(tmp_path / "c.png")
+    noise(32, 32, 1).save(tmp_path / "s.png")
+    (tmp_path / "m.yaml").write_text(f"version: 1\noutput: out\njobs:\n  - {{name: a, content: "
+                                     f"c.png, style: s.png, settings: {settings}}}\n")
+    done = run_cli("validate", "m.yaml", cwd=tmp_path)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert message in done.stderr and done.stderr.startswith("m.yaml:")
+    assert not (tmp_path / "out").exists()

@@ -90,6 +90,9 @@ class Media:
                 self.nodes.error(where, field, f"{what} {rw}\u00d7{rh} = {pixels_text(rw * rh)}, "
                                  f"{over}; lower size")
             coarsest = min(coarsest or size, max(levels[0]))
+            problem = _plan_problem(levels[-1], settings)
+            if problem:
+                self.nodes.error(where, field, f"{what} {rw}\u00d7{rh}; {problem}")
         for path, where, field, role, (w, h) in sized:
             if role != "style" or coarsest is None:
                 continue
@@ -134,3 +137,20 @@ def min_side(layers: Iterable[str]) -> tuple[str, int]:
     deepest layer asked for, and a map needs one pixel (model.FeatureModel.min_size)."""
     needed = layers_needed(list(layers))
     return needed[-1][0], 2 ** sum(1 for _, kind in needed if kind == "pool")
+
+
+def _plan_problem(size: tuple[int, int], settings: Settings) -> str | None:
+    """Why the tiles or the memory budget the settings ask for cannot make a picture of `size`
+    (engine/schedule.plan), found now rather than by a worker; None when they can or say
+    nothing (the default budget depends on the machine that runs the unit)."""
+    from batch_style.engine import schedule
+
+    if not (settings.tile_size or settings.memory_budget):
+        return None
+    layers = settings.content_layers + settings.style_layers
+    try:
+        schedule.plan(schedule.Level(size, 1), settings, layers,
+                      settings.memory_budget << 20 or None)
+    except UserError as error:
+        return f"{error.field}: {error.message}"
+    return None
