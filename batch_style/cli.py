@@ -136,7 +136,8 @@ def cmd_stylize(args) -> int:
         result = Stylizer(model).stylize(content, styles, settings, init=init,
                                          callback=on_progress)
     bar.close()
-    images.save_image(result.image, out)
+    images.save_image(result.image, out, bit_depth=settings.bit_depth,
+                      icc_profile=images.image_profile(Path(args.content)))
     if gif is not None:
         write_progress_gif(content, snapshots, result.image, gif, settings)
     h, w = result.image.shape[:2]

@@ -298,3 +298,28 @@ def test_match_luminance_flat_image_matches_mean_only():
     out = images.match_luminance(np.full((4, 4, 3), 0.2, np.float32),
                                 np.full((4, 4, 3), 0.6, np.float32))
     assert np.allclose(out, 0.6, atol=1e-4)
+
+
+def test_a_16_bit_png_keeps_the_float_values_and_the_photos_icc_profile(tmp_path):
+    """Prints: 16 bits per channel (Pillow writes 16-bit greyscale only), and the photo's
+    colour profile carried over to the result."""
+    import cv2
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 6), (10, 200, 30)).save(photo, icc_profile=icc)
+    assert images.image_profile(photo) == icc
+    # 105 values 1/10000 apart: 8 bits would round them to two or three levels
+    gradient = (0.5 + 1e-4 * np.arange(7 * 5 * 3, dtype=np.float32)).reshape(5, 7, 3)
+    images.save_image(gradient, tmp_path / "r.png", bit_depth=16,
+                      icc_profile=images.image_profile(photo))
+    back = cv2.imread(str(tmp_path / "r.png"), cv2.IMREAD_UNCHANGED)[..., ::-1]
+    assert back.dtype == np.uint16 and back.shape == (5, 7, 3)
+    np.testing.assert_allclose(back / 65535.0, gradient, atol=1 / 65535)
+    assert len(np.unique(back)) == gradient.size
+    assert images.image_profile(tmp_path / "r.png") == icc
+    images.save_image(gradient, tmp_path / "r8.png", icc_profile=icc)
+    assert images.image_profile(tmp_path / "r8.png") == icc
+    with pytest.raises(UserError, match="PNG only"):
+        images.save_image(gradient, tmp_path / "r.jpg", bit_depth=16)

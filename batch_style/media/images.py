@@ -6,7 +6,9 @@ import contextlib
 import itertools
 import logging
 import math
+import struct
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -220,13 +222,52 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(image, np.float32) * _UINT8_MAX), 0, 255).astype(np.uint8)
 
 
-def save_image(image: np.ndarray, path: Path) -> None:
-    """Write an RGB image atomically; the format follows the suffix (see IMAGE_FORMATS)."""
+def save_image(image: np.ndarray, path: Path, *, bit_depth: int = 8,
+               icc_profile: bytes | None = None) -> None:
+    """Write an RGB image atomically; the format follows the suffix (see IMAGE_FORMATS).
+
+    `bit_depth` 16 writes a 16-bit PNG (prints: the optimizer's float values without 8-bit
+    banding); `icc_profile` (the photo's, image_profile()) is embedded, so the result's colours
+    mean what the photo's did.
+    """
     path = Path(path)
     fmt, options = _image_format(path)
+    if bit_depth == 16:
+        if fmt != "PNG":
+            raise UserError(f"16 bits per channel are written as PNG only, not {fmt}", file=path)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(_png16(image, icc_profile))
+        return
+    if icc_profile:
+        options = {**options, "icc_profile": icc_profile}
     pil = Image.fromarray(to_uint8(image))
     with atomic_path(path) as tmp:
         pil.save(tmp, format=fmt, **options)
+
+
+def image_profile(path: Path) -> bytes | None:
+    """The ICC colour profile embedded in an image file, or None (none, or unreadable)."""
+    try:
+        with warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("ignore")
+            return im.info.get("icc_profile") or None
+    except _DECODE_ERRORS:
+        return None
+
+
+def _png16(image: np.ndarray, icc_profile: bytes | None) -> bytes:
+    """A 16-bit RGB PNG (Pillow writes 16-bit greyscale only): IHDR, iCCP, IDAT, IEND."""
+    height, width = image.shape[:2]
+    values = np.rint(np.clip(np.asarray(image, np.float64), 0.0, 1.0) * _UINT16_MAX)
+    rows = np.zeros((height, 1 + width * 6), np.uint8)  # each row: filter type 0, then samples
+    rows[:, 1:] = values.astype(">u2").view(np.uint8).reshape(height, width * 6)
+    chunks = [(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))]
+    if icc_profile:
+        chunks.append((b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
+    chunks += [(b"IDAT", zlib.compress(rows.tobytes(), 6)), (b"IEND", b"")]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        for kind, data in chunks)
 
 
 def _image_format(path: Path) -> tuple[str, dict]:

@@ -202,7 +202,8 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
             with tf_runtime.on_cpu():
                 result = stylize(memory.budget_bytes(s, None, state.config.workers))
     beat.done()
-    images.save_image(result.image, unit.output)
+    images.save_image(result.image, unit.output, bit_depth=s.bit_depth,
+                      icc_profile=images.image_profile(unit.content))
     if unit.progress_gif is not None:
         write_progress_gif(content, snapshots, result.image, unit.progress_gif, s)
     step = max(1, len(result.history) // 200)
