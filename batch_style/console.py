@@ -26,10 +26,12 @@ def _bar(fraction: float, width: int = 24) -> str:
 
 
 class StepBar:
-    """One line redrawn in place on a terminal; a line every PLAIN_EVERY_S seconds otherwise."""
+    """One line redrawn in place on a terminal; a line every PLAIN_EVERY_S seconds otherwise;
+    with `every`, a line every `every` steps wherever it goes (the peers' `-print_iter`)."""
 
-    def __init__(self, stream: TextIO, quiet: bool = False):
-        self.stream, self.quiet, self.tty = stream, quiet, _is_tty(stream)
+    def __init__(self, stream: TextIO, quiet: bool = False, every: int | None = None):
+        self.stream, self.quiet, self.every = stream, quiet, every
+        self.tty = _is_tty(stream) and not every
         self.last_plain = 0.0
 
     def update(self, event) -> None:
@@ -43,6 +45,10 @@ class StepBar:
             fraction = event.step / max(event.steps, 1)
             self.stream.write(f"\r{_bar(fraction)} {line}\033[K")
             self.stream.flush()
+        elif self.every:
+            if event.step % self.every == 0 or event.step == event.steps:
+                self.stream.write(line + "\n")
+                self.stream.flush()
         elif time.monotonic() - self.last_plain >= PLAIN_EVERY_S or event.step == event.steps:
             self.last_plain = time.monotonic()
             self.stream.write(line + "\n")
