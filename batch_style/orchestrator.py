@@ -286,7 +286,9 @@ def _record(unit: Unit, result: UnitResult, attempt: int, book: ledger.Ledger,
               "steps": result.steps, "losses": result.losses, "history": list(result.history),
               "worker": result.worker, "gpu": result.gpu,
               "cuda_visible_devices": result.cuda_visible_devices,
-              "tf_loaded_before_pinning": result.tf_loaded_before_pinning}
+              "tf_loaded_before_pinning": result.tf_loaded_before_pinning,
+              "precision": result.precision, "convolution": result.convolution,
+              "device": result.device, "stopped": result.stopped}
     if result.ok:
         record["outputs"] = [str(p) for p in (unit.output, unit.progress_gif) if p]
         summary.done += 1

@@ -177,9 +177,10 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
                                 style_keys=[ledger.file_digest(p) for p in unit.styles],
                                 callback=on_progress)
 
-    note = None
+    note, device = None, "cpu" if _GPU is None or tf_runtime.computing_on_cpu() else f"gpu:{_GPU}"
     try:
         result = stylize()
+        ran = ran_as(stylizer, s, steps)
     except Exception as e:
         if _GPU is None or tf_runtime.computing_on_cpu() or not tf_runtime.out_of_memory(e):
             raise
@@ -191,13 +192,26 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
         snapshots.clear()
         with tf_runtime.on_cpu():
             result = stylize()
+            ran, device = ran_as(stylizer, s, steps), "cpu"
     beat.done()
     images.save_image(result.image, unit.output)
     if unit.progress_gif is not None:
         write_progress_gif(content, snapshots, result.image, unit.progress_gif, s)
     step = max(1, len(result.history) // 200)
     return {"steps": result.steps, "losses": result.losses.as_dict(),
-            "history": tuple(result.history[::step]), "note": note}
+            "history": tuple(result.history[::step]), "note": note, "device": device,
+            "stopped": "tolerance" if result.stopped_early else "step cap", **ran}
+
+
+def ran_as(stylizer, settings, steps: int | None) -> dict:
+    """The precision and convolution the unit's steps ran with (Stylizer.phases: `auto` resolved
+    for this process), for the ledger and the report."""
+    kinds = {arithmetic for arithmetic, n in
+             stylizer.phases(settings, settings.steps if steps is None else steps) if n}
+    float32 = kinds - {"bfloat16"}
+    precision = ("mixed" if "bfloat16" in kinds and float32 else
+                 "bfloat16" if "bfloat16" in kinds else "float32")
+    return {"precision": precision, "convolution": "winograd" if "winograd" in kinds else "direct"}
 
 
 @dataclass(frozen=True)

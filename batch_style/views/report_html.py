@@ -43,14 +43,18 @@ class Thumbs:
         self.styles: dict[str, tuple[str, str | None]] = {}   # path → (css class, data URI)
 
     # -- images ---------------------------------------------------------------------------------
-    def thumb(self, path: str, caption: str, px: int) -> str:
+    def thumb(self, path: str, caption: str, px: int, link: bool = False) -> str:
+        """A thumbnail; with `link`, it opens the full-size file (a result, under OUTPUT)."""
         uri = self.data_uri(path, px)
         cap = f"<figcaption>{e(caption)}</figcaption>" if caption else ""
         name = e(Path(path).name)
         if uri is None:
             return (f'<figure><div class="thumb missing" title="{e(path)}"><b>no image</b>'
                     f'<span>{name}</span></div>{cap}</figure>')
-        return f'<figure><img class="thumb" src="{uri}" alt="{name}" title="{name}">{cap}</figure>'
+        img = f'<img class="thumb" src="{uri}" alt="{name}" title="{name}">'
+        if link:
+            img = f'<a href="{self.href(path)}">{img}</a>'
+        return f'<figure>{img}{cap}</figure>'
 
     def style_thumb(self, path: str) -> str:
         # Every row of a job shows the same style: its pixels go once into the page's CSS.
@@ -187,7 +191,7 @@ class JobSheet:
         cells = [self.thumbs.thumb(p["content"], "content", px), '<i class="arrow">→</i>',
                  "".join(self.thumbs.style_thumb(s) for s in p["styles"]), '<i class="arrow">→</i>']
         if unit.status == "done":
-            cells.append(self.thumbs.thumb(p["output"], "result", px))
+            cells.append(self.thumbs.thumb(p["output"], "result", px, link=True))
             gif = p.get("progress_gif")
             if gif and Path(gif).exists():
                 cells.append(f'<figure><img class="thumb" loading="lazy" src="{self.thumbs.href(gif)}" '
@@ -212,14 +216,13 @@ class JobSheet:
         losses = r.get("losses") or {}
         parts = [duration(float(r.get("seconds") or 0))]
         if r.get("steps"):
-            parts.append(f"{r['steps']} steps")
+            parts.append(f"{r['steps']} steps" + (f" ({r['stopped']})" if r.get("stopped") else ""))
         if (r.get("attempts") or 1) > 1:
             parts.append(f"{r['attempts']} attempts")
         if losses.get("total") is not None:
             parts.append(f"loss {num(losses['total'])}")
-        where = f"worker {r['worker']}" if r.get("worker") else ""
-        if r.get("gpu") is not None:
-            where += f" · GPU {r['gpu']}"
+        where = " · ".join(filter(None, [ran_as(r), f"worker {r['worker']}" if r.get("worker")
+                                         else ""]))
         return (f'<p class="nums">{e(" · ".join(parts))}</p>'
                 + (f'<p class="nums muted">{e(where)}</p>' if where else ""))
 
@@ -252,7 +255,8 @@ class JobSheet:
         picks = spread(units, VIDEO_SAMPLES)
         strip = '<div class="frame labels"><span>input</span><span>result</span></div>' + "".join(
             f'<div class="frame">{self.thumbs.thumb(u.plan["content"], "", THUMB_PX // 2)}'
-            + (self.thumbs.thumb(u.plan["output"], "", THUMB_PX // 2) if u.status == "done" else
+            + (self.thumbs.thumb(u.plan["output"], "", THUMB_PX // 2, link=True)
+               if u.status == "done" else
                f'<figure><div class="thumb {u.status}"><b>{e(u.status)}</b></div></figure>')
             + f'<span>{e(short(u))}</span></div>' for u in picks)
         source = Path(video.plan.get("source", "")).name if video else ""
@@ -276,7 +280,7 @@ class JobSheet:
         for u in job.units + job.videos:
             r = u.record or {}
             losses = r.get("losses") or {}
-            where = (r.get("worker") or "") + (f" · GPU {r['gpu']}" if r.get("gpu") else "")
+            where = " · ".join(filter(None, [ran_as(r), r.get("worker")]))
             row_id = f' id="{anchor(u.key)}"' if anchored and u in job.units else ""
             seconds = duration(float(r["seconds"])) if "seconds" in r else ""
             rows.append(
@@ -289,7 +293,7 @@ class JobSheet:
                 + f'<td>{curve_svg(r.get("history") or [], SPARK_W, SPARK_H)}</td>'
                 f'<td class="reason">{e(r.get("error") or "")}</td></tr>')
         table = ('<table class="units"><thead><tr><th>unit</th><th>status</th><th>time</th>'
-                 '<th>steps</th><th>tries</th><th>worker</th><th>loss</th><th>content</th>'
+                 '<th>steps</th><th>tries</th><th>ran as, where</th><th>loss</th><th>content</th>'
                  '<th>style</th><th>tv</th><th>curve</th><th></th></tr></thead><tbody>'
                  + "".join(rows) + "</tbody></table>")
         opened = " open" if len(rows) <= TABLE_OPEN_ROWS or job.count("failed") else ""
@@ -312,6 +316,18 @@ def settings_table(job: dict) -> str:
                     f'<b>{e(value_text(v))}</b></div>' for k, v, bold in items + changed + same)
     return (f'<details class="settings"><summary>settings ({len(changed)} changed from the '
             f'defaults)</summary><div class="grid">{cells}</div></details>') if settings else ""
+
+
+def ran_as(record: dict) -> str:
+    """How a unit ran, as its record says: `float32, winograd convolutions, on the CPU`."""
+    device = record.get("device")
+    if device is None and record.get("gpu") is not None:
+        device = f"gpu:{record['gpu']}"  # a record from before devices were recorded
+    place = {None: "", "cpu": "on the CPU"}.get(device, f"on GPU {str(device)[4:]}")
+    parts = [record.get("precision"),
+             f"{record['convolution']} convolutions" if record.get("convolution") else None,
+             place]
+    return ", ".join(p for p in parts if p)
 
 
 def short(unit: UnitView) -> str:
