@@ -150,6 +150,7 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     from batch_style.engine.objective import Temporal
     from batch_style.media import images
     from batch_style.pipeline import events, ledger
+    from batch_style.pipeline.snapshots import LiveSnapshot
 
     s = unit.settings
     content = images.load_image(unit.content, s.max_pixels)
@@ -164,9 +165,11 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
         temporal = Temporal(previous=start.target, mask=start.mask)
     snapshots = []
     beat = events.WorkerBeat(state.config.state_dir, unit.key, gpu=_GPU)  # live progress file
+    live = LiveSnapshot(state.config.state_dir)  # and the picture as it paints, for the report
 
     def on_progress(event):
         beat.update(event)
+        live.update(event)
         if unit.progress_gif is not None and event.snapshot is not None:
             snapshots.append(images.to_uint8(event.snapshot))
 
@@ -194,6 +197,7 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
             result = stylize()
             ran, device = ran_as(stylizer, s, steps), "cpu"
     beat.done()
+    live.done()
     images.save_image(result.image, unit.output)
     if unit.progress_gif is not None:
         write_progress_gif(content, snapshots, result.image, unit.progress_gif, s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import os
 import time
@@ -11,11 +12,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from batch_style.pipeline import run_folder
+from batch_style.pipeline.live import BusyUnit
 from batch_style.pipeline.run_lock import running_pid
 from batch_style.text import duration
 from batch_style.views.markup import anchor, clock, e, num, plural, spread, value_text
 from batch_style.views.plots import SPARK_H, SPARK_W, curve_svg, frame_losses_svg, loss_plot
 from batch_style.views.report_data import JobView, UnitView
+from batch_style.views.report_live import busy_figure
 
 THUMB_PX = 256          # longest side of a thumbnail, px (shown at up to 200 px: sharp on HiDPI)
 SMALL_THUMB_PX = 128    # for jobs with more than MANY_UNITS images, to keep the page light
@@ -74,25 +77,36 @@ class Thumbs:
 
     def data_uri(self, path: str, px: int) -> str | None:
         """A small JPEG of the image as a data: URI, or None when it cannot be read."""
-        from PIL import Image, ImageOps
-
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with Image.open(path) as im:
-                    im.draft("RGB", (px, px))  # JPEG: decode at a fraction of the size
-                    im = ImageOps.exif_transpose(im).convert("RGB")
-                    im.thumbnail((px, px), Image.Resampling.LANCZOS)
-                    buffer = io.BytesIO()
-                    im.save(buffer, "JPEG", quality=82, optimize=True)
-        except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError):
-            return None  # a missing or damaged file: the row says so instead
-        return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+            stat = os.stat(path)
+        except (OSError, ValueError):
+            return None
+        return _jpeg_uri(str(path), px, stat.st_mtime_ns, stat.st_size)
 
     def href(self, path: str) -> str:
         """The file's address relative to the report (the report lives in OUTPUT/)."""
         rel = os.path.relpath(Path(path).resolve(), self.output_dir.resolve())
         return e(quote(os.fsencode(Path(rel).as_posix())))  # a name's own bytes, %-escaped
+
+
+@functools.lru_cache(maxsize=2048)
+def _jpeg_uri(path: str, px: int, mtime_ns: int, size: int) -> str | None:
+    """Thumbs.data_uri's work, kept while the file is unchanged (its time and size in the key):
+    the live report is written again every few seconds, its pictures mostly the same."""
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                im.draft("RGB", (px, px))  # JPEG: decode at a fraction of the size
+                im = ImageOps.exif_transpose(im).convert("RGB")
+                im.thumbnail((px, px), Image.Resampling.LANCZOS)
+                buffer = io.BytesIO()
+                im.save(buffer, "JPEG", quality=82, optimize=True)
+    except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError):
+        return None  # a missing or damaged file: the row says so instead
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 class Head:
@@ -102,7 +116,7 @@ class Head:
         self.output_dir = output_dir
 
     # -- parts --------------------------------------------------------------------------------
-    def header(self, plan: dict, jobs: list[JobView]) -> str:
+    def header(self, plan: dict, jobs: list[JobView], running: bool = False) -> str:
         units = [u for j in jobs for u in j.units]
         videos = [v for j in jobs for v in j.videos]
         done, failed = (sum(u.status == s for u in units) for s in ("done", "failed"))
@@ -116,7 +130,9 @@ class Head:
         if failures:
             state += f", {plural(failures, 'failure')}"
         pid = running_pid(self.output_dir)
-        if pid is not None and pid != os.getpid():
+        if running:
+            state = "running"  # the run's own live page
+        elif pid is not None and pid != os.getpid():
             state = "running" + (f" (pid {pid})" if pid > 0 else "") + ": this is a snapshot"
         stats = [("done", done, "ok" if done else "muted"),
                  ("failed", failed, "bad" if failed else "muted"),
@@ -165,8 +181,9 @@ class Head:
 class JobSheet:
     """One job's section: its contact sheet (or videos), its table of units, its settings."""
 
-    def __init__(self, thumbs: Thumbs):
+    def __init__(self, thumbs: Thumbs, busy: dict[str, BusyUnit] | None = None):
         self.thumbs = thumbs
+        self.busy = busy or {}      # units being painted now (live report), by key
 
     def job(self, job: JobView) -> str:
         kind = job.plan.get("kind", "images")
@@ -201,6 +218,8 @@ class JobSheet:
             cells.append(f'<figure><div class="thumb failed"><b>failed</b>'
                          f'<span>{e(r.get("error") or "")}</span></div>'
                          f'<figcaption>result</figcaption></figure>')
+        elif unit.key in self.busy:
+            cells.append(busy_figure(self.busy[unit.key], self.thumbs.href))
         else:
             cells.append('<figure><div class="thumb pending"><b>not run yet</b></div>'
                          '<figcaption>result</figcaption></figure>')
