@@ -82,10 +82,14 @@ def test_dry_run_prints_the_plan_and_writes_nothing(media_dir, write_manifest, c
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"{manifest} → {manifest.parent / 'out'}"
-    assert lines[1].startswith("  pair: 1 images, 0 done, 1 to run; 48×36;")
-    assert lines[2].startswith("  fold: 3 images, 0 done, 3 to run; 48×34 (first);")
-    assert lines[3].startswith("  clip: 6 frames, 0 done, 6 to run;")
-    assert f"{SMALL['steps']} steps (adam), then {SMALL['frame_steps']} per frame" in lines[3]
+    # per job: its units (counted right), then every file it will write under the output folder
+    assert lines[1].startswith("  pair: 1 image, 0 done, 1 to run; 48×36;")
+    assert lines[1].endswith("; writes:") and lines[2] == "    pair/photo.png"
+    assert lines[3].startswith("  fold: 3 images, 0 done, 3 to run; 48×34 (first);")
+    assert lines[4:7] == [f"    fold/{name}.png" for name in "abc"]
+    assert lines[7].startswith("  clip: 6 frames, 0 done, 6 to run;")
+    assert f"{SMALL['steps']} steps (adam), then {SMALL['frame_steps']} per frame" in lines[7]
+    assert lines[8:] == ["    clip/clip.mp4", "  and the run's own: report.html, run.log, .batch_style/"]
     assert not (manifest.parent / "out").exists()
     assert files_under(manifest.parent) == before
 
@@ -97,7 +101,7 @@ def test_dry_run_after_a_run_counts_what_is_done(media_dir, write_manifest, cli)
     before = files_under(manifest.parent)
     result = cli.run("run", manifest, "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert "  pair: 1 images, 1 done, 0 to run;" in result.stdout
+    assert "  pair: 1 image, 1 done, 0 to run;" in result.stdout
     assert "  fold: 3 images, 2 done, 1 to run;" in result.stdout
     assert "  fold: 3 images, 0 done, 3 to run;" in cli.run("run", manifest, "--dry-run",
                                                              "--force").stdout
@@ -296,3 +300,32 @@ def test_comma_separated_styles(media_dir, tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.splitlines()[-1] == (
         "batch-style: error: STYLE: no such file 'a.png,b.png'; give several styles as separate "
         "arguments: batch-style stylize CONTENT STYLE STYLE…")
+
+
+def test_dry_run_lists_frames_and_sums_up_long_folders(media_dir, tmp_path, write_manifest, cli):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(14):
+        (photos / f"p{i:02d}.png").write_bytes((media_dir / "photo.png").read_bytes())
+    style = str(media_dir / "style.png")
+    manifest = write_manifest([
+        {"name": "many", "content": str(photos), "style": style, "outputs": ["image", "progress_gif"]},
+        {"name": "clip", "video": str(media_dir / "clip.mp4"), "style": style, "end": 0.2,
+         "outputs": ["gif", "frames"]}])
+    result = cli.run("run", manifest, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("  many: 14 images, 0 done, 14 to run;")
+    assert lines[2:4] == ["    many/p00.png", "    many/p00.progress.gif"]
+    assert lines[13] == "    … and 17 more files in many/"  # 28 files: 11 shown, then the rest
+    assert lines[14].startswith("  clip: 6 frames,")
+    assert lines[15:17] == ["    clip/clip.gif", "    clip/frames/clip/000000.png … 000005.png (6 frames)"]
+
+
+def test_a_run_ends_with_where_its_results_and_report_are(media_dir, write_manifest, cli):
+    manifest = write_manifest(good_jobs(media_dir)[:1])
+    out = manifest.parent / "out"
+    result = cli.run("run", manifest, "--tiny", "--workers", "0")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-2:] == [f"batch-style: results in {out}/",
+                                              f"batch-style: report: {out / 'report.html'}"]
