@@ -170,7 +170,7 @@ def cmd_validate(args) -> int:
     # validate may take its time: it decodes every image, so damaged files are found now.
     manifests = load_all([Path(p) for p in args.manifest], verify_pixels=True)
     for m in manifests:
-        say(f"{m.path}: ok, {len(m.jobs)} jobs → {m.output}")
+        say(f"{m.path}: ok, {len(m.jobs)} job{'' if len(m.jobs) == 1 else 's'} → {m.output}")
     return EXIT_OK
 
 
