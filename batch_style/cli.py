@@ -220,6 +220,17 @@ DEVICE_HELP = ("where to compute: auto (a GPU that TensorFlow can use, else the 
                "(an error without one); default: auto")
 
 
+def cmd_serve(args) -> int:
+    from batch_style.views import serve
+
+    def ready(address: str) -> None:
+        say(f"serving {args.output} at {address} (Ctrl-C to stop)")
+        sys.stdout.flush()
+
+    serve.serve(Path(args.output), args.bind, args.port, ready)
+    return EXIT_OK
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="batch-style",
@@ -314,6 +325,16 @@ def build_parser() -> Parser:
     p.add_argument("output", metavar="OUTPUT", help="the run's output folder")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("serve", help="serve OUTPUT over HTTP, to watch its report from another "
+                                     "machine (the report itself needs no server)")
+    p.add_argument("output", metavar="OUTPUT", help="the run's output folder")
+    p.add_argument("--port", type=count, default=8000, help="default: 8000 (0: any free port)")
+    p.add_argument("--bind", metavar="ADDRESS", default="127.0.0.1",
+                   help="the address to listen on (default: 127.0.0.1, this machine only; "
+                        "0.0.0.0: every network: anyone there can read the folder)")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_serve)
     parser.commands = dict(sub.choices)
     return parser
 
