@@ -248,7 +248,7 @@ def test_an_unknown_command_and_extra_words(capsys):
     err = capsys.readouterr().err
     assert err.splitlines() == ["batch-style: error: 'stylise': unknown command (did you mean "
                                 "stylize? commands: run, validate, stylize, weights, doctor, "
-                                "status, report)"]
+                                "status, report, serve)"]
     with pytest.raises(SystemExit):
         cli_module.main(["status", "out", "more"])
     err = capsys.readouterr().err
