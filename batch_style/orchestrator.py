@@ -164,8 +164,7 @@ def _run_manifest(manifest: Manifest, options: RunOptions, summary: RunSummary, 
     # they may have changed since.
     with _checked(out, jobs), run_lock.RunLock(out), _log_to(run_folder.log_path(out)), \
             events.recording(out, emit, summary, manifest.path) as emit:
-        # report.html from the start, then as units start and finish, until the still last one
-        live = LiveReport(out, lambda view: report.write_report(out, view))
+        live = LiveReport(out, lambda view: report.write_report(out, view))  # report.html, live
         emit = live.tap(emit)
         try:
             _run_plan(manifest, workers, config, options, summary, emit)
@@ -292,8 +291,7 @@ def _record(unit: Unit, result: UnitResult, attempt: int, book: ledger.Ledger,
               "worker": result.worker, "gpu": result.gpu,
               "cuda_visible_devices": result.cuda_visible_devices,
               "tf_loaded_before_pinning": result.tf_loaded_before_pinning,
-              "precision": result.precision, "convolution": result.convolution,
-              "device": result.device, "stopped": result.stopped}
+              **{k: getattr(result, k) for k in ("precision", "convolution", "device", "stopped")}}
     if result.ok:
         record["outputs"] = [str(p) for p in (unit.output, unit.progress_gif) if p]
         summary.done += 1
