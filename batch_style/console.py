@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -26,10 +27,12 @@ def _bar(fraction: float, width: int = 24) -> str:
 
 
 class StepBar:
-    """One line redrawn in place on a terminal; a line every PLAIN_EVERY_S seconds otherwise."""
+    """One line redrawn in place on a terminal; a line every PLAIN_EVERY_S seconds otherwise;
+    with `every`, a line every `every` steps wherever it goes (the peers' `-print_iter`)."""
 
-    def __init__(self, stream: TextIO, quiet: bool = False):
-        self.stream, self.quiet, self.tty = stream, quiet, _is_tty(stream)
+    def __init__(self, stream: TextIO, quiet: bool = False, every: int | None = None):
+        self.stream, self.quiet, self.every = stream, quiet, every
+        self.tty = _is_tty(stream) and not every
         self.last_plain = 0.0
 
     def update(self, event) -> None:
@@ -43,6 +46,10 @@ class StepBar:
             fraction = event.step / max(event.steps, 1)
             self.stream.write(f"\r{_bar(fraction)} {line}\033[K")
             self.stream.flush()
+        elif self.every:
+            if event.step % self.every == 0 or event.step == event.steps:
+                self.stream.write(line + "\n")
+                self.stream.flush()
         elif time.monotonic() - self.last_plain >= PLAIN_EVERY_S or event.step == event.steps:
             self.last_plain = time.monotonic()
             self.stream.write(line + "\n")
@@ -73,6 +80,7 @@ class RunDisplay:
         self.started = time.monotonic()
         self.last_plain = self.started
         self.output: Path | None = None       # the folder whose workers' progress files we read
+        self.reports: dict[Path, str | None] = {}  # each manifest's output folder → its report
         self.beats: list[dict] = []
         self.drawn = 0                          # lines of the live area now on screen (TTY)
         self.lock = threading.RLock()           # the poller thread draws too
@@ -89,6 +97,8 @@ class RunDisplay:
     def _event(self, kind: str, data: dict) -> None:
         if kind == "start":
             self.output = Path(data["output"]) if data.get("output") else self.output
+            if self.output is not None:
+                self.reports.setdefault(self.output, None)
             self._start_poller()
             if data["skipped"]:
                 self._write(f"{data['skipped']} of {data['total']} units already done; "
@@ -100,6 +110,8 @@ class RunDisplay:
             self._write(f"FAILED  {data['key']}: {data['error']}")
         elif kind == "video_done":
             self._write(f"video   {data['key']}: " + ", ".join(data["outputs"]))
+        elif kind == "report" and self.output is not None:
+            self.reports[self.output] = data["path"]
 
     # -- drawing ----------------------------------------------------------------------------------
     def _write(self, text: str) -> None:
@@ -205,14 +217,23 @@ class RunDisplay:
             self.stream.write(printable(f"batch-style: stopped: {summary.stopped}") + "\n")
         if summary.interrupted:
             self.stream.write("batch-style: interrupted; run the same command to resume\n")
+        # Where it all is, last: the results, then the page that shows them.
+        for output, report in self.reports.items():
+            self.stream.write(printable(f"batch-style: results in {output}{os.sep}") + "\n")
+            if report:
+                self.stream.write(printable(f"batch-style: report: {report}") + "\n")
         self.stream.flush()
 
 
+PLAN_PATHS_SHOWN = 12  # per job, in `run --dry-run`: a folder of 500 photos is summed up
+
+
 def describe_plan(manifest, force: bool = False) -> str:
-    """`run --dry-run`: what would run, per job (units, result size, steps, outputs)."""
+    """`run --dry-run`: what would run, per job (units, result size, steps), and every file it
+    would write there."""
     from batch_style import orchestrator as runner
     from batch_style.media import images
-    from batch_style.pipeline import ledger
+    from batch_style.pipeline import ledger, run_folder
     from batch_style.pipeline import plan as planning
 
     plan = planning.make_plan(manifest)
@@ -234,10 +255,39 @@ def describe_plan(manifest, force: bool = False) -> str:
                                                      else "") + ")"
         if job.kind == "video" and s.warm_start and len(units) > 1:
             steps += f", then {s.frame_steps} per frame"
-        lines.append(f"  {job.name}: {len(units)} {'frames' if job.kind == 'video' else 'images'}"
-                     f", {done} done, {len(units) - done} to run; {size}; {steps}; "
-                     f"outputs: {', '.join(job.outputs)}")
+        noun = "frame" if job.kind == "video" else "image"
+        lines.append(f"  {job.name}: {plural(len(units), noun)}, {done} done, "
+                     f"{len(units) - done} to run; {size}; {steps}; writes:")
+        lines += [f"    {path}" for path in _planned_paths(job, units, plan, manifest.output)]
+    state = run_folder.state_dir(manifest.output).name
+    lines.append(f"  and the run's own: {run_folder.REPORT_NAME}, {run_folder.LOG_NAME}, "
+                 f"{state}{os.sep}")
     return "\n".join(lines)
+
+
+def _planned_paths(job, units, plan, out: Path) -> list[str]:
+    """The files a job's units and videos write, under the output folder; a long list summed up."""
+    def under(path: Path) -> str:
+        return str(Path(path).relative_to(out))
+
+    video = next((v for v in plan.videos if v.job == job.name), None)
+    if video is not None:
+        paths = [under(p) for p in video.outputs.values()]
+        if "frames" in job.outputs and video.units:
+            first, last = video.units[0].output, video.units[-1].output
+            paths.append(under(first) + (f" … {last.name} ({plural(len(video.units), 'frame')})"
+                                         if len(video.units) > 1 else ""))
+        return paths
+    files = [under(p) for u in units for p in (u.output, u.progress_gif) if p]
+    if len(files) > PLAN_PATHS_SHOWN:
+        more = len(files) - PLAN_PATHS_SHOWN + 1
+        files = files[:PLAN_PATHS_SHOWN - 1] + [f"… and {plural(more, 'more file')} in "
+                                                 f"{job.name}{os.sep}"]
+    return files
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def format_status(status) -> str:

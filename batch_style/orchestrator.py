@@ -29,6 +29,7 @@ from batch_style.pipeline import (
 from batch_style.pipeline import plan as planning
 from batch_style.pipeline.gpus import require_usable, visible_gpus
 from batch_style.pipeline.jobs import Manifest
+from batch_style.pipeline.live import LiveReport
 from batch_style.pipeline.manifest import load_all
 from batch_style.pipeline.plan import Plan, VideoPlan
 from batch_style.pipeline.units import DISK_FULL, Unit, UnitResult, WorkerConfig
@@ -163,6 +164,8 @@ def _run_manifest(manifest: Manifest, options: RunOptions, summary: RunSummary, 
     # they may have changed since.
     with _checked(out, jobs), run_lock.RunLock(out), _log_to(run_folder.log_path(out)), \
             events.recording(out, emit, summary, manifest.path) as emit:
+        live = LiveReport(out, lambda view: report.write_report(out, view))  # report.html, live
+        emit = live.tap(emit)
         try:
             _run_plan(manifest, workers, config, options, summary, emit)
         except KeyboardInterrupt:
@@ -179,6 +182,7 @@ def _run_manifest(manifest: Manifest, options: RunOptions, summary: RunSummary, 
             log.error("stopping the run: %s; free some space and run the same command again",
                       summary.stopped)
         finally:
+            live.close()
             _write_report(out, emit)
 
 
@@ -286,7 +290,8 @@ def _record(unit: Unit, result: UnitResult, attempt: int, book: ledger.Ledger,
               "steps": result.steps, "losses": result.losses, "history": list(result.history),
               "worker": result.worker, "gpu": result.gpu,
               "cuda_visible_devices": result.cuda_visible_devices,
-              "tf_loaded_before_pinning": result.tf_loaded_before_pinning}
+              "tf_loaded_before_pinning": result.tf_loaded_before_pinning,
+              **{k: getattr(result, k) for k in ("precision", "convolution", "device", "stopped")}}
     if result.ok:
         record["outputs"] = [str(p) for p in (unit.output, unit.progress_gif) if p]
         summary.done += 1

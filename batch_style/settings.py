@@ -46,7 +46,8 @@ class Settings:
     """
 
     size: int = _spec(512, "longest side of the result, px (aspect ratio kept)", lo=16, hi=8192)
-    steps: int = _spec(500, "optimizer iterations at the full size", lo=1, hi=100_000)
+    steps: int = _spec(500, "optimizer steps per scale (a step: one evaluation of the "
+                               "objective and its gradient)", lo=1, hi=100_000)
     optimizer: str = _spec("lbfgs", "lbfgs | adam", choices=OPTIMIZERS)
     learning_rate: float = _spec(0.02, "Adam step size (pixels in [0,1])", lo=1e-6, hi=10.0)
     # The seed's 1e4 : 1e-2 ratio leaves the photo almost unchanged (docs/design.md); 1e4 : 1 paints.

@@ -20,6 +20,24 @@ def duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+def number(value) -> str:
+    """A number as the README writes it: `1e4` and `1e11` rather than 10000.0, `30` and `0.02`
+    as typed, `true`/`false` as in YAML. Round numbers of 10 000 or more take the exponent form
+    (`5e7`); anything else keeps its digits."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, (int, float)):
+        return str(value)
+    if value and abs(value) >= 1e4:
+        mantissa, exponent = f"{value:.1e}".split("e")
+        if float(mantissa) * 10 ** int(exponent) == value:  # two digits say it all
+            return f"{float(mantissa):g}e{int(exponent)}"
+    if isinstance(value, int):
+        return str(value)
+    mantissa, _, exponent = f"{value:g}".partition("e")
+    return f"{mantissa}e{int(exponent)}" if exponent else mantissa  # 1e-06 → 1e-6
+
+
 class EscapingFormatter(logging.Formatter):
     """Log lines whose arguments are printable(): names in them cannot break or forge a line.
 

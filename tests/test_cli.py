@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import SMALL
+from PIL import Image
 
 from batch_style import cli as cli_module
 from batch_style import orchestrator as runner
@@ -81,10 +82,14 @@ def test_dry_run_prints_the_plan_and_writes_nothing(media_dir, write_manifest, c
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"{manifest} → {manifest.parent / 'out'}"
-    assert lines[1].startswith("  pair: 1 images, 0 done, 1 to run; 48×36;")
-    assert lines[2].startswith("  fold: 3 images, 0 done, 3 to run; 48×34 (first);")
-    assert lines[3].startswith("  clip: 6 frames, 0 done, 6 to run;")
-    assert f"{SMALL['steps']} steps (adam), then {SMALL['frame_steps']} per frame" in lines[3]
+    # per job: its units (counted right), then every file it will write under the output folder
+    assert lines[1].startswith("  pair: 1 image, 0 done, 1 to run; 48×36;")
+    assert lines[1].endswith("; writes:") and lines[2] == "    pair/photo.png"
+    assert lines[3].startswith("  fold: 3 images, 0 done, 3 to run; 48×34 (first);")
+    assert lines[4:7] == [f"    fold/{name}.png" for name in "abc"]
+    assert lines[7].startswith("  clip: 6 frames, 0 done, 6 to run;")
+    assert f"{SMALL['steps']} steps (adam), then {SMALL['frame_steps']} per frame" in lines[7]
+    assert lines[8:] == ["    clip/clip.mp4", "  and the run's own: report.html, run.log, .batch_style/"]
     assert not (manifest.parent / "out").exists()
     assert files_under(manifest.parent) == before
 
@@ -96,7 +101,7 @@ def test_dry_run_after_a_run_counts_what_is_done(media_dir, write_manifest, cli)
     before = files_under(manifest.parent)
     result = cli.run("run", manifest, "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert "  pair: 1 images, 1 done, 0 to run;" in result.stdout
+    assert "  pair: 1 image, 1 done, 0 to run;" in result.stdout
     assert "  fold: 3 images, 2 done, 1 to run;" in result.stdout
     assert "  fold: 3 images, 0 done, 3 to run;" in cli.run("run", manifest, "--dry-run",
                                                              "--force").stdout
@@ -183,3 +188,144 @@ def test_stylize_on_the_cpu_leaves_the_gpus_alone(media_dir, tmp_path, fake_gpu,
     assert out.is_file()
     assert fake_gpu == {"set_visible_devices": [([], "GPU")], "set_memory_growth": []}
     assert precisions and set(precisions) == {"float32"}
+
+
+# -- the command line of the field ------------------------------------------------------------
+def test_a_peers_option_is_one_line_that_names_ours(cli):
+    # neural-style-tf's name for the step budget: what a newcomer types first.
+    result = cli.run("stylize", "c.jpg", "s.jpg", "--max_iterations", "5")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "batch-style: error: --max_iterations: unknown option (did you mean --steps?)"]
+
+
+@pytest.mark.parametrize("words, meant", [
+    (["-num_iterations", "5"], "did you mean --steps?"),          # neural-style(-pt)
+    (["--iterations", "5"], "did you mean --steps?"),             # style-transfer-pytorch
+    (["--original_colors"], "did you mean --preserve-colors?"),   # neural-style-tf
+    (["-original_colors", "1"], "did you mean --preserve-colors?"),  # not `-o riginal_colors`
+    (["--image_size", "256"], "did you mean --size?"),
+    (["--max_size", "256"], "did you mean --size?"),
+    (["--content_weight", "1e4"], "did you mean --content-weight?"),
+    (["--tv_weight", "1"], "did you mean --tv-weight?"),
+    (["--init_img_type", "noise"], "did you mean --init?"),
+    (["-save_iter", "50"], "did you mean --save-every?"),
+    (["-print_iter", "50"], "did you mean --print-every?"),
+    (["-output_image", "x.png"], "did you mean -o?"),
+    (["--style_imgs_weights", "1", "1"], "did you mean --style-blend?"),
+    (["--stpes", "5"], "did you mean --steps?"),                  # a typo of ours
+    (["--content_img", "c.jpg"], "the photo is stylize's first argument"),
+    (["--style_imgs", "s.jpg"], "styles are stylize's arguments after the photo"),
+])
+def test_unknown_options_say_what_was_meant(capsys, words, meant):
+    with pytest.raises(SystemExit) as exit_:
+        cli_module.main(["stylize", "c.jpg", "s.jpg", *words])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"batch-style: error: {words[0]}: unknown option ({meant}"), lines
+
+
+def test_a_setting_given_to_run_points_to_the_manifest(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_module.main(["run", "x.yaml", "--max_iterations", "5"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "batch-style: error: --max_iterations: unknown option (in a manifest: the setting "
+        "`steps`, under `defaults` or a job's `settings`)"]
+
+
+def test_abbreviations_argparse_takes_still_pass():
+    args = cli_module.build_parser().parse_args(["stylize", "c.jpg", "s.jpg", "--ste", "5",
+                                                 "-oresult.png", "--content-weight", "-1"])
+    assert (args.steps, args.output, args.content_weight) == (5, "result.png", -1.0)
+
+
+def test_an_unknown_command_and_extra_words(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_module.main(["stylise", "c.jpg", "s.jpg"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["batch-style: error: 'stylise': unknown command (did you mean "
+                                "stylize? commands: run, validate, stylize, weights, doctor, "
+                                "status, report, serve)"]
+    with pytest.raises(SystemExit):
+        cli_module.main(["status", "out", "more"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: batch-style status ")  # the command's own usage
+    assert err.splitlines()[-1] == "batch-style status: error: unrecognized arguments: more"
+
+
+def test_help_speaks_the_readmes_notation(capsys):
+    with pytest.raises(SystemExit):
+        cli_module.main(["stylize", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("(default: 1e4)", "(default: 1e11)", "(default: 30)", "(default: 0.02)",
+                  "(default: 5e7)", "(default: false)", "--preset {seed,draft}",
+                  "draft: size 256, steps 100 (default: none)", "--optimizer {lbfgs,adam}",
+                  "optimizer steps per scale", "--device {auto,cpu,gpu} where to compute",
+                  ".png, .jpg, .jpeg, .webp", "--save-every N", "--print-every N"):
+        assert shown in text, shown
+    assert "10000.0" not in text and "100000000000.0" not in text
+    with pytest.raises(SystemExit):
+        cli_module.main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "MANIFEST a YAML job list" in text and "--device {auto,cpu,gpu} where to compute" in text
+
+
+def test_stylize_writes_webp_numbered_steps_and_prints_every_n(media_dir, tmp_path, capsys):
+    out = tmp_path / "r.webp"
+    assert cli_module.main(["stylize", str(media_dir / "photo.png"), str(media_dir / "style.png"),
+                            "-o", str(out), "--tiny", "--size", "32", "--steps", "6",
+                            "--optimizer", "adam", "--save-every", "2", "--print-every", "3",
+                            "--snapshot-every", "5", "--progress-gif", str(tmp_path)]) == 0
+    assert Image.open(out).format == "WEBP"
+    assert sorted(p.name for p in tmp_path.glob("r.*.webp")) == ["r.0002.webp", "r.0004.webp",
+                                                                  "r.0006.webp"]
+    assert Image.open(tmp_path / "r.0004.webp").size == Image.open(out).size
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split()[1] for line in err] == ["3/6", "6/6"]
+    # the GIF keeps its own pace (every 5 steps and the last): start, 5, 6, result
+    gif = Image.open(tmp_path / "photo_style.progress.gif")
+    assert gif.n_frames <= 4
+
+
+def test_comma_separated_styles(media_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    style, photo = str(media_dir / "style.png"), str(media_dir / "photo.png")
+    assert cli_module.main(["stylize", photo, f"{style},{style}", "--tiny", "--size", "32",
+                            "--steps", "1", "--style-blend", "1", "3", "-q"]) == 0
+    assert (tmp_path / "photo_style.png").is_file()  # split: two styles, two blend weights
+    assert cli_module.main(["stylize", photo, "a.png,b.png", "--tiny"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "batch-style: error: STYLE: no such file 'a.png,b.png'; give several styles as separate "
+        "arguments: batch-style stylize CONTENT STYLE STYLE…")
+
+
+def test_dry_run_lists_frames_and_sums_up_long_folders(media_dir, tmp_path, write_manifest, cli):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(14):
+        (photos / f"p{i:02d}.png").write_bytes((media_dir / "photo.png").read_bytes())
+    style = str(media_dir / "style.png")
+    manifest = write_manifest([
+        {"name": "many", "content": str(photos), "style": style, "outputs": ["image", "progress_gif"]},
+        {"name": "clip", "video": str(media_dir / "clip.mp4"), "style": style, "end": 0.2,
+         "outputs": ["gif", "frames"]}])
+    result = cli.run("run", manifest, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("  many: 14 images, 0 done, 14 to run;")
+    assert lines[2:4] == ["    many/p00.png", "    many/p00.progress.gif"]
+    assert lines[13] == "    … and 17 more files in many/"  # 28 files: 11 shown, then the rest
+    assert lines[14].startswith("  clip: 6 frames,")
+    assert lines[15:17] == ["    clip/clip.gif", "    clip/frames/clip/000000.png … 000005.png (6 frames)"]
+
+
+def test_a_run_ends_with_where_its_results_and_report_are(media_dir, write_manifest, cli):
+    manifest = write_manifest(good_jobs(media_dir)[:1])
+    out = manifest.parent / "out"
+    result = cli.run("run", manifest, "--tiny", "--workers", "0")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-2:] == [f"batch-style: results in {out}/",
+                                              f"batch-style: report: {out / 'report.html'}"]

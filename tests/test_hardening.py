@@ -843,7 +843,7 @@ def test_an_output_folder_given_as_a_symlink_is_fine(corpus, tmp_path, capsys, m
         (corpus / "linked-out.yaml").write_text(f"version: 1\noutput: linked-out\njobs:\n{PAIR}")
         monkeypatch.chdir(corpus)
         assert cli.main(["validate", "linked-out.yaml"]) == 0
-        assert "linked-out.yaml: ok, 1 jobs" in capsys.readouterr().out
+        assert "linked-out.yaml: ok, 1 job " in capsys.readouterr().out
     finally:
         (corpus / "linked-out").unlink()
         (corpus / "linked-out.yaml").unlink()

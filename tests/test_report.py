@@ -264,3 +264,37 @@ def test_report_renders_in_a_browser(finished, tmp_path):
     reds = (image[..., 0] > 180) & (image[..., 1] < 90) & (image[..., 2] < 90)
     assert reds.sum() > 50
     assert len(np.unique(image.reshape(-1, 3)[::7], axis=0)) > 500
+
+
+def test_each_unit_says_how_it_ran(finished, page):
+    # What `auto` resolved to, where and why it stopped: in the ledger, and shown per unit.
+    done = [r for r in _latest(finished).values() if r["status"] == "done" and "#" not in r["key"]]
+    assert len(done) == 6
+    for record in done:
+        assert record["precision"] in ("float32", "mixed", "bfloat16"), record
+        assert record["convolution"] in ("direct", "winograd"), record
+        assert record["device"] == "cpu" and record["stopped"] == "step cap", record
+    a = _latest(finished)["pics/a"]
+    assert f"{a['steps']} steps (step cap)" in page
+    assert html.escape(f"{a['precision']}, {a['convolution']} convolutions, on the CPU") in page
+
+
+def test_results_link_to_their_full_size_files(page):
+    assert '<a href="pics/a.png"><img class="thumb"' in page
+    # a video's frames, when `frames` is not an output, are under the run's state folder
+    assert '<a href=".batch_style/work/clip/clip/out/000000.png"><img class="thumb"' in page
+
+
+def test_a_unit_stopped_by_tolerance_says_so(tmp_path):
+    _png(tmp_path / "style.png", (32, 32), seed=1)
+    _png(tmp_path / "a.png", (32, 24), seed=2)
+    manifest = tmp_path / "m.yaml"
+    # tolerance 1: any improvement over 10 steps is "too little": the unit stops at step 11
+    manifest.write_text(yaml.safe_dump({
+        "version": 1, "output": "out", "jobs": [{"name": "one", "content": "a.png",
+                                                 "style": "style.png"}],
+        "defaults": {"size": 32, "steps": 40, "optimizer": "adam", "tolerance": 1.0}}))
+    assert runner.run([manifest], runner.RunOptions(tiny=True, workers=0)).exit_code == 0
+    record = _latest(tmp_path / "out")["one/a"]
+    assert record["stopped"] == f"converged at step {record['steps']}" and record["steps"] < 40
+    assert f"{record['steps']} steps (tolerance)" in (tmp_path / "out" / "report.html").read_text()

@@ -715,6 +715,8 @@ def test_a_size_too_big_for_the_gpu_finishes_on_the_cpu_with_the_cpus_choices(
     record = done_records(manifest.parent / "out")[0]
     assert record["gpu"] == "0"
     assert "did not fit GPU 0's memory: ran on the CPU" in record["note"]
+    # what it really ran with: the CPU's choices, on the CPU
+    assert (record["device"], record["precision"]) == ("cpu", "float32")
     assert "ran on the CPU" in (manifest.parent / "out" / "run.log").read_text()
 
 

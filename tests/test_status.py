@@ -289,5 +289,9 @@ def test_display_on_a_terminal_shows_bar_and_busy_workers(out):
                                 "losses": {"total": 1.0}})
     last = display.stream.getvalue().rsplit("\x1b[J", 1)[1]
     assert "pics/b" not in last and "1/4 units" in last and "ETA" in last
+    display.event("report", {"path": str(out / "report.html")})
     display.close(RunSummary(done=1))
-    assert display.stream.getvalue().endswith("batch-style: 1 done, 0 already done in 0s\n")
+    # the summary, then where the results are; the last line names the report
+    assert display.stream.getvalue().endswith(
+        f"batch-style: 1 done, 0 already done in 0s\nbatch-style: results in {out}/\n"
+        f"batch-style: report: {out / 'report.html'}\n")

@@ -22,6 +22,7 @@ LOCK_NAME = "lock"              # one run per output folder (run_lock.py)
 EVENTS_NAME = "events.jsonl"    # the event log (events.py)
 PLAN_NAME = "plan.json"         # the jobs and units of every manifest run here
 WORKERS_DIR = "workers"         # live progress: PID.json per busy worker (events.WorkerBeat)
+SNAPSHOTS_DIR = "snapshots"     # PID.jpg: a busy worker's latest picture (snapshots.py)
 WORK_DIR = "work"               # work/JOB/STEM/: a video's extracted frames, flow, lead-ins
 LOG_NAME = "run.log"            # OUTPUT/run.log
 REPORT_NAME = "report.html"     # OUTPUT/report.html
@@ -64,6 +65,10 @@ def events_path(out: Path) -> Path:
 
 def workers_dir(out: Path) -> Path:
     return state_dir(out) / WORKERS_DIR
+
+
+def snapshots_dir(out: Path) -> Path:
+    return state_dir(out) / SNAPSHOTS_DIR
 
 
 def work_dir(out: Path, job: str, stem: str) -> Path:

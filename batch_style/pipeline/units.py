@@ -87,3 +87,8 @@ class UnitResult:
     cuda_visible_devices: str | None = None  # as the worker's TensorFlow saw it
     tf_loaded_before_pinning: bool | None = None  # True is a bug; None: not a pool worker
     note: str | None = None             # something the operator should know about a done unit
+    # What the run resolved `auto` to, and why it ended (the ledger and the report show them):
+    precision: str | None = None        # float32 | bfloat16 | mixed
+    convolution: str | None = None      # direct | winograd (the float32 steps')
+    device: str | None = None           # "cpu" or "gpu:N"
+    stopped: str | None = None          # "step cap" | "converged at step N"

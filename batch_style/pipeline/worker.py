@@ -150,6 +150,7 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     from batch_style.engine.objective import Temporal
     from batch_style.media import images
     from batch_style.pipeline import events, ledger, memory
+    from batch_style.pipeline.snapshots import LiveSnapshot
 
     s = unit.settings
     content = images.load_image(unit.content, s.max_pixels)
@@ -164,9 +165,11 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
         temporal = Temporal(previous=start.target, mask=start.mask)
     snapshots = []
     beat = events.WorkerBeat(state.config.state_dir, unit.key, gpu=_GPU)  # live progress file
+    live = LiveSnapshot(state.config.state_dir)  # and the picture as it paints, for the report
 
     def on_progress(event):
         beat.update(event)
+        live.update(event)
         if unit.progress_gif is not None and event.snapshot is not None:
             snapshots.append(images.to_uint8(event.snapshot))
 
@@ -177,8 +180,9 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
                                 style_keys=[ledger.file_digest(p) for p in unit.styles],
                                 callback=on_progress, memory=memory)
 
-    note = None
-    on_gpu = _GPU is not None and not tf_runtime.computing_on_cpu()
+    note, ran = None, None
+    device = "cpu" if _GPU is None or tf_runtime.computing_on_cpu() else f"gpu:{_GPU}"
+    on_gpu = device != "cpu"
     budget = memory.budget_bytes(s, _GPU if on_gpu else None, state.config.workers)
     try:
         result = stylize(budget)
@@ -201,14 +205,29 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
             snapshots.clear()
             with tf_runtime.on_cpu():
                 result = stylize(memory.budget_bytes(s, None, state.config.workers))
+                ran, device = ran_as(stylizer, s, steps), "cpu"
+    ran = ran or ran_as(stylizer, s, steps)
     beat.done()
+    live.done()
     images.save_image(result.image, unit.output, bit_depth=s.bit_depth,
                       icc_profile=images.image_profile(unit.content))
     if unit.progress_gif is not None:
         write_progress_gif(content, snapshots, result.image, unit.progress_gif, s)
     step = max(1, len(result.history) // 200)
     return {"steps": result.steps, "losses": result.losses.as_dict(),
-            "history": tuple(result.history[::step]), "note": note}
+            "history": tuple(result.history[::step]), "note": note, "device": device,
+            "stopped": result.stop_reason, **ran}
+
+
+def ran_as(stylizer, settings, steps: int | None) -> dict:
+    """The precision and convolution the unit's steps ran with (Stylizer.phases: `auto` resolved
+    for this process), for the ledger and the report."""
+    kinds = {arithmetic for arithmetic, n in
+             stylizer.phases(settings, settings.steps if steps is None else steps) if n}
+    float32 = kinds - {"bfloat16"}
+    precision = ("mixed" if "bfloat16" in kinds and float32 else
+                 "bfloat16" if "bfloat16" in kinds else "float32")
+    return {"precision": precision, "convolution": "winograd" if "winograd" in kinds else "direct"}
 
 
 @dataclass(frozen=True)

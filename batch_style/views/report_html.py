@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import os
 import time
@@ -11,11 +12,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from batch_style.pipeline import run_folder
+from batch_style.pipeline.live import BusyUnit
 from batch_style.pipeline.run_lock import running_pid
 from batch_style.text import duration
 from batch_style.views.markup import anchor, clock, e, num, plural, spread, value_text
 from batch_style.views.plots import SPARK_H, SPARK_W, curve_svg, frame_losses_svg, loss_plot
 from batch_style.views.report_data import JobView, UnitView
+from batch_style.views.report_live import busy_figure
 
 THUMB_PX = 256          # longest side of a thumbnail, px (shown at up to 200 px: sharp on HiDPI)
 SMALL_THUMB_PX = 128    # for jobs with more than MANY_UNITS images, to keep the page light
@@ -43,14 +46,18 @@ class Thumbs:
         self.styles: dict[str, tuple[str, str | None]] = {}   # path → (css class, data URI)
 
     # -- images ---------------------------------------------------------------------------------
-    def thumb(self, path: str, caption: str, px: int) -> str:
+    def thumb(self, path: str, caption: str, px: int, link: bool = False) -> str:
+        """A thumbnail; with `link`, it opens the full-size file (a result, under OUTPUT)."""
         uri = self.data_uri(path, px)
         cap = f"<figcaption>{e(caption)}</figcaption>" if caption else ""
         name = e(Path(path).name)
         if uri is None:
             return (f'<figure><div class="thumb missing" title="{e(path)}"><b>no image</b>'
                     f'<span>{name}</span></div>{cap}</figure>')
-        return f'<figure><img class="thumb" src="{uri}" alt="{name}" title="{name}">{cap}</figure>'
+        img = f'<img class="thumb" src="{uri}" alt="{name}" title="{name}">'
+        if link:
+            img = f'<a href="{self.href(path)}">{img}</a>'
+        return f'<figure>{img}{cap}</figure>'
 
     def style_thumb(self, path: str) -> str:
         # Every row of a job shows the same style: its pixels go once into the page's CSS.
@@ -70,25 +77,36 @@ class Thumbs:
 
     def data_uri(self, path: str, px: int) -> str | None:
         """A small JPEG of the image as a data: URI, or None when it cannot be read."""
-        from PIL import Image, ImageOps
-
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with Image.open(path) as im:
-                    im.draft("RGB", (px, px))  # JPEG: decode at a fraction of the size
-                    im = ImageOps.exif_transpose(im).convert("RGB")
-                    im.thumbnail((px, px), Image.Resampling.LANCZOS)
-                    buffer = io.BytesIO()
-                    im.save(buffer, "JPEG", quality=82, optimize=True)
-        except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError):
-            return None  # a missing or damaged file: the row says so instead
-        return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+            stat = os.stat(path)
+        except (OSError, ValueError):
+            return None
+        return _jpeg_uri(str(path), px, stat.st_mtime_ns, stat.st_size)
 
     def href(self, path: str) -> str:
         """The file's address relative to the report (the report lives in OUTPUT/)."""
         rel = os.path.relpath(Path(path).resolve(), self.output_dir.resolve())
         return e(quote(os.fsencode(Path(rel).as_posix())))  # a name's own bytes, %-escaped
+
+
+@functools.lru_cache(maxsize=2048)
+def _jpeg_uri(path: str, px: int, mtime_ns: int, size: int) -> str | None:
+    """Thumbs.data_uri's work, kept while the file is unchanged (its time and size in the key):
+    the live report is written again every few seconds, its pictures mostly the same."""
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                im.draft("RGB", (px, px))  # JPEG: decode at a fraction of the size
+                im = ImageOps.exif_transpose(im).convert("RGB")
+                im.thumbnail((px, px), Image.Resampling.LANCZOS)
+                buffer = io.BytesIO()
+                im.save(buffer, "JPEG", quality=82, optimize=True)
+    except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError):
+        return None  # a missing or damaged file: the row says so instead
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 class Head:
@@ -98,7 +116,7 @@ class Head:
         self.output_dir = output_dir
 
     # -- parts --------------------------------------------------------------------------------
-    def header(self, plan: dict, jobs: list[JobView]) -> str:
+    def header(self, plan: dict, jobs: list[JobView], running: bool = False) -> str:
         units = [u for j in jobs for u in j.units]
         videos = [v for j in jobs for v in j.videos]
         done, failed = (sum(u.status == s for u in units) for s in ("done", "failed"))
@@ -112,7 +130,9 @@ class Head:
         if failures:
             state += f", {plural(failures, 'failure')}"
         pid = running_pid(self.output_dir)
-        if pid is not None and pid != os.getpid():
+        if running:
+            state = "running"  # the run's own live page
+        elif pid is not None and pid != os.getpid():
             state = "running" + (f" (pid {pid})" if pid > 0 else "") + ": this is a snapshot"
         stats = [("done", done, "ok" if done else "muted"),
                  ("failed", failed, "bad" if failed else "muted"),
@@ -161,8 +181,9 @@ class Head:
 class JobSheet:
     """One job's section: its contact sheet (or videos), its table of units, its settings."""
 
-    def __init__(self, thumbs: Thumbs):
+    def __init__(self, thumbs: Thumbs, busy: dict[str, BusyUnit] | None = None):
         self.thumbs = thumbs
+        self.busy = busy or {}      # units being painted now (live report), by key
 
     def job(self, job: JobView) -> str:
         kind = job.plan.get("kind", "images")
@@ -187,7 +208,7 @@ class JobSheet:
         cells = [self.thumbs.thumb(p["content"], "content", px), '<i class="arrow">→</i>',
                  "".join(self.thumbs.style_thumb(s) for s in p["styles"]), '<i class="arrow">→</i>']
         if unit.status == "done":
-            cells.append(self.thumbs.thumb(p["output"], "result", px))
+            cells.append(self.thumbs.thumb(p["output"], "result", px, link=True))
             gif = p.get("progress_gif")
             if gif and Path(gif).exists():
                 cells.append(f'<figure><img class="thumb" loading="lazy" src="{self.thumbs.href(gif)}" '
@@ -197,6 +218,8 @@ class JobSheet:
             cells.append(f'<figure><div class="thumb failed"><b>failed</b>'
                          f'<span>{e(r.get("error") or "")}</span></div>'
                          f'<figcaption>result</figcaption></figure>')
+        elif unit.key in self.busy:
+            cells.append(busy_figure(self.busy[unit.key], self.thumbs.href))
         else:
             cells.append('<figure><div class="thumb pending"><b>not run yet</b></div>'
                          '<figcaption>result</figcaption></figure>')
@@ -212,14 +235,13 @@ class JobSheet:
         losses = r.get("losses") or {}
         parts = [duration(float(r.get("seconds") or 0))]
         if r.get("steps"):
-            parts.append(f"{r['steps']} steps")
+            parts.append(f"{r['steps']} steps" + (f" ({r['stopped']})" if r.get("stopped") else ""))
         if (r.get("attempts") or 1) > 1:
             parts.append(f"{r['attempts']} attempts")
         if losses.get("total") is not None:
             parts.append(f"loss {num(losses['total'])}")
-        where = f"worker {r['worker']}" if r.get("worker") else ""
-        if r.get("gpu") is not None:
-            where += f" · GPU {r['gpu']}"
+        where = " · ".join(filter(None, [ran_as(r), f"worker {r['worker']}" if r.get("worker")
+                                         else ""]))
         return (f'<p class="nums">{e(" · ".join(parts))}</p>'
                 + (f'<p class="nums muted">{e(where)}</p>' if where else ""))
 
@@ -252,7 +274,8 @@ class JobSheet:
         picks = spread(units, VIDEO_SAMPLES)
         strip = '<div class="frame labels"><span>input</span><span>result</span></div>' + "".join(
             f'<div class="frame">{self.thumbs.thumb(u.plan["content"], "", THUMB_PX // 2)}'
-            + (self.thumbs.thumb(u.plan["output"], "", THUMB_PX // 2) if u.status == "done" else
+            + (self.thumbs.thumb(u.plan["output"], "", THUMB_PX // 2, link=True)
+               if u.status == "done" else
                f'<figure><div class="thumb {u.status}"><b>{e(u.status)}</b></div></figure>')
             + f'<span>{e(short(u))}</span></div>' for u in picks)
         source = Path(video.plan.get("source", "")).name if video else ""
@@ -276,7 +299,7 @@ class JobSheet:
         for u in job.units + job.videos:
             r = u.record or {}
             losses = r.get("losses") or {}
-            where = (r.get("worker") or "") + (f" · GPU {r['gpu']}" if r.get("gpu") else "")
+            where = " · ".join(filter(None, [ran_as(r), r.get("worker")]))
             row_id = f' id="{anchor(u.key)}"' if anchored and u in job.units else ""
             seconds = duration(float(r["seconds"])) if "seconds" in r else ""
             rows.append(
@@ -289,7 +312,7 @@ class JobSheet:
                 + f'<td>{curve_svg(r.get("history") or [], SPARK_W, SPARK_H)}</td>'
                 f'<td class="reason">{e(r.get("error") or "")}</td></tr>')
         table = ('<table class="units"><thead><tr><th>unit</th><th>status</th><th>time</th>'
-                 '<th>steps</th><th>tries</th><th>worker</th><th>loss</th><th>content</th>'
+                 '<th>steps</th><th>tries</th><th>ran as, where</th><th>loss</th><th>content</th>'
                  '<th>style</th><th>tv</th><th>curve</th><th></th></tr></thead><tbody>'
                  + "".join(rows) + "</tbody></table>")
         opened = " open" if len(rows) <= TABLE_OPEN_ROWS or job.count("failed") else ""
@@ -312,6 +335,18 @@ def settings_table(job: dict) -> str:
                     f'<b>{e(value_text(v))}</b></div>' for k, v, bold in items + changed + same)
     return (f'<details class="settings"><summary>settings ({len(changed)} changed from the '
             f'defaults)</summary><div class="grid">{cells}</div></details>') if settings else ""
+
+
+def ran_as(record: dict) -> str:
+    """How a unit ran, as its record says: `float32, winograd convolutions, on the CPU`."""
+    device = record.get("device")
+    if device is None and record.get("gpu") is not None:
+        device = f"gpu:{record['gpu']}"  # a record from before devices were recorded
+    place = {None: "", "cpu": "on the CPU"}.get(device, f"on GPU {str(device)[4:]}")
+    parts = [record.get("precision"),
+             f"{record['convolution']} convolutions" if record.get("convolution") else None,
+             place]
+    return ", ".join(p for p in parts if p)
 
 
 def short(unit: UnitView) -> str:
