@@ -235,7 +235,9 @@ class JobSheet:
         losses = r.get("losses") or {}
         parts = [duration(float(r.get("seconds") or 0))]
         if r.get("steps"):
-            parts.append(f"{r['steps']} steps" + (f" ({r['stopped']})" if r.get("stopped") else ""))
+            stopped = r.get("stopped") or ""
+            parts.append(stopped if stopped.startswith("converged") else
+                         f"{r['steps']} steps" + (f" ({stopped})" if stopped else ""))
         if (r.get("attempts") or 1) > 1:
             parts.append(f"{r['attempts']} attempts")
         if losses.get("total") is not None:
