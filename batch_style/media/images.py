@@ -167,6 +167,16 @@ def fit_size(width: int, height: int, longest: int) -> tuple[int, int]:
     return (max(1, math.floor(width * scale + 0.5)), max(1, math.floor(height * scale + 0.5)))
 
 
+# A mask is resized with its picture, so it must have the picture's shape: aspect ratios may
+# differ by this much (rounding of a resized copy), no more.
+ASPECT_TOLERANCE = 0.01
+
+
+def aspect_differs(size: tuple[int, int], other: tuple[int, int]) -> bool:
+    """Whether two (w, h) sizes' aspect ratios differ by more than ASPECT_TOLERANCE."""
+    return abs((size[0] / size[1]) / (other[0] / other[1]) - 1.0) > ASPECT_TOLERANCE
+
+
 def scale_sizes(width: int, height: int, longest: int, scales: int,
                 min_side: int) -> list[tuple[int, int]]:
     """(w, h) of each coarse-to-fine level for a width×height image, coarsest first: each half
