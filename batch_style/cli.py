@@ -26,7 +26,10 @@ def _add_settings_options(parser: argparse.ArgumentParser) -> None:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
         help_text = meta["help"] + ("" if default is None else f" (default: {shown})")
-        if isinstance(default, bool):
+        if meta["kind"] == "colors":  # --preserve-colors alone: luminance, as it always was
+            group.add_argument(flag, dest=name, nargs="?", const="luminance", default=None,
+                               choices=meta["choices"], metavar="METHOD", help=help_text)
+        elif isinstance(default, bool):
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
         elif meta["kind"] in ("layers", "floats"):
@@ -107,6 +110,7 @@ def cmd_stylize(args) -> int:
                        default + ".progress.gif", inputs) if args.progress_gif else None
     content = images.load_image(Path(args.content), settings.max_pixels)
     styles = [images.load_image(Path(p), settings.max_pixels) for p in args.style]
+    regions = _regions(args, content, styles, settings.max_pixels)
     init = None
     if settings.init not in ("content", "noise"):
         init = images.load_image(Path(settings.init), settings.max_pixels)
@@ -123,7 +127,7 @@ def cmd_stylize(args) -> int:
     from batch_style.pipeline.worker import write_progress_gif
 
     model = load_feature_model(settings.content_layers + settings.style_layers, args.weights,
-                               tiny=args.tiny)
+                               tiny=args.tiny, pooling=settings.pooling)
     bar = console.StepBar(sys.stderr, quiet=args.quiet)
     snapshots = []
 
@@ -133,7 +137,7 @@ def cmd_stylize(args) -> int:
             snapshots.append(images.to_uint8(event.snapshot))
 
     with tf_runtime.on_cpu() if args.device == "cpu" else contextlib.nullcontext():
-        result = Stylizer(model).stylize(content, styles, settings, init=init,
+        result = Stylizer(model).stylize(content, styles, settings, init=init, regions=regions,
                                          callback=on_progress)
     bar.close()
     images.save_image(result.image, out)
@@ -143,6 +147,36 @@ def cmd_stylize(args) -> int:
     say(f"wrote {out} ({w}×{h}, {result.steps} steps, {result.seconds:.1f} s, "
           f"loss {result.losses.total:.4g})")
     return EXIT_OK
+
+
+def _regions(args, content, styles, max_pixels: int):
+    """--style-mask, --style-image-mask (each once per style, in order; `none`: no mask for
+    that style) and --protect as the engine takes them; None when none is given. Every mask
+    must have its picture's aspect ratio, as in a manifest."""
+    from batch_style.engine.objective import Regions
+    from batch_style.media import images
+
+    def per_style(given, flag, pictures):
+        if not given:
+            return ()
+        if len(given) != len(styles):
+            raise UserError(f"expected one per style ({len(styles)}; `none` for a style "
+                            f"without one), got {len(given)}", field=flag)
+        return tuple(None if text == "none" else mask(text, flag, picture)
+                     for text, picture in zip(given, pictures))
+
+    def mask(text, flag, picture):
+        loaded = images.load_mask(Path(text), max_pixels)
+        (h, w), (ph, pw) = loaded.shape, picture.shape[:2]
+        if images.aspect_differs((w, h), (pw, ph)):
+            raise UserError(f"'{text}' is {w}\u00d7{h} and its picture {pw}\u00d7{ph}: a mask "
+                            f"must have its picture's aspect ratio (within 1%)", field=flag)
+        return loaded
+
+    regions = Regions(styles=per_style(args.style_mask, "--style-mask", [content] * len(styles)),
+                      images=per_style(args.style_image_mask, "--style-image-mask", styles),
+                      protect=mask(args.protect, "--protect", content) if args.protect else None)
+    return regions if regions.guided or regions.protect is not None else None
 
 
 def _output_file(text: str, flag: str, suffixes: tuple[str, ...], default_name: str,
@@ -277,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="result image (.png, .jpg or .jpeg), or a folder for it (default: "
                         "CONTENT_STYLE.png in the current folder)")
     p.add_argument("--progress-gif", metavar="PATH", help="also write the optimization as a GIF")
+    p.add_argument("--style-mask", metavar="FILE", action="append", default=None,
+                   help="where a style goes on the result (white = here): once per style, in "
+                        "order; `none` for a style that goes everywhere")
+    p.add_argument("--style-image-mask", metavar="FILE", action="append", default=None,
+                   help="the part of a style image its style is taken from: once per style, "
+                        "in order; `none` for all of it")
+    p.add_argument("--protect", metavar="FILE",
+                   help="a mask of the photo whose content is kept closer (faces, text)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     common(p)
