@@ -139,7 +139,10 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
             shown = " ".join(map(number, default)) if isinstance(default, tuple) else number(default)
             help_text += f" (default: {shown})"
         help_text = help_text.replace("%", "%%")
-        if isinstance(default, bool):
+        if meta["kind"] == "colors":  # --preserve-colors alone: luminance, as it always was
+            group.add_argument(flag, dest=name, nargs="?", const="luminance", default=None,
+                               choices=meta["choices"], metavar="METHOD", help=help_text)
+        elif isinstance(default, bool):
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
         elif meta["kind"] in ("layers", "floats"):

@@ -63,6 +63,7 @@ def cmd_stylize(args) -> int:
                        default + ".progress.gif", inputs) if args.progress_gif else None
     content = images.load_image(Path(args.content), settings.max_pixels)
     styles = [images.load_image(Path(p), settings.max_pixels) for p in args.style]
+    regions = _regions(args, content, styles, settings.max_pixels)
     init = None
     if settings.init not in ("content", "noise"):
         init = images.load_image(Path(settings.init), settings.max_pixels)
@@ -76,10 +77,11 @@ def cmd_stylize(args) -> int:
     from batch_style import console
     from batch_style.engine.model import load_feature_model
     from batch_style.engine.stylizer import Stylizer
+    from batch_style.pipeline import memory
     from batch_style.pipeline.worker import write_progress_gif
 
     model = load_feature_model(settings.content_layers + settings.style_layers, args.weights,
-                               tiny=args.tiny)
+                               tiny=args.tiny, pooling=settings.pooling)
     bar = console.StepBar(sys.stderr, quiet=args.quiet, every=args.print_every)
     snapshots = []
     gif_every = settings.snapshot_every
@@ -97,8 +99,9 @@ def cmd_stylize(args) -> int:
             images.save_image(event.snapshot, _numbered(out, event))
 
     with tf_runtime.on_cpu() if args.device == "cpu" else contextlib.nullcontext():
-        result = Stylizer(model).stylize(content, styles, settings, init=init,
-                                         callback=on_progress)
+        budget = memory.budget_bytes(settings, "0" if tf_runtime.has_gpu() else None)
+        result = Stylizer(model).stylize(content, styles, settings, init=init, regions=regions,
+                                         callback=on_progress, memory=budget)
     bar.close()
     images.save_image(result.image, out, bit_depth=settings.bit_depth,
                       icc_profile=images.image_profile(Path(args.content)))
@@ -131,6 +134,36 @@ def _style_paths(styles: list[str]) -> list[str]:
                             f"arguments: batch-style stylize CONTENT STYLE STYLE…", field="STYLE")
         paths.append(style)
     return paths
+
+
+def _regions(args, content, styles, max_pixels: int):
+    """--style-mask, --style-image-mask (each once per style, in order; `none`: no mask for
+    that style) and --protect as the engine takes them; None when none is given. Every mask
+    must have its picture's aspect ratio, as in a manifest."""
+    from batch_style.engine.objective import Regions
+    from batch_style.media import images
+
+    def per_style(given, flag, pictures):
+        if not given:
+            return ()
+        if len(given) != len(styles):
+            raise UserError(f"expected one per style ({len(styles)}; `none` for a style "
+                            f"without one), got {len(given)}", field=flag)
+        return tuple(None if text == "none" else mask(text, flag, picture)
+                     for text, picture in zip(given, pictures))
+
+    def mask(text, flag, picture):
+        loaded = images.load_mask(Path(text), max_pixels)
+        (h, w), (ph, pw) = loaded.shape, picture.shape[:2]
+        if images.aspect_differs((w, h), (pw, ph)):
+            raise UserError(f"'{text}' is {w}\u00d7{h} and its picture {pw}\u00d7{ph}: a mask "
+                            f"must have its picture's aspect ratio (within 1%)", field=flag)
+        return loaded
+
+    regions = Regions(styles=per_style(args.style_mask, "--style-mask", [content] * len(styles)),
+                      images=per_style(args.style_image_mask, "--style-image-mask", styles),
+                      protect=mask(args.protect, "--protect", content) if args.protect else None)
+    return regions if regions.guided or regions.protect is not None else None
 
 
 def _output_file(text: str, flag: str, suffixes: tuple[str, ...], default_name: str,
@@ -292,6 +325,14 @@ def build_parser() -> Parser:
                    help=f"result image ({', '.join(IMAGE_FORMATS)}), or a folder for it "
                         f"(default: CONTENT_STYLE.png in the current folder)")
     p.add_argument("--progress-gif", metavar="PATH", help="also write the optimization as a GIF")
+    p.add_argument("--style-mask", metavar="FILE", action="append", default=None,
+                   help="where a style goes on the result (white = here): once per style, in "
+                        "order; `none` for a style that goes everywhere")
+    p.add_argument("--style-image-mask", metavar="FILE", action="append", default=None,
+                   help="the part of a style image its style is taken from: once per style, "
+                        "in order; `none` for all of it")
+    p.add_argument("--protect", metavar="FILE",
+                   help="a mask of the photo whose content is kept closer (faces, text)")
     p.add_argument("--save-every", type=positive, metavar="N", default=None,
                    help="also write the picture every N steps next to the result "
                         "(RESULT.0050.png, …)")

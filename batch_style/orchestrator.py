@@ -355,12 +355,16 @@ def _write_plan(manifest: Manifest, plan: Plan, out: Path) -> None:
         return {"key": u.key, "job": u.job, "hash": u.hash, "content": str(u.content),
                 "styles": [str(p) for p in u.styles], "output": str(u.output),
                 "progress_gif": str(u.progress_gif) if u.progress_gif else None,
-                "cost": u.cost}
+                "cost": u.cost,
+                "masks": [str(p) if p else None for p in u.masks],
+                "protect": str(u.protect) if u.protect else None}
 
     data = {"manifest": str(manifest.path),
             "jobs": [{"name": j.name, "manifest": str(manifest.path), "kind": j.kind,
                       "outputs": list(j.outputs),
                       "styles": [str(p) for p in j.styles],
+                      "masks": [str(p) if p else None for p in j.masks.styles],
+                      "protect": str(j.masks.protect) if j.masks.protect else None,
                       "video": str(j.video) if j.video else None,
                       "settings": j.settings.to_dict()} for j in manifest.jobs],
             "units": [unit(u) for u in plan.units],

@@ -26,6 +26,10 @@ OPTIMIZERS = ("lbfgs", "adam")
 PRECISIONS = ("auto", "float32", "bfloat16", "mixed")
 CONVOLUTIONS = ("auto", "direct", "winograd")
 INITS = ("content", "noise")  # or a path to an image
+POOLINGS = ("max", "avg")  # VGG19's pools: its own max, or Gatys et al.'s smoother average
+# preserve_colors: false, or how the photo's colours are kept (true means luminance, as before
+# there was a choice): engine/stylizer.py, media/images.py.
+COLOR_METHODS = ("luminance", "histogram")
 BACKENDS = ("local", "dask")  # where a run's units run (pipeline/executors.py: EXECUTORS)
 
 
@@ -67,7 +71,10 @@ class Settings:
         lo=0.0, hi=1e12, kind="floats")
     style_scale: float = _spec(1.0, "style image size relative to the result's size",
                                lo=0.05, hi=8.0)
-    preserve_colors: bool = _spec(False, "keep the content's colours (transfer luminance only)")
+    preserve_colors: bool | str = _spec(
+        False, "keep the photo's colours: luminance (the result's luminance with the photo's "
+               "colours; true means this) or histogram (the painting recoloured to the photo's "
+               "colours first)", choices=COLOR_METHODS, kind="colors")
     init: str = _spec("content", "content | noise | path to an image", kind="init")
     seed: int = _spec(0, "random seed (noise init, reproducible runs)", lo=0, hi=2**31 - 1)
     scales: int = _spec(1, "coarse-to-fine levels, each half the size of the next", lo=1, hi=6)
@@ -111,6 +118,19 @@ class Settings:
     max_pixels: int = _spec(50_000_000, "refuse input images with more pixels than this",
                             lo=1, hi=2_000_000_000)
     preset: str | None = _spec(None, "a named bundle of settings (see PRESETS)", kind="preset")
+    # Regional and colour control (docs/masks.md).
+    style_colors: bool = _spec(False, "recolour the photo with the painting's colours (mean and "
+                                      "covariance) before stylizing")
+    pooling: str = _spec("max", "max | avg: VGG19's pooling (avg: smoother, Gatys et al.)",
+                         choices=POOLINGS)
+    # What multiplies the content term inside a `protect` mask: 10 held a protected region's
+    # content distance at 0.13× its unprotected value (3: 0.35×, 30: 0.05×; docs/masks.md).
+    protect_weight: float = _spec(10.0, "content weight multiplier inside a protect mask",
+                                  lo=1.0, hi=1e6)
+
+    def __post_init__(self):
+        if self.preserve_colors is True:  # `true` from before there was a choice of method
+            object.__setattr__(self, "preserve_colors", "luminance")
 
     def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -183,6 +203,14 @@ def check_value(name: str, value: Any) -> tuple[Any, str | None]:
         if value not in PRESETS:
             return value, f"unknown preset {value!r}; expected one of {', '.join(PRESETS)}"
         return value, None
+    if kind == "colors":
+        if value is False or value in meta["choices"]:
+            return value, None
+        if value is True:
+            return "luminance", None
+        hint = did_you_mean(str(value), meta["choices"]) if isinstance(value, str) else ""
+        return value, (f"expected true, false, {' or '.join(meta['choices'])}, "
+                       f"{got(value)}{hint}")
     if kind == "init":
         if not isinstance(value, str) or not value:
             return value, f"expected 'content', 'noise' or an image path, {got(value)}"
@@ -249,6 +277,9 @@ def resolve(*layers: Mapping[str, Any]) -> Settings:
     if settings.content_weight == 0 and settings.style_weight == 0:
         raise ValueError("style_weight: content_weight and style_weight are both 0: there is "
                          "nothing to optimize")
+    if settings.preserve_colors and settings.style_colors:
+        raise ValueError("style_colors: the opposite of preserve_colors (the photo takes the "
+                         "painting's colours); give one of them")
     if settings.style_layer_weights is not None and \
             len(settings.style_layer_weights) != len(settings.style_layers):
         raise ValueError(f"style_layer_weights: expected {len(settings.style_layers)} weights "

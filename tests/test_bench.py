@@ -32,3 +32,21 @@ def test_judged_history_keeps_only_snapshots_of_bfloat16_steps():
     steps, values = judged_history(readings, {2: 9.5, 6: 4.95}, [False] * 3 + [True] * 3)
     assert steps == [2, 4, 5, 6]
     assert values == pytest.approx([9.5, 7.0 * 0.99, 6.0 * 0.99, 4.95])
+
+
+def test_masks_bench_sees_a_hard_seam_and_splits_the_halves():
+    import numpy as np
+
+    from benchmarks.masks import halves, seam, seam_band
+
+    rng = np.random.default_rng(0)
+    texture = 0.5 + 0.05 * rng.standard_normal((40, 64, 3))
+    left = np.clip((40 - np.arange(64)) / 16, 0, 1)[None].repeat(40, 0)  # soft from 24 to 40
+    band = seam_band(left, (64, 40))
+    assert band == (22, 42)  # the steps between columns 22…41: the ramp is 25…39
+    hard = texture.copy()
+    hard[:, 32:] += 0.3                       # a step inside the band
+    assert seam(hard, band)["ratio"] > 3 and seam(hard, band)["percentile"] == 100
+    assert seam(texture, band)["ratio"] < 1.5
+    a, b = halves(texture, left)
+    assert a.shape[1] == 25 and b.shape[1] == 24  # columns 0-24 all left, 40-63 all right

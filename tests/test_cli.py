@@ -329,3 +329,61 @@ def test_a_run_ends_with_where_its_results_and_report_are(media_dir, write_manif
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines()[-2:] == [f"batch-style: results in {out}/",
                                               f"batch-style: report: {out / 'report.html'}"]
+
+
+def _stylize_with(media_dir, tmp_path, *options):
+    style = str(media_dir / "style.png")
+    return cli_module.main(["stylize", str(media_dir / "photo.png"), style, style, "-o",
+                            str(tmp_path / "r.png"), "--tiny", "--size", "48", "--steps", "2",
+                            "-q", *options])
+
+
+def test_stylize_takes_style_masks_protect_and_colour_options(media_dir, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from batch_style.engine.stylizer import Stylizer
+
+    Image.new("L", (64, 48), 255).save(tmp_path / "sky.png")
+    Image.new("L", (32, 24), 0).save(tmp_path / "face.png")
+    seen = {}
+    original = Stylizer.stylize
+
+    def stylize(self, content, styles, settings, **kwargs):
+        seen.update(settings=settings, regions=kwargs["regions"])
+        return original(self, content, styles, settings, **kwargs)
+
+    monkeypatch.setattr(Stylizer, "stylize", stylize)
+    assert _stylize_with(media_dir, tmp_path, "--style-mask", str(tmp_path / "sky.png"),
+                         "--style-mask", "none", "--protect", str(tmp_path / "face.png"),
+                         "--preserve-colors", "--pooling", "avg") == 0
+    assert (tmp_path / "r.png").is_file()
+    regions = seen["regions"]
+    assert regions.styles[0].shape == (48, 64) and regions.styles[1] is None
+    assert regions.protect.shape == (24, 32) and regions.images == ()
+    assert (seen["settings"].preserve_colors, seen["settings"].pooling) == ("luminance", "avg")
+    assert _stylize_with(media_dir, tmp_path, "--preserve-colors", "histogram") == 0
+    assert seen["settings"].preserve_colors == "histogram" and seen["regions"] is None
+
+
+@pytest.mark.parametrize("options, code, line", [
+    (["--style-mask", "SKY"], 2, "batch-style: error: --style-mask: expected one per style (2; "
+                              "`none` for a style without one), got 1"),
+    (["--style-mask", "SQUARE", "--style-mask", "none"], 2,
+     "batch-style: error: --style-mask: 'SQUARE' is 30×30 and its picture 64×48: a mask must "
+     "have its picture's aspect ratio (within 1%)"),
+    # Found once the options are combined: exit 1, as docs/design.md says.
+    (["--preserve-colors", "--style-colors"], 1, "batch-style: error: style_colors: the "
+                                                 "opposite of preserve_colors"),
+])
+def test_stylize_refuses_bad_masks_before_any_work(media_dir, tmp_path, capsys, options, code,
+                                                  line):
+    from PIL import Image
+
+    Image.new("L", (64, 48), 255).save(tmp_path / "sky.png")
+    Image.new("L", (30, 30), 255).save(tmp_path / "square.png")
+    swaps = {"SKY": str(tmp_path / "sky.png"), "SQUARE": str(tmp_path / "square.png")}
+    options = [swaps.get(o, o) for o in options]
+    assert _stylize_with(media_dir, tmp_path, *options) == code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(line.replace("SQUARE", swaps["SQUARE"])), err
+    assert not (tmp_path / "r.png").exists()

@@ -96,8 +96,12 @@ def manifest_outputs() -> dict[Path, Path]:
 
 
 def _absolute(value, base: Path):
+    """Paths of a manifest's value made absolute: a path, a list of them, or a style with its
+    masks ({image, mask, image_mask})."""
     if isinstance(value, list):
         return [_absolute(v, base) for v in value]
+    if isinstance(value, dict):
+        return {k: _absolute(v, base) for k, v in value.items()}
     return str((base / value).resolve()) if isinstance(value, str) else value
 
 
@@ -112,7 +116,7 @@ def made(tmp_path_factory):
             data = yaml.safe_load(manifest.read_text(encoding="utf-8"))
             folder = tmp_path_factory.mktemp(manifest.stem)
             for job in data["jobs"]:
-                for key in ("content", "style", "video"):
+                for key in ("content", "style", "video", "protect"):
                     if key in job:
                         job[key] = _absolute(job[key], manifest.parent)
                 job["settings"] = {k: v for k, v in (job.get("settings") or {}).items()

@@ -136,8 +136,11 @@ MANIFEST_CASES = [
          ((3, "defaults.size", "expected a whole number, got 'big' (str)"),)),
     Case("type-steps-fraction", with_settings("{steps: 1.5}"),
          ((7, "jobs[0].settings.steps", "expected a whole number, got 1.5 (float)"),)),
-    Case("type-bool-text", with_settings("{preserve_colors: 'yes'}"),
-         ((7, "jobs[0].settings.preserve_colors", "expected true or false, got 'yes'"),)),
+    Case("type-bool-text", with_settings("{warm_start: 'yes'}"),
+         ((7, "jobs[0].settings.warm_start", "expected true or false, got 'yes'"),)),
+    Case("type-colors-text", with_settings("{preserve_colors: 'yes'}"),
+         ((7, "jobs[0].settings.preserve_colors", "expected true, false, luminance or histogram, "
+                                                  "got 'yes' (str)"),)),
     Case("type-weight-list", with_settings("{content_weight: [1]}"),
          ((7, "jobs[0].settings.content_weight", "expected a number, got [1] (list)"),)),
     Case("type-layers-number", with_settings("{style_layers: 5}"),
@@ -145,7 +148,13 @@ MANIFEST_CASES = [
     Case("type-name-number", job("  - {name: 5, content: c.png, style: s.png}\n"),
          ((4, "jobs[0].name", "expected text, got 5 (int)"),)),
     Case("type-style-mapping", job("  - {name: a, content: c.png, style: {x: 1}}\n"),
-         ((4, "jobs[0].style", "expected an image file, got {'x': 1} (dict)"),)),
+         ((4, "jobs[0].style.x", "unknown key; expected one of image, mask, image_mask"),
+          (4, "jobs[0].style.image", "missing; expected the style image"))),
+    Case("type-style-image-list", job("  - {name: a, content: c.png, style: {image: [s.png]}}\n"),
+         ((4, "jobs[0].style.image", "expected an image file, got ['s.png'] (list)"),)),
+    Case("type-mask-number", job("  - {name: a, content: c.png, style: {image: s.png, "
+                                 "mask: 5}}\n"),
+         ((4, "jobs[0].style.mask", "expected a mask image or a folder of them, got 5 (int)"),)),
     Case("type-start-text", clip_job("start: '0:01'\n"),
          ((7, "jobs[0].start", "expected a number of seconds, got '0:01' (str)"),)),
     Case("type-output-number", job(PAIR).replace("@OUT", "5"),
@@ -192,6 +201,22 @@ MANIFEST_CASES = [
     Case("output-format-of-videos", job("  - {name: a, content: c.png, style: s.png, "
                                         "outputs: [mp4]}\n"),
          ((4, "jobs[0].outputs[0]", "('mp4' is for video jobs)"),)),
+    Case("unknown-pooling", with_settings("{pooling: mean}"),
+         ((7, "jobs[0].settings.pooling", "unknown value 'mean'; expected one of max, avg"),)),
+    Case("unknown-colour-method", with_settings("{preserve_colors: histogramm}"),
+         ((7, "jobs[0].settings.preserve_colors", "got 'histogramm' (str) (did you mean "
+                                                  "'histogram'?)"),)),
+    Case("unknown-style-key", job("  - {name: a, content: c.png, style: [s.png, "
+                                  "{image: s.png, msk: m.png}]}\n"),
+         ((4, "jobs[0].style[1].msk", "unknown key (did you mean 'mask'?)"),)),
+    Case("unknown-protect-key", job("""
+        - name: a
+          content: c.png
+          style: s.png
+          protcet: m.png
+        """), ((7, "jobs[0].protcet", "unknown key (did you mean 'protect'?)"),)),
+    Case("range-protect-weight", with_settings("{protect_weight: 0.5}"),
+         ((7, "jobs[0].settings.protect_weight", "between 1.0 and 1000000.0, got 0.5"),)),
     Case("unknown-preset", with_settings("{preset: turbo}"),
          ((7, "jobs[0].settings.preset", "unknown preset 'turbo'; expected one of seed, draft"),)),
     # -- jobs that do not add up
@@ -217,6 +242,10 @@ MANIFEST_CASES = [
     Case("video-key-on-image-job", job("  - {name: a, content: c.png, style: s.png, "
                                        "start: 1}\n"),
          ((4, "jobs[0].start", "only for video jobs"),)),
+    Case("colours-both-ways", with_settings("{preserve_colors: true, style_colors: true}"),
+         ((7, "jobs[0].settings.style_colors", "the opposite of preserve_colors"),)),
+    Case("style-mask-without-image", job("  - {name: a, content: c.png, style: {mask: m.png}}\n"),
+         ((4, "jobs[0].style.image", "missing; expected the style image"),)),
     # -- missing files and empty folders
     Case("missing-content-file", job("  - {name: a, content: nope.png, style: s.png}\n"),
          ((4, "jobs[0].content", "no such file or folder 'nope.png'"),)),
@@ -234,6 +263,29 @@ MANIFEST_CASES = [
          ((4, "jobs[0].content", "no images in folder 'notimg'"),)),
     Case("style-is-a-folder", job("  - {name: a, content: c.png, style: empty}\n"),
          ((4, "jobs[0].style", "'empty' is a folder; expected a file"),)),
+    Case("missing-style-mask", job("""
+        - name: a
+          content: c.png
+          style: [{image: s.png, mask: m.png}, {image: s.png, mask: nope.png}]
+        """), ((6, "jobs[0].style[1].mask", "no such file or folder 'nope.png'"),)),
+    Case("missing-image-mask", job("  - {name: a, content: c.png, style: {image: s.png, "
+                                   "image_mask: nope.png}}\n"),
+         ((4, "jobs[0].style.image_mask", "no such file 'nope.png'"),)),
+    Case("missing-protect", job("  - {name: a, content: c.png, style: s.png, "
+                                "protect: nope.png}\n"),
+         ((4, "jobs[0].protect", "no such file or folder 'nope.png'"),)),
+    Case("missing-video-mask", clip_job("protect: nope.mp4\n"),
+         ((7, "jobs[0].protect", "no such file 'nope.mp4'"),)),
+    Case("mask-folder-lacks-a-photo", job("  - {name: a, content: photos, style: s.png, "
+                                          "protect: pmasks}\n"),
+         ((4, "jobs[0].protect", "no mask for 'p.png' in 'pmasks' (a mask is found by its "
+                                 "photo's name without the extension, e.g. 'p.png')"),)),
+    Case("mask-folder-empty", job("  - {name: a, content: photos, style: s.png, "
+                                  "protect: empty}\n"),
+         ((4, "jobs[0].protect", "no images in mask folder 'empty'"),)),
+    Case("mask-folder-for-a-video", clip_job("protect: pmasks\n"),
+         ((7, "jobs[0].protect", "'pmasks' is a folder; a video job's mask is a mask image or "
+                                 "a mask video"),)),
 ]
 
 MEDIA_CASES = [
@@ -287,6 +339,29 @@ MEDIA_CASES = [
                                  "4096\u00d72731 = 11.2 Mpx, over the limit of 2.0 Mpx"),
           (6, "jobs[0].style", "'s.png' is 32\u00d732; at size 4096 \u00d7 style_scale 1 it "
                                "would be 4096\u00d74096 = 16.8 Mpx, over the limit of 2.0 Mpx"))),
+    Case("mask-aspect-differs", job("  - {name: a, content: c.png, style: [{image: s.png, "
+                                    "mask: m.png}, {image: s.png, mask: sq.png}]}\n"),
+         ((4, "jobs[0].style[1].mask", "'sq.png' is 32\u00d732 and 'c.png' is 48\u00d732: a mask "
+                                       "must have its picture's aspect ratio (within 1%"),)),
+    Case("mask-aspect-in-a-folder", job("  - {name: a, content: photos, style: s.png, "
+                                        "protect: qmasks}\n"),
+         ((4, "jobs[0].protect", "'qmasks/p.png' is 32\u00d732 and 'photos/p.png' is "
+                                 "48\u00d732"),)),
+    Case("mask-not-an-image", job("  - {name: a, content: c.png, style: {image: s.png, "
+                                  "mask: text.jpg}}\n"),
+         ((4, "jobs[0].style.mask", "'text.jpg': not an image: cannot identify image file"),)),
+    Case("image-mask-aspect", job("  - {name: a, content: c.png, style: {image: s.png, "
+                                  "image_mask: m.png}}\n"),
+         ((4, "jobs[0].style.image_mask", "'m.png' is 48\u00d732 and 's.png' is 32\u00d732"),)),
+    Case("mask-video-frame-count", clip_job("protect: short.mp4\n"),
+         ((7, "jobs[0].protect", "'short.mp4' has 5 frames, 'clip.mp4' 10: a mask video needs "
+                                 "one frame for each of the video's"),)),
+    Case("mask-video-aspect", clip_job("protect: thin.mp4\n"),
+         ((7, "jobs[0].protect", "'thin.mp4' is 64\u00d78 and the frames of 'clip.mp4' are "
+                                 "32\u00d724"),)),
+    Case("static-mask-of-a-video-aspect", clip_job("protect: m.png\n"),
+         ((7, "jobs[0].protect", "'m.png' is 48\u00d732 and the frames of 'clip.mp4' are "
+                                 "32\u00d724"),)),
     Case("style-over-max-pixels", with_settings("{size: 2048, style_scale: 8}"),
          ((6, "jobs[0].style", "'s.png' is 32\u00d732; at size 2048 \u00d7 style_scale 8 it "
                                "would be 16384\u00d716384 = 268.4 Mpx, over the limit"),)),
@@ -429,6 +504,20 @@ HOSTILE_CASES = [
          ((4, "jobs[0].content", "is a URL or a protocol, not a local file or folder"),)),
     Case("style-url", job("  - {name: a, content: c.png, style: 'https://example.com/s.jpg'}\n"),
          ((4, "jobs[0].style", "is a URL or a protocol, not a local file"),)),
+    Case("mask-url", job("  - {name: a, content: c.png, style: {image: s.png, "
+                         "mask: 'https://example.com/m.png'}}\n"),
+         ((4, "jobs[0].style.mask", "is a URL or a protocol, not a local file or folder"),)),
+    Case("mask-video-playlist", clip_job("protect: hls.mp4\n"),
+         ((7, "jobs[0].protect", "'hls.mp4': not a video: a playlist or script"),)),
+    Case("protect-dev-zero", job("  - {name: a, content: c.png, style: s.png, "
+                                 "protect: /dev/zero}\n"),
+         ((4, "jobs[0].protect", "'/dev/zero' is not a regular file"),)),
+    Case("mask-is-a-result", job(PAIR + "  - {name: b, content: c.png, style: s.png, "
+                                        "protect: @OUT/a/c.png}\n"),
+         ((5, "jobs[1].protect", "is inside 'out/mask-is-a-result/a', where job 'a' writes its "
+                                 "results"),),
+         setup=lambda folder, out: ((out / "a").mkdir(parents=True),
+                                    noise(48, 32).save(out / "a/c.png"))),
 ]
 
 
@@ -638,6 +727,13 @@ def build_media(folder: Path) -> None:
     (folder / "elsewhere/log.txt").write_text("someone else's file\n")
     (folder / "photos").mkdir()
     noise(48, 32, 7).save(folder / "photos/p.png")
+    noise(48, 32, 8).save(folder / "m.png")
+    noise(32, 32, 9).save(folder / "sq.png")
+    (folder / "pmasks").mkdir()
+    noise(48, 32, 10).save(folder / "pmasks/q.png")
+    (folder / "qmasks").mkdir()
+    noise(32, 32, 11).save(folder / "qmasks/p.png")
+    encode.write_mp4(clip(32, 24, 5), folder / "short.mp4", fps=10)
 
 
 def substitute(text: str | bytes, folder: Path, case: Case) -> str | bytes:

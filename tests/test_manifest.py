@@ -252,7 +252,8 @@ BAD = [
                  "3: output: duplicate key (first on line 2)", id="duplicate-key"),
     pytest.param(HEAD + JOB + "    ouputs: [image]\n",
                  "7: jobs[0].ouputs: unknown key (did you mean 'outputs'?); expected one of name, "
-                 "content, video, style, style_blend, outputs, start, end, fps, settings",
+                 "content, video, style, style_blend, outputs, start, end, fps, protect, "
+                 "settings",
                  id="unknown-job-key"),
     pytest.param(HEAD + JOB + "    settings: {stpes: 10}\n",
                  "7: jobs[0].settings.stpes: unknown setting (did you mean 'steps'?)",
@@ -531,3 +532,61 @@ def test_real_video_probe(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert error.message.startswith("'clips/text.mp4': ")
     assert "video" in error.message
 
+
+
+def test_style_masks_image_masks_and_protect_load(tree: Path) -> None:
+    """Styles with masks next to plain ones; a folder of masks matched to the photos by stem
+    (c3 is portrait, so is its mask); masks of another size but the same shape are fine."""
+    png(tree / "masks/sky.png", (64, 48))
+    for name, size in (("c1.png", (32, 24)), ("c2.png", (64, 48)), ("c3.jpg", (24, 32))):
+        png(tree / "faces" / name, size)
+    png(tree / "styles/starry-sky.png", (32, 24))
+    (manifest_job, folder_job) = load(write(tree, """
+        version: 1
+        output: out
+        jobs:
+          - name: two
+            content: photos/tubingen.png
+            style:
+              - {image: styles/starry.png, mask: masks/sky.png, image_mask: styles/starry-sky.png}
+              - styles/kandinsky.png
+            style_blend: [2, 1]
+          - name: faces
+            content: folder/
+            style: {image: styles/starry.png, mask: faces}
+            protect: faces
+    """)).jobs
+    assert manifest_job.styles == (tree / "styles/starry.png", tree / "styles/kandinsky.png")
+    assert manifest_job.masks.styles == (tree / "masks/sky.png", None)
+    assert manifest_job.masks.images == (tree / "styles/starry-sky.png", None)
+    assert manifest_job.masks.protect is None and manifest_job.settings.style_blend == (2.0, 1.0)
+    assert folder_job.masks.protect == tree / "faces"
+    assert folder_job.masks.styles == (tree / "faces",) and folder_job.masks.images == ()
+
+
+def test_every_mask_problem_of_a_manifest_at_once(tree: Path) -> None:
+    png(tree / "masks/square.png", (30, 30))
+    png(tree / "faces/c1.png", (32, 24))
+    path = write(tree, """
+        version: 1
+        output: out
+        jobs:
+          - name: a
+            content: photos/tubingen.png
+            style: [{image: styles/starry.png, mask: masks/square.png, maks: x}]
+          - name: b
+            content: folder/
+            style: styles/starry.png
+            protect: faces
+    """)
+    with pytest.raises(UserErrors) as caught:
+        load(path)
+    lines = [str(e) for e in caught.value.errors]
+    assert lines == [
+        f"{path}:6: jobs[0].style[0].maks: unknown key (did you mean 'mask'?); expected one of "
+        f"image, mask, image_mask",
+        f"{path}:6: jobs[0].style[0].mask: 'masks/square.png' is 30×30 and "
+        f"'photos/tubingen.png' is 32×24: a mask must have its picture's aspect ratio (within "
+        f"1%; it is resized with the picture)",
+        f"{path}:10: jobs[1].protect: no mask for 'c2.jpg', 'c3.PNG' in 'faces' (a mask is found "
+        f"by its photo's name without the extension, e.g. 'c2.png')"]

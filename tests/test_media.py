@@ -323,3 +323,40 @@ def test_a_16_bit_png_keeps_the_float_values_and_the_photos_icc_profile(tmp_path
     assert images.image_profile(tmp_path / "r8.png") == icc
     with pytest.raises(UserError, match="PNG only"):
         images.save_image(gradient, tmp_path / "r.jpg", bit_depth=16)
+
+
+def test_colour_matching_gives_the_target_mean_and_covariance():
+    """Gatys et al.'s colour histogram matching: one affine map of the colours; away from the
+    [0,1] bounds the result has the target's mean and covariance."""
+    rng = np.random.default_rng(3)
+    source = np.clip(0.5 + 0.08 * rng.standard_normal((40, 50, 3)) @ [[1, 0.3, 0], [0, 1, 0.2],
+                                                                       [0, 0, 1]], 0, 1)
+    target = np.clip(0.45 + 0.06 * rng.standard_normal((30, 30, 3)) @ [[1, 0, 0.5], [0.4, 1, 0],
+                                                                        [0, 0, 0.7]], 0, 1)
+    mean, cov = images.color_stats(target)
+    matched = images.match_colors(source, mean, cov)
+    got_mean, got_cov = images.color_stats(matched)
+    np.testing.assert_allclose(got_mean, mean, atol=2e-3)
+    np.testing.assert_allclose(got_cov, cov, atol=2e-4)
+    assert matched.dtype == np.float32 and matched.shape == source.shape
+    # Weighted statistics: the pixels with weight only.
+    weights = np.zeros((40, 50))
+    weights[:, :10] = 1.0
+    region_mean, _ = images.color_stats(source, weights)
+    np.testing.assert_allclose(region_mean, source[:, :10].reshape(-1, 3).mean(axis=0))
+    # A mixture of two images' colours is the statistics of their pixels pooled.
+    both = np.concatenate([source.reshape(-1, 3), np.repeat(target.reshape(-1, 3), 2, axis=0)])
+    mixed_mean, mixed_cov = images.mixed_stats([images.color_stats(source),
+                                                images.color_stats(target)], [2000, 1800])
+    np.testing.assert_allclose(mixed_mean, both.mean(axis=0), atol=1e-9)
+    np.testing.assert_allclose(mixed_cov, np.cov(both.T, bias=True), atol=1e-9)
+
+
+def test_a_mask_is_its_images_luminance(tmp_path):
+    grey = np.zeros((8, 12), np.uint8)
+    grey[:, 6:] = 255
+    grey[:, 3:6] = 128
+    Image.fromarray(grey).save(tmp_path / "m.png")
+    mask = images.load_mask(tmp_path / "m.png", 10_000)
+    assert mask.shape == (8, 12) and mask.dtype == np.float32
+    np.testing.assert_allclose(mask[0], [0] * 3 + [128 / 255] * 3 + [1] * 6, atol=1e-6)

@@ -236,3 +236,70 @@ def test_frames_fingerprint_follows_the_frame_records():
     assert frames_fingerprint(keys, redone) != before
     failed = dict(latest, **{keys[1]: {**latest[keys[1]], "status": "failed"}})
     assert frames_fingerprint(keys, failed) != before
+
+
+def _mask_png(path: Path, size, left: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    pixels = np.zeros((h, w), np.uint8)
+    pixels[:, : w // 2] = 255 if left else 0
+    pixels[:, w // 2:] = 0 if left else 255
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _mask_clip(path: Path, frames: int = CLIP_FRAMES) -> Path:
+    """A mask video of the clip's size: white on a band that moves right a pixel a frame."""
+    from batch_style.media import encode
+
+    w, h = 64, 48
+    def frame(i):
+        image = np.zeros((h, w, 3), np.float32)
+        image[:, i:i + 16] = 1.0
+        return image
+    encode.write_mp4((frame(i) for i in range(frames)), path, CLIP_FPS)
+    return path
+
+
+def test_masks_are_matched_to_photos_and_in_the_hash(media_dir, write_manifest, tmp_path):
+    masks = tmp_path / "masks"
+    for name in "abc":
+        _mask_png(masks / f"{name}.png", (56, 40), left=name != "b")
+    left = _mask_png(tmp_path / "left.png", (64, 48))
+    job = {"name": "fold", "content": str(media_dir / "folder"),
+           "style": [{"image": str(media_dir / "style.png"), "mask": str(masks)},
+                     str(media_dir / "style.png")],
+           "protect": str(masks)}
+    pair = pair_job(media_dir, style={"image": str(media_dir / "style.png"), "mask": str(left),
+                                      "image_mask": str(_mask_png(tmp_path / "s.png", (64, 64)))})
+    _, plan = plan_of(write_manifest, [job, pair])
+    a, b, c, photo = plan.units
+    assert a.masks == (masks / "a.png", None) and b.masks == (masks / "b.png", None)
+    assert (a.protect, c.protect) == (masks / "a.png", masks / "c.png")
+    assert photo.masks == (left,) and photo.image_masks == (tmp_path / "s.png",)
+    before = photo.hash
+    # Same bytes, same work; other bytes in a mask, another unit.
+    assert plan_of(write_manifest, [job, pair])[1].units[3].hash == before
+    _mask_png(left, (64, 48), left=False)
+    assert plan_of(write_manifest, [job, pair])[1].units[3].hash != before
+    # A job without masks hashes as before masks existed.
+    plain = plan_of(write_manifest, [pair_job(media_dir)])[1].units[0]
+    assert plain.masks == () and plain.protect is None
+
+
+def test_a_mask_video_follows_the_frames(media_dir, write_manifest, tmp_path):
+    moving = _mask_clip(tmp_path / "band.mp4")
+    still = _mask_png(tmp_path / "still.png", (64, 48))
+    m, plan = plan_of(write_manifest, [clip_job(
+        media_dir, style={"image": str(media_dir / "style.png"), "mask": str(moving)},
+        protect=str(still), start=0.5, fps=10)])
+    (vp,) = plan.videos
+    (source, folder), = vp.mask_videos
+    assert source == moving and folder.parent == vp.frames_dir
+    for i, unit in enumerate(vp.units):
+        assert unit.masks == (folder / FRAME_NAME.format(i),) and unit.protect == still
+    assemble.extract_frames(vp)
+    for i, (index, _) in enumerate(vp.frames):
+        mask = np.asarray(Image.open(folder / FRAME_NAME.format(i)).convert("L")) / 255.0
+        # The band starts at the source frame's index: the mask of the frame, not of frame i.
+        assert np.argmax(mask.mean(axis=0) > 0.5) == pytest.approx(index, abs=1)

@@ -803,3 +803,41 @@ def test_gpu_memory_growth_after_tensorflow_started_elsewhere(media_dir, write_m
     summary = runner.run([manifest], SERIAL)
     assert summary.done == 1 and not summary.failed
     assert done_records(manifest.parent / "out")[0]["gpu"] == "0"
+
+
+def test_a_run_with_style_masks_protect_and_a_mask_video(media_dir, tmp_path):
+    """Two styles split left/right on a photo with a protected patch, and a clip whose style
+    follows a mask video: every output is written, the plan and the report show the masks."""
+    from batch_style.media import encode
+
+    w, h = 64, 48
+    left = np.zeros((h, w), np.uint8)
+    left[:, : w // 2] = 255
+    Image.fromarray(left).save(tmp_path / "left.png")
+    Image.fromarray(255 - left).save(tmp_path / "right.png")
+    Image.fromarray(left[:, ::-1][:, :, None].repeat(3, 2)).save(tmp_path / "protect.png")
+    encode.write_mp4((np.full((h, w, 3), i / CLIP_FRAMES, np.float32)
+                      for i in range(CLIP_FRAMES)), tmp_path / "fade.mp4", CLIP_FPS)
+    style = str(media_dir / "style.png")
+    jobs = [{"name": "two", "content": str(media_dir / "photo.png"),
+             "style": [{"image": style, "mask": str(tmp_path / "left.png")},
+                       {"image": str(media_dir / "folder/a.png"),
+                        "mask": str(tmp_path / "right.png")}],
+             "protect": str(tmp_path / "protect.png"), "settings": {"pooling": "avg"}},
+            {"name": "clip", "video": str(media_dir / "clip.mp4"), "end": 0.2,
+             "style": {"image": style, "mask": str(tmp_path / "fade.mp4")},
+             "outputs": ["mp4"]}]
+    manifest = write(tmp_path / "masks.yaml", jobs, tmp_path / "out")
+    summary = runner.run([manifest], SERIAL)
+    assert summary.exit_code == 0, summary
+    out = tmp_path / "out"
+    assert (out / "two/photo.png").is_file() and (out / "clip/clip.mp4").is_file()
+    plan = json.loads((out / STATE_DIR / "plan.json").read_text())
+    two = next(u for u in plan["units"] if u["job"] == "two")
+    assert two["masks"] == [str(tmp_path / "left.png"), str(tmp_path / "right.png")]
+    assert two["protect"] == str(tmp_path / "protect.png")
+    frame = next(u for u in plan["units"] if u["job"] == "clip")
+    assert Path(frame["masks"][0]).parent.name.startswith("mask-")
+    report = (out / "report.html").read_text()
+    assert report.count("its mask") >= 2 and "protected" in report
+    assert "(mask left.png)" in report

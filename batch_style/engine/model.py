@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from batch_style.settings import VGG19_CONV_LAYERS
+from batch_style.settings import POOLINGS, VGG19_CONV_LAYERS
 
 Shape = tuple[int, int, int, int]  # a Keras conv kernel: (kh, kw, in, out)
 Weights = dict[str, tuple[np.ndarray, np.ndarray]]  # layer -> (kernel (kh, kw, in, out), bias (out,))
@@ -60,6 +60,27 @@ def layers_needed(layer_names: Sequence[str]) -> list[tuple[str, str]]:
     return sequence[: last + 1]
 
 
+def carry_down(mask: np.ndarray, layer_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """{name: (1,h,w,1) float32} a mask (H×W at the image's size) on each named layer's map.
+
+    At each pool the mask is averaged over the pool's 2×2 windows (odd last rows and columns
+    dropped, as the pools drop them); a convolution keeps it as it is. Averaging keeps a soft
+    mask soft and a region's share of the map what it was in pixels. Gatys et al. (2017) also
+    offer an eroded form (a position counts only where its whole receptive field is inside the
+    region); at block5_conv1 that field is 156 px wide, so a region narrower than that would get
+    no style there, and a soft seam would become a band without style: not used.
+    """
+    m = np.asarray(mask, np.float32)
+    maps = {}
+    for name, kind in layers_needed(layer_names):
+        if kind == "pool":
+            h, w = m.shape[0] // 2, m.shape[1] // 2
+            m = m[:2 * h, :2 * w].reshape(h, 2, w, 2).mean(axis=(1, 3))
+        if name in layer_names:
+            maps[name] = m[None, :, :, None].copy()
+    return maps
+
+
 def preprocess(x):
     """RGB in [0,1] → what VGG19 was trained on: Keras' vgg19.preprocess_input(255·x).
 
@@ -75,18 +96,22 @@ class FeatureModel:
     """VGG19 convolutional layers returning the named feature maps of an RGB [0,1] batch.
 
     `weights` maps layer name → (kernel (3,3,in,out), bias); None gives random (He-normal)
-    weights, used by tests with `widths=TINY_WIDTHS`.
+    weights, used by tests with `widths=TINY_WIDTHS`. `pooling` "avg" replaces every 2×2 max
+    pool by an average pool (Gatys et al.'s smoother variant).
     """
 
     def __init__(self, layer_names: Sequence[str],
                  weights: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
                  widths: Sequence[int] = VGG19_WIDTHS, seed: int = 0,
-                 precision: str = "float32", winograd: bool = False):
+                 precision: str = "float32", winograd: bool = False, pooling: str = "max"):
         import keras
 
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
         self.layer_names = tuple(dict.fromkeys(layer_names))  # unique, order kept
         self.widths = tuple(widths)
         self.precision = precision
+        self.pooling = pooling
         # "bfloat16": convolutions in bfloat16 with float32 weights (Keras' mixed_bfloat16
         # policy); the maps are returned as float32, so Grams and losses stay float32.
         policy = {"float32": "float32", "bfloat16": "mixed_bfloat16"}[precision]
@@ -108,10 +133,12 @@ class FeatureModel:
                 x = keras.layers.Conv2D(self.widths[block - 1], 3, padding="same",
                                         activation="relu", name=name, dtype=policy,
                                         kernel_initializer=initializer)(x)
+            elif pooling == "avg":  # its gradient is cheap everywhere: no compiled twin needed
+                x = keras.layers.AveragePooling2D(2, strides=2, name=name, dtype=policy)(x)
             elif self.winograd and pays[-1]:  # after a Winograd layer: the CPU network's pool
-                from batch_style.engine import pooling
+                from batch_style.engine import pooling as compiled_pooling
 
-                x = pooling.layer_class()(name=name)(x)
+                x = compiled_pooling.layer_class()(name=name)(x)
             else:
                 x = keras.layers.MaxPooling2D(2, strides=2, name=name, dtype=policy)(x)
             channels = self.widths[block - 1]
@@ -130,7 +157,7 @@ class FeatureModel:
         if (precision, _computes_winograd(precision, winograd)) == (self.precision, self.winograd):
             return self
         return FeatureModel(self.layer_names, self.conv_weights(), self.widths,
-                            precision=precision, winograd=winograd)
+                            precision=precision, winograd=winograd, pooling=self.pooling)
 
     def _conv_layers(self):
         return [layer for layer in self.keras_model.layers
@@ -167,14 +194,14 @@ class FeatureModel:
 
 
 def load_feature_model(layer_names: Sequence[str], weights_path=None, *, tiny: bool = False,
-                       seed: int = 0) -> FeatureModel:
+                       seed: int = 0, pooling: str = "max") -> FeatureModel:
     """The real VGG19 (weights resolved as docs/design.md says) or, with tiny=True, a random tiny one.
 
     In float32; the Stylizer makes a lower-precision twin when the settings ask for one.
     """
     if tiny:
-        return FeatureModel(layer_names, None, TINY_WIDTHS, seed=seed)
+        return FeatureModel(layer_names, None, TINY_WIDTHS, seed=seed, pooling=pooling)
     from batch_style.engine import weights as vgg_weights
 
     source = vgg_weights.resolve(weights_path)
-    return FeatureModel(layer_names, vgg_weights.load(source))
+    return FeatureModel(layer_names, vgg_weights.load(source), pooling=pooling)

@@ -36,6 +36,26 @@ class Temporal:
     mask: np.ndarray        # HxW or HxWx1 in [0,1]
 
 
+@dataclass(frozen=True)
+class Regions:
+    """Where each style goes and where the photo is protected: masks in [0,1], white = yes,
+    each at any size with its image's aspect ratio (resized with the picture).
+
+    `styles[k]` is style k's mask on the result (None: everywhere); `images[k]` its mask on
+    the style image, the part its style is taken from (None: all of it); `protect` where the
+    content term is raised by settings.protect_weight. docs/masks.md has the formulas.
+    """
+
+    styles: tuple[np.ndarray | None, ...] = ()
+    images: tuple[np.ndarray | None, ...] = ()
+    protect: np.ndarray | None = None
+
+    @property
+    def guided(self) -> bool:
+        """Whether any style has a mask (its style term is then one guided term per style)."""
+        return any(m is not None for m in (*self.styles, *self.images))
+
+
 def losses_of(total, terms) -> Losses:
     """Losses from the objective's total and its four terms (tensors)."""
     c, s, t, tt = (float(v) for v in np.asarray(terms))
@@ -43,15 +63,26 @@ def losses_of(total, terms) -> Losses:
 
 
 def loss_and_grad(model, x, content_targets, style_targets, layer_weights, weights,
-                  temporal_previous, temporal_mask):
-    """Total loss, its terms and d(total)/dx (the objective as docs/design.md defines it)."""
+                  temporal_previous, temporal_mask, style_guides=(), content_guides=None):
+    """Total loss, its terms and d(total)/dx (the objective as docs/design.md defines it).
+
+    With `style_guides` (one {layer: (1,h,w,1) guide} per style, docs/masks.md) `style_targets`
+    holds one {layer: target} per style and the style term is one guided term per style;
+    `content_guides` ({layer: (1,h,w,1)}) weights the content term's positions (protect).
+    """
     with tf.GradientTape() as tape:
         tape.watch(x)
         features = model(x)
         content = losses.content_loss({n: features[n] for n in content_targets},
-                                      content_targets)
-        style = losses.style_loss({n: losses.gram(features[n]) for n in style_targets},
-                                  style_targets, layer_weights)
+                                      content_targets, content_guides)
+        if style_guides:
+            style = losses.guided_style_loss(
+                [{n: losses.guided_gram(features[n], g[n]) for n in g} for g in style_guides],
+                style_targets, [{n: tf.reduce_mean(g[n]) for n in g} for g in style_guides],
+                layer_weights)
+        else:
+            style = losses.style_loss({n: losses.gram(features[n]) for n in style_targets},
+                                      style_targets, layer_weights)
         tv = losses.tv_loss(x)
         temporal = tf.reduce_mean(temporal_mask * tf.square(x - temporal_previous))
         total = (weights[0] * content + weights[1] * style + weights[2] * tv

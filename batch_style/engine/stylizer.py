@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -12,8 +13,8 @@ import tensorflow as tf
 from batch_style.engine import losses, schedule
 from batch_style.engine.adam import run_adam
 from batch_style.engine.lbfgs import run_lbfgs
-from batch_style.engine.model import ARITHMETICS, FeatureModel
-from batch_style.engine.objective import Losses, Objective, Temporal, losses_of
+from batch_style.engine.model import ARITHMETICS, FeatureModel, carry_down
+from batch_style.engine.objective import Losses, Objective, Regions, Temporal, losses_of
 from batch_style.engine.policy import effective_precision, effective_winograd, phases
 from batch_style.engine.schedule import Level
 from batch_style.engine.tiled import TiledObjective, tiled_features, tiled_grams
@@ -114,21 +115,31 @@ class Stylizer:
     # which spares compiling its layers for the style image's shape (~0.7 s a layer).
     def style_grams(self, style: np.ndarray, longest: int, layers: Sequence[str],
                     key: Hashable | None = None, precision: str = "float32",
-                    tile: int | None = None) -> dict[str, tf.Tensor]:
+                    tile: int | None = None, mask: np.ndarray | None = None,
+                    ) -> dict[str, tf.Tensor]:
         """Gram matrices of a style image resized to `longest` px, cached when `key` is given;
-        computed in tiles of `tile` px where the picture is (the same Grams)."""
+        computed in tiles of `tile` px where the picture is (the same Grams); with `mask` (H×W
+        on the style image) the guided Grams of its white part."""
         cache_key = None if key is None else (key, longest, tuple(layers), precision)
+        if cache_key is not None and mask is not None:
+            cache_key += (hashlib.sha256(np.ascontiguousarray(mask, np.float32)).hexdigest(),)
         if cache_key in self._style_cache:
             return self._style_cache[cache_key]
         h, w = style.shape[:2]
         size = images.fit_size(w, h, longest)
         resized = images.resize(style, size)
+        guides = None
+        if mask is not None:
+            guides = {n: tf.constant(g)
+                      for n, g in carry_down(images.resize(mask, size), layers).items()}
         if tile is not None and tile < max(size):
             layout = TileLayout(size, tile, self.model.layer_names)
-            grams = tiled_grams(self._model(precision), layout, resized[None], list(layers))
+            grams = tiled_grams(self._model(precision), layout, resized[None], list(layers),
+                                guides)
         else:
             features = self._model(precision)(tf.constant(resized[None]))
-            grams = {n: losses.gram(features[n]) for n in layers}
+            grams = {n: losses.gram(features[n]) if guides is None else
+                     losses.guided_gram(features[n], guides[n]) for n in layers}
         if cache_key is not None:
             self._style_cache[cache_key] = grams
         return grams
@@ -146,13 +157,15 @@ class Stylizer:
     def stylize(self, content: np.ndarray, styles: Sequence[np.ndarray], settings: Settings, *,
                 style_keys: Sequence[Hashable] | None = None, init: np.ndarray | None = None,
                 steps: int | None = None, temporal: Temporal | None = None,
-                callback: Callback | None = None, memory: int | None = None) -> Result:
+                regions: Regions | None = None, callback: Callback | None = None,
+                memory: int | None = None) -> Result:
         """Stylize `content` (HxWx3 in [0,1], any size) with `styles`, as `settings` say.
 
         `init` (any size) replaces settings.init; `steps` replaces settings.steps and makes the
         picture at its size alone (video frames after the first start from the previous one);
-        `temporal` adds the video coherence term; `memory`: the bytes a level may take, beyond
-        which it is made in tiles (None: no limit).
+        `temporal` adds the video coherence term; `regions` says where each style goes and which
+        parts of the photo are protected; `memory`: the bytes a level may take, beyond which it
+        is made in tiles (None: no limit).
         """
         missing = set(settings.content_layers + settings.style_layers) - set(
             self.model.layer_names)
@@ -161,6 +174,10 @@ class Stylizer:
         if settings.optimizer not in OPTIMIZERS:
             raise UserError(f"unknown optimizer {settings.optimizer!r}; expected one of "
                             f"{', '.join(OPTIMIZERS)}", field="optimizer")
+        self._check(settings, styles, regions)
+        photo = content
+        content, styles, style_keys = colour_inputs(content, styles, settings, regions,
+                                                    style_keys)
         started = time.perf_counter()
         budget = settings.steps if steps is None else steps
         height, width = content.shape[:2]
@@ -178,54 +195,92 @@ class Stylizer:
             schedule = [(self.objective(p) if level.tile is None else
                          self._tiled(p, level.size, level.tile), n,
                          self._objective_args(content_here, styles, style_keys, settings,
-                                              temporal, p, level.tile))
+                                              temporal, p, level.tile, regions))
                         for p, n in self.phases(settings, level.steps)]
             run = RUNS[settings.optimizer]
+            luminance = settings.preserve_colors == "luminance"
             report = _Reporter(callback, settings, number, len(plan), (w, h), level.steps,
-                               started, content_here if settings.preserve_colors else None)
+                               started, content_here if luminance else None)
             image, last, n, converged = run(image, settings, schedule, report,
                                             memory_bytes=level.pairs_bytes)
             history.extend(report.history)
             evaluations += n
-        if settings.preserve_colors:
-            image = images.preserve_colors(image, images.resize(content, image.shape[1::-1]))
+        if settings.preserve_colors == "luminance":
+            image = images.preserve_colors(image, images.resize(photo, image.shape[1::-1]))
         if last is None:  # zero steps: report the objective of the initial image
-            last = self.evaluate(image, content, styles, settings, style_keys=style_keys)
+            last = self._evaluate(image, content, styles, settings, style_keys, regions)
         return Result(image=image.astype(np.float32), losses=last, steps=evaluations,
                       seconds=time.perf_counter() - started, stopped_early=converged,
                       history=tuple(history), levels=tuple(plan),
                       stop_reason=f"converged at step {evaluations}" if converged else "step cap")
 
     def evaluate(self, image: np.ndarray, content: np.ndarray, styles: Sequence[np.ndarray],
-                 settings: Settings, *, style_keys=None) -> Losses:
-        """The objective of `image` (already at the result's size) — the bench's common measure."""
+                 settings: Settings, *, style_keys=None, regions: Regions | None = None) -> Losses:
+        """The objective of `image` (already at the result's size) — the bench's common measure.
+        The colour options' recolouring is applied to `content` and `styles` as stylize does."""
+        self._check(settings, styles, regions)
+        content, styles, style_keys = colour_inputs(content, styles, settings, regions,
+                                                    style_keys)
+        return self._evaluate(image, content, styles, settings, style_keys, regions)
+
+    def _evaluate(self, image, content, styles, settings, style_keys, regions) -> Losses:
         h, w = image.shape[:2]
         total, terms, _ = self.objective("float32").evaluate(
             tf.constant(image[None], tf.float32),
             *self._objective_args(images.resize(content, (w, h)), styles, style_keys, settings,
-                                  None))
+                                  None, "float32", None, regions))
         return losses_of(total, terms)
+
+    def _check(self, settings: Settings, styles: Sequence[np.ndarray],
+               regions: Regions | None) -> None:
+        if settings.pooling != self.model.pooling:
+            raise ValueError(f"the feature model pools by {self.model.pooling}, the settings "
+                             f"ask for {settings.pooling}: load the model with pooling="
+                             f"{settings.pooling!r}")
+        if regions is not None and (len(regions.styles) not in (0, len(styles))
+                                    or len(regions.images) not in (0, len(styles))):
+            raise ValueError(f"regions give masks for {len(regions.styles)} styles and "
+                             f"{len(regions.images)} style images; there are {len(styles)} "
+                             f"styles")
 
     def _objective_args(self, content: np.ndarray, styles: Sequence[np.ndarray], style_keys,
                         settings: Settings, temporal: Temporal | None,
-                        arithmetic: str = "float32", tile: int | None = None) -> tuple:
+                        arithmetic: str = "float32", tile: int | None = None,
+                        regions: Regions | None = None) -> tuple:
         """The objective's arguments besides the image, for `content` already at its size and
         features computed in `arithmetic`'s precision (in tiles of `tile` px, when given)."""
         precision = ARITHMETICS[arithmetic][0]
         h, w = content.shape[:2]
         style_longest = max(round(max(w, h) * settings.style_scale), self.model.min_size)
         keys = list(style_keys) if style_keys is not None else [None] * len(styles)
-        grams = [self.style_grams(s, style_longest, settings.style_layers, k, precision, tile)
-                 for s, k in zip(styles, keys)]
         blend = settings.style_blend or (1.0,) * len(styles)
         layer_weights = dict(zip(settings.style_layers, settings.style_layer_weights
                                  or (1.0,) * len(settings.style_layers)))
+        regions = regions or Regions()
+        style_guides: tuple = ()
+        if regions.guided:
+            image_masks = regions.images or (None,) * len(styles)
+            style_targets = tuple(
+                self.style_grams(s, style_longest, settings.style_layers, k, precision, tile,
+                                 mask) for s, k, mask in zip(styles, keys, image_masks))
+            style_guides = tuple({n: tf.constant(g) for n, g in guide.items()}
+                                 for guide in style_guides_of(regions.styles, blend, (w, h),
+                                                              settings.style_layers))
+        else:
+            grams = [self.style_grams(s, style_longest, settings.style_layers, k, precision,
+                                      tile) for s, k in zip(styles, keys)]
+            style_targets = losses.blend_grams(grams, blend) if len(grams) > 1 else grams[0]
+        content_guides = None
+        if regions.protect is not None:
+            protect = images.resize(regions.protect, (w, h))
+            content_guides = {n: tf.constant(g) for n, g in carry_down(
+                1.0 + (settings.protect_weight - 1.0) * protect, settings.content_layers).items()}
         return (self.content_targets(content, settings.content_layers, precision, tile),
-                losses.blend_grams(grams, blend) if len(grams) > 1 else grams[0],
+                style_targets,
                 layer_weights,
                 tf.constant([settings.content_weight, settings.style_weight, settings.tv_weight,
                              settings.temporal_weight if temporal else 0.0], tf.float32),
-                *self._temporal_args(temporal, (w, h)))
+                *self._temporal_args(temporal, (w, h)), style_guides, content_guides)
 
     @staticmethod
     def _temporal_args(temporal: Temporal | None, size: tuple[int, int]):
@@ -252,6 +307,60 @@ class Stylizer:
             return rng.uniform(0.0, 1.0, (h, w, 3)).astype(np.float32)
         # A path: the manifest validated it; callers pass the loaded image as `init`.
         raise ValueError("settings.init is a path: load it and pass it as init=")
+
+
+def style_guides_of(masks: Sequence[np.ndarray | None], blend: Sequence[float],
+                    size: tuple[int, int], layers: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """Each style's guide on each of `layers` (docs/masks.md): its mask at `size` (None: all
+    ones), divided where the masks add up to more than 1 by their sum there (overlapping styles
+    share a position, as a blend does), times the style's blend share n·b_k/Σb (1 for equal
+    weights), carried down the network (model.carry_down)."""
+    w, h = size
+    n = len(blend)
+    masks = list(masks) or [None] * n
+    resized = [np.ones((h, w), np.float32) if m is None else images.resize(m, (w, h))
+               for m in masks]
+    overlap = np.maximum(1.0, np.sum(resized, axis=0))
+    total = float(sum(blend))
+    return [carry_down(m / overlap * (n * b / total), layers) for m, b in zip(resized, blend)]
+
+
+def colour_inputs(content: np.ndarray, styles: Sequence[np.ndarray], settings: Settings,
+                  regions: Regions | None, style_keys):
+    """(content, styles, style_keys) recoloured as the colour options say, before stylizing.
+
+    preserve_colors: histogram: each painting's colours moved to the photo's mean and
+    covariance (Gatys et al. 2016, colour histogram matching), the photo's in the style's region
+    when it has a mask. style_colors: the photo's colours moved to the painting's, region by
+    region when the styles have masks (uncovered parts keep the photo's); several unmasked
+    styles give the mixture of their colours by blend weight. Recoloured styles are not cached
+    (their colours depend on the photo): their keys become None.
+    """
+    regions = regions or Regions()
+    h, w = content.shape[:2]
+    style_masks = [None if m is None else images.resize(m, (w, h))
+                   for m in regions.styles or (None,) * len(styles)]
+    image_masks = [None if m is None else images.resize(m, s.shape[1::-1])
+                   for m, s in zip(regions.images or (None,) * len(styles), styles)]
+    if settings.preserve_colors == "histogram":
+        styles = [images.match_colors(s, *images.color_stats(content, where), weights=own)
+                  for s, where, own in zip(styles, style_masks, image_masks)]
+        return content, styles, None
+    if not settings.style_colors:
+        return content, list(styles), style_keys
+    stats = [images.color_stats(s, own) for s, own in zip(styles, image_masks)]
+    if not any(m is not None for m in style_masks):
+        blend = settings.style_blend or (1.0,) * len(styles)
+        return images.match_colors(content, *images.mixed_stats(stats, blend)), list(styles), \
+            style_keys
+    # Each masked region takes its own painting's colours; overlaps share, as guides do.
+    masks = [np.ones((h, w), np.float32) if m is None else m for m in style_masks]
+    overlap = np.maximum(1.0, np.sum(masks, axis=0))
+    recoloured = content * (1.0 - np.sum(masks, axis=0) / overlap)[..., None]
+    for mask, (mean, cov) in zip(masks, stats):
+        matched = images.match_colors(content, mean, cov, weights=mask)
+        recoloured = recoloured + matched * (mask / overlap)[..., None]
+    return np.clip(recoloured, 0.0, 1.0).astype(np.float32), list(styles), style_keys
 
 
 class _Reporter:

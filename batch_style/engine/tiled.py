@@ -55,40 +55,61 @@ def _in_map(whole, box):
     return whole[:, box[0]:box[0] + box[4], box[1]:box[1] + box[5], :]
 
 
-def _gram_sum(interior):
-    """FᵀF over an interior's positions (C,C), not yet divided by the whole map's H·W."""
+def _gram_sum(interior, guide=None):
+    """FᵀF over an interior's positions (C,C), not yet divided by the whole map's H·W; with a
+    guide (the interior's part of a (1,h,w,1) map), Fᵀ·diag(g)·F, not yet divided by Σg."""
     flat = tf.reshape(interior, (-1, tf.shape(interior)[-1]))
-    return tf.matmul(flat, flat, transpose_a=True)
+    weighted = flat if guide is None else flat * tf.reshape(guide, (-1, 1))
+    return tf.matmul(weighted, flat, transpose_a=True)
 
 
-def _tile_sums(model, crop, style_boxes, content_boxes, content_targets):
-    """Pass 1, forward only: each style layer's FᵀF and each content layer's Σ (F − target)²
-    over the tile's interior."""
+def _tile_sums(model, crop, style_boxes, content_boxes, content_targets, style_guides=(),
+               content_guides=None):
+    """Pass 1, forward only: each style layer's FᵀF (one per guide with `style_guides`) and
+    each content layer's Σ (F − target)² (each position weighted with `content_guides`) over
+    the tile's interior."""
     features = model(crop)
-    grams = {n: _gram_sum(_in_crop(features[n], box)) for n, box in style_boxes.items()}
-    content = {n: tf.reduce_sum(tf.square(_in_crop(features[n], box)
-                                          - _in_map(content_targets[n], box)))
-               for n, box in content_boxes.items()}
+    if style_guides:
+        grams = [{n: _gram_sum(_in_crop(features[n], box), _in_map(guide[n], box))
+                  for n, box in style_boxes.items()} for guide in style_guides]
+    else:
+        grams = {n: _gram_sum(_in_crop(features[n], box)) for n, box in style_boxes.items()}
+    content = {}
+    for n, box in content_boxes.items():
+        squared = tf.square(_in_crop(features[n], box) - _in_map(content_targets[n], box))
+        if content_guides is not None:
+            squared = squared * _in_map(content_guides[n], box)
+        content[n] = tf.reduce_sum(squared)
     return grams, content
 
 
 def _tile_gradient(model, crop, style_boxes, content_boxes, content_targets, style_factors,
-                   content_factors):
+                   content_factors, style_guides=(), content_guides=None):
     """Pass 2: d(objective)/d(crop) through the tile's interior, the whole picture's Grams
     known. The upstream gradient at a style layer's interior features F is F·factor, factor =
     w_style·(dL/dG + dL/dGᵀ)/(H·W) — the gradient of ⟨stop_gradient(dL/dG), G(interior)⟩ —
-    and at a content layer's w_content·2(F − target)/(H·W·C·layers)."""
+    and at a content layer's w_content·2(F − target)/(H·W·C·layers). With guides, a style's
+    factor has Σg for H·W and its F rows are weighted by g (summed over the styles), and the
+    content term's positions by their content guide."""
     with tf.GradientTape() as tape:
         tape.watch(crop)
         features = model(crop)
         interiors = {n: _in_crop(features[n], box)
                      for n, box in {**style_boxes, **content_boxes}.items()}
     upstream = {}
-    for n, factor in style_factors.items():
-        flat = tf.reshape(interiors[n], (-1, tf.shape(factor)[0]))
-        upstream[n] = tf.reshape(tf.matmul(flat, factor), tf.shape(interiors[n]))
+    for n in style_boxes:
+        flat = tf.reshape(interiors[n], (-1, tf.shape(interiors[n])[-1]))
+        if style_guides:
+            part = tf.add_n([tf.matmul(flat * tf.reshape(_in_map(guide[n], style_boxes[n]),
+                                                         (-1, 1)), factors[n])
+                             for guide, factors in zip(style_guides, style_factors)])
+        else:
+            part = tf.matmul(flat, style_factors[n])
+        upstream[n] = tf.reshape(part, tf.shape(interiors[n]))
     for n, factor in content_factors.items():
         part = factor * (interiors[n] - _in_map(content_targets[n], content_boxes[n]))
+        if content_guides is not None:
+            part = part * _in_map(content_guides[n], content_boxes[n])
         upstream[n] = upstream[n] + part if n in upstream else part
     names = list(upstream)
     return tape.gradient([interiors[n] for n in names], crop,
@@ -162,9 +183,11 @@ def _crop(x, tile: Tile):
 # -- the objective ----------------------------------------------------------------------------
 def tiled_loss_and_grad(model: FeatureModel, layout: TileLayout, x, content_targets,
                         style_targets, layer_weights, weights, temporal_previous,
-                        temporal_mask):
+                        temporal_mask, style_guides=(), content_guides=None):
     """Stylizer._loss_and_grad computed tile by tile: (total, [content, style, tv, temporal],
-    d(total)/dx), the same to float32 rounding, for the same arguments after the model.
+    d(total)/dx), the same to float32 rounding, for the same arguments after the model (the
+    guides of masks and protected regions too: a guided Gram is a weighted sum over positions,
+    split over the tiles' interiors like the plain one).
 
     Runs eagerly, tiles one after another (memory bounded by one tile): call it from Python,
     not inside a tf.function, where all tiles would become one graph.
@@ -173,30 +196,45 @@ def tiled_loss_and_grad(model: FeatureModel, layout: TileLayout, x, content_targ
         raise RuntimeError("tiled_loss_and_grad runs its tiles one after another from Python; "
                            "inside a tf.function they would all be one graph")
     x = _picture(x)  # a variable is read once
-    _check(model, layout, [*content_targets, *style_targets], (x.shape[2], x.shape[1]))
+    guided = bool(style_guides)
+    per_style = list(style_targets) if guided else [style_targets]
+    style_names = list(layer_weights)
+    _check(model, layout, [*content_targets, *style_names], (x.shape[2], x.shape[1]))
     functions = _functions(model)
     weights = tf.convert_to_tensor(weights, tf.float32)
-    style_names = list(style_targets)
-    positions = {n: float(np.prod(layout.map_size(n))) for n in style_names}
+    # What each style's Gram sums are divided by: the map's positions, or its guide's sum.
+    if guided:
+        norms = [{n: tf.maximum(tf.reduce_sum(g[n]), 1e-30) for n in style_names}
+                 for g in style_guides]
+    else:
+        norms = [{n: float(np.prod(layout.map_size(n))) for n in style_names}]
     entries = {n: float(np.prod(content_targets[n].shape)) for n in content_targets}
+    guide_args = (style_guides, content_guides) if guided or content_guides is not None else ()
 
     # Pass 1: the Grams and the content term over all the tiles' interiors.
-    gram_sums = {n: 0.0 for n in style_names}
+    gram_sums = [{n: 0.0 for n in style_names} for _ in per_style]
     content_sums = {n: 0.0 for n in content_targets}
     for tile in layout.tiles:
         grams, content = functions.sums(_crop(x, tile), _boxes(layout, tile, style_names),
-                                        _boxes(layout, tile, content_targets), content_targets)
-        gram_sums = {n: gram_sums[n] + grams[n] for n in style_names}
+                                        _boxes(layout, tile, content_targets), content_targets,
+                                        *guide_args)
+        grams = grams if guided else [grams]
+        gram_sums = [{n: sums[n] + g[n] for n in style_names} for sums, g in zip(gram_sums, grams)]
         content_sums = {n: content_sums[n] + content[n] for n in content_targets}
-    grams = {n: gram_sums[n] / positions[n] for n in style_names}
+    grams = [{n: sums[n] / norm[n] for n in style_names} for sums, norm in zip(gram_sums, norms)]
     content = tf.add_n([content_sums[n] / entries[n] for n in content_targets]) \
         / float(len(content_targets))
     with tf.GradientTape() as tape:
         tape.watch(grams)
-        style = losses.style_loss(grams, style_targets, layer_weights)
+        if guided:
+            style = losses.guided_style_loss(
+                grams, per_style, [{n: tf.reduce_mean(g[n]) for n in style_names}
+                                   for g in style_guides], layer_weights)
+        else:
+            style = losses.style_loss(grams[0], style_targets, layer_weights)
     d_grams = tape.gradient(style, grams)
-    style_factors = {n: weights[1] * (d_grams[n] + tf.transpose(d_grams[n])) / positions[n]
-                     for n in style_names}
+    style_factors = [{n: weights[1] * (d[n] + tf.transpose(d[n])) / norm[n] for n in style_names}
+                     for d, norm in zip(d_grams, norms)]
     content_factors = {n: weights[0] * (2.0 / (entries[n] * len(content_targets)))
                        for n in content_targets}
     tv, temporal, pixel_grad = functions.pixel_terms(x, weights, temporal_previous,
@@ -209,7 +247,8 @@ def tiled_loss_and_grad(model: FeatureModel, layout: TileLayout, x, content_targ
     for tile in layout.tiles:
         tile_grad = functions.gradient(_crop(x, tile), _boxes(layout, tile, style_names),
                                        _boxes(layout, tile, content_targets), content_targets,
-                                       style_factors, content_factors)
+                                       style_factors if guided else style_factors[0],
+                                       content_factors, *guide_args)
         x0, y0, x1, y1 = tile.crop
         grad[:, y0:y1, x0:x1, :].assign(grad[:, y0:y1, x0:x1, :] + tile_grad)
     return total, tf.stack([content, style, tv, temporal]), tf.convert_to_tensor(grad)
@@ -233,18 +272,25 @@ def tiled_features(model: FeatureModel, layout: TileLayout, image,
     return {n: tf.convert_to_tensor(m) for n, m in maps.items()}
 
 
-def tiled_grams(model: FeatureModel, layout: TileLayout, image,
-                layers: Sequence[str]) -> dict[str, tf.Tensor]:
+def tiled_grams(model: FeatureModel, layout: TileLayout, image, layers: Sequence[str],
+                guides: dict | None = None) -> dict[str, tf.Tensor]:
     """{name: (C,C)} Grams (losses.gram) of `layers` for a whole picture in [0,1], tile by
-    tile, forward only (the style targets of a large style image)."""
+    tile, forward only (the style targets of a large style image); with `guides` ({name:
+    (1,h,w,1)}, a mask on the style image carried down) its guided Grams (losses.guided_gram)."""
     x = _picture(image)
     _check(model, layout, layers, (x.shape[2], x.shape[1]))
     functions = _functions(model)
     sums = {n: 0.0 for n in layers}
     for tile in layout.tiles:
-        grams, _ = functions.sums(_crop(x, tile), _boxes(layout, tile, layers), {}, {})
+        if guides is None:
+            grams, _ = functions.sums(_crop(x, tile), _boxes(layout, tile, layers), {}, {})
+        else:
+            (grams,), _ = functions.sums(_crop(x, tile), _boxes(layout, tile, layers), {}, {},
+                                         (guides,))
         sums = {n: sums[n] + grams[n] for n in layers}
-    return {n: sums[n] / float(np.prod(layout.map_size(n))) for n in layers}
+    if guides is None:
+        return {n: sums[n] / float(np.prod(layout.map_size(n))) for n in layers}
+    return {n: sums[n] / tf.maximum(tf.reduce_sum(guides[n]), 1e-30) for n in layers}
 
 
 class TiledObjective:

@@ -170,6 +170,16 @@ def fit_size(width: int, height: int, longest: int) -> tuple[int, int]:
     return (max(1, math.floor(width * scale + 0.5)), max(1, math.floor(height * scale + 0.5)))
 
 
+# A mask is resized with its picture, so it must have the picture's shape: aspect ratios may
+# differ by this much (rounding of a resized copy), no more.
+ASPECT_TOLERANCE = 0.01
+
+
+def aspect_differs(size: tuple[int, int], other: tuple[int, int]) -> bool:
+    """Whether two (w, h) sizes' aspect ratios differ by more than ASPECT_TOLERANCE."""
+    return abs((size[0] / size[1]) / (other[0] / other[1]) - 1.0) > ASPECT_TOLERANCE
+
+
 def scale_sizes(width: int, height: int, longest: int, scales: int,
                 min_side: int) -> list[tuple[int, int]]:
     """(w, h) of each coarse-to-fine level for a width×height image, coarsest first: each half
@@ -411,3 +421,62 @@ def _to_yiq(image: np.ndarray) -> np.ndarray:
 
 def _from_yiq(yiq: np.ndarray) -> np.ndarray:
     return np.clip(yiq @ _YIQ_TO_RGB.T, 0.0, 1.0).astype(np.float32)
+
+
+# Colour statistics: the mean (3,) and covariance (3×3) of an image's RGB values, and the affine
+# map between two such (Gatys et al. 2016, "Preserving colour in neural artistic style
+# transfer", colour histogram matching). The least variance an image's colours are taken to have
+# along any axis, so a flat image (a variance of ~0) is not stretched to infinity: a standard
+# deviation of 0.003 (under one level of 255).
+_COLOR_FLOOR = 1e-5
+
+
+def color_stats(image: np.ndarray, weights: np.ndarray | None = None,
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (3,), covariance (3,3)) of an H×W×3 image's colours, each pixel counted by its
+    weight (H×W, ≥ 0; None: equally). A region with no weight gives the whole image's."""
+    pixels = np.asarray(image, np.float64).reshape(-1, 3)
+    w = None if weights is None else np.asarray(weights, np.float64).reshape(-1)
+    if w is None or w.sum() <= 0:
+        w = np.ones(len(pixels))
+    w = w / w.sum()
+    mean = w @ pixels
+    centred = pixels - mean
+    return mean, (centred * w[:, None]).T @ centred
+
+
+def mixed_stats(stats: list[tuple[np.ndarray, np.ndarray]],
+                weights: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and covariance of the mixture of several images' colours, by weight."""
+    w = np.asarray(list(weights), np.float64)
+    w = w / w.sum()
+    mean = sum(wk * m for wk, (m, _) in zip(w, stats))
+    second = sum(wk * (c + np.outer(m, m)) for wk, (m, c) in zip(w, stats))
+    return mean, second - np.outer(mean, mean)
+
+
+def _power(cov: np.ndarray, power: float) -> np.ndarray:
+    """cov^power of a symmetric 3×3 matrix, its eigenvalues floored at _COLOR_FLOOR."""
+    values, vectors = np.linalg.eigh(cov)
+    return (vectors * np.maximum(values, _COLOR_FLOOR) ** power) @ vectors.T
+
+
+def match_colors(image: np.ndarray, mean: np.ndarray, cov: np.ndarray,
+                 weights: np.ndarray | None = None) -> np.ndarray:
+    """`image` with its colours (those of its weighted pixels, color_stats) moved to `mean` and
+    `cov` by one affine map x ↦ A(x − μ) + mean, clipped to [0,1] (float32).
+
+    A = cov^½ · Σ^-½ with symmetric square roots: of Gatys et al.'s two choices (this, from
+    Hertzmann et al.'s Image Analogies, and a Cholesky factor) the one that rotates colours
+    least; theirs too.
+    """
+    own_mean, own_cov = color_stats(image, weights)
+    a = _power(cov, 0.5) @ _power(own_cov, -0.5)
+    out = (np.asarray(image, np.float64) - own_mean) @ a.T + mean
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def load_mask(path: Path, max_pixels: int) -> np.ndarray:
+    """A mask as float32 H×W in [0,1]: the image's luminance (white = 1; a colour image counts
+    by its brightness, a transparent one is composited onto white first, as load_image does)."""
+    return luminance(load_image(path, max_pixels)).astype(np.float32)

@@ -24,16 +24,41 @@ def extract_frames(vp: VideoPlan) -> int:
     """
     _remove_stale_extractions(vp.frames_dir)
     paths = [vp.frames_dir / FRAME_NAME.format(i) for i in range(len(vp.frames))]
+    written = _extract_masks(vp)
     if all(p.exists() for p in paths):
-        return 0
+        return written
     vp.frames_dir.mkdir(parents=True, exist_ok=True)
-    written = 0
     for index, _, frame in video.iter_frames(vp.source, *vp.window):
         if index >= len(paths):
             break
         if not paths[index].exists():
             images.save_image(frame, paths[index])
             written += 1
+    return written
+
+
+def _extract_masks(vp: VideoPlan) -> int:
+    """Each mask video's frames at the source frames the video keeps (by index: a mask video
+    has one frame per frame of the video), as the video's own; older mask folders go."""
+    keep = {folder for _, folder in vp.mask_videos}
+    if vp.frames_dir.is_dir():
+        for folder in vp.frames_dir.glob("mask-*"):
+            if folder not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+    written = 0
+    wanted = {source: i for i, (source, _) in enumerate(vp.frames)}
+    for mask_video, folder in vp.mask_videos:
+        paths = [folder / FRAME_NAME.format(i) for i in range(len(vp.frames))]
+        if all(p.exists() for p in paths):
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        for source, _, frame in video.iter_frames(mask_video):
+            i = wanted.get(source)
+            if i is not None and not paths[i].exists():
+                images.save_image(frame, paths[i])
+                written += 1
+            if source >= vp.frames[-1][0]:
+                break
     return written
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import functools
 import os
 import re
 import stat
@@ -292,3 +293,44 @@ def is_image_file(path: Path) -> bool:
     # Hidden files are skipped like glob skips them: '._x.jpg' is macOS metadata, not an image.
     return (path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
             and path.is_file())
+
+
+def kind_of(path: Path) -> str:
+    """'file', 'folder', 'other', 'missing', or why it cannot be looked at."""
+    return _kind(path)
+
+
+def stem_matches(folder: Path, content: Path) -> list[Path]:
+    """The images in `folder` named like `content` but for the extension (a mask folder's
+    files are matched to the photos by stem: a.jpg takes a.png), sorted."""
+    return [p for p in _images_by_stem(folder, _mtime(folder)).get(content.stem, ())]
+
+
+def mask_for(given: Path | None, content: Path) -> Path | None:
+    """The mask file a mask given as `given` (a file, or a folder matched by stem) holds for
+    `content`; None for none given or none found (validation reports that)."""
+    if given is None or not given.is_dir():
+        return given
+    found = stem_matches(given, content)
+    return found[0] if len(found) == 1 else None
+
+
+def _mtime(folder: Path) -> int:
+    try:
+        return folder.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+@functools.lru_cache(maxsize=64)
+def _images_by_stem(folder: Path, mtime: int) -> dict[str, tuple[Path, ...]]:
+    """stem → images of the folder (one listing per folder and version of it)."""
+    stems: dict[str, list[Path]] = {}
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return {}
+    for path in entries:
+        if is_image_file(path):
+            stems.setdefault(path.stem, []).append(path)
+    return {stem: tuple(paths) for stem, paths in stems.items()}

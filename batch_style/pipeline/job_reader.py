@@ -13,13 +13,13 @@ from batch_style.pipeline import run_folder
 from batch_style.pipeline.input_media import Media
 from batch_style.pipeline.inputs import MAX_CONTENTS, Files
 from batch_style.pipeline.jobs import OUTPUTS, Job
+from batch_style.pipeline.mask_reader import MaskReader, StyleEntry
 from batch_style.pipeline.yaml_nodes import INVALID, NULL, Nodes, got, is_number, line_of
 from batch_style.settings import FIELDS, INITS, Settings, check_value, did_you_mean, resolve
 
 JOB_KEYS = ("name", "content", "video", "style", "style_blend", "outputs", "start", "end", "fps",
-            "settings")
+            "protect", "settings")
 VIDEO_KEYS = ("start", "end", "fps")
-# A job name becomes a folder under `output`: one safe path component, never hidden or '..'.
 # A job name becomes a folder under `output`: one safe path component, never hidden or '..'.
 JOB_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 MAX_NAME = 100  # characters of a job name (file systems allow 255 bytes per path component)
@@ -183,6 +183,7 @@ class JobReader:
     def __init__(self, nodes: Nodes, files: Files, media: Media, settings: SettingsReader):
         self.nodes, self.files, self.media, self.settings = nodes, files, media, settings
         self.videos = VideoReader(nodes, files, media)
+        self.mask_reader = MaskReader(nodes, files, media)
         self.names: dict[str, tuple[Node, str]] = {}  # job name → (its node, its field)
 
     def job(self, index: int, node: Node, defaults: dict[str, Given],
@@ -199,7 +200,8 @@ class JobReader:
         images: list[tuple[Path, Node | int, str, str]] = []
         contents = self.contents(entries["content"], field, images) if kind == "images" else ()
         video, info = self.videos.video(entries["video"], field) if kind == "video" else (None, None)
-        styles = self.styles(entries, node, field, images)
+        style_entries = self.styles(entries, node, field, images)
+        styles = tuple(path for path, _ in style_entries if path is not None)
         outputs = self.outputs(entries, field, kind)
         start, end, fps = self.videos.video_range(entries, field, kind, info)
         settings, given = self.settings.job_settings(entries, node, field, defaults, name, len(styles))
@@ -216,12 +218,16 @@ class JobReader:
             self.media.check_sizes(sized, settings)
         if info is not None:
             self.media.check_frames(info, entries, field, start, end, fps)
+        masks = self.mask_reader.masks(kind, contents, video, info, style_entries,
+                                       entries.get("protect", (None, None))[1], field,
+                                       max_pixels)
         if name is not None:
             self.files.check_result_names(name, contents, video, outputs, entries, field)
         if len(self.nodes.errors) > errors_before:
             return None
         return Job(name=name, kind=kind, contents=contents, video=video, start=start, end=end,
-                   fps=fps, styles=styles, outputs=outputs, settings=settings, line=line_of(node))
+                   fps=fps, styles=styles, outputs=outputs, settings=settings, line=line_of(node),
+                   masks=masks)
 
     def job_name(self, entries: dict, node: Node, field: str,
                  names: dict[str, tuple[str, int]]) -> str | None:
@@ -295,12 +301,13 @@ class JobReader:
         self.files.check_names(found.values(), value_node, field)
         return tuple(sorted(found.values()))
 
-    def styles(self, entries: dict, node: Node, field: str,
-               images: list[tuple[Path, Node, str]]) -> tuple[Path, ...]:
+    def styles(self, entries: dict, node: Node, field: str, images: list[tuple[Path, Node, str]],
+               ) -> list[tuple[Path | None, StyleEntry]]:
+        """Each style item's image (None: reported) and its entry (with its masks' nodes)."""
         field += ".style"
         if "style" not in entries:
             self.nodes.error(node, field, "missing; expected a style image or a list of them")
-            return ()
+            return []
         value_node = entries["style"][1]
         items = self.nodes.items(value_node, field)
         if not items:
@@ -308,11 +315,15 @@ class JobReader:
                              "got an empty list")
         styles = []
         for item, sub in items:
-            path = self.files.image_file(self.nodes.value(item, sub), item, sub)
+            entry = self.mask_reader.style_entry(item, sub)
+            if entry is None:
+                continue
+            path = self.files.image_file(self.nodes.value(entry.image, entry.field), entry.image,
+                                         entry.field)
             if path is not None:
-                styles.append(path)
-                images.append((path, item, sub, "style"))
-        return tuple(styles)
+                images.append((path, entry.image, entry.field, "style"))
+            styles.append((path, entry))
+        return styles
 
     def outputs(self, entries: dict, field: str, kind: str | None) -> tuple[str, ...]:
         if kind is None:  # content or video is missing (reported): formats depend on it

@@ -9,8 +9,27 @@ from batch_style.settings import Settings
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # Output formats by job kind; the first is the default when a job gives no `outputs`.
-# Output formats by job kind; the first is the default when a job gives no `outputs`.
 OUTPUTS = {"images": ("image", "progress_gif"), "video": ("mp4", "gif", "frames")}
+
+
+@dataclass(frozen=True)
+class Masks:
+    """A job's masks as its manifest names them, absolute and checked (docs/masks.md).
+
+    A mask on the result is an image; for an image job also a folder of them, matched to the
+    photos by file stem; for a video job also a mask video with one frame per frame.
+    """
+
+    styles: tuple[Path | None, ...] = ()   # per style: where it goes (None: everywhere)
+    images: tuple[Path | None, ...] = ()   # per style: the part of the painting it is taken from
+    protect: Path | None = None            # where the photo's content is held closer
+
+    def __bool__(self) -> bool:
+        return any(p is not None for p in (*self.styles, *self.images, self.protect))
+
+    def files(self) -> list[Path]:
+        """Every mask given, in order: styles', style images', protect."""
+        return [p for p in (*self.styles, *self.images, self.protect) if p is not None]
 
 
 @dataclass(frozen=True)
@@ -28,6 +47,7 @@ class Job:
     outputs: tuple[str, ...]   # formats to write, from OUTPUTS[kind]
     settings: Settings         # defaults < preset < manifest `defaults` < job `settings`
     line: int                  # line of the job in the manifest (1-based)
+    masks: Masks = Masks()     # style masks and protected regions (none by default)
 
 
 @dataclass(frozen=True)

@@ -226,7 +226,8 @@ class _ManifestReader:
                 outputs[os.path.realpath(path)] = job.name
         for job in jobs:
             node, field = self.job_reader.names.get(job.name, (None, None))
-            inputs = [*job.contents, *job.styles, *([job.video] if job.video else [])]
+            inputs = [*job.contents, *job.styles, *([job.video] if job.video else []),
+                      *(p for p in job.masks.files() if not p.is_dir())]
             if job.settings.init not in INITS:
                 inputs.append(Path(job.settings.init))
             for path in inputs:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from batch_style.media.flow import FLOW_VERSION
 from batch_style.pipeline import ledger, run_folder
-from batch_style.pipeline.jobs import Job, Manifest
+from batch_style.pipeline.inputs import mask_for
+from batch_style.pipeline.jobs import IMAGE_EXTENSIONS, Job, Manifest, Masks
 from batch_style.pipeline.run_folder import (
     EXTRACT_KEY_LEN,
     EXTRACT_PREFIX,
@@ -69,6 +70,7 @@ class VideoPlan:
     flow_dir: Path | None = None  # flow files, FLOW_NAME per frame after the first
     leads: tuple[Unit, ...] = ()  # chunk lead-ins: work units whose outputs only feed others
     chunks: tuple[Chunk, ...] = ()
+    mask_videos: tuple[tuple[Path, Path], ...] = ()  # (mask video, where its frames go)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,31 @@ def _init_path(settings: Settings) -> Path | None:
     return None if settings.init in ("content", "noise") else Path(settings.init)
 
 
+def _mask_fields(masks: Masks, content: Path, frames: dict[Path, Path] | None = None,
+                 frame: int = 0) -> dict:
+    """A unit's masks: folders resolved to the file for `content` (by stem), mask videos to
+    their extracted frame `frame` (`frames`: mask video → its frames folder)."""
+    def one(given: Path | None) -> Path | None:
+        if frames and given in frames:
+            return frames[given] / FRAME_NAME.format(frame)
+        return mask_for(given, content)
+
+    return {"masks": tuple(one(p) for p in masks.styles),
+            "image_masks": masks.images, "protect": one(masks.protect)}
+
+
+def _masks_extra(unit: Unit) -> dict:
+    """What a unit's hash adds for its masks: each one's bytes, in its place (none: nothing)."""
+    if not (unit.masks or unit.image_masks or unit.protect):
+        return {}
+
+    def digests(paths):
+        return [ledger.file_digest(p) if p else None for p in paths]
+
+    return {"masks": digests(unit.masks), "image_masks": digests(unit.image_masks),
+            "protect": digests([unit.protect])[0]}
+
+
 def image_units(job: Job, out: Path) -> list[Unit]:
     folder = out / job.name
     units = []
@@ -95,10 +122,10 @@ def image_units(job: Job, out: Path) -> list[Unit]:
         inputs = [path, *job.styles, *([init] if init else [])]
         unit = Unit(key=f"{job.name}/{stem}", job=job.name, content=path, styles=job.styles,
                     settings=job.settings, output=folder / f"{stem}.png", progress_gif=gif,
-                    init=init)
+                    init=init, **_mask_fields(job.masks, path))
         units.append(dataclasses.replace(unit, hash=ledger.unit_hash(
             inputs, job.settings.to_dict(),
-            {"outputs": sorted(job.outputs)})))
+            {"outputs": sorted(job.outputs), **_masks_extra(unit)})))
     return units
 
 
@@ -121,8 +148,14 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
     out_dir = (out / job.name / "frames" / stem) if "frames" in job.outputs else work / "out"
     s = job.settings
     init = _init_path(s)
-    video_hash = ledger.unit_hash([job.video, *job.styles, *([init] if init else [])],
-                                  s.to_dict(), window)
+    # A mask video's frames are extracted next to the video's, named for its bytes.
+    mask_videos = {p: frames_dir / f"mask-{ledger.unit_hash([p], {})[:EXTRACT_KEY_LEN]}"
+                   for p in (*job.masks.styles, job.masks.protect)
+                   if p is not None and p.suffix.lower() not in IMAGE_EXTENSIONS}
+    video_hash = ledger.unit_hash([job.video, *job.styles, *([init] if init else []),
+                                   *job.masks.files()], s.to_dict(),
+                                  {**window, "masks": _mask_roles(job.masks)} if job.masks
+                                  else window)
     size = images.fit_size(*info.size, s.size)
     flow_dir = frames_dir / f"flow-{FLOW_VERSION}-{size[0]}x{size[1]}"
     # A frame follows the one before when it starts from it (warm start) or is held near it
@@ -141,6 +174,7 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
         extra |= {"partner": partner.hash, "blend": blend} if partner else {}
         return Unit(key=key, job=job.name, content=frames_dir / FRAME_NAME.format(i),
                     styles=job.styles, settings=s, output=output, init=init,
+                    **_mask_fields(job.masks, job.video, mask_videos, i),
                     steps=s.frame_steps if linked and s.warm_start else None,
                     previous=previous.key if linked else None,
                     previous_output=previous.output if linked else None,
@@ -181,7 +215,13 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
                      hash=ledger.unit_hash([], {}, {"video": video_hash,
                                                     "outputs": sorted(outputs)}),
                      size=size, flow_dir=flow_dir, leads=tuple(leads[i] for i in sorted(leads)),
-                     chunks=tuple(chunks))
+                     chunks=tuple(chunks), mask_videos=tuple(mask_videos.items()))
+
+
+def _mask_roles(masks: Masks) -> list:
+    """Which mask is which (the inputs' list says only what bytes they hold)."""
+    return [[p is not None for p in masks.styles], [p is not None for p in masks.images],
+            masks.protect is not None]
 
 
 def make_plan(manifest: Manifest, chains: int = 1) -> Plan:

@@ -32,6 +32,9 @@ class Unit:
     partner_output: Path | None = None
     blend: float = 0.0            # how far this frame is handed over to the partner, 0..1
     hash: str = ""                # of inputs and settings: the ledger's "same work" test
+    masks: tuple[Path | None, ...] = ()        # per style: its mask on this picture (None: everywhere)
+    image_masks: tuple[Path | None, ...] = ()  # per style: its mask on the style image
+    protect: Path | None = None   # where the content term is raised (settings.protect_weight)
 
     @property
     def cost(self) -> float:

@@ -25,17 +25,18 @@ class _WorkerState:
 
     def __init__(self, config: WorkerConfig):
         self.config = config
-        self.stylizers: dict[tuple[str, ...], object] = {}  # per layer set
+        self.stylizers: dict[tuple, object] = {}  # per layer set and pooling
         self.images: dict[tuple[str, int], object] = {}
 
-    def stylizer(self, layers: tuple[str, ...]):
-        if layers not in self.stylizers:
+    def stylizer(self, layers: tuple[str, ...], pooling: str = "max"):
+        if (layers, pooling) not in self.stylizers:
             from batch_style.engine.model import load_feature_model
             from batch_style.engine.stylizer import Stylizer
 
-            model = load_feature_model(layers, self.config.weights, tiny=self.config.tiny)
-            self.stylizers[layers] = Stylizer(model)
-        return self.stylizers[layers]
+            model = load_feature_model(layers, self.config.weights, tiny=self.config.tiny,
+                                       pooling=pooling)
+            self.stylizers[layers, pooling] = Stylizer(model)
+        return self.stylizers[layers, pooling]
 
     def style_image(self, path: Path, max_pixels: int):
         from batch_style.media import images
@@ -44,6 +45,31 @@ class _WorkerState:
         if key not in self.images:
             self.images[key] = images.load_image(path, max_pixels)
         return self.images[key]
+
+    def regions(self, unit: Unit):
+        """The unit's masks as the engine takes them (None: it has none). A mask on a style
+        image is kept like the style image; a picture's own masks are read afresh."""
+        from batch_style.engine.objective import Regions
+        from batch_style.media import images
+
+        if not (unit.masks or unit.image_masks or unit.protect):
+            return None
+        limit = unit.settings.max_pixels
+
+        def mask(path):
+            return None if path is None else images.load_mask(path, limit)
+
+        def kept(path):
+            if path is None:
+                return None
+            key = (f"mask:{path}", limit)
+            if key not in self.images:
+                self.images[key] = images.load_mask(path, limit)
+            return self.images[key]
+
+        return Regions(styles=tuple(mask(p) for p in unit.masks),
+                       images=tuple(kept(p) for p in unit.image_masks),
+                       protect=mask(unit.protect))
 
 
 _STATE: _WorkerState | None = None
@@ -173,10 +199,12 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
         if unit.progress_gif is not None and event.snapshot is not None:
             snapshots.append(images.to_uint8(event.snapshot))
 
-    stylizer = state.stylizer(tuple(dict.fromkeys(s.content_layers + s.style_layers)))
+    stylizer = state.stylizer(tuple(dict.fromkeys(s.content_layers + s.style_layers)), s.pooling)
+    regions = state.regions(unit)
 
     def stylize(memory):
         return stylizer.stylize(content, styles, s, init=init, steps=steps, temporal=temporal,
+                                regions=regions,
                                 style_keys=[ledger.file_digest(p) for p in unit.styles],
                                 callback=on_progress, memory=memory)
 

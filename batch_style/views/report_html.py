@@ -192,7 +192,7 @@ class JobSheet:
                 f'{badge_counts(job)}</h2>'
                 f'<p class="meta">{plural(len(job.units), "frame" if kind == "video" else "image")}'
                 f' · {e(duration(job.seconds))} in units · style: '
-                f'{e(", ".join(Path(s).name for s in styles))} · outputs: '
+                f'{e(", ".join(styles_text(styles, job.plan)))} · outputs: '
                 f'{e(", ".join(job.plan.get("outputs", [])))}</p>')
         if kind == "video":
             sheet = "".join(self.video(job, v) for v in job.videos) or self.video(job, None)
@@ -205,8 +205,16 @@ class JobSheet:
     def row(self, unit: UnitView, px: int) -> str:
         """One contact-sheet row: content → style(s) → result (→ progress GIF), and its numbers."""
         p, r = unit.plan, unit.record or {}
-        cells = [self.thumbs.thumb(p["content"], "content", px), '<i class="arrow">→</i>',
-                 "".join(self.thumbs.style_thumb(s) for s in p["styles"]), '<i class="arrow">→</i>']
+        masks = p.get("masks") or [None] * len(p["styles"])
+        cells = [self.thumbs.thumb(p["content"], "content", px)]
+        if p.get("protect"):
+            cells.append(self.thumbs.thumb(p["protect"], "protected", px // 2))
+        # Each style with its mask beside it: where on the picture that style goes.
+        cells += ['<i class="arrow">→</i>',
+                  "".join(self.thumbs.style_thumb(s) + (self.thumbs.thumb(m, "its mask", px // 2)
+                                                        if m else "")
+                          for s, m in zip(p["styles"], masks)),
+                  '<i class="arrow">→</i>']
         if unit.status == "done":
             cells.append(self.thumbs.thumb(p["output"], "result", px, link=True))
             gif = p.get("progress_gif")
@@ -349,6 +357,16 @@ def ran_as(record: dict) -> str:
              f"{record['convolution']} convolutions" if record.get("convolution") else None,
              place]
     return ", ".join(p for p in parts if p)
+
+
+def styles_text(styles: list, job: dict) -> list[str]:
+    """Each style's name, with where it goes when it has a mask; then what is protected."""
+    masks = job.get("masks") or [None] * len(styles)
+    names = [Path(s).name + (f" (mask {Path(m).name})" if m else "")
+             for s, m in zip(styles, masks)]
+    if job.get("protect"):
+        names.append(f"protected: {Path(job['protect']).name}")
+    return names
 
 
 def short(unit: UnitView) -> str:
