@@ -381,6 +381,14 @@ def build_parser() -> Parser:
     return parser
 
 
+def entry() -> None:
+    """The `batch-style` program: main() with TensorFlow's and XLA's chatter kept off stderr."""
+    from batch_style.engine import tf_runtime
+
+    tf_runtime.quiet_stderr()
+    sys.exit(main())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,21 @@ def test_without_the_gpus_nothing_is_set_up_on_them(fake_gpu):
     tf_runtime.import_tensorflow(gpus=False)
     assert fake_gpu == {"set_visible_devices": [([], "GPU")], "set_memory_growth": []}
     assert not tf_runtime.has_gpu()
+
+
+def test_the_program_keeps_tensorflows_chatter_off_stderr():
+    """XLA logs its compiles (and each persistent-cache hit) whatever TF_CPP_MIN_LOG_LEVEL says;
+    quiet_stderr() forwards every other line, also a child process's."""
+    code = textwrap.dedent("""
+        import os, subprocess, sys
+        from batch_style.engine import tf_runtime
+        tf_runtime.quiet_stderr()
+        os.write(2, b"I0000 00:00:1 device_compiler.h:208] Compiled cluster using XLA!\\n")
+        os.write(2, b"E0000 00:00:1 Error parsing text-format tensorflow.XlaSerializedCacheEntry\\n")
+        print("a line for people", file=sys.stderr)
+        subprocess.run([sys.executable, "-c", "import sys; print('from a child', file=sys.stderr)"])
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+    assert done.returncode == 0
+    assert done.stderr.splitlines() == ["a line for people", "from a child"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import functools
@@ -10,6 +11,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 
 log = logging.getLogger("batch_style")
@@ -19,7 +21,7 @@ log = logging.getLogger("batch_style")
 # anything else TensorFlow prints while loading is passed through.
 _NOISE = re.compile(
     r"^(I0000 |WARNING: All log messages before absl::InitializeLog\(\)"
-    r"|E0000 .*(cuInit|cuda_platform|Unable to register)"
+    r"|E0000 .*(cuInit|cuda_platform|Unable to register|XlaSerializedCacheEntry)"
     r"|.*(oneDNN custom operations are on|Could not find cuda drivers"
     r"|rebuild TensorFlow with the appropriate compiler flags"
     r"|This TensorFlow binary is optimized to use available CPU instructions))")
@@ -27,13 +29,65 @@ _NOISE = re.compile(
 # the start-up aborts the process (a CUDA error is often fatal), the file is what it said last.
 STARTUP_LOG = "BATCH_STYLE_STARTUP_LOG"
 
+# XLA's compiled programs (the Winograd layers, ~10 s of a first step) kept between processes:
+# a second run's first step needs ~3 s (docs/benchmarks.md). BATCH_STYLE_XLA_CACHE=0: off.
+XLA_CACHE = "BATCH_STYLE_XLA_CACHE"
+
 _configured: set[bool] = set()  # the `gpus` arguments TensorFlow was configured for
+_quiet: list[threading.Thread] = []  # the thread of quiet_stderr(), once installed
 _ON_CPU = contextvars.ContextVar("batch_style_on_cpu", default=False)
 
 
 def said(text: str) -> list[str]:
     """The lines of TensorFlow's start-up stderr worth showing (the noise filtered out)."""
     return [line for line in text.splitlines() if line.strip() and not _NOISE.match(line)]
+
+
+def quiet_stderr() -> None:
+    """Keep TensorFlow's and XLA's chatter (_NOISE) off stderr for this process's life and its
+    children's: XLA logs its first compile and every persistent-cache hit whatever
+    TF_CPP_MIN_LOG_LEVEL says. fd 2 becomes a pipe that a thread reads, line by line, forwarding
+    what is not noise. For programs (the command line), not for libraries."""
+    if _quiet:
+        return
+    read_end, write_end = os.pipe()
+    original = os.dup(2)
+    sys.stderr.flush()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as lines:
+            for line in lines:
+                if not _NOISE.match(line.decode("utf-8", "replace")):
+                    os.write(original, line)
+
+    thread = threading.Thread(target=forward, name="batch-style-stderr", daemon=True)
+    thread.start()
+    _quiet.append(thread)
+
+    def restore() -> None:  # at exit: the pipe closes, the thread writes what is left
+        sys.stderr.flush()
+        os.dup2(original, 2)
+        thread.join(timeout=1.0)
+
+    atexit.register(restore)
+
+
+def _xla_cache() -> None:
+    """Point XLA's persistent cache at our cache folder, unless told not to (or already set)."""
+    if os.environ.get(XLA_CACHE, "1") == "0" or "tf_xla_persistent_cache" in \
+            os.environ.get("TF_XLA_FLAGS", ""):
+        return
+    from batch_style.engine.weights import converted_cache_path
+
+    folder = converted_cache_path().parent / "xla"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # no cache: every process compiles, as before
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()
 
 
 def import_tensorflow(*, gpus: bool = True):
@@ -49,6 +103,7 @@ def import_tensorflow(*, gpus: bool = True):
 
 def _import_quietly(gpus: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _xla_cache()
     sys.stderr.flush()
     saved = os.dup(2)
     path = os.environ.get(STARTUP_LOG)
