@@ -108,7 +108,9 @@ def cmd_stylize(args) -> int:
     if gif is not None:
         write_progress_gif(content, snapshots, result.image, gif, settings)
     h, w = result.image.shape[:2]
-    say(f"wrote {out} ({w}×{h}, {result.steps} steps, {result.seconds:.1f} s, "
+    ended = result.stop_reason if result.stop_reason.startswith("converged") else \
+        f"{result.steps} steps ({result.stop_reason or 'step cap'})"
+    say(f"wrote {out} ({w}×{h}, {ended}, {result.seconds:.1f} s, "
           f"loss {result.losses.total:.4g})")
     return EXIT_OK
 

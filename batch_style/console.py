@@ -104,8 +104,9 @@ class RunDisplay:
                 self._write(f"{data['skipped']} of {data['total']} units already done; "
                             f"resuming with {data['todo']}")
         elif kind == "unit_done" and data["status"] == "done":
+            stopped = f"  {data['stopped']}" if data.get("stopped") else ""
             self._write(f"done    {data['key']}  {data['seconds']:.1f} s  "
-                        f"loss {data['losses'].get('total', float('nan')):.4g}")
+                        f"loss {data['losses'].get('total', float('nan')):.4g}{stopped}")
         elif kind == "unit_done":
             self._write(f"FAILED  {data['key']}: {data['error']}")
         elif kind == "video_done":

@@ -7,7 +7,9 @@ import multiprocessing
 import os
 import platform
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,6 +251,81 @@ def table(results: list[Measurement], checkpoints: tuple[int, ...],
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
+@dataclass(frozen=True)
+class WholeRun:
+    """What a user waits for: one `batch-style stylize` process, start-up and writing included."""
+    pair: str
+    method: str
+    seconds: float
+    objective: float    # of the written PNG, evaluated like Measurement.objective
+    stopped: str        # why the optimization ended, as the command's output line said
+
+
+def whole_process(pair: str, method: str, size: int, weights: str | None, tiny: bool,
+                  folder: Path) -> tuple[float, Path, str]:
+    """Time `batch-style stylize` on one pair as a user would run it (the seed preset, or the
+    defaults); (seconds, the result's path, the output line's stop reason)."""
+    content, style = (str(SAMPLES / p) for p in PAIRS[pair])
+    out = folder / f"{pair}-{method}.png"
+    command = [sys.executable, "-m", "batch_style", "stylize", content, style, "-o", str(out),
+               "--size", str(size)] + (["--preset", "seed"] if method == "seed" else [])
+    command += (["--weights", weights] if weights else []) + (["--tiny"] if tiny else [])
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}")
+    line = (done.stdout + done.stderr).strip().splitlines()
+    reason = next((part.strip() for text in reversed(line) for part in text.split(",")
+                   if "converged" in part or "step cap" in part), "—")
+    return seconds, out, reason
+
+
+def objectives(pairs_and_paths: list[tuple[str, Path]], size: int, weights: str | None,
+               tiny: bool) -> list[float]:
+    """The objective of each written result, against its pair, with the default weights."""
+    from batch_style.engine.model import load_feature_model
+    from batch_style.engine.stylizer import Stylizer
+    from batch_style.media import images
+    from batch_style.settings import resolve
+
+    reference = resolve({"size": size})
+    stylizer = Stylizer(load_feature_model(reference.content_layers + reference.style_layers,
+                                           weights, tiny=tiny))
+    values = []
+    for pair, path in pairs_and_paths:
+        content, style = (images.load_image(SAMPLES / p, reference.max_pixels)
+                          for p in PAIRS[pair])
+        image = images.load_image(path, reference.max_pixels)
+        values.append(stylizer.evaluate(image, content, [style], reference).total)
+    return values
+
+
+def whole_table(runs: list[WholeRun]) -> str:
+    """Markdown: each pair's whole-process figure against the first method's."""
+    rows = [["pair", "method", "whole process s", "ended", "objective", "speed-up"],
+            ["---"] * 6]
+    first = {}
+    for run in runs:
+        ref = first.setdefault(run.pair, run)
+        rows.append([run.pair, run.method, f"{run.seconds:.1f}", run.stopped,
+                     _sci(run.objective), f"{ref.seconds / run.seconds:.1f}×"])
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+
+def cpu_features() -> str:
+    """The instruction sets the figures depend on, as the kernel reports them."""
+    wanted = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX-512 BF16",
+              "amx_bf16": "AMX-BF16", "fma": "FMA"}
+    try:
+        flags = next(line.split(":", 1)[1].split()
+                     for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "features unknown"
+    return ", ".join(name for flag, name in wanted.items() if flag in flags) or "none of note"
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -258,7 +335,26 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return (f"{cpu} ({cpu_features()}), {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}")
+
+
+def whole_runs(args, size: int, context) -> list[WholeRun]:
+    """The seed preset and the defaults (those of args.methods), each pair as one process."""
+    methods = [m for m in args.methods if m in OWN_SCHEDULE]
+    timed = []
+    with tempfile.TemporaryDirectory(prefix="bench-whole-") as folder:
+        for pair in args.pairs:
+            for method in methods:
+                timed.append((pair, method, *whole_process(pair, method, size, args.weights,
+                                                           args.tiny, Path(folder))))
+                print(f"  {pair} / {method}, whole process: {timed[-1][2]:.1f} s",
+                      file=sys.stderr)
+        with context.Pool(1) as pool:
+            values = pool.apply(_in_child, (objectives, [(p, out) for p, _, _, out, _ in timed],
+                                            size, args.weights, args.tiny))
+    return [WholeRun(pair=p, method=m, seconds=t, objective=v, stopped=why)
+            for (p, m, t, _, why), v in zip(timed, values)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                         choices=list(METHODS), help="the first is the reference")
     parser.add_argument("--out", default="bench-results/bench.md", help="table file (markdown)")
     parser.add_argument("--weights", default=None, help="VGG19 weights file")
+    parser.add_argument("--no-whole", dest="whole", action="store_false",
+                        help="skip the whole-process runs of the seed preset and the defaults")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only
     args = parser.parse_args(argv)
     size = args.size or (512 if args.full else 256)
@@ -304,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             m = results[-1]
             print(f"  {pair} / {method}: {m.seconds:.1f} s, objective {m.objective:.4g}",
                   file=sys.stderr)
+    whole = whole_runs(args, size, context) if args.whole else []
     text = (f"# batch-style bench ({started})\n\nMachine: {machine()}; "
             f"{MATMUL_N}² matrix product: {peak['float32']:.0f} GFLOP/s in float32, "
             f"{peak['bfloat16']:.0f} in bfloat16\n"
@@ -314,7 +413,10 @@ def main(argv: list[str] | None = None) -> int:
             f"products in its layers.\n"
             + "".join(f"Skipped {m}: bfloat16 is emulated on this machine.\n" for m in skipped)
             + "\n"
-            + table(results, checkpoints, peak) + "\n")
+            + table(results, checkpoints, peak) + "\n"
+            + ("\nWhole process (what a user waits for): `batch-style stylize` at "
+               f"{size} px, start-up, model load and writing included; the objective of the "
+               "written PNG.\n\n" + whole_table(whole) + "\n" if whole else ""))
     print(text)
     out = Path(args.out)
     from batch_style.atomic import atomic_write_text

@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--candidates", nargs="+", default=[f"{w}:{t:g}" for w, t in CANDIDATES],
+                        metavar="WINDOW:TOLERANCE", help="rules to try against the full run")
     parser.add_argument("--out", type=Path, default=Path("bench-results/convergence.md"))
     args = parser.parse_args(argv)
 
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - started
         reference = model.evaluate(full.image, content, [style], base)
         rows.append(f"| {pair} | – | 0 | {full.steps} | {seconds:.0f} | 0 | – | – |")
-        for window, tolerance in CANDIDATES:
+        for window, tolerance in ((int(w), float(t)) for w, t in
+                                  (c.split(":") for c in args.candidates)):
             stylizer_module.TOLERANCE_WINDOW = window
             started = time.perf_counter()
             stopped = model.stylize(content, [style], base.replace(tolerance=tolerance))

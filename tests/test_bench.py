@@ -50,3 +50,15 @@ def test_masks_bench_sees_a_hard_seam_and_splits_the_halves():
     assert seam(texture, band)["ratio"] < 1.5
     a, b = halves(texture, left)
     assert a.shape[1] == 25 and b.shape[1] == 24  # columns 0-24 all left, 40-63 all right
+
+
+def test_whole_process_table_compares_each_pair_with_its_own_seed_run():
+    from benchmarks.bench import WholeRun, whole_table
+
+    runs = [WholeRun("a", "seed", 300.0, 4.2e9, "1000 steps (step cap)"),
+            WholeRun("a", "default", 60.0, 4.1e9, "converged at step 341"),
+            WholeRun("b", "seed", 100.0, 3.0e9, "1000 steps (step cap)"),
+            WholeRun("b", "default", 50.0, 2.9e9, "converged at step 280")]
+    rows = whole_table(runs).splitlines()[2:]
+    assert [r.split(" | ")[-1].rstrip(" |") for r in rows] == ["1.0×", "5.0×", "1.0×", "2.0×"]
+    assert "converged at step 341" in rows[1]

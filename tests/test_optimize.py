@@ -401,7 +401,7 @@ def test_lbfgs_finds_the_minimum_of_a_box_constrained_quadratic():
     from batch_style.engine.stylizer import _Reporter
 
     problem = _Quadratic((1, 6, 8, 3))
-    settings = resolve({"steps": 80})
+    settings = resolve({"steps": 80, "tolerance": 0.0})  # to the minimum, not "done"
     report = _Reporter(None, settings, 0, 1, (8, 6), 80, 0.0, None)
     start = np.full((6, 8, 3), 0.5, np.float32)
     image, last, steps, early = run_lbfgs(start, settings, [(problem, 80, ())], report)
