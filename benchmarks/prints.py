@@ -84,21 +84,25 @@ def _photo_size(pair: str) -> tuple[int, int]:
 
 
 # -- memory and time per step -------------------------------------------------------------------
-def step_setup(size: int, tile: int | None, steps: int):
-    """(settings, memory budget) of one row: base_size 0, so every step is at `size`. `tile`
-    None: the whole picture (tile_size 0, no budget); 0: the planner's choice under the default
-    budget (a share of the RAM, pipeline/memory.py); else tiles of that side."""
+def step_setup(size: int, tile: int | None, steps: int, precision: str = "float32"):
+    """(settings, memory budget) of one row: base_size 0, so every step is at `size`, and one
+    precision (the default's "mixed" would change arithmetic, and compile, within a few steps).
+    `tile` None: the whole picture (tile_size 0, no budget); 0: the planner's choice under the
+    default budget (a share of the RAM, pipeline/memory.py); else tiles of that side."""
     from batch_style.pipeline.memory import budget_bytes
     from batch_style.settings import resolve
 
-    settings = resolve({"size": size, "steps": steps, "base_size": 0, "tile_size": tile or 0})
+    settings = resolve({"size": size, "steps": steps, "base_size": 0, "tile_size": tile or 0,
+                        "precision": precision})
     return settings, (budget_bytes(settings) if tile == 0 else None)
 
 
 def planned(photo_size: tuple[int, int], settings, memory: int | None, tiny: bool):
-    """(the level the planner makes: size and tile, the memory it expects: schedule.need_bytes),
-    decided here without a model, so a picture that would not fit is not even started."""
+    """(the level the planner makes: size and tile, the memory it expects: schedule.need_bytes
+    with the L-BFGS pairs the run will keep), decided here without a model, so a picture that
+    would not fit is not even started."""
     from batch_style.engine import schedule, tiles
+    from batch_style.engine.lbfgs import history_rows
     from batch_style.engine.model import TINY_WIDTHS, VGG19_WIDTHS
     from batch_style.engine.policy import effective_winograd
     from batch_style.media.images import fit_size
@@ -112,7 +116,8 @@ def planned(photo_size: tuple[int, int], settings, memory: int | None, tiny: boo
     pass_bytes = (tiles.tile_memory_bytes(level.tile, layers, widths, winograd=winograd)
                   if level.tile else tiles.pass_memory_bytes(size, layers, widths,
                                                              winograd=winograd))
-    return level, schedule.need_bytes(size, pass_bytes)
+    pairs = history_rows(3 * size[0] * size[1], level.pairs_bytes)
+    return level, schedule.need_bytes(size, pass_bytes, pairs)
 
 
 def measure_steps(pair: str, settings, memory: int | None, weights: str | None,
@@ -131,7 +136,8 @@ def measure_steps(pair: str, settings, memory: int | None, weights: str | None,
 def memory_row(args, photo_size, size: int, mode: str) -> list[str]:
     """One row of the per-step table: planned here, measured in a fresh process unless the
     planner makes the tiled row whole (it would repeat the row above) or expects it not to fit."""
-    settings, memory = step_setup(size, None if mode == "whole" else args.tile, args.steps)
+    settings, memory = step_setup(size, None if mode == "whole" else args.tile, args.steps,
+                                  args.precision)
     level, need = planned(photo_size, settings, memory, args.tiny)
     (w, h), tile = level.size, level.tile
     row = [f"{w}×{h}", mode, str(tile or "whole"), f"{need / 2**20:.0f}"]
@@ -162,8 +168,11 @@ def memory_part(args) -> str:
     rows = [memory_row(args, photo_size, size, mode) for size in args.sizes
             for mode in ("whole", "tiled")]
     tile = "the planner's choice under the default budget" if args.tile == 0 else f"{args.tile} px"
-    return (f"## Memory and time per step\n\n{args.steps} L-BFGS steps at each size, base_size 0 "
-            f"(every step at that size), each in a fresh process; tiled: {tile}. s/step: the "
+    return (f"## Memory and time per step\n\n{args.steps} L-BFGS steps at each size in "
+            f"{args.precision} (convolutions: auto), base_size 0 (every step at that size), "
+            f"each in a fresh process; tiled: {tile}. No memory "
+            f"budget but for the planner's choice of tile, so L-BFGS keeps its own number of "
+            f"pairs (lbfgs.history_rows). s/step: the "
             f"median of steps 2…{args.steps} (the first traces and compiles; its column counts "
             f"the targets too). Peak RSS: the process's ru_maxrss (host memory), beside the "
             f"planner's estimate (schedule.need_bytes).\n\n"
@@ -330,6 +339,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--sizes", nargs="+", type=int, default=[512, 1024, 2048, 4096],
         help="longest sides, px, of the per-step table")
     add("--steps", type=int, default=3, help="steps per size (the first is not timed)")
+    add("--precision", default="float32", choices=("float32", "bfloat16"),
+        help="of the per-step table's steps")
     add("--tile", type=int, default=512,
         help="tile side, px, of the tiled rows (0: the planner's choice under the default budget)")
     add("--exact-size", type=int, default=384, help="px, where whole and tiled are compared")

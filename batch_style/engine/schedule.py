@@ -75,12 +75,13 @@ def levels(width: int, height: int, settings: Settings, min_side: int, steps: in
     return [Level(size, steps if i == 0 else refine) for i, size in enumerate(sizes)]
 
 
-def need_bytes(size: tuple[int, int], pass_bytes: int) -> int:
+def need_bytes(size: tuple[int, int], pass_bytes: int, pairs: int = MIN_PAIRS) -> int:
     """The planner's estimate of a level's peak memory: the worker's runtime, the picture's
-    buffers, one pass (`pass_bytes`: the whole picture's, or a tile's) and L-BFGS's fewest pairs.
-    plan() fits this to the budget; benchmarks/prints.py sets it beside the measured peak."""
+    buffers, one pass (`pass_bytes`: the whole picture's, or a tile's) and `pairs` of L-BFGS's
+    (plan() fits it with the fewest to the budget; benchmarks/prints.py, with those a run keeps,
+    sets it beside the measured peak)."""
     w, h = size
-    return RUNTIME_BYTES + w * h * (PICTURE_BYTES_PER_PX + MIN_PAIRS * PAIR_BYTES_PER_PX) \
+    return RUNTIME_BYTES + w * h * (PICTURE_BYTES_PER_PX + pairs * PAIR_BYTES_PER_PX) \
         + pass_bytes
 
 
