@@ -254,7 +254,7 @@ def measure_print(pair: str, size: int, steps: int | None, out_dir: str, weights
 
 
 def print_part(args) -> str:
-    ok, got = isolated(args.timeout, measure_print, args.pair, args.print_size, args.print_steps,
+    ok, got = isolated(args.print_timeout, measure_print, args.pair, args.print_size, args.print_steps,
                        str(Path(args.out).parent), args.weights, args.tiny)
     if not ok:
         return f"## A finished print\n\nfailed: {got}"
@@ -313,7 +313,7 @@ def look_part(args) -> str:
     rows = [[name, f"{d['style']:.4f}", f"{d['block4_conv2']:.2f}", f"{d['block3_conv2']:.2f}"]
             for name, d in (("the photo", got["photo"]), (f"{LOOK_SMALL} px", small),
                             (f"{LOOK_LARGE} px from base_size {LOOK_SMALL}, taken down", large))]
-    levels = ", ".join(f"{w}×{h} ({n} steps)" for (w, h), n in got["levels"])
+    levels = ", ".join(f"{w}×{h} ({n} step{'s' * (n != 1)})" for (w, h), n in got["levels"])
     verdict = "**pass**" if style_ratio <= LOOK_MAX else "**fail**"
     return (f"## The look of a print\n\n{LOOK_SMALL}-px result against a {LOOK_LARGE}-px one "
             f"made with base_size {LOOK_SMALL} ({levels}), {args.look_steps} steps, every "
@@ -350,6 +350,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--look-steps", type=int, default=150, help="steps of the look check's two results")
     add("--pair", default=PAIR, choices=sorted(PAIRS), help="photo and painting")
     add("--timeout", type=float, default=1800, help="seconds a measurement may take")
+    add("--print-timeout", type=float, default=6 * 3600,
+        help="seconds the finished print may take (hours on a 2-core CPU)")
     add("--out", default="bench-results/prints.md", help="table file (markdown)")
     add("--weights", default=None, help="VGG19 weights file")
     add("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only
