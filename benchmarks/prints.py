@@ -35,9 +35,10 @@ def _child(send, function, args) -> None:
 
 def isolated(timeout: float, function, *args) -> tuple[bool, object]:
     """function(*args) in a fresh process: (True, its value) or (False, why not). Each
-    measurement's peak memory is its own process's (ru_maxrss), nothing traced or cached by one
-    helps the next, and one that hangs past `timeout` s or is killed (out of memory) becomes a
-    row that says so instead of the end of a run of hours."""
+    measurement's peak memory is its own process's (ru_maxrss), nothing traced by one helps the
+    next (XLA's persistent compile cache aside: BATCH_STYLE_XLA_CACHE=0 turns it off), and one
+    that hangs past `timeout` s or is killed (out of memory) becomes a row that says so instead
+    of the end of a run of hours."""
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_child, args=(send, function, args))
@@ -174,7 +175,8 @@ def memory_part(args) -> str:
             f"budget but for the planner's choice of tile, so L-BFGS keeps its own number of "
             f"pairs (lbfgs.history_rows). s/step: the "
             f"median of steps 2…{args.steps} (the first traces and compiles; its column counts "
-            f"the targets too). Peak RSS: the process's ru_maxrss (host memory), beside the "
+            f"the targets too, and is shorter where XLA's persistent cache already holds the "
+            f"compiled layers). Peak RSS: the process's ru_maxrss (host memory), beside the "
             f"planner's estimate (schedule.need_bytes).\n\n"
             + _table(["picture", "mode", "tile", "planned MB", "peak RSS MB", "s/step",
                       "first step s", "note"], rows))
@@ -386,4 +388,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from batch_style.engine.tf_runtime import quiet_stderr
+
+    quiet_stderr()  # TensorFlow's start-up chatter, the children's too, off a run of hours
     sys.exit(main())
