@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup weights demo test test-slow bench bench-quick gpu-check lint clean
+.PHONY: setup weights demo test test-slow bench bench-quick bench-prints gpu-check lint clean
 
 setup: $(STAMP) weights
 
@@ -32,6 +32,11 @@ bench: setup
 
 bench-quick: setup
 	$(BIN)/python -m benchmarks.bench --pairs tubingen+starry-night --methods adam lbfgs lbfgs-mixed --steps 100
+
+# Prints (docs/prints.md): memory and time per step by size, whole and in tiles; tiled against
+# whole; a finished 2048-px print; the look of a print made from base_size; bench-results/prints.md.
+bench-prints: setup
+	$(BIN)/python -m benchmarks.prints
 
 # On a GPU machine, after `make setup` and `.venv/bin/pip install -e '.[gpu]'`: doctor, a
 # stylization pinned to each GPU, per-step times and GPU memory, in bench-results/gpu-check.md.

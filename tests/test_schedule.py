@@ -55,6 +55,13 @@ def test_the_whole_picture_when_it_fits_else_the_largest_tile_that_does():
     assert tight.pairs_bytes >= schedule.MIN_PAIRS * 2048 * 1536 * schedule.PAIR_BYTES_PER_PX
 
 
+def test_need_bytes_is_the_budget_at_which_the_planner_switches_to_tiles():
+    settings, level = resolve({}), Level((1024, 768), 100)
+    need = schedule.need_bytes(level.size, tiles.pass_memory_bytes(level.size, LAYERS))
+    assert schedule.plan(level, settings, LAYERS, need).tile is None
+    assert schedule.plan(level, settings, LAYERS, need - 1).tile is not None
+
+
 def test_a_budget_below_the_smallest_tile_names_the_setting():
     with pytest.raises(UserError) as caught:
         schedule.plan(Level((4096, 3072), 10), resolve({}), LAYERS, 1 << 30)

@@ -75,6 +75,16 @@ def levels(width: int, height: int, settings: Settings, min_side: int, steps: in
     return [Level(size, steps if i == 0 else refine) for i, size in enumerate(sizes)]
 
 
+def need_bytes(size: tuple[int, int], pass_bytes: int, pairs: int = MIN_PAIRS) -> int:
+    """The planner's estimate of a level's peak memory: the worker's runtime, the picture's
+    buffers, one pass (`pass_bytes`: the whole picture's, or a tile's) and `pairs` of L-BFGS's
+    (plan() fits it with the fewest to the budget; benchmarks/prints.py, with those a run keeps,
+    sets it beside the measured peak)."""
+    w, h = size
+    return RUNTIME_BYTES + w * h * (PICTURE_BYTES_PER_PX + pairs * PAIR_BYTES_PER_PX) \
+        + pass_bytes
+
+
 def plan(level: Level, settings: Settings, layers: Sequence[str], memory: int | None, *,
          widths: Sequence[int] = VGG19_WIDTHS, winograd: bool = False) -> Level:
     """`level` with its tile side and L-BFGS memory chosen for a budget of `memory` bytes
@@ -88,7 +98,7 @@ def plan(level: Level, settings: Settings, layers: Sequence[str], memory: int | 
     pairs = w * h * PAIR_BYTES_PER_PX
 
     def fits(pass_bytes: int) -> bool:
-        return memory is None or picture + pass_bytes + MIN_PAIRS * pairs <= memory
+        return memory is None or need_bytes(level.size, pass_bytes) <= memory
 
     def chosen(tile: int | None, pass_bytes: int) -> Level:
         left = None if memory is None else max(memory - picture - pass_bytes, MIN_PAIRS * pairs)
@@ -112,8 +122,8 @@ def plan(level: Level, settings: Settings, layers: Sequence[str], memory: int | 
         pass_bytes = tiles.tile_memory_bytes(tile, layers, widths, winograd=winograd)
         if fits(pass_bytes):
             return chosen(tile, pass_bytes)
-    need = picture + tiles.tile_memory_bytes(MIN_TILE, layers, widths, winograd=winograd) \
-        + MIN_PAIRS * pairs
+    need = need_bytes(level.size, tiles.tile_memory_bytes(MIN_TILE, layers, widths,
+                                                          winograd=winograd))
     raise UserError(f"a {w}×{h} px picture needs at least {need / 2**20:.0f} MB even in tiles of "
                     f"{MIN_TILE} px; the memory budget is {memory / 2**20:.0f} MB: raise it, or "
                     f"lower size", field="memory_budget")

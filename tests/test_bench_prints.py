@@ -1,0 +1,50 @@
+"""benchmarks/prints.py (`make bench-prints`): its fresh processes, and a whole run with the tiny
+network, each measurement in this process."""
+
+import operator
+import os
+import time
+
+import pytest
+
+
+def test_a_measurement_in_a_fresh_process_returns_its_value_or_why_not():
+    from benchmarks.prints import isolated
+
+    assert isolated(60, operator.add, 1, 2) == (True, 3)
+    ok, why = isolated(60, operator.truediv, 1, 0)
+    assert not ok and why.startswith("ZeroDivisionError")
+    ok, why = isolated(60, os._exit, 3)
+    assert not ok and "exit code 3" in why
+    started = time.perf_counter()
+    ok, why = isolated(2, time.sleep, 60)
+    assert not ok and why == "timed out after 2 s" and time.perf_counter() - started < 30
+
+
+def test_a_picture_the_planner_expects_not_to_fit_is_not_started():
+    from benchmarks import prints
+
+    args = prints._parser().parse_args(["--tiny"])
+    assert prints._measured(args, None, None, None, need=1 << 60)[3].startswith(
+        "skipped: needs ~")
+
+
+def test_a_tiny_run_writes_every_part(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tensorflow")
+    from benchmarks import prints
+
+    monkeypatch.setattr(prints, "isolated", lambda timeout, function, *args: (True, function(*args)))
+    out = tmp_path / "prints.md"
+    assert prints.main(["--tiny", "--sizes", "64", "--tile", "32", "--steps", "2",
+                        "--exact-size", "96", "--exact-tile", "32", "--print-size", "96",
+                        "--print-steps", "2", "--look-steps", "2", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# batch-style prints bench") and "Machine: " in text
+    assert "## Memory and time per step" in capsys.readouterr().out  # printed as it goes
+    for heading in ("Memory and time per step", "Tiled against whole", "A finished print",
+                    "The look of a print"):
+        assert f"## {heading}" in text
+    assert "| 64×48 | whole | whole |" in text and "| 64×48 | tiled | 32 |" in text
+    assert "| 96×72 | 32 px (9) |" in text  # 3×3 tiles
+    assert "Style distance, print ÷ small: **" in text
+    assert (tmp_path / "prints-96.png").is_file() and (tmp_path / "prints-look-512.png").is_file()
