@@ -108,3 +108,22 @@ def test_the_program_keeps_tensorflows_chatter_off_stderr():
                           timeout=60, cwd=REPO)
     assert done.returncode == 0
     assert done.stderr.splitlines() == ["a line for people", "from a child"]
+
+
+def test_xla_keeps_its_compiled_programs_per_machine_and_can_be_told_not_to(tmp_path, monkeypatch):
+    """A cache folder shared by machines (a home on NFS) must not hand one CPU's programs to
+    another: the folder is named by the CPU's instruction sets and TensorFlow's version."""
+    from batch_style.engine import tf_runtime, weights
+
+    monkeypatch.setenv(weights.ENV_CACHE, str(tmp_path))
+    monkeypatch.setenv("TF_XLA_FLAGS", "--tf_xla_auto_jit=0")
+    tf_runtime._xla_cache()
+    flags = os.environ["TF_XLA_FLAGS"]
+    folder = tmp_path / "xla" / tf_runtime._machine_key()
+    assert flags == f"--tf_xla_auto_jit=0 --tf_xla_persistent_cache_directory={folder}"
+    assert folder.is_dir()
+
+    monkeypatch.setenv("TF_XLA_FLAGS", "")
+    monkeypatch.setenv(tf_runtime.XLA_CACHE, "0")
+    tf_runtime._xla_cache()
+    assert os.environ["TF_XLA_FLAGS"] == ""

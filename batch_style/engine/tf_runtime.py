@@ -8,11 +8,13 @@ import contextvars
 import functools
 import logging
 import os
+import platform
 import re
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 log = logging.getLogger("batch_style")
 
@@ -21,7 +23,8 @@ log = logging.getLogger("batch_style")
 # anything else TensorFlow prints while loading is passed through.
 _NOISE = re.compile(
     r"^(I0000 |WARNING: All log messages before absl::InitializeLog\(\)"
-    r"|E0000 .*(cuInit|cuda_platform|Unable to register|XlaSerializedCacheEntry)"
+    r"|E0000 .*(cuInit|cuda_platform|Unable to register|XlaSerializedCacheEntry"
+    r"|Target machine feature \+prefer-no-(gather|scatter) is not +supported)"
     r"|.*(oneDNN custom operations are on|Could not find cuda drivers"
     r"|rebuild TensorFlow with the appropriate compiler flags"
     r"|This TensorFlow binary is optimized to use available CPU instructions))")
@@ -81,13 +84,32 @@ def _xla_cache() -> None:
         return
     from batch_style.engine.weights import converted_cache_path
 
-    folder = converted_cache_path().parent / "xla"
+    folder = converted_cache_path().parent / "xla" / _machine_key()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return  # no cache: every process compiles, as before
     flags = os.environ.get("TF_XLA_FLAGS", "")
     os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()
+
+
+def _machine_key() -> str:
+    """The CPU's instruction sets and TensorFlow's version, hashed: programs compiled for one
+    machine are never loaded on another that shares the cache folder (a home on NFS), where they
+    could stop the process with an illegal instruction."""
+    import hashlib
+    from importlib import metadata
+
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith(("flags", "Features"))), platform.processor())
+    except OSError:
+        flags = platform.processor()
+    try:
+        version = metadata.version("tensorflow")
+    except metadata.PackageNotFoundError:
+        version = "?"
+    return hashlib.sha256(f"{flags}|{version}".encode()).hexdigest()[:16]
 
 
 def import_tensorflow(*, gpus: bool = True):
