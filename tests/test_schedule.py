@@ -76,3 +76,13 @@ def test_tile_size_forces_tiles_of_at_most_that_side():
     deep = LAYERS + ("block5_pool",)  # a 32 px grid
     with pytest.raises(UserError, match="expected a multiple of 32"):
         schedule.plan(Level((384, 288), 20), resolve({"tile_size": 48}), deep, None)
+
+
+def test_a_cpu_workers_default_budget_is_a_share_of_the_ram_capped(monkeypatch):
+    from batch_style.pipeline import memory
+
+    monkeypatch.setattr(memory, "ram_bytes", lambda: 8 << 30)
+    assert memory.budget_bytes(resolve({}), None, workers=2) == 1 << 30  # 25% of 8 GB, halved
+    monkeypatch.setattr(memory, "ram_bytes", lambda: 256 << 30)
+    assert memory.budget_bytes(resolve({}), None) == memory.RAM_CAP
+    assert memory.budget_bytes(resolve({"memory_budget": 20_000}), None) == 20_000 << 20

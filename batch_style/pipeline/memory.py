@@ -8,8 +8,12 @@ from batch_style.pipeline import gpus
 from batch_style.settings import Settings
 
 # By default a CPU worker takes this share of the machine's memory (the workers of a run share
-# it); a GPU worker this share of its card's, the rest for CUDA's own needs and fragmentation.
+# it), at most RAM_CAP: a night's run leaves the machine usable, and a print's peak stays the
+# same on every machine (a 2048-px print then costs ~1.3-2× per step at its last level against
+# the whole picture: docs/prints.md). A GPU worker takes this share of its card's, the rest for
+# CUDA's own needs and fragmentation.
 RAM_SHARE = 0.25
+RAM_CAP = 3584 << 20
 GPU_SHARE = 0.9
 
 
@@ -22,7 +26,7 @@ def budget_bytes(settings: Settings, gpu: str | None = None, workers: int = 1) -
         device = gpus.named(gpu, gpus.nvidia_smi() or [])
         return int(device.memory_mib * GPU_SHARE) << 20 if device and device.memory_mib else None
     total = ram_bytes()
-    return int(total * RAM_SHARE / max(workers, 1)) if total else None
+    return min(int(total * RAM_SHARE / max(workers, 1)), RAM_CAP) if total else RAM_CAP
 
 
 def ram_bytes() -> int | None:
