@@ -221,7 +221,8 @@ def cmd_run(args) -> int:
         from batch_style.pipeline.manifest import load_all
 
         for manifest in load_all([Path(p) for p in args.manifest]):
-            say(console.describe_plan(manifest, force=args.force))
+            say(console.describe_plan(manifest, force=args.force, device=args.device,
+                                      tiny=args.tiny))
         return EXIT_OK
     display = console.RunDisplay(sys.stderr)
     summary = runner.run([Path(p) for p in args.manifest], options, on_event=display.event)

@@ -229,27 +229,31 @@ class RunDisplay:
 PLAN_PATHS_SHOWN = 12  # per job, in `run --dry-run`: a folder of 500 photos is summed up
 
 
-def describe_plan(manifest, force: bool = False) -> str:
-    """`run --dry-run`: what would run, per job (units, result size, steps), and every file it
-    would write there."""
+def describe_plan(manifest, force: bool = False, *, device: str = "auto",
+                  tiny: bool = False) -> str:
+    """`run --dry-run`: what would run, per job (units, result size, steps), every file it
+    would write there, and the convolution and precision its units would compute with (from
+    this machine's measurements, when `auto` was measured here before: engine/autotune.py)."""
     from batch_style import orchestrator as runner
+    from batch_style.engine import autotune
     from batch_style.media import images
-    from batch_style.pipeline import ledger, run_folder
+    from batch_style.pipeline import gpus, ledger, run_folder
     from batch_style.pipeline import plan as planning
 
     plan = planning.make_plan(manifest)
     book = ledger.Ledger(ledger.ledger_path(manifest.output))
     latest = book.latest()
     lines = [f"{manifest.path} → {manifest.output}"]
+    on_gpu = device != "cpu" and bool(gpus.visible_gpus())
     for job in manifest.jobs:
         units = [u for u in plan.units if u.job == job.name]
         done = 0 if force else sum(runner.unit_done(u, book, latest) for u in units)
         s = job.settings
         first = units[0].content if units and job.kind != "video" else None
-        size = ""
+        longest = s.size
         if first is not None:
             w, h = images.fit_size(*images.probe_image(first, s.max_pixels), s.size)
-            size = f"{w}×{h}" + (" (first)" if len(units) > 1 else "")
+            size, longest = f"{w}×{h}" + (" (first)" if len(units) > 1 else ""), max(w, h)
         else:
             size = f"longest side {s.size} px"
         steps = f"{s.steps} steps ({s.optimizer}" + (f", {s.scales} scales" if s.scales > 1
@@ -260,6 +264,8 @@ def describe_plan(manifest, force: bool = False) -> str:
         lines.append(f"  {job.name}: {plural(len(units), noun)}, {done} done, "
                      f"{len(units) - done} to run; {size}; {steps}; writes:")
         lines += [f"    {path}" for path in _planned_paths(job, units, plan, manifest.output)]
+        lines.append("    computes with: " + autotune.preview(s, longest, test_network=tiny,
+                                                                gpu=on_gpu))
     state = run_folder.state_dir(manifest.output).name
     lines.append(f"  and the run's own: {run_folder.REPORT_NAME}, {run_folder.LOG_NAME}, "
                  f"{state}{os.sep}")

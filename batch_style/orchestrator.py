@@ -291,7 +291,8 @@ def _record(unit: Unit, result: UnitResult, attempt: int, book: ledger.Ledger,
               "worker": result.worker, "gpu": result.gpu,
               "cuda_visible_devices": result.cuda_visible_devices,
               "tf_loaded_before_pinning": result.tf_loaded_before_pinning,
-              **{k: getattr(result, k) for k in ("precision", "convolution", "device", "stopped")}}
+              **{k: getattr(result, k) for k in ("precision", "convolution", "choice", "device",
+                                                 "stopped")}}
     if result.ok:
         record["outputs"] = [str(p) for p in (unit.output, unit.progress_gif) if p]
         summary.done += 1

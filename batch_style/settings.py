@@ -106,16 +106,19 @@ class Settings:
                                    lo=0.0, hi=1e15)
     # Where the VGG19 convolutions compute in bfloat16 (Keras' mixed_bfloat16); the image, Grams
     # and losses stay float32. "mixed": bfloat16 for the first MIXED_BULK of the steps, float32
-    # for the rest (optimize.py); "auto": mixed where the hardware has fast bfloat16 (CPUs with
-    # AVX-512 BF16/AMX, NVIDIA GPUs from Ampere on), float32 elsewhere.
+    # for the rest (policy.py); "auto": on a CPU with native bfloat16 (AVX-512 BF16/AMX) mixed or
+    # float32, whichever a step measured here costs less (engine/autotune.py), float32 on other
+    # CPUs; on a GPU mixed from Ampere on, else float32.
     precision: str = _spec("auto", "auto | float32 | bfloat16 | mixed (bfloat16, then float32)",
                            choices=PRECISIONS)
     # How float32 convolutions are computed: "direct" is Keras' Conv2D (and MaxPooling2D);
     # "winograd" is Winograd's F(4×4, 3×3) for the layers where it pays, and the pools after
     # them with their gradient compiled (model.py, winograd.py, pooling.py; the same objective
-    # to ~5e-6); "auto": Winograd on CPUs, direct on GPUs (cuDNN picks its own algorithm).
+    # to ~5e-6); "auto": on a CPU the faster of the two as measured here (engine/autotune.py),
+    # direct on GPUs (cuDNN picks its own algorithm).
     convolution: str = _spec("auto", "auto | direct | winograd: how float32 convolutions are "
-                             "computed (auto: Winograd on a CPU, direct on a GPU)",
+                             "computed (auto: on a CPU the faster one as timed here, direct on "
+                             "a GPU)",
                              choices=CONVOLUTIONS)
     max_pixels: int = _spec(50_000_000, "refuse input images with more pixels than this",
                             lo=1, hi=2_000_000_000)

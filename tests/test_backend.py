@@ -74,7 +74,7 @@ def test_out_of_memory_by_class_or_message(name, message, expected):
 def test_the_cpu_decides_for_the_cpu_inside_on_cpu(fake_gpu):
     # A GPU worker's CPU fallback: the GPU (Ampere) would run mixed precision with cuDNN's
     # convolutions; its host CPU (AVX2 only) must get float32 and Winograd instead.
-    from batch_style.engine.stylizer import effective_precision, effective_winograd
+    from batch_style.engine.policy import effective_precision, effective_winograd
 
     settings = resolve({})
     assert tf_runtime.has_gpu() and tf_runtime.native_bfloat16()

@@ -85,11 +85,16 @@ def test_dry_run_prints_the_plan_and_writes_nothing(media_dir, write_manifest, c
     # per job: its units (counted right), then every file it will write under the output folder
     assert lines[1].startswith("  pair: 1 image, 0 done, 1 to run; 48×36;")
     assert lines[1].endswith("; writes:") and lines[2] == "    pair/photo.png"
-    assert lines[3].startswith("  fold: 3 images, 0 done, 3 to run; 48×34 (first);")
-    assert lines[4:7] == [f"    fold/{name}.png" for name in "abc"]
-    assert lines[7].startswith("  clip: 6 frames, 0 done, 6 to run;")
-    assert f"{SMALL['steps']} steps (adam), then {SMALL['frame_steps']} per frame" in lines[7]
-    assert lines[8:] == ["    clip/clip.mp4", "  and the run's own: report.html, run.log, .batch_style/"]
+    # then what its units compute with, and why (engine/autotune.py): the tiny network is not timed
+    assert lines[3] == lines[8] == lines[11]
+    assert lines[3].startswith("    computes with: direct convolutions, ")  # float32 or mixed
+    assert lines[3].endswith(": not measured (test network): the rule of the CPU's family")
+    assert lines[4].startswith("  fold: 3 images, 0 done, 3 to run; 48×34 (first);")
+    assert lines[5:8] == [f"    fold/{name}.png" for name in "abc"]
+    assert lines[9].startswith("  clip: 6 frames, 0 done, 6 to run;")
+    assert f"{SMALL['steps']} steps (adam), then {SMALL['frame_steps']} per frame" in lines[9]
+    assert lines[10] == "    clip/clip.mp4"
+    assert lines[12:] == ["  and the run's own: report.html, run.log, .batch_style/"]
     assert not (manifest.parent / "out").exists()
     assert files_under(manifest.parent) == before
 
@@ -171,16 +176,16 @@ def test_internal_error_shows_its_traceback_with_debug(tmp_path, internal_error,
 def test_stylize_on_the_cpu_leaves_the_gpus_alone(media_dir, tmp_path, fake_gpu, monkeypatch):
     # `stylize --device cpu` on a GPU machine: TensorFlow is told not to use the GPU before it
     # sets it up (no memory growth, no context), and the CPU's precision is chosen.
-    from batch_style.engine import stylizer
+    from batch_style.engine import policy
 
     precisions = []
-    original = stylizer.effective_precision
+    original = policy.effective_precision
 
     def effective_precision(settings):
         precisions.append(original(settings))
         return precisions[-1]
 
-    monkeypatch.setattr(stylizer, "effective_precision", effective_precision)
+    monkeypatch.setattr(policy, "effective_precision", effective_precision)
     out = tmp_path / "result.png"
     assert cli_module.main(["stylize", str(media_dir / "photo.png"), str(media_dir / "style.png"),
                             "-o", str(out), "--tiny", "--device", "cpu", "--size", "48",
@@ -318,8 +323,9 @@ def test_dry_run_lists_frames_and_sums_up_long_folders(media_dir, tmp_path, writ
     assert lines[1].startswith("  many: 14 images, 0 done, 14 to run;")
     assert lines[2:4] == ["    many/p00.png", "    many/p00.progress.gif"]
     assert lines[13] == "    … and 17 more files in many/"  # 28 files: 11 shown, then the rest
-    assert lines[14].startswith("  clip: 6 frames,")
-    assert lines[15:17] == ["    clip/clip.gif", "    clip/frames/clip/000000.png … 000005.png (6 frames)"]
+    assert lines[14].startswith("    computes with: ")
+    assert lines[15].startswith("  clip: 6 frames,")
+    assert lines[16:18] == ["    clip/clip.gif", "    clip/frames/clip/000000.png … 000005.png (6 frames)"]
 
 
 def test_a_run_ends_with_where_its_results_and_report_are(media_dir, write_manifest, cli):

@@ -9,13 +9,9 @@ tf = pytest.importorskip("tensorflow")
 
 from batch_style.engine import losses  # noqa: E402
 from batch_style.engine.model import TINY_WIDTHS, FeatureModel, layers_needed  # noqa: E402
+from batch_style.engine.policy import effective_precision, phases  # noqa: E402
 from batch_style.engine.schedule import level_sizes  # noqa: E402
-from batch_style.engine.stylizer import (  # noqa: E402
-    Stylizer,
-    Temporal,
-    effective_precision,
-    phases,
-)
+from batch_style.engine.stylizer import Stylizer, Temporal  # noqa: E402
 from batch_style.errors import UserError  # noqa: E402
 from batch_style.media import images  # noqa: E402
 from batch_style.settings import Settings, resolve  # noqa: E402

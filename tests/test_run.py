@@ -693,7 +693,7 @@ def raise_out_of_memory(kind: str):
 def test_a_size_too_big_for_the_gpu_finishes_on_the_cpu_with_the_cpus_choices(
         media_dir, write_manifest, monkeypatch, fake_gpu, kind):
     """Out of memory on the GPU at once and again in smaller tiles: the CPU finishes it."""
-    from batch_style.engine import stylizer
+    from batch_style.engine import policy, stylizer
 
     tf = pytest.importorskip("tensorflow")
     manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
@@ -701,7 +701,7 @@ def test_a_size_too_big_for_the_gpu_finishes_on_the_cpu_with_the_cpus_choices(
     original, tries = stylizer.Stylizer.stylize, []
 
     def stylize(self, content, styles, settings, **kwargs):  # the GPU runs out of memory
-        tries.append((tf.constant(0.0).device, stylizer.effective_precision(settings)))
+        tries.append((tf.constant(0.0).device, policy.effective_precision(settings)))
         if len(tries) <= 2:
             raise_out_of_memory(kind)
         return original(self, content, styles, settings, **kwargs)
@@ -768,18 +768,18 @@ def test_in_process_on_the_cpu_leaves_the_gpus_alone(media_dir, write_manifest, 
                                                       fake_gpu):
     # --workers 0 --device cpu: TensorFlow is told not to use the GPU before it sets it up (no
     # memory growth, no context), and the unit makes the CPU's choices.
-    from batch_style.engine import stylizer
+    from batch_style.engine import policy
 
     manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
                                 "style": str(media_dir / "style.png")}])
     precisions = []
-    original = stylizer.effective_precision
+    original = policy.effective_precision
 
     def effective_precision(settings):
         precisions.append(original(settings))
         return precisions[-1]
 
-    monkeypatch.setattr(stylizer, "effective_precision", effective_precision)
+    monkeypatch.setattr(policy, "effective_precision", effective_precision)
     summary = runner.run([manifest], dataclasses.replace(SERIAL, device="cpu"))
     assert summary.done == 1
     assert fake_gpu["set_visible_devices"] == [([], "GPU")]

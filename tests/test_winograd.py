@@ -9,7 +9,8 @@ tf = import_tensorflow()
 
 from batch_style.engine import pooling, winograd  # noqa: E402
 from batch_style.engine.model import TINY_WIDTHS, FeatureModel, winograd_pays  # noqa: E402
-from batch_style.engine.stylizer import Stylizer, effective_winograd, phases  # noqa: E402
+from batch_style.engine.policy import effective_winograd, phases  # noqa: E402
+from batch_style.engine.stylizer import Stylizer  # noqa: E402
 from batch_style.settings import resolve  # noqa: E402
 
 # Enough channels (≥ 64) that every layer but block1_conv1 is a Winograd layer; maps kept small.

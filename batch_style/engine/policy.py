@@ -12,18 +12,26 @@ from batch_style.settings import Settings
 MIXED_BULK = 0.75
 
 
+def family_precision(precision: str, native_bfloat16: bool) -> str:
+    """`precision` with "auto" decided by the hardware's family: mixed where bfloat16 is native.
+    (autotune.py times the candidates instead where it can.)"""
+    if precision != "auto":
+        return precision
+    return "mixed" if native_bfloat16 else "float32"
+
+
 def effective_precision(settings: Settings) -> str:
-    """settings.precision with "auto" decided for this process's hardware."""
+    """settings.precision with "auto" decided by the family of this process's hardware."""
     if settings.precision != "auto":
         return settings.precision
     from batch_style.engine.tf_runtime import native_bfloat16
 
-    return "mixed" if native_bfloat16() else "float32"
+    return family_precision(settings.precision, native_bfloat16())
 
 
 def effective_winograd(settings: Settings) -> bool:
     """Whether float32 features are computed by Winograd's algorithm: settings.convolution,
-    with "auto" deciding for this process's hardware (yes on a CPU, no on a GPU)."""
+    with "auto" decided by this process's hardware's family (yes on a CPU, no on a GPU)."""
     if settings.convolution != "auto":
         return settings.convolution == "winograd"
     from batch_style.engine.tf_runtime import has_gpu

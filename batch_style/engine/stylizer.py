@@ -10,12 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from batch_style.engine import losses, schedule
+from batch_style.engine import autotune, losses, schedule, tf_runtime
 from batch_style.engine.adam import run_adam
+from batch_style.engine.autotune import Choice
 from batch_style.engine.lbfgs import run_lbfgs
 from batch_style.engine.model import ARITHMETICS, FeatureModel, carry_down
 from batch_style.engine.objective import Losses, Objective, Regions, Temporal, losses_of
-from batch_style.engine.policy import effective_precision, effective_winograd, phases
+from batch_style.engine.policy import phases
 from batch_style.engine.schedule import Level
 from batch_style.engine.tiled import TiledObjective, tiled_features, tiled_grams
 from batch_style.engine.tiles import TileLayout
@@ -50,6 +51,7 @@ class Result:
     history: tuple[float, ...]  # total loss after each step, all levels in order
     stop_reason: str = ""   # "converged at step N" or "step cap"
     levels: tuple[Level, ...] = ()  # how it was made: sizes, steps, tiles
+    choice: Choice | None = None  # its convolution and precision, and why (autotune.py)
 
 
 Callback = Callable[[Progress], None]
@@ -70,6 +72,7 @@ class Stylizer:
         self._style_cache: dict[Hashable, dict[str, tf.Tensor]] = {}
         self._objectives: dict[str, Objective] = {}
         self._tiled_objectives: dict[tuple, TiledObjective] = {}
+        self._choices: dict[tuple, Choice] = {}
 
     def objective(self, arithmetic: str) -> Objective:
         """The objective with features computed in `arithmetic` (model.ARITHMETICS)."""
@@ -89,22 +92,54 @@ class Stylizer:
                 self._model(arithmetic), TileLayout(size, tile, self.model.layer_names))
         return self._tiled_objectives[key]
 
-    def phases(self, settings: Settings, steps: int) -> list[tuple[str, int]]:
-        """(arithmetic, steps) in order for one level's budget on this process's hardware."""
-        return phases(effective_precision(settings), steps, self._winograd(settings))
+    def choice(self, settings: Settings, longest: int | None = None) -> Choice:
+        """The convolution and precision for a result `longest` px wide (settings.size when
+        None) on this process's hardware, `auto` timed once per size bucket (autotune.py)."""
+        longest = settings.size if longest is None else longest
+        key = (settings.precision, settings.convolution, autotune.bucket(longest),
+               tf_runtime.computing_on_cpu())
+        if key not in self._choices:
+            self._choices[key] = autotune.choose(
+                settings, longest, lambda a, size: self.step_timer(settings, a, size), self.model)
+        return self._choices[key]
 
-    def _winograd(self, settings: Settings) -> bool:
-        return self.model.winograd_differs and effective_winograd(settings)
+    def step_timer(self, settings: Settings, arithmetic: str, size: tuple[int, int]):
+        """A call of one objective evaluation (value and gradient) in `arithmetic` on a picture
+        of `size` with a style of its own: what a step costs, bar the optimizer's few vector
+        operations. Traced and compiled by its first call, made here."""
+        w, h = size
+        rng = np.random.default_rng(0)
+        content, style = (images.resize(rng.uniform(0, 1, (4, 4, 3)).astype(np.float32), (w, h))
+                          for _ in range(2))
+        x = tf.constant(content[None])
+        args = self._objective_args(content, [style], None, settings, None, arithmetic)
+        evaluate = self.objective(arithmetic).evaluate
+
+        def call() -> float:
+            return float(evaluate(x, *args)[0])  # float(): waits for the result
+
+        call()
+        return call
+
+    def phases(self, settings: Settings, steps: int, longest: int | None = None,
+               ) -> list[tuple[str, int]]:
+        """(arithmetic, steps) in order for one level's budget of a result `longest` px wide
+        (settings.size when None) on this process's hardware."""
+        return phases(self.choice(settings, longest).precision, steps,
+                      self._winograd(settings, longest))
+
+    def _winograd(self, settings: Settings, longest: int | None) -> bool:
+        return self.model.winograd_differs and self.choice(settings, longest).winograd
 
     def plan(self, width: int, height: int, settings: Settings, steps: int | None = None, *,
              coarse: bool = True, memory: int | None = None) -> list[Level]:
         """The levels a width×height content is made in (schedule.levels), each whole or in
         tiles for a budget of `memory` bytes (schedule.plan)."""
         steps = settings.steps if steps is None else steps
+        levels = schedule.levels(width, height, settings, self.model.min_size, steps, coarse)
+        winograd = self._winograd(settings, max(levels[-1].size))
         return [schedule.plan(level, settings, self.model.layer_names, memory,
-                              widths=self.model.widths, winograd=self._winograd(settings))
-                for level in schedule.levels(width, height, settings, self.model.min_size,
-                                             steps, coarse)]
+                              widths=self.model.widths, winograd=winograd) for level in levels]
 
     # -- targets ----------------------------------------------------------------------------
     # Targets come from the model in the precision that optimizes against them. bfloat16 maps
@@ -182,6 +217,7 @@ class Stylizer:
         budget = settings.steps if steps is None else steps
         height, width = content.shape[:2]
         plan = self.plan(width, height, settings, budget, coarse=steps is None, memory=memory)
+        longest = max(plan[-1].size)
         image = self._initial_image(content, plan[0].size, settings, init)
         if settings.style_blend and len(settings.style_blend) != len(styles):
             raise UserError(f"expected {len(styles)} weights (one per style), got "
@@ -196,7 +232,7 @@ class Stylizer:
                          self._tiled(p, level.size, level.tile), n,
                          self._objective_args(content_here, styles, style_keys, settings,
                                               temporal, p, level.tile, regions))
-                        for p, n in self.phases(settings, level.steps)]
+                        for p, n in self.phases(settings, level.steps, longest)]
             run = RUNS[settings.optimizer]
             luminance = settings.preserve_colors == "luminance"
             report = _Reporter(callback, settings, number, len(plan), (w, h), level.steps,
@@ -212,6 +248,7 @@ class Stylizer:
         return Result(image=image.astype(np.float32), losses=last, steps=evaluations,
                       seconds=time.perf_counter() - started, stopped_early=converged,
                       history=tuple(history), levels=tuple(plan),
+                      choice=self.choice(settings, longest),
                       stop_reason=f"converged at step {evaluations}" if converged else "step cap")
 
     def evaluate(self, image: np.ndarray, content: np.ndarray, styles: Sequence[np.ndarray],

@@ -212,6 +212,12 @@ def native_bfloat16() -> bool:
         gpu = tf.config.get_visible_devices("GPU")[0]
         details = tf.config.experimental.get_device_details(gpu)
         return tuple(details.get("compute_capability") or (0, 0)) >= (8, 0)
+    return cpu_bfloat16()
+
+
+def cpu_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX-512 BF16 or AMX): no TensorFlow
+    needed to know it."""
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 

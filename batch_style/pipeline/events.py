@@ -9,7 +9,8 @@ OUTPUT/.batch_style/events.jsonl gets one line per event, `{"time": UNIX_SECONDS
 - `unit_done`: a unit finished, the ledger record as written: `key`, `job`, `status` (done |
   failed), `seconds`, `steps`, `losses` {total, content, style, tv, temporal}, `history` (total
   loss per step, ≤ 200 points), `worker` (host:pid), `gpu`, `device`, `precision`,
-  `convolution`, `stopped`, `attempts`, and `outputs` when done or
+  `convolution`, `choice` (why those two: autotune.py), `stopped`, `attempts`, and `outputs`
+  when done or
   `error` (one line for people) and `error_kind` (input | disk-full | oom | crash | internal)
   when failed.
 - `video_done`: a video was assembled: `key` ("JOB/STEM#video"), `job`, `outputs`, `seconds`.

@@ -93,5 +93,6 @@ class UnitResult:
     # What the run resolved `auto` to, and why it ended (the ledger and the report show them):
     precision: str | None = None        # float32 | bfloat16 | mixed
     convolution: str | None = None      # direct | winograd (the float32 steps')
+    choice: str | None = None           # why that precision and convolution (autotune.py)
     device: str | None = None           # "cpu" or "gpu:N"
     stopped: str | None = None          # "step cap" | "converged at step N"

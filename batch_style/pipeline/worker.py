@@ -233,8 +233,8 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
             snapshots.clear()
             with tf_runtime.on_cpu():
                 result = stylize(memory.budget_bytes(s, None, state.config.workers))
-                ran, device = ran_as(stylizer, s, steps), "cpu"
-    ran = ran or ran_as(stylizer, s, steps)
+                ran, device = ran_as(stylizer, s, steps, result), "cpu"
+    ran = ran or ran_as(stylizer, s, steps, result)
     beat.done()
     live.done()
     images.save_image(result.image, unit.output, bit_depth=s.bit_depth,
@@ -247,15 +247,17 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
             "stopped": result.stop_reason, **ran}
 
 
-def ran_as(stylizer, settings, steps: int | None) -> dict:
+def ran_as(stylizer, settings, steps: int | None, result) -> dict:
     """The precision and convolution the unit's steps ran with (Stylizer.phases: `auto` resolved
-    for this process), for the ledger and the report."""
+    for this process), and why (autotune.Choice), for the ledger and the report."""
+    longest = max(result.image.shape[:2])
     kinds = {arithmetic for arithmetic, n in
-             stylizer.phases(settings, settings.steps if steps is None else steps) if n}
+             stylizer.phases(settings, settings.steps if steps is None else steps, longest) if n}
     float32 = kinds - {"bfloat16"}
     precision = ("mixed" if "bfloat16" in kinds and float32 else
                  "bfloat16" if "bfloat16" in kinds else "float32")
-    return {"precision": precision, "convolution": "winograd" if "winograd" in kinds else "direct"}
+    return {"precision": precision, "convolution": "winograd" if "winograd" in kinds else "direct",
+            "choice": result.choice.reason if result.choice else None}
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from batch_style.engine import tf_runtime
+from batch_style.engine import autotune, tf_runtime
 from batch_style.errors import UserError
 from batch_style.pipeline import gpus
+from batch_style.settings import Settings
 
 MIN_FREE_GB = 1.0  # below this under the output folder, a run is likely to stop on a full disk
 # pip's CUDA libraries (`.[gpu]`), as TensorFlow finds them: (distribution, what it is).
@@ -148,14 +149,7 @@ def _gpu_facts(devices, smi_error, ids, view) -> list[tuple[str, str]]:
 
 
 def _cpu() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    name = autotune.cpu_model()
     flags = tf_runtime.cpu_flags()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     features = ", ".join(f"{label} {'yes' if flag in flags else 'no'}"
@@ -171,9 +165,9 @@ def _plan(ids: tuple[str, ...], view: gpus.TensorFlowView) -> str:
         return (f"{len(ids)} worker{'s' if len(ids) > 1 else ''}, one per GPU "
                 f"({', '.join(ids)}); precision auto → {precision}, convolution auto → direct "
                 f"(cuDNN)")
-    native = {"avx512_bf16", "amx_bf16"} & tf_runtime.cpu_flags()
-    precision = "mixed (native bfloat16)" if native else "float32 (bfloat16 is emulated here)"
-    return f"1 worker on the CPU; precision auto → {precision}, convolution auto → Winograd"
+    # auto is timed by the first unit of each size bucket, then read from the cache
+    return f"1 worker on the CPU; at {autotune.BUCKETS[0]} px: " + autotune.preview(
+        Settings(), autotune.BUCKETS[0])
 
 
 def _weights(explicit: str | None, problems: list[str]) -> str:

@@ -193,7 +193,7 @@ class JobSheet:
                 f'<p class="meta">{plural(len(job.units), "frame" if kind == "video" else "image")}'
                 f' · {e(duration(job.seconds))} in units · style: '
                 f'{e(", ".join(styles_text(styles, job.plan)))} · outputs: '
-                f'{e(", ".join(job.plan.get("outputs", [])))}</p>')
+                f'{e(", ".join(job.plan.get("outputs", [])))}</p>' + chosen(job))
         if kind == "video":
             sheet = "".join(self.video(job, v) for v in job.videos) or self.video(job, None)
         else:
@@ -357,6 +357,15 @@ def ran_as(record: dict) -> str:
              f"{record['convolution']} convolutions" if record.get("convolution") else None,
              place]
     return ", ".join(p for p in parts if p)
+
+
+def chosen(job: JobView) -> str:
+    """One line: why the job's units computed with their convolution and precision (the
+    records' `choice`, autotune.py), each distinct reason once."""
+    reasons = dict.fromkeys(u.record["choice"] for u in job.units
+                            if u.record and u.record.get("choice"))
+    return (f'<p class="meta">convolution and precision: {e(" | ".join(reasons))}</p>'
+            if reasons else "")
 
 
 def styles_text(styles: list, job: dict) -> list[str]:
