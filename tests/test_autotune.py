@@ -42,9 +42,10 @@ def never_timed(arithmetic, size):
 # -- the cache ------------------------------------------------------------------------------------
 def test_buckets_and_the_key_name_the_machine():
     assert [autotune.bucket(n) for n in (48, 256, 257, 512, 4096)] == [256, 256, 512, 512, 512]
-    assert autotune.timed_size(256) == (256, 192) and autotune.timed_size(512) == (512, 384)
+    assert autotune.timed_size(256) == (256, 192) and autotune.timed_size(512) == (384, 288)
     key = autotune.cache_key(256)
-    assert key == f"{autotune.cpu_model()} | TF {autotune.tf_version()} | 256 px"
+    assert key == (f"{autotune.cpu_model()} [{autotune.tf_runtime.cpu_signature()}] | "
+                   f"TF {autotune.tf_version()} | 256 px")
     assert autotune.cpu_model() and autotune.tf_version() != "unknown"
 
 
@@ -151,8 +152,8 @@ def test_the_real_network_is_timed_once_per_bucket_then_read(cache, cpu, monkeyp
     assert autotune.cached(256) == {"float32": 0.46, "winograd": 0.36}
     again = autotune.choose(settings, 256, never_timed, VGG19)  # from the cache
     assert again == autotune.Choice(first.convolution, first.precision, first.reason + " (cached)")
-    autotune.choose(settings, 2048, timer, VGG19)  # another bucket: timed at 512 px
-    assert timed[2:] == [("float32", (512, 384)), ("winograd", (512, 384))]
+    autotune.choose(settings, 2048, timer, VGG19)  # another bucket: timed at 384 px
+    assert timed[2:] == [("float32", (384, 288)), ("winograd", (384, 288))]
 
 
 def test_a_test_network_or_a_gpu_keeps_the_family_rule(cache, cpu, monkeypatch):

@@ -13,13 +13,14 @@ keep their CPU family's rule, so tests never pay for a measurement.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,12 @@ from batch_style.engine.model import VGG19_WIDTHS
 from batch_style.settings import Settings
 
 CACHE_NAME = "autotune.json"  # beside the converted weights (weights.converted_cache_path())
-# Results up to 256 px are timed at 256 px, larger ones at 512: a larger picture is timed at 512 px
-# too (a few seconds, not a minute), where a step's cost per pixel has settled (bigger pictures
-# are made in tiles of about that size, or larger).
+# Results up to 256 px are timed at 256 px, larger ones at 384 px: a step's cost per pixel has
+# about settled there (bigger pictures are made in tiles of about that size, or larger), and the
+# first measurement stays under ~15 s (docs/benchmarks.md).
 BUCKETS = (256, 512)
-TIMED_CALLS = 3  # per candidate, after one call that traces and compiles it; the median counts
+TIMED_SIDE = {256: 256, 512: 384}
+TIMED_CALLS = 2  # per candidate, after one call that traces and compiles it; the median counts
 # The arithmetics timed (model.ARITHMETICS' names) and how the text calls them.
 NAMES = {"float32": "direct", "winograd": "winograd", "bfloat16": "bfloat16"}
 
@@ -64,7 +66,8 @@ def bucket(longest: int) -> int:
 
 def timed_size(size_bucket: int) -> tuple[int, int]:
     """(w, h) of the picture a bucket is timed on: 4:3, as most photos are."""
-    return size_bucket, size_bucket * 3 // 4
+    side = TIMED_SIDE[size_bucket]
+    return side, side * 3 // 4
 
 
 def cpu_model() -> str:
@@ -92,7 +95,8 @@ def tf_version() -> str:
 
 
 def cache_key(size_bucket: int) -> str:
-    return f"{cpu_model()} | TF {tf_version()} | {size_bucket} px"
+    return (f"{cpu_model()} [{tf_runtime.cpu_signature()}] | TF {tf_version()} | "
+            f"{size_bucket} px")
 
 
 def cache_path() -> Path:
@@ -205,11 +209,12 @@ def choose(settings: Settings, longest: int, timer: Callable[[str, tuple[int, in
         return decide({}, settings.precision, settings.convolution, native)
     size_bucket = bucket(longest)
     size = timed_size(size_bucket)
-    figures = cached(size_bucket, path)
-    missing = [a for a in needed if a not in figures]
-    if missing:
-        figures = {**figures, **measure({a: timer(a, size) for a in missing})}
-        remember(size_bucket, figures, path)
+    with _one_measurer(path or cache_path()):  # workers starting together: one measures
+        figures = cached(size_bucket, path)
+        missing = [a for a in needed if a not in figures]
+        if missing:
+            figures = {**figures, **measure({a: timer(a, size) for a in missing})}
+            remember(size_bucket, figures, path)
     return decide(figures, settings.precision, settings.convolution, native,
                   where(size) + ("" if missing else " (cached)"))
 
@@ -237,6 +242,24 @@ def preview(settings: Settings, longest: int, *, test_network: bool = False,
                 f"{size[0]}×{size[1]} px)")
     return str(decide(figures, settings.precision, settings.convolution, native,
                       where(size) + " (cached)"))
+
+
+@contextlib.contextmanager
+def _one_measurer(path: Path) -> Iterator[None]:
+    """Hold a lock beside the cache while measuring: CPU workers that start together would time
+    each other's work; the others wait, then read the figures. Without a lock (no fcntl, a
+    read-only folder) each measures, as before."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 (closed below)
+    except (ImportError, OSError):
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def where(size: tuple[int, int]) -> str:

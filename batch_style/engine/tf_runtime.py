@@ -93,23 +93,30 @@ def _xla_cache() -> None:
     os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()
 
 
-def _machine_key() -> str:
-    """The CPU's instruction sets and TensorFlow's version, hashed: programs compiled for one
-    machine are never loaded on another that shares the cache folder (a home on NFS), where they
-    could stop the process with an illegal instruction."""
+def cpu_signature() -> str:
+    """The CPU's instruction sets, hashed: what compiled code and timings depend on, where the
+    model name does not tell ("Intel(R) Xeon(R) Processor" on many a VM)."""
     import hashlib
-    from importlib import metadata
 
     try:
         flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith(("flags", "Features"))), platform.processor())
     except OSError:
         flags = platform.processor()
+    return hashlib.sha256(flags.encode()).hexdigest()[:12]
+
+
+def _machine_key() -> str:
+    """The XLA cache's folder name: programs compiled for one CPU and TensorFlow are never
+    loaded by another that shares the cache folder (a home on NFS), where they could stop the
+    process with an illegal instruction."""
+    from importlib import metadata
+
     try:
         version = metadata.version("tensorflow")
     except metadata.PackageNotFoundError:
-        version = "?"
-    return hashlib.sha256(f"{flags}|{version}".encode()).hexdigest()[:16]
+        version = "unknown"
+    return f"{cpu_signature()}-tf{version}"
 
 
 def import_tensorflow(*, gpus: bool = True):
