@@ -17,7 +17,7 @@ def test_a_result_above_base_size_is_made_there_first_then_refined():
     settings = resolve({"size": 2048, "base_size": 512, "steps": 400})
     levels = schedule.levels(4000, 3000, settings, 16, settings.steps)
     assert [lv.size for lv in levels] == [(512, 384), (1024, 768), (2048, 1536)]
-    assert [lv.steps for lv in levels] == [400, 100, 100]
+    assert [lv.steps for lv in levels] == [400, 40, 40]
 
 
 def test_the_last_level_is_the_size_even_between_doublings():

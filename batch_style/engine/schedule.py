@@ -12,8 +12,11 @@ from batch_style.media import images
 from batch_style.settings import Settings
 
 # Steps of each level above base_size, as a share of `steps`: the look is set at base_size, a
-# finer level only adds detail to an upsampled picture that is already close (docs/prints.md).
-REFINE_SHARE = 0.25
+# finer level only adds detail to an upsampled picture that is already close. More steps there
+# pull the print toward the less painted look of its own size: a 512-px print from base_size 128
+# was 1.37× further from the style than the 128-px draft with 0.25, 1.10× with 0.1, 1.03× with
+# 0.05 (docs/prints.md); 0.1 keeps the look and leaves the detail 50 steps at the defaults.
+REFINE_SHARE = 0.1
 LEVEL_FACTOR = 2  # each level above base_size is this many times the one below (the last: size)
 # What a tile's side may be when tiles are chosen by memory: a multiple of the pooling grid;
 # above MAX_AUTO_TILE the halo's overhead has become small and a tile only costs more memory.
