@@ -64,9 +64,16 @@ def test_need_bytes_is_the_budget_at_which_the_planner_switches_to_tiles():
 
 def test_a_budget_below_the_smallest_tile_names_the_setting():
     with pytest.raises(UserError) as caught:
-        schedule.plan(Level((4096, 3072), 10), resolve({}), LAYERS, 1 << 30)
+        schedule.plan(Level((4096, 3072), 10), resolve({"memory_budget": 1024}), LAYERS, 1 << 30)
     assert caught.value.field == "memory_budget"
     assert "even in tiles of 64 px" in caught.value.message
+
+
+def test_the_default_budget_is_exceeded_by_what_the_picture_needs_not_refused():
+    # A 4096-px print's own buffers and runtime outgrow a CPU worker's default 3.5 GB.
+    level = schedule.plan(Level((4096, 3072), 10), resolve({}), LAYERS, 3584 << 20)
+    assert level.tile == schedule.FALLBACK_TILE
+    assert level.pairs_bytes == schedule.MIN_PAIRS * 4096 * 3072 * schedule.PAIR_BYTES_PER_PX
 
 
 def test_tile_size_forces_tiles_of_at_most_that_side():

@@ -68,7 +68,7 @@ def history_rows(n_pixels: int, memory_bytes: int | None = None) -> int:
     return int(rows if memory_bytes is None else max(1, min(rows, memory_bytes // pair)))
 
 
-@tf.function(reduce_retracing=True)  # one trace for every picture size, not one per size
+@tf.function
 def _lbfgs_direction(x, grad, memory: _Memory, pairs: tf.Variable, s=None, y=None):
     """-H·g over the free pixels, H the L-BFGS inverse Hessian in compact form; first, given
     the last step s and its change of gradient y, the memory takes that pair in.

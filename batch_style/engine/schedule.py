@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -10,6 +11,8 @@ from batch_style.engine.model import VGG19_WIDTHS
 from batch_style.errors import UserError
 from batch_style.media import images
 from batch_style.settings import Settings
+
+log = logging.getLogger("batch_style")
 
 # Steps of each level above base_size, as a share of `steps`: the look is set at base_size, a
 # finer level only adds detail to an upsampled picture that is already close. More steps there
@@ -21,6 +24,9 @@ LEVEL_FACTOR = 2  # each level above base_size is this many times the one below 
 # What a tile's side may be when tiles are chosen by memory: a multiple of the pooling grid;
 # above MAX_AUTO_TILE the halo's overhead has become small and a tile only costs more memory.
 MIN_TILE = 64       # px
+# Where the default budget cannot hold even a picture's own buffers (a 4096-px print under a CPU
+# worker's 3.5 GB), tiles of this side: the budget is exceeded by what the picture needs, not refused.
+FALLBACK_TILE = 256  # px
 MAX_AUTO_TILE = 1024  # px
 # Per pixel of the picture, besides the network's passes (float32 RGB values): the image, its
 # gradient, a trial point and its gradient, the direction, Adam's two moments, the targets and
@@ -125,6 +131,12 @@ def plan(level: Level, settings: Settings, layers: Sequence[str], memory: int | 
         pass_bytes = tiles.tile_memory_bytes(tile, layers, widths, winograd=winograd)
         if fits(pass_bytes):
             return chosen(tile, pass_bytes)
+    if not settings.memory_budget:  # our own default, not the user's word: exceed it a little
+        pass_bytes = tiles.tile_memory_bytes(FALLBACK_TILE, layers, widths, winograd=winograd)
+        log.info("the default memory budget (%d MB) cannot hold a %d×%d picture's own buffers: "
+                 "tiles of %d px, about %d MB", memory >> 20, w, h, FALLBACK_TILE,
+                 need_bytes(level.size, pass_bytes) >> 20)
+        return chosen(FALLBACK_TILE if FALLBACK_TILE < max(w, h) else None, pass_bytes)
     need = need_bytes(level.size, tiles.tile_memory_bytes(MIN_TILE, layers, widths,
                                                           winograd=winograd))
     raise UserError(f"a {w}×{h} px picture needs at least {need / 2**20:.0f} MB even in tiles of "

@@ -175,6 +175,9 @@ def configure(tf, gpus: bool = True) -> None:
     # inputs to a 10-bit mantissa, which the float32 polish, the Grams and L-BFGS's inner
     # products are there to avoid.
     tf.config.experimental.enable_tensor_float_32_execution(False)
+    # Its Python warnings are advice to TensorFlow's programmers ("triggered tf.function
+    # retracing": a tiled level's edge tiles have their own shapes, by design), not to ours.
+    tf.get_logger().setLevel(logging.ERROR)
     _configured.add(gpus)
 
 
