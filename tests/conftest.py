@@ -281,3 +281,27 @@ def fake_nvidia_smi(tmp_path, monkeypatch) -> Callable[..., Path]:
         monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
         return script
     return install
+
+
+@pytest.fixture
+def precisions(monkeypatch) -> list[str]:
+    """The precisions policy.effective_precision decided during the test, in order."""
+    from batch_style.engine import policy
+
+    decided: list[str] = []
+    original = policy.effective_precision
+
+    def effective_precision(settings):
+        decided.append(original(settings))
+        return decided[-1]
+
+    monkeypatch.setattr(policy, "effective_precision", effective_precision)
+    return decided
+
+
+def relative(a, b) -> float:
+    """max |a − b| / max |b|: how far a computed array is from the one it should equal."""
+    import numpy as np
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / np.abs(b).max())

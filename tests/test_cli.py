@@ -173,19 +173,9 @@ def test_internal_error_shows_its_traceback_with_debug(tmp_path, internal_error,
         cli_module.main([*argv, str(tmp_path)])
 
 
-def test_stylize_on_the_cpu_leaves_the_gpus_alone(media_dir, tmp_path, fake_gpu, monkeypatch):
+def test_stylize_on_the_cpu_leaves_the_gpus_alone(media_dir, tmp_path, fake_gpu, precisions):
     # `stylize --device cpu` on a GPU machine: TensorFlow is told not to use the GPU before it
     # sets it up (no memory growth, no context), and the CPU's precision is chosen.
-    from batch_style.engine import policy
-
-    precisions = []
-    original = policy.effective_precision
-
-    def effective_precision(settings):
-        precisions.append(original(settings))
-        return precisions[-1]
-
-    monkeypatch.setattr(policy, "effective_precision", effective_precision)
     out = tmp_path / "result.png"
     assert cli_module.main(["stylize", str(media_dir / "photo.png"), str(media_dir / "style.png"),
                             "-o", str(out), "--tiny", "--device", "cpu", "--size", "48",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import relative
 
 tf = pytest.importorskip("tensorflow")
 
@@ -20,11 +21,6 @@ CONTENT = Settings().content_layers
 STYLE = Settings().style_layers
 LAYERS = CONTENT + STYLE
 WIDE = (64, 64, 64, 64, 64)  # every layer but block1_conv1 a Winograd one (test_winograd.py)
-
-
-def _relative(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / np.abs(b).max())
 
 
 @pytest.fixture(scope="module")
@@ -147,13 +143,13 @@ def test_an_all_ones_mask_leaves_the_objective_and_its_gradient_unchanged(tiny):
     assert args[6] and args[7] is not None  # the guided path and the protect path ran
     np.testing.assert_allclose(masked[0].numpy(), plain[0].numpy(), rtol=1e-6)
     np.testing.assert_allclose(masked[1].numpy(), plain[1].numpy(), rtol=1e-6)
-    assert _relative(masked[2], plain[2]) < 1e-6  # float32 rounding: another order of products
+    assert relative(masked[2], plain[2]) < 1e-6  # float32 rounding: another order of products
     # Two styles, both everywhere: the blend's gradient (the value differs by a constant, the
     # targets' spread about their blend).
     blend = settings.replace(style_blend=(1.0, 3.0))
     plain, _ = _evaluate(tiny, x, content, styles, blend)
     masked, _ = _evaluate(tiny, x, content, styles, blend, Regions(styles=(ones, ones)))
-    assert _relative(masked[2], plain[2]) < 1e-5
+    assert relative(masked[2], plain[2]) < 1e-5
     assert masked[0] > plain[0]
 
 
@@ -212,16 +208,16 @@ def test_the_tiled_objective_equals_the_whole_pictures_with_masks(tiny, size, ti
     whole = tiny.objective("float32").evaluate(tf.constant(x[None]), *args)
     layout = TileLayout(size, tile_size, LAYERS)
     got = tiled.tiled_loss_and_grad(tiny.model, layout, x, *args)
-    assert _relative(got[0], whole[0]) < 1e-4
-    assert max(_relative(a, b) for a, b in zip(got[1].numpy()[:3], whole[1].numpy()[:3])) < 1e-4
-    assert _relative(got[2], whole[2]) < 1e-4
+    assert relative(got[0], whole[0]) < 1e-4
+    assert max(relative(a, b) for a, b in zip(got[1].numpy()[:3], whole[1].numpy()[:3])) < 1e-4
+    assert relative(got[2], whole[2]) < 1e-4
     # Each part alone, so that no part hides in another's.
     for part in (0, 1):
         weights = tf.constant(np.where(np.arange(4) == part, args[3].numpy(), 0.0), tf.float32)
         one = (*args[:3], weights, *args[4:])
         got = tiled.tiled_loss_and_grad(tiny.model, layout, x, *one)
         whole = tiny.objective("float32").evaluate(tf.constant(x[None]), *one)
-        assert _relative(got[2], whole[2]) < 1e-4, part
+        assert relative(got[2], whole[2]) < 1e-4, part
 
 
 def test_protect_lowers_the_protected_regions_content_distance(tiny):
@@ -253,8 +249,8 @@ def test_average_pooling_changes_the_features_and_runs_through_winograd():
     by_max, by_avg, by_winograd = (m(x) for m in (max_model, avg_model, winograd))
     np.testing.assert_array_equal(by_max["block1_conv1"], by_avg["block1_conv1"])  # no pool yet
     for name in layers[1:]:
-        assert _relative(by_avg[name], by_max[name]) > 0.1, name
-        assert _relative(by_winograd[name], by_avg[name]) < 1e-5, name
+        assert relative(by_avg[name], by_max[name]) > 0.1, name
+        assert relative(by_winograd[name], by_avg[name]) < 1e-5, name
 
 
 def test_the_stylizer_refuses_a_model_that_pools_otherwise(tiny):
@@ -296,5 +292,5 @@ def test_the_tiled_guided_grams_of_a_style_image_are_the_whole_ones(tiny):
     tiles = tiny.style_grams(image, 131, STYLE, tile=32, mask=mask)
     plain = tiny.style_grams(image, 131, STYLE)
     for name in STYLE:
-        assert _relative(tiles[name], whole[name]) < 1e-4, name
-        assert _relative(whole[name], plain[name]) > 0.01, name  # the mask made a difference
+        assert relative(tiles[name], whole[name]) < 1e-4, name
+        assert relative(whole[name], plain[name]) > 0.01, name  # the mask made a difference

@@ -764,22 +764,12 @@ def test_out_of_memory_on_the_cpu_fails_the_unit_with_a_clear_message(
     assert record["error_kind"] == "oom" and record["gpu"] is None
 
 
-def test_in_process_on_the_cpu_leaves_the_gpus_alone(media_dir, write_manifest, monkeypatch,
+def test_in_process_on_the_cpu_leaves_the_gpus_alone(media_dir, write_manifest, precisions,
                                                       fake_gpu):
     # --workers 0 --device cpu: TensorFlow is told not to use the GPU before it sets it up (no
     # memory growth, no context), and the unit makes the CPU's choices.
-    from batch_style.engine import policy
-
     manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
                                 "style": str(media_dir / "style.png")}])
-    precisions = []
-    original = policy.effective_precision
-
-    def effective_precision(settings):
-        precisions.append(original(settings))
-        return precisions[-1]
-
-    monkeypatch.setattr(policy, "effective_precision", effective_precision)
     summary = runner.run([manifest], dataclasses.replace(SERIAL, device="cpu"))
     assert summary.done == 1
     assert fake_gpu["set_visible_devices"] == [([], "GPU")]

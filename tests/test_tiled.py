@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import relative
 
 tf = pytest.importorskip("tensorflow")
 
@@ -21,11 +22,6 @@ LAYERS = CONTENT + STYLE
 SHALLOW = (("block2_conv2",), ("block1_conv1", "block2_conv1", "block3_conv1"))
 WIDE = (64, 64, 64, 64, 64)  # every layer but block1_conv1 a Winograd one (test_winograd.py)
 EXACT = 1e-4  # the issue's bound, relative
-
-
-def _relative(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / np.abs(b).max())
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +49,10 @@ def _problem(stylizer: Stylizer, size, content_layers=CONTENT, style_layers=STYL
 
 def _assert_exact(whole, tiled_result, bound=EXACT, gradient_bound=EXACT) -> dict[str, float]:
     """Tiled total, terms and gradient against the whole picture's; returns the errors."""
-    errors = {"total": _relative(tiled_result[0], whole[0]),
-              "terms": max(_relative(t, w) for t, w in zip(tiled_result[1].numpy(),
+    errors = {"total": relative(tiled_result[0], whole[0]),
+              "terms": max(relative(t, w) for t, w in zip(tiled_result[1].numpy(),
                                                            whole[1].numpy())),
-              "gradient": _relative(tiled_result[2], whole[2])}
+              "gradient": relative(tiled_result[2], whole[2])}
     assert tiled_result[2].shape == whole[2].shape
     assert errors["total"] <= bound and errors["terms"] <= bound, errors
     assert errors["gradient"] <= gradient_bound, errors
@@ -172,8 +168,8 @@ def test_a_halo_one_grid_cell_short_is_not_exact(tiny, monkeypatch):
     assert layout.halo == 64
     short = tiled.tiled_loss_and_grad(tiny.model, layout, x, *args)
     whole = tiny.objective("float32").evaluate(x, *args)
-    assert _relative(short[2], whole[2]) > 100 * EXACT
-    assert _relative(short[1][1], whole[1][1]) > EXACT  # the style term (its Grams)
+    assert relative(short[2], whole[2]) > 100 * EXACT
+    assert relative(short[1][1], whole[1][1]) > EXACT  # the style term (its Grams)
 
 
 def test_other_layer_sets(tiny):
@@ -251,11 +247,11 @@ def test_tiled_targets_are_the_whole_pictures(tiny, size, tile_size):
     grams = tiled.tiled_grams(tiny.model, layout, image, STYLE)
     for name, got in maps.items():
         assert got.shape == features[name].shape
-        assert _relative(got, features[name]) <= 1e-5, name
+        assert relative(got, features[name]) <= 1e-5, name
     for name, got in grams.items():
-        assert _relative(got, losses.gram(features[name])) <= 1e-5, name
+        assert relative(got, losses.gram(features[name])) <= 1e-5, name
     # The Stylizer's own targets, as its objective takes them.
-    assert _relative(tiled.tiled_features(tiny.model, layout, image, CONTENT)[CONTENT[0]],
+    assert relative(tiled.tiled_features(tiny.model, layout, image, CONTENT)[CONTENT[0]],
                      tiny.content_targets(image, CONTENT)[CONTENT[0]]) <= 1e-5
 
 
