@@ -321,11 +321,11 @@ def test_a_memory_budget_makes_tiles_and_bounds_the_lbfgs_pairs(tiny):
 
 def test_a_result_above_base_size_is_made_coarse_to_fine(tiny):
     content, style = _pictures((256, 192))
-    settings = resolve({"size": 128, "base_size": 64, "steps": 8, "precision": "float32",
+    settings = resolve({"size": 128, "base_size": 64, "steps": 20, "precision": "float32",
                         "convolution": "direct", "tolerance": 0.0})
     result = tiny.stylize(content, [style], settings)
-    assert [(lv.size, lv.steps) for lv in result.levels] == [((64, 48), 8), ((128, 96), 2)]
-    assert result.steps == 10 and result.image.shape == (96, 128, 3)
+    assert [(lv.size, lv.steps) for lv in result.levels] == [((64, 48), 20), ((128, 96), 2)]
+    assert result.steps == 22 and result.image.shape == (96, 128, 3)
     assert result.stop_reason == "step cap"
 
 
