@@ -131,7 +131,7 @@ def plan(level: Level, settings: Settings, layers: Sequence[str], memory: int | 
         pass_bytes = tiles.tile_memory_bytes(tile, layers, widths, winograd=winograd)
         if fits(pass_bytes):
             return chosen(tile, pass_bytes)
-    if not settings.memory_budget:  # our own default, not the user's word: exceed it a little
+    if not settings.memory_budget:  # our own default, not the user's word: exceed it
         pass_bytes = tiles.tile_memory_bytes(FALLBACK_TILE, layers, widths, winograd=winograd)
         log.info("the default memory budget (%d MB) cannot hold a %d×%d picture's own buffers: "
                  "tiles of %d px, about %d MB", memory >> 20, w, h, FALLBACK_TILE,
