@@ -327,15 +327,9 @@ def cpu_features() -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu} ({cpu_features()}), {os.cpu_count()} cores, "
+    from batch_style.engine.autotune import cpu_model
+
+    return (f"{cpu_model()} ({cpu_features()}), {os.cpu_count()} cores, "
             f"Python {platform.python_version()}")
 
 

@@ -14,11 +14,9 @@ keep their CPU family's rule, so tests never pay for a measurement.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import json
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -82,16 +80,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def tf_version() -> str:
-    """TensorFlow's version, without importing it where it is not loaded yet (the dry-run)."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"].__version__
-    for package in ("tensorflow", "tensorflow-cpu", "tensorflow-macos"):
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "unknown"
+tf_version = tf_runtime.tf_version  # the one reader, also of XLA's cache folder
 
 
 def cache_key(size_bucket: int) -> str:

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 log = logging.getLogger("batch_style")
@@ -110,13 +111,19 @@ def _machine_key() -> str:
     """The XLA cache's folder name: programs compiled for one CPU and TensorFlow are never
     loaded by another that shares the cache folder (a home on NFS), where they could stop the
     process with an illegal instruction."""
-    from importlib import metadata
+    return f"{cpu_signature()}-tf{tf_version()}"
 
-    try:
-        version = metadata.version("tensorflow")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    return f"{cpu_signature()}-tf{version}"
+
+def tf_version() -> str:
+    """TensorFlow's version, without importing it where it is not loaded yet (the dry-run)."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"].__version__
+    for package in ("tensorflow", "tensorflow-cpu", "tensorflow-macos"):
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 def import_tensorflow(*, gpus: bool = True):
