@@ -364,8 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=None, help="VGG19 weights file")
     parser.add_argument("--no-whole", dest="whole", action="store_false",
                         help="skip the whole-process runs of the seed preset and the defaults")
+    parser.add_argument("--no-race", dest="race", action="store_false",
+                        help="skip the in-process race: only the whole-process figures")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only
     args = parser.parse_args(argv)
+    if not (args.race or args.whole):
+        parser.error("--no-race with --no-whole leaves nothing to measure")
     size = args.size or (512 if args.full else 256)
     checkpoints = (20, 50, 100, 200, 500)  # multiples of the snapshot interval
     # Each measurement in a fresh process: peak memory is its own, and no cache or trace of one
@@ -387,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         with context.Pool(1) as pool:
             peak[dtype] = pool.apply(_in_child, (matmul_gflops, dtype))
     results = []
-    for pair in args.pairs:
+    for pair in args.pairs if args.race else ():
         for method in methods:
             with context.Pool(1) as pool:
                 results.append(pool.apply(_in_child, (
@@ -397,17 +401,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {pair} / {method}: {m.seconds:.1f} s, objective {m.objective:.4g}",
                   file=sys.stderr)
     whole = whole_runs(args, size, context) if args.whole else []
+    race = "" if not results else (
+        f"Objective: docs/design.md's, with the default weights, evaluated in float32 on each "
+        f"final image; every method starts from the content image.\n"
+        f"GFLOP/s counts the convolution FLOPs an arithmetic performs: a direct step "
+        f"{results[0].step_gflop:.0f} GFLOP; Winograd's F(4×4, 3×3) does 1/4 of the "
+        f"products in its layers.\n"
+        + "".join(f"Skipped {m}: bfloat16 is emulated on this machine.\n" for m in skipped)
+        + "\n" + table(results, checkpoints, peak) + "\n")
     text = (f"# batch-style bench ({started})\n\nMachine: {machine()}; "
             f"{MATMUL_N}² matrix product: {peak['float32']:.0f} GFLOP/s in float32, "
-            f"{peak['bfloat16']:.0f} in bfloat16\n"
-            f"Objective: docs/design.md's, with the default weights, evaluated in float32 on each "
-            f"final image; every method starts from the content image.\n"
-            f"GFLOP/s counts the convolution FLOPs an arithmetic performs: a direct step "
-            f"{results[0].step_gflop:.0f} GFLOP; Winograd's F(4×4, 3×3) does 1/4 of the "
-            f"products in its layers.\n"
-            + "".join(f"Skipped {m}: bfloat16 is emulated on this machine.\n" for m in skipped)
-            + "\n"
-            + table(results, checkpoints, peak) + "\n"
+            f"{peak['bfloat16']:.0f} in bfloat16\n" + race
             + ("\nWhole process (what a user waits for): `batch-style stylize` at "
                f"{size} px, start-up, model load and writing included; the objective of the "
                "written PNG.\n\n" + whole_table(whole) + "\n" if whole else ""))

@@ -62,3 +62,12 @@ def test_whole_process_table_compares_each_pair_with_its_own_seed_run():
     rows = whole_table(runs).splitlines()[2:]
     assert [r.split(" | ")[-1].rstrip(" |") for r in rows] == ["1.0×", "5.0×", "1.0×", "2.0×"]
     assert "converged at step 341" in rows[1]
+
+
+def test_bench_refuses_to_skip_both_the_race_and_the_whole_process(capsys):
+    from benchmarks.bench import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--no-race", "--no-whole"])
+    assert exit_.value.code == 2
+    assert "leaves nothing to measure" in capsys.readouterr().err
