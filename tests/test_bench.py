@@ -71,3 +71,24 @@ def test_bench_refuses_to_skip_both_the_race_and_the_whole_process(capsys):
         main(["--no-race", "--no-whole"])
     assert exit_.value.code == 2
     assert "leaves nothing to measure" in capsys.readouterr().err
+
+
+def test_trajectory_measures_the_distance_left_and_the_last_ten_steps():
+    import numpy as np
+
+    from benchmarks.convergence import trajectory_rows
+
+    base = np.full((32, 48, 3), 0.5, np.float32)
+    base[:, ::2] = 0.4  # stripes: edge energy 0.1 = 25.5/255
+    # The picture's blue falls by 1/255 every 10 steps from step 10 to step 100.
+    snapshots = {k: base - [0, 0, k / 10 / 255] for k in range(10, 101, 10)}
+    rows = trajectory_rows(snapshots, [1e9 - k for k in range(100)])
+    assert len(rows) == 2  # steps 50 and 100
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[0] == "50" and cells[1] == f"{1e9 - 49:.4e}"
+    assert float(cells[2]) == pytest.approx(5 / 3, abs=0.01)  # 5/255 in one channel of three
+    assert float(cells[3]) == pytest.approx(5 / 3, abs=0.4)   # a shift of the whole survives a blur
+    assert cells[4] == "+0.0 +0.0 -5.0"
+    assert float(cells[5]) == pytest.approx(1 / 3, abs=0.01)
+    assert float(cells[6]) == pytest.approx(25.5, abs=0.1)
+    assert [c.strip() for c in rows[1].strip("|").split("|")][2:4] == ["0.00", "0.00"]
