@@ -256,8 +256,9 @@ def describe_plan(manifest, force: bool = False, *, device: str = "auto",
             size, longest = f"{w}×{h}" + (" (first)" if len(units) > 1 else ""), max(w, h)
         else:
             size = f"longest side {s.size} px"
-        steps = f"{s.steps} steps ({s.optimizer}" + (f", {s.scales} scales" if s.scales > 1
-                                                     else "") + ")"
+        steps = (f"{'up to ' if s.tolerance > 0 else ''}{s.steps} steps ({s.optimizer}"
+                 + (f", {s.scales} scales" if s.scales > 1 else "")
+                 + (", stops when converged" if s.tolerance > 0 else "") + ")")
         if job.kind == "video" and s.warm_start and len(units) > 1:
             steps += f", then {s.frame_steps} per frame"
         noun = "frame" if job.kind == "video" else "image"

@@ -92,7 +92,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(media_dir, write_manifest, c
     assert lines[4].startswith("  fold: 3 images, 0 done, 3 to run; 48×34 (first);")
     assert lines[5:8] == [f"    fold/{name}.png" for name in "abc"]
     assert lines[9].startswith("  clip: 6 frames, 0 done, 6 to run;")
-    assert f"{SMALL['steps']} steps (adam), then {SMALL['frame_steps']} per frame" in lines[9]
+    assert (f"up to {SMALL['steps']} steps (adam, stops when converged), then "
+            f"{SMALL['frame_steps']} per frame") in lines[9]
     assert lines[10] == "    clip/clip.mp4"
     assert lines[12:] == ["  and the run's own: report.html, run.log, .batch_style/"]
     assert not (manifest.parent / "out").exists()
