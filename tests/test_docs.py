@@ -309,3 +309,13 @@ def test_the_readmes_error_example_is_what_validate_says(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     assert cli.main(["validate", "jobs/night.yaml"]) == 2
     assert capsys.readouterr().err.splitlines() == [example]
+
+
+@pytest.mark.parametrize("doc", DOCS + [REPO / "ARCHITECTURE.md"], ids=lambda d: d.name)
+def test_every_table_has_its_header_row(doc):
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if re.fullmatch(r"\|( *:?-+:? *\|)+", line.strip()):
+            header = lines[i - 1].replace("\\|", "") if i else ""  # \| is a cell's text
+            assert header.startswith("|") and header.count("|") == line.count("|"), \
+                f"{doc.name}:{i + 1}: a table without its header row"
