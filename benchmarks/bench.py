@@ -313,21 +313,8 @@ def whole_table(runs: list[WholeRun]) -> str:
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
-def cpu_features() -> str:
-    """The instruction sets the figures depend on, as the kernel reports them."""
-    wanted = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX-512 BF16",
-              "amx_bf16": "AMX-BF16", "fma": "FMA"}
-    try:
-        flags = next(line.split(":", 1)[1].split()
-                     for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return "features unknown"
-    return ", ".join(name for flag, name in wanted.items() if flag in flags) or "none of note"
-
-
 def machine() -> str:
-    from batch_style.engine.autotune import cpu_model
+    from batch_style.engine.tf_runtime import cpu_features, cpu_model
 
     return (f"{cpu_model()} ({cpu_features()}), {os.cpu_count()} cores, "
             f"Python {platform.python_version()}")

@@ -116,8 +116,8 @@ def _trajectories(args, model, base) -> list[str]:
 
     rows = [f"Measured on {machine()}, {args.size} px, {args.steps} steps, tolerance 0; "
             f"distances to the step-{args.steps} picture and changes in 1/255; blurred: after a "
-            f"Gaussian blur of σ {BLUR_SIGMA} px; colour shift: the last picture's mean R, G, B minus this one's; edges: mean "
-            f"|horizontal difference|."]
+            f"Gaussian blur of σ {BLUR_SIGMA} px; colour shift: the last picture's mean R, G, B "
+            f"minus this one's; edges: mean |horizontal difference|."]
     for pair in args.pairs:
         content_path, style_path = (SAMPLES / p for p in PAIRS[pair])
         content = images.load_image(content_path, base.max_pixels)

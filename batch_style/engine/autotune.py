@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -68,19 +67,8 @@ def timed_size(size_bucket: int) -> tuple[int, int]:
     return side, side * 3 // 4
 
 
-def cpu_model() -> str:
-    """The CPU's model name as Linux reports it (else what Python's platform knows)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-tf_version = tf_runtime.tf_version  # the one reader, also of XLA's cache folder
+cpu_model = tf_runtime.cpu_model  # the one reader of each, also for XLA's cache folder
+tf_version = tf_runtime.tf_version
 
 
 def cache_key(size_bucket: int) -> str:

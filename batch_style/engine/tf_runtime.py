@@ -15,7 +15,6 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from importlib import metadata
-from pathlib import Path
 
 log = logging.getLogger("batch_style")
 
@@ -99,11 +98,7 @@ def cpu_signature() -> str:
     model name does not tell ("Intel(R) Xeon(R) Processor" on many a VM)."""
     import hashlib
 
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith(("flags", "Features"))), platform.processor())
-    except OSError:
-        flags = platform.processor()
+    flags = " ".join(sorted(cpu_flags())) or platform.processor()
     return hashlib.sha256(flags.encode()).hexdigest()[:12]
 
 
@@ -253,14 +248,40 @@ def out_of_memory(error: BaseException) -> bool:
         "OpError" in names and bool(_OUT_OF_MEMORY.search(str(error))))
 
 
+# The instruction sets the speed of a step depends on: /proc/cpuinfo's flag → how we name it.
+CPU_FEATURES = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512",
+                "avx512_bf16": "AVX-512 BF16", "amx_bf16": "AMX"}
+
+
 @functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (empty where Linux does not give it)."""
+    fields: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if not line.strip():
+                    break  # the end of the first processor's block
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return frozenset()
+    return fields
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them (Features on ARM; empty elsewhere)."""
+    info = _cpuinfo()
+    return frozenset((info.get("flags") or info.get("Features") or "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name as Linux reports it (else what Python's platform knows)."""
+    return (_cpuinfo().get("model name") or platform.processor() or platform.machine()
+            or "unknown CPU")
+
+
+def cpu_features() -> str:
+    """The CPU_FEATURES this CPU has, by name."""
+    flags = cpu_flags()
+    return ", ".join(name for flag, name in CPU_FEATURES.items() if flag in flags) or "none of note"

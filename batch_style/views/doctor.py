@@ -18,8 +18,6 @@ from batch_style.settings import Settings
 MIN_FREE_GB = 1.0  # below this under the output folder, a run is likely to stop on a full disk
 # pip's CUDA libraries (`.[gpu]`), as TensorFlow finds them: (distribution, what it is).
 CUDA_WHEELS = (("nvidia-cuda-runtime-cu12", "CUDA runtime"), ("nvidia-cudnn-cu12", "cuDNN"))
-CPU_FEATURES = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"),
-                ("amx_bf16", "AMX"))
 
 
 @dataclass(frozen=True)
@@ -149,11 +147,11 @@ def _gpu_facts(devices, smi_error, ids, view) -> list[tuple[str, str]]:
 
 
 def _cpu() -> str:
-    name = autotune.cpu_model()
+    name = tf_runtime.cpu_model()
     flags = tf_runtime.cpu_flags()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     features = ", ".join(f"{label} {'yes' if flag in flags else 'no'}"
-                         for flag, label in CPU_FEATURES)
+                         for flag, label in tf_runtime.CPU_FEATURES.items())
     return f"{name}, {usable} cores usable of {os.cpu_count()}; {features}"
 
 
