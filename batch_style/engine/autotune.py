@@ -67,7 +67,7 @@ def timed_size(size_bucket: int) -> tuple[int, int]:
     return side, side * 3 // 4
 
 
-cpu_model = tf_runtime.cpu_model  # the one reader of each, also for XLA's cache folder
+cpu_model = tf_runtime.cpu_model  # both read where XLA's cache folder reads them
 tf_version = tf_runtime.tf_version
 
 
