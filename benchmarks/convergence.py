@@ -33,6 +33,7 @@ def trajectory_rows(snapshots: dict[int, np.ndarray], objective: list[float],
     change over the 10 steps before, and its edge energy (mean |horizontal difference|); all in
     1/255."""
     last = snapshots[max(snapshots)]
+    last_blurred = _blur(last)
     rows = []
     for step in sorted(k for k in snapshots if k % every == 0):
         image = snapshots[step]
@@ -41,7 +42,7 @@ def trajectory_rows(snapshots: dict[int, np.ndarray], objective: list[float],
         shift = (last - image).mean(axis=(0, 1)) * 255
         rows.append(
             f"| {step} | {objective[step - 1]:.4e} | {np.abs(last - image).mean() * 255:.2f} "
-            f"| {np.abs(_blur(last) - _blur(image)).mean() * 255:.2f} "
+            f"| {np.abs(last_blurred - _blur(image)).mean() * 255:.2f} "
             f"| {' '.join(f'{c:+.1f}' for c in shift)} | {change} "
             f"| {np.abs(np.diff(image, axis=1)).mean() * 255:.1f} |")
     return rows

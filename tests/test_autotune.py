@@ -44,9 +44,9 @@ def test_buckets_and_the_key_name_the_machine():
     assert [autotune.bucket(n) for n in (48, 256, 257, 512, 4096)] == [256, 256, 512, 512, 512]
     assert autotune.timed_size(256) == (256, 192) and autotune.timed_size(512) == (384, 288)
     key = autotune.cache_key(256)
-    assert key == (f"{autotune.cpu_model()} [{autotune.tf_runtime.cpu_signature()}] | "
-                   f"TF {autotune.tf_version()} | 256 px")
-    assert autotune.cpu_model() and autotune.tf_version() != "unknown"
+    assert key == (f"{autotune.tf_runtime.cpu_model()} [{autotune.tf_runtime.cpu_signature()}] | "
+                   f"TF {autotune.tf_runtime.tf_version()} | 256 px")
+    assert autotune.tf_runtime.cpu_model() and autotune.tf_runtime.tf_version() != "unknown"
 
 
 def test_figures_round_trip_per_bucket_and_other_machines_are_kept(cache):
@@ -120,8 +120,8 @@ def test_the_choice_is_the_cheapest_expected_step(figures, precision, convolutio
 
 def test_the_reason_says_where_it_was_measured():
     choice = autotune.decide(FIGURES, "auto", "auto", False, autotune.where((256, 192)))
-    assert choice.reason.endswith(f"; measured at 256×192 px on {autotune.cpu_model()}, "
-                                  f"TF {autotune.tf_version()}")
+    assert choice.reason.endswith(f"; measured at 256×192 px on {autotune.tf_runtime.cpu_model()}, "
+                                  f"TF {autotune.tf_runtime.tf_version()}")
     assert str(choice).startswith("winograd convolutions, float32: winograd 0.36 s/step")
 
 

@@ -67,13 +67,9 @@ def timed_size(size_bucket: int) -> tuple[int, int]:
     return side, side * 3 // 4
 
 
-cpu_model = tf_runtime.cpu_model  # both read where XLA's cache folder reads them
-tf_version = tf_runtime.tf_version
-
-
 def cache_key(size_bucket: int) -> str:
-    return (f"{cpu_model()} [{tf_runtime.cpu_signature()}] | TF {tf_version()} | "
-            f"{size_bucket} px")
+    return (f"{tf_runtime.cpu_model()} [{tf_runtime.cpu_signature()}] | "
+            f"TF {tf_runtime.tf_version()} | {size_bucket} px")
 
 
 def cache_path() -> Path:
@@ -240,7 +236,8 @@ def _one_measurer(path: Path) -> Iterator[None]:
 
 
 def where(size: tuple[int, int]) -> str:
-    return f"measured at {size[0]}×{size[1]} px on {cpu_model()}, TF {tf_version()}"
+    return (f"measured at {size[0]}×{size[1]} px on {tf_runtime.cpu_model()}, "
+            f"TF {tf_runtime.tf_version()}")
 
 
 def measure(calls: dict[str, Callable]) -> Figures:
