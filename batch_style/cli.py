@@ -77,8 +77,8 @@ def cmd_stylize(args) -> int:
     from batch_style import console
     from batch_style.engine.model import load_feature_model
     from batch_style.engine.stylizer import Stylizer
-    from batch_style.pipeline import memory
-    from batch_style.pipeline.worker import write_progress_gif
+    from batch_style.pipeline.workers import memory
+    from batch_style.pipeline.workers.worker import write_progress_gif
 
     model = load_feature_model(settings.content_layers + settings.style_layers, args.weights,
                                tiny=args.tiny, pooling=settings.pooling)
@@ -201,7 +201,7 @@ def cmd_weights(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from batch_style.pipeline.manifest import load_all
+    from batch_style.pipeline.read.manifest import load_all
 
     # validate may take its time: it decodes every image, so damaged files are found now.
     manifests = load_all([Path(p) for p in args.manifest], verify_pixels=True)
@@ -218,7 +218,7 @@ def cmd_run(args) -> int:
                                 weights=args.weights, tiny=args.tiny, backend=args.backend,
                                 scheduler=args.scheduler)
     if args.dry_run:
-        from batch_style.pipeline.manifest import load_all
+        from batch_style.pipeline.read.manifest import load_all
 
         for manifest in load_all([Path(p) for p in args.manifest]):
             say(console.describe_plan(manifest, force=args.force, device=args.device,

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from batch_style.pipeline.progress import RunProgress
+from batch_style.pipeline.state.progress import RunProgress
 from batch_style.text import duration, printable
 
 PLAIN_EVERY_S = 30.0   # seconds between `stylize` step lines when not on a terminal (nohup, cron)
@@ -139,7 +139,7 @@ class RunDisplay:
     def _refresh(self) -> None:
         """Redraw the live area (terminal), or write a progress line when one is due (plain)."""
         if self.output is not None:
-            from batch_style.pipeline import events
+            from batch_style.pipeline.state import events
 
             self.beats = events.busy_workers(self.output, set(self.progress.in_flight))
         if self.tty:
@@ -237,8 +237,9 @@ def describe_plan(manifest, force: bool = False, *, device: str = "auto",
     from batch_style import orchestrator as runner
     from batch_style.engine import autotune
     from batch_style.media import images
-    from batch_style.pipeline import gpus, ledger, run_folder
     from batch_style.pipeline import plan as planning
+    from batch_style.pipeline.state import ledger, run_folder
+    from batch_style.pipeline.workers import gpus
 
     plan = planning.make_plan(manifest)
     book = ledger.Ledger(ledger.ledger_path(manifest.output))

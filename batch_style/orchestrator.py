@@ -16,24 +16,17 @@ from pathlib import Path
 from batch_style.errors import UserError
 from batch_style.media.encode import FfmpegError
 from batch_style.media.flow import FlowFiles
-from batch_style.pipeline import (
-    assemble,
-    dispatch,
-    events,
-    executors,
-    ledger,
-    run_folder,
-    run_lock,
-    safe_files,
-)
+from batch_style.pipeline import assemble
 from batch_style.pipeline import plan as planning
-from batch_style.pipeline.gpus import require_usable, visible_gpus
 from batch_style.pipeline.jobs import Manifest
-from batch_style.pipeline.live import LiveReport
-from batch_style.pipeline.manifest import load_all
 from batch_style.pipeline.plan import Plan, VideoPlan
+from batch_style.pipeline.read.manifest import load_all
+from batch_style.pipeline.state import events, ledger, run_folder, run_lock, safe_files
 from batch_style.pipeline.units import DISK_FULL, Unit, UnitResult, WorkerConfig
-from batch_style.pipeline.worker import run_unit
+from batch_style.pipeline.watch import LiveReport
+from batch_style.pipeline.workers import dispatch, executors
+from batch_style.pipeline.workers.gpus import require_usable, visible_gpus
+from batch_style.pipeline.workers.worker import run_unit
 from batch_style.settings import choose_backend
 from batch_style.text import EscapingFormatter
 from batch_style.views import report

@@ -30,7 +30,7 @@ POOLINGS = ("max", "avg")  # VGG19's pools: its own max, or Gatys et al.'s smoot
 # preserve_colors: false, or how the photo's colours are kept (true means luminance, as before
 # there was a choice): engine/stylizer.py, media/images.py.
 COLOR_METHODS = ("luminance", "histogram")
-BACKENDS = ("local", "dask")  # where a run's units run (pipeline/executors.py: EXECUTORS)
+BACKENDS = ("local", "dask")  # where a run's units run (pipeline/workers/executors.py: EXECUTORS)
 
 
 def _spec(default, help: str, *, lo=None, hi=None, choices=None, kind=None, multiple=None):

@@ -62,8 +62,9 @@ class Outcome:
 def run_mode(name: str, mode: Mode, args, work: Path, fps: float) -> Outcome:
     from batch_style import orchestrator as runner
     from batch_style.media import flow
-    from batch_style.pipeline import ledger, manifest
     from batch_style.pipeline import plan as planning
+    from batch_style.pipeline.read import manifest
+    from batch_style.pipeline.state import ledger
 
     folder = work / name
     settings = {"size": args.size, "steps": args.steps, **mode.settings}

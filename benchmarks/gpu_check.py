@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from batch_style.pipeline import gpus
+from batch_style.pipeline.workers import gpus
 from batch_style.views import doctor
 
 PAIR = "tubingen+starry-night"

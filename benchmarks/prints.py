@@ -89,8 +89,8 @@ def step_setup(size: int, tile: int | None, steps: int, precision: str = "float3
     """(settings, memory budget) of one row: base_size 0, so every step is at `size`, and one
     precision (the default's "mixed" would change arithmetic, and compile, within a few steps).
     `tile` None: the whole picture (tile_size 0, no budget); 0: the planner's choice under the
-    default budget (a share of the RAM, pipeline/memory.py); else tiles of that side."""
-    from batch_style.pipeline.memory import budget_bytes
+    default budget (a share of the RAM, pipeline/workers/memory.py); else tiles of that side."""
+    from batch_style.pipeline.workers.memory import budget_bytes
     from batch_style.settings import resolve
 
     settings = resolve({"size": size, "steps": steps, "base_size": 0, "tile_size": tile or 0,
@@ -150,7 +150,7 @@ def memory_row(args, photo_size, size: int, mode: str) -> list[str]:
 
 def _measured(args, settings, memory: int | None, tile: int | None, need: int) -> list[str]:
     """peak RSS, s/step, first step, note: measured, or why not."""
-    from batch_style.pipeline.memory import ram_bytes
+    from batch_style.pipeline.workers.memory import ram_bytes
 
     ram = ram_bytes() or 0
     if ram and need > RAM_SHARE_MAX * ram:
@@ -236,7 +236,7 @@ def measure_print(pair: str, size: int, steps: int | None, out_dir: str, weights
     profile. Seconds per level of its plan (the first counts the targets), and the writing."""
     stylizer, content, style = _setup(pair, weights, tiny)
     from batch_style.media import images
-    from batch_style.pipeline.memory import budget_bytes
+    from batch_style.pipeline.workers.memory import budget_bytes
     from batch_style.settings import resolve
 
     settings = resolve({"size": size, **({"steps": steps} if steps else {})})
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 2:
         parser.error("--steps: at least 2 (the first step compiles and is not timed)")
     from batch_style.atomic import atomic_write_text
-    from batch_style.pipeline.memory import ram_bytes
+    from batch_style.pipeline.workers.memory import ram_bytes
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

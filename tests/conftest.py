@@ -195,7 +195,7 @@ def temporaries(folder: Path) -> list[Path]:
 
 
 def ledger_records(output: Path) -> list[dict]:
-    from batch_style.pipeline import ledger
+    from batch_style.pipeline.state import ledger
 
     return ledger.Ledger.for_output(Path(output)).records()
 

@@ -187,7 +187,7 @@ def test_the_stylizer_says_what_it_chose(cache):
 def test_the_dry_run_shows_the_measured_choice_or_that_it_is_to_come(cache, media_dir,
                                                                      write_manifest):
     from batch_style import console
-    from batch_style.pipeline.manifest import load_all
+    from batch_style.pipeline.read.manifest import load_all
 
     manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
                                 "style": str(media_dir / "style.png")}])

@@ -18,9 +18,10 @@ from PIL import Image
 from batch_style import orchestrator as runner
 from batch_style.errors import UserError
 from batch_style.media import video
-from batch_style.pipeline import executors, run_folder
 from batch_style.pipeline import plan as planning
-from batch_style.pipeline.manifest import load
+from batch_style.pipeline.read.manifest import load
+from batch_style.pipeline.state import run_folder
+from batch_style.pipeline.workers import executors
 from batch_style.settings import choose_backend
 
 distributed = pytest.importorskip("distributed")
@@ -94,7 +95,7 @@ def test_dask_matches_local_and_keeps_state_per_worker(cluster, media_dir, tmp_p
     def count_model_loads():
         # In each Dask worker: forget any state of an earlier test, count VGG19 loads from now.
         from batch_style.engine import model
-        from batch_style.pipeline import worker
+        from batch_style.pipeline.workers import worker
 
         worker._STATE = None
         original = getattr(model, "_uncounted_load", model.load_feature_model)
@@ -107,7 +108,7 @@ def test_dask_matches_local_and_keeps_state_per_worker(cluster, media_dir, tmp_p
 
     def state_of_worker():
         from batch_style.engine import model
-        from batch_style.pipeline import worker
+        from batch_style.pipeline.workers import worker
 
         state = worker._STATE
         return {"loads": model.loads,

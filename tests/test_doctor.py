@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from batch_style.pipeline import gpus
+from batch_style.pipeline.workers import gpus
 from batch_style.views import doctor
 
 HEALTHY = gpus.TensorFlowView(

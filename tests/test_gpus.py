@@ -7,7 +7,7 @@ from conftest import TWO_GPUS
 
 from batch_style import orchestrator as runner
 from batch_style.errors import UserError
-from batch_style.pipeline import gpus
+from batch_style.pipeline.workers import gpus
 
 MIG_LISTING = """\
 GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77)

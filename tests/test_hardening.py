@@ -29,7 +29,7 @@ from batch_style import cli
 from batch_style.engine.model import VGG19_SHAPES
 from batch_style.errors import UserError
 from batch_style.media import encode, video
-from batch_style.pipeline import manifest
+from batch_style.pipeline.read import manifest
 
 MARKER = "executed"  # a hostile case that ran anything would create this file in the corpus
 
@@ -1004,7 +1004,7 @@ def test_the_whitelist_keeps_ffmpeg_off_the_network(corpus, monkeypatch):
 
 def test_pillows_bomb_guard_stays_on():
     import batch_style.media.images  # noqa: F401
-    import batch_style.pipeline.manifest  # noqa: F401  (nothing we import may turn it off)
+    import batch_style.pipeline.read.manifest  # noqa: F401  (nothing we import may turn it off)
 
     assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS >= 50_000_000
 
@@ -1079,7 +1079,7 @@ def test_a_link_out_of_the_state_folder_is_refused_and_nothing_outside_changes(t
 
 def test_beats_are_cleared_only_where_they_are_ours(tmp_path):
     """Only PID.json files go, and never through a link to another folder."""
-    from batch_style.pipeline import events
+    from batch_style.pipeline.state import events
 
     state = tmp_path / "out/.batch_style"
     (state / "workers").mkdir(parents=True)

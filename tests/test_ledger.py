@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from batch_style.errors import UserError
-from batch_style.pipeline import ledger as ledger_module
-from batch_style.pipeline import run_lock
-from batch_style.pipeline.ledger import Ledger, file_digest, ledger_path, unit_hash
-from batch_style.pipeline.run_lock import RunLock
+from batch_style.pipeline.state import ledger as ledger_module
+from batch_style.pipeline.state import run_lock
+from batch_style.pipeline.state.ledger import Ledger, file_digest, ledger_path, unit_hash
+from batch_style.pipeline.state.run_lock import RunLock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,7 +202,7 @@ def test_file_digest_memo_is_invalidated_when_the_file_changes(tmp_path: Path) -
 LOCK_HOLDER = """
 import sys, time
 from pathlib import Path
-from batch_style.pipeline.run_lock import RunLock
+from batch_style.pipeline.state.run_lock import RunLock
 with RunLock(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(120)

@@ -1,4 +1,4 @@
-"""Tests for batch_style.pipeline.live and snapshots: report.html is live while a run goes."""
+"""Tests for batch_style.pipeline.watch and snapshots: report.html is live while a run goes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from conftest import wait_for
 from PIL import Image
 
 from batch_style import orchestrator as runner
-from batch_style.pipeline import live, snapshots
+from batch_style.pipeline import watch as live
+from batch_style.pipeline.state import snapshots
 
 
 class Page(html.parser.HTMLParser):

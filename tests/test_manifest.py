@@ -15,7 +15,7 @@ from PIL import Image
 
 from batch_style.errors import UserError, UserErrors
 from batch_style.pipeline.jobs import Job, Manifest
-from batch_style.pipeline.manifest import load, load_all
+from batch_style.pipeline.read.manifest import load, load_all
 from batch_style.settings import Settings
 
 # media.py and video.py are written alongside this module; until they exist, stand-ins are used.

@@ -12,10 +12,11 @@ from conftest import CLIP_FPS, CLIP_FRAMES, SMALL
 from PIL import Image
 
 from batch_style.media import video
-from batch_style.pipeline import assemble, manifest
+from batch_style.pipeline import assemble
 from batch_style.pipeline.plan import make_plan
-from batch_style.pipeline.run_folder import FRAME_NAME, STATE_DIR, frames_fingerprint
-from batch_style.pipeline.run_folder import result_names as stems
+from batch_style.pipeline.read import manifest
+from batch_style.pipeline.state.run_folder import FRAME_NAME, STATE_DIR, frames_fingerprint
+from batch_style.pipeline.state.run_folder import result_names as stems
 
 
 def plan_of(write_manifest, jobs, **kwargs):

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from test_backend import BUSY_CARD, fake_tensorflow
 
-from batch_style.pipeline import run_folder, worker
-from batch_style.pipeline.pools import WorkerDied, WorkerPools
+from batch_style.pipeline.state import run_folder
 from batch_style.pipeline.units import WorkerConfig
+from batch_style.pipeline.workers import worker
+from batch_style.pipeline.workers.pools import WorkerDied, WorkerPools
 
 
 @pytest.fixture
@@ -97,7 +98,7 @@ def test_a_worker_on_a_gpu_tensorflow_cannot_use_says_so(pools, media_dir, write
     # Pinned to GPU 0, which TensorFlow in the worker does not see (none here; on a GPU machine,
     # a card that broke after the run's own check): the unit runs on the CPU, and says so.
     from batch_style.pipeline import plan
-    from batch_style.pipeline.manifest import load
+    from batch_style.pipeline.read.manifest import load
 
     monkeypatch.delenv("BATCH_STYLE_GPUS", raising=False)
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")

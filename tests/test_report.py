@@ -19,7 +19,7 @@ from PIL import Image
 from batch_style import orchestrator as runner
 from batch_style.cli import main
 from batch_style.errors import UserError
-from batch_style.pipeline import events
+from batch_style.pipeline.state import events
 from batch_style.views import markup, plots, report, report_html
 
 ODD_NAME = 'a <b>&"quoted" name'  # a content file name that must be escaped in the page
@@ -91,7 +91,7 @@ def _plan(output: Path) -> dict:
 
 
 def _latest(output: Path) -> dict[str, dict]:
-    from batch_style.pipeline import ledger
+    from batch_style.pipeline.state import ledger
 
     return ledger.Ledger.for_output(output).latest()
 

@@ -34,8 +34,8 @@ from batch_style import orchestrator as runner
 from batch_style.atomic import TMP_MARK
 from batch_style.errors import UserError
 from batch_style.media import video
-from batch_style.pipeline import ledger, run_lock
-from batch_style.pipeline.run_folder import STATE_DIR
+from batch_style.pipeline.state import ledger, run_lock
+from batch_style.pipeline.state.run_folder import STATE_DIR
 from batch_style.views import status
 
 SERIAL = runner.RunOptions(workers=0, tiny=True)
@@ -725,7 +725,7 @@ def test_a_size_too_big_for_the_gpu_at_once_is_made_in_tiles_on_the_gpu(
     """Out of memory once: the unit is tried again on the GPU with half the memory budget (so in
     tiles where the picture does not fit), not sent to the CPU."""
     from batch_style.engine import stylizer
-    from batch_style.pipeline import memory
+    from batch_style.pipeline.workers import memory
 
     manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
                                 "style": str(media_dir / "style.png")}])

@@ -23,7 +23,7 @@ from PIL import Image
 
 from batch_style import orchestrator as runner
 from batch_style.media import video
-from batch_style.pipeline import ledger
+from batch_style.pipeline.state import ledger
 
 FRAMES = 12  # the clip's first 0.4 s
 UNITS = 1 + 3 + FRAMES

@@ -86,7 +86,7 @@ def test_tile_size_forces_tiles_of_at_most_that_side():
 
 
 def test_a_cpu_workers_default_budget_is_a_share_of_the_ram_capped(monkeypatch):
-    from batch_style.pipeline import memory
+    from batch_style.pipeline.workers import memory
 
     monkeypatch.setattr(memory, "ram_bytes", lambda: 8 << 30)
     assert memory.budget_bytes(resolve({}), None, workers=2) == 1 << 30  # 25% of 8 GB, halved

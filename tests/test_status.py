@@ -17,7 +17,7 @@ from batch_style import console
 from batch_style.cli import main
 from batch_style.errors import UserError
 from batch_style.orchestrator import RunSummary
-from batch_style.pipeline import events, ledger, run_lock
+from batch_style.pipeline.state import events, ledger, run_lock
 from batch_style.views import status
 
 
@@ -244,7 +244,7 @@ def test_display_eta_counts_the_busy_units_steps(out):
     display.event("unit_start", {"key": "pics/b", "attempt": 1})
     eta = display.stream.getvalue().rsplit("ETA ", 1)[1].split(";")[0].strip()
     # 1 s per unit of work (pics/a), 15 left once pics/b's 5 done count: 15 s (without the busy
-    # unit's steps: 20 s). The terminal and `status` estimate alike (pipeline/progress.py).
+    # unit's steps: 20 s). The terminal and `status` estimate alike (pipeline/state/progress.py).
     assert eta == "15s"
     display.close(RunSummary(done=1))
 

@@ -13,10 +13,12 @@ from test_flow import texture
 
 from batch_style import orchestrator as runner
 from batch_style.media import encode, flow, images
-from batch_style.pipeline import manifest, run_folder, worker
 from batch_style.pipeline import plan as planning
 from batch_style.pipeline.plan import CHUNK_OVERLAP, Chunk, make_plan, split_chunks
+from batch_style.pipeline.read import manifest
+from batch_style.pipeline.state import run_folder
 from batch_style.pipeline.units import Unit
+from batch_style.pipeline.workers import worker
 
 SERIAL = runner.RunOptions(workers=0, tiny=True)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from batch_style.media import encode, flow, images, video
 from batch_style.pipeline.plan import VideoPlan
-from batch_style.pipeline.run_folder import EXTRACT_PREFIX, FLOW_NAME, FRAME_NAME
+from batch_style.pipeline.state.run_folder import EXTRACT_PREFIX, FLOW_NAME, FRAME_NAME
 
 _FRAME_FILE = re.compile(r"\d{6}\.png")  # FRAME_NAME's files
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batch_style.media.flow import FLOW_VERSION
-from batch_style.pipeline import ledger, run_folder
-from batch_style.pipeline.inputs import mask_for
 from batch_style.pipeline.jobs import IMAGE_EXTENSIONS, Job, Manifest, Masks
-from batch_style.pipeline.run_folder import (
+from batch_style.pipeline.read.paths import mask_for
+from batch_style.pipeline.state import ledger, run_folder
+from batch_style.pipeline.state.run_folder import (
     EXTRACT_KEY_LEN,
     EXTRACT_PREFIX,
     FLOW_NAME,

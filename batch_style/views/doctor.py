@@ -12,7 +12,7 @@ from pathlib import Path
 
 from batch_style.engine import autotune, tf_runtime
 from batch_style.errors import UserError
-from batch_style.pipeline import gpus
+from batch_style.pipeline.workers import gpus
 from batch_style.settings import Settings
 
 MIN_FREE_GB = 1.0  # below this under the output folder, a run is likely to stop on a full disk

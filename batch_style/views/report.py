@@ -6,8 +6,8 @@ from importlib import resources
 from pathlib import Path
 
 from batch_style import atomic
-from batch_style.pipeline.live import LiveView
-from batch_style.pipeline.run_folder import REPORT_NAME, STATE_DIR
+from batch_style.pipeline.state.run_folder import REPORT_NAME, STATE_DIR
+from batch_style.pipeline.watch import LiveView
 from batch_style.views import report_live
 from batch_style.views.markup import anchor, e
 from batch_style.views.report_data import load_jobs
@@ -18,7 +18,7 @@ CSS = resources.files("batch_style.views").joinpath("report.css").read_text(enco
 
 def write_report(output_dir: Path, live: LiveView | None = None) -> Path:
     """Write OUTPUT/report.html (atomically: a reader never sees half of it) from the run's plan
-    and ledger, and with `live` (pipeline/live.py) as the run goes; return its path."""
+    and ledger, and with `live` (pipeline/watch.py) as the run goes; return its path."""
     output_dir = Path(output_dir)
     path = output_dir / REPORT_NAME
     atomic.atomic_write_text(path, render(output_dir, live))

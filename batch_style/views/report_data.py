@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch_style.pipeline import ledger, run_folder
+from batch_style.pipeline.state import ledger, run_folder
 
 
 @dataclass

@@ -11,9 +11,9 @@ import warnings
 from pathlib import Path
 from urllib.parse import quote
 
-from batch_style.pipeline import run_folder
-from batch_style.pipeline.live import BusyUnit
-from batch_style.pipeline.run_lock import running_pid
+from batch_style.pipeline.state import run_folder
+from batch_style.pipeline.state.run_lock import running_pid
+from batch_style.pipeline.watch import BusyUnit
 from batch_style.text import duration
 from batch_style.views.markup import anchor, clock, e, num, plural, spread, value_text
 from batch_style.views.plots import SPARK_H, SPARK_W, curve_svg, frame_losses_svg, loss_plot

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from batch_style.pipeline.live import BusyUnit, LiveView
+from batch_style.pipeline.watch import BusyUnit, LiveView
 from batch_style.text import duration
 from batch_style.views.markup import anchor, e, num, plural
 

@@ -7,7 +7,7 @@ import http.server
 from collections.abc import Callable
 from pathlib import Path
 
-from batch_style.pipeline import run_folder
+from batch_style.pipeline.state import run_folder
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

@@ -13,8 +13,8 @@ from typing import Self
 
 from batch_style.atomic import process_alive
 from batch_style.errors import UserError
-from batch_style.pipeline.run_folder import MAX_SMALL_BYTES, lock_path
-from batch_style.pipeline.safe_files import open_regular, read_capped
+from batch_style.pipeline.state.run_folder import MAX_SMALL_BYTES, lock_path
+from batch_style.pipeline.state.safe_files import open_regular, read_capped
 
 log = logging.getLogger("batch_style")
 

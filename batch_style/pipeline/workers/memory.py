@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from batch_style.pipeline import gpus
+from batch_style.pipeline.workers import gpus
 from batch_style.settings import Settings
 
 # By default a CPU worker takes this share of the machine's memory (the workers of a run share

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from batch_style import atomic
 from batch_style.errors import UserError
-from batch_style.pipeline import safe_files
+from batch_style.pipeline.state import safe_files
 
 if TYPE_CHECKING:
     from batch_style.pipeline.jobs import Job

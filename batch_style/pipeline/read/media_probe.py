@@ -10,8 +10,8 @@ from yaml.nodes import Node
 
 from batch_style.engine.model import layers_needed
 from batch_style.errors import UserError
-from batch_style.pipeline.inputs import Files
-from batch_style.pipeline.yaml_nodes import Nodes
+from batch_style.pipeline.read.paths import Files
+from batch_style.pipeline.read.yaml_nodes import Nodes
 from batch_style.settings import Settings
 
 

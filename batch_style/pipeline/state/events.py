@@ -38,8 +38,8 @@ from pathlib import Path
 
 from batch_style import atomic
 from batch_style.errors import UserError
-from batch_style.pipeline import ledger, run_folder, safe_files
-from batch_style.pipeline.run_folder import WORKERS_DIR, events_path, workers_dir
+from batch_style.pipeline.state import ledger, run_folder, safe_files
+from batch_style.pipeline.state.run_folder import WORKERS_DIR, events_path, workers_dir
 
 log = logging.getLogger("batch_style")
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batch_style.engine import tf_runtime
-from batch_style.pipeline import gpus
 from batch_style.pipeline.units import WorkerConfig
-from batch_style.pipeline.worker import init_worker
+from batch_style.pipeline.workers import gpus
+from batch_style.pipeline.workers.worker import init_worker
 
 log = logging.getLogger("batch_style")
 

@@ -9,12 +9,12 @@ from typing import Any, NamedTuple
 
 from yaml.nodes import Node, ScalarNode
 
-from batch_style.pipeline import run_folder
-from batch_style.pipeline.input_media import Media
-from batch_style.pipeline.inputs import MAX_CONTENTS, Files
 from batch_style.pipeline.jobs import OUTPUTS, Job
-from batch_style.pipeline.mask_reader import MaskReader, StyleEntry
-from batch_style.pipeline.yaml_nodes import INVALID, NULL, Nodes, got, is_number, line_of
+from batch_style.pipeline.read.masks import MaskReader, StyleEntry
+from batch_style.pipeline.read.media_probe import Media
+from batch_style.pipeline.read.paths import MAX_CONTENTS, Files
+from batch_style.pipeline.read.yaml_nodes import INVALID, NULL, Nodes, got, is_number, line_of
+from batch_style.pipeline.state import run_folder
 from batch_style.settings import FIELDS, INITS, Settings, check_value, did_you_mean, resolve
 
 JOB_KEYS = ("name", "content", "video", "style", "style_blend", "outputs", "start", "end", "fps",

@@ -10,8 +10,8 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 
-from batch_style.pipeline.pools import WorkerDied
 from batch_style.pipeline.units import Unit, UnitResult
+from batch_style.pipeline.workers.pools import WorkerDied
 
 log = logging.getLogger("batch_style")
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from yaml.nodes import Node
 
-from batch_style.pipeline import run_folder
 from batch_style.pipeline.jobs import IMAGE_EXTENSIONS
-from batch_style.pipeline.yaml_nodes import INVALID, Nodes, got
+from batch_style.pipeline.read.yaml_nodes import INVALID, Nodes, got
+from batch_style.pipeline.state import run_folder
 
 # A job's content may be a glob or a folder: past these many images it is not a job of photos but
 # a pattern gone wrong (a `**` over a whole disk).

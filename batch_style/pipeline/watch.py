@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from batch_style.pipeline import events, snapshots
-from batch_style.pipeline.progress import RunProgress
+from batch_style.pipeline.state import events, snapshots
+from batch_style.pipeline.state.progress import RunProgress
 
 log = logging.getLogger("batch_style")
 

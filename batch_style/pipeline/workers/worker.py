@@ -103,7 +103,7 @@ def _start(config: WorkerConfig) -> None:
     first (--workers 0). Every kind of worker goes through here before its first unit."""
     global _GPU, _GPU_LOST
     from batch_style.engine import tf_runtime
-    from batch_style.pipeline import gpus
+    from batch_style.pipeline.workers import gpus
 
     tf_gpus = config.device != "cpu"
     tf_runtime.import_tensorflow(gpus=tf_gpus)
@@ -175,8 +175,9 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     from batch_style.engine import tf_runtime
     from batch_style.engine.objective import Temporal
     from batch_style.media import images
-    from batch_style.pipeline import events, ledger, memory
-    from batch_style.pipeline.snapshots import LiveSnapshot
+    from batch_style.pipeline.state import events, ledger
+    from batch_style.pipeline.state.snapshots import LiveSnapshot
+    from batch_style.pipeline.workers import memory
 
     s = unit.settings
     content = images.load_image(unit.content, s.max_pixels)

@@ -12,8 +12,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from batch_style.errors import UserError
-from batch_style.pipeline import gpus
 from batch_style.pipeline.units import UnitResult, WorkerConfig
+from batch_style.pipeline.workers import gpus
 
 log = logging.getLogger("batch_style")
 
@@ -59,7 +59,7 @@ def local_executor(workers: int, config: WorkerConfig) -> cf.Executor:
     (pools.WorkerPools); 0: this process."""
     if workers == 0:
         return InProcessExecutor()
-    from batch_style.pipeline.pools import WorkerPools
+    from batch_style.pipeline.workers.pools import WorkerPools
 
     return WorkerPools(workers, config)
 

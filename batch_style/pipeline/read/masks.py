@@ -7,10 +7,10 @@ from typing import Any, NamedTuple
 
 from yaml.nodes import MappingNode, Node
 
-from batch_style.pipeline.input_media import Media
-from batch_style.pipeline.inputs import Files, kind_of, missing, stem_matches
 from batch_style.pipeline.jobs import IMAGE_EXTENSIONS, Masks
-from batch_style.pipeline.yaml_nodes import INVALID, MAP, Nodes, got
+from batch_style.pipeline.read.media_probe import Media
+from batch_style.pipeline.read.paths import Files, kind_of, missing, stem_matches
+from batch_style.pipeline.read.yaml_nodes import INVALID, MAP, Nodes, got
 
 STYLE_KEYS = ("image", "mask", "image_mask")
 STYLE_EXPECTED = "a style image, or a mapping with 'image' and optionally 'mask' and 'image_mask'"

@@ -9,12 +9,11 @@ from pathlib import Path
 from yaml.nodes import Node, SequenceNode
 
 from batch_style.errors import UserError, UserErrors
-from batch_style.pipeline import run_folder
-from batch_style.pipeline.input_media import Media
-from batch_style.pipeline.inputs import Files
-from batch_style.pipeline.job_reader import JOB_NAME, Given, JobReader, SettingsReader
 from batch_style.pipeline.jobs import Job, Manifest
-from batch_style.pipeline.yaml_nodes import (
+from batch_style.pipeline.read.job_fields import JOB_NAME, Given, JobReader, SettingsReader
+from batch_style.pipeline.read.media_probe import Media
+from batch_style.pipeline.read.paths import Files
+from batch_style.pipeline.read.yaml_nodes import (
     INVALID,
     SEQ,
     Nodes,
@@ -24,6 +23,7 @@ from batch_style.pipeline.yaml_nodes import (
     read_text,
     scalar_entry,
 )
+from batch_style.pipeline.state import run_folder
 from batch_style.settings import BACKENDS, INITS, choose_backend
 
 VERSION = 1

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from batch_style.atomic import fsync_dir
-from batch_style.pipeline import run_folder, safe_files
-from batch_style.pipeline.run_folder import ledger_path
+from batch_style.pipeline.state import run_folder, safe_files
+from batch_style.pipeline.state.run_folder import ledger_path
 
 log = logging.getLogger("batch_style")
 

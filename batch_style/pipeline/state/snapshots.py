@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from batch_style import atomic
-from batch_style.pipeline.run_folder import SNAPSHOTS_DIR, snapshots_dir
+from batch_style.pipeline.state.run_folder import SNAPSHOTS_DIR, snapshots_dir
 
 SNAPSHOT_EVERY_S = 2.0  # seconds between a worker's snapshot writes, whatever snapshot_every says
 SNAPSHOT_PX = 256       # longest side of a snapshot (the report shows it at up to 200 px)

@@ -1,0 +1,1 @@
+"""Running units: dispatch, the worker processes (one per GPU or CPU worker) and their memory."""
