@@ -309,8 +309,8 @@ def test_a_memory_budget_makes_tiles_and_bounds_the_lbfgs_pairs(tiny):
     content, style = _pictures()
     settings = resolve({"size": 128, "steps": 4, "precision": "float32",
                         "convolution": "direct"})
-    plan = tiny.plan(128, 96, settings, memory=1500 << 20)
-    whole = tiny.plan(128, 96, settings, memory=None)
+    plan = tiny.plan(128, 96, settings, settings.steps, memory=1500 << 20)
+    whole = tiny.plan(128, 96, settings, settings.steps, memory=None)
     assert whole[0].tile is None and whole[0].pairs_bytes is None
     # 1500 MB: the runtime's 1300 MB and the picture's buffers leave the tiny network's passes
     # room for the whole picture; the pairs get what is left.

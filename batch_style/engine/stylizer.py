@@ -131,11 +131,10 @@ class Stylizer:
     def _winograd(self, settings: Settings, longest: int | None) -> bool:
         return self.model.winograd_differs and self.choice(settings, longest).winograd
 
-    def plan(self, width: int, height: int, settings: Settings, steps: int | None = None, *,
+    def plan(self, width: int, height: int, settings: Settings, steps: int, *,
              coarse: bool = True, memory: int | None = None) -> list[Level]:
-        """The levels a width×height content is made in (schedule.levels), each whole or in
-        tiles for a budget of `memory` bytes (schedule.plan)."""
-        steps = settings.steps if steps is None else steps
+        """The levels a width×height content is made in (schedule.levels) for a budget of
+        `steps`, each whole or in tiles for a budget of `memory` bytes (schedule.plan)."""
         levels = schedule.levels(width, height, settings, self.model.min_size, steps, coarse)
         winograd = self._winograd(settings, max(levels[-1].size))
         return [schedule.plan(level, settings, self.model.layer_names, memory,
@@ -191,16 +190,17 @@ class Stylizer:
     # -- the whole optimization -------------------------------------------------------------
     def stylize(self, content: np.ndarray, styles: Sequence[np.ndarray], settings: Settings, *,
                 style_keys: Sequence[Hashable] | None = None, init: np.ndarray | None = None,
-                steps: int | None = None, temporal: Temporal | None = None,
-                regions: Regions | None = None, callback: Callback | None = None,
-                memory: int | None = None) -> Result:
+                steps: int | None = None, coarse: bool = True,
+                temporal: Temporal | None = None, regions: Regions | None = None,
+                callback: Callback | None = None, memory: int | None = None) -> Result:
         """Stylize `content` (HxWx3 in [0,1], any size) with `styles`, as `settings` say.
 
-        `init` (any size) replaces settings.init; `steps` replaces settings.steps and makes the
-        picture at its size alone (video frames after the first start from the previous one);
-        `temporal` adds the video coherence term; `regions` says where each style goes and which
-        parts of the photo are protected; `memory`: the bytes a level may take, beyond which it
-        is made in tiles (None: no limit).
+        `init` (any size) replaces settings.init; `steps` replaces settings.steps (a video
+        frame's frame_steps); `coarse=False` makes the picture at its size alone, without the
+        coarser levels of base_size (a frame that starts from the previous one); `temporal`
+        adds the video coherence term; `regions` says where each style goes and which parts of
+        the photo are protected; `memory`: the bytes a level may take, beyond which it is made
+        in tiles (None: no limit).
         """
         missing = set(settings.content_layers + settings.style_layers) - set(
             self.model.layer_names)
@@ -214,9 +214,9 @@ class Stylizer:
         content, styles, style_keys = colour_inputs(content, styles, settings, regions,
                                                     style_keys)
         started = time.perf_counter()
-        budget = settings.steps if steps is None else steps
         height, width = content.shape[:2]
-        plan = self.plan(width, height, settings, budget, coarse=steps is None, memory=memory)
+        plan = self.plan(width, height, settings, settings.steps if steps is None else steps,
+                         coarse=coarse, memory=memory)
         longest = max(plan[-1].size)
         image = self._initial_image(content, plan[0].size, settings, init)
         if settings.style_blend and len(settings.style_blend) != len(styles):

@@ -37,11 +37,15 @@ class Unit:
     protect: Path | None = None   # where the content term is raised (settings.protect_weight)
 
     @property
+    def budget(self) -> int:
+        """Its step budget: frame_steps for a frame that starts from the previous one."""
+        return self.settings.steps if self.steps is None else self.steps
+
+    @property
     def cost(self) -> float:
         """Planned work, the measure time left is estimated in: steps × (longest side)², as a
-        step's time grows with the pixels (a warm-started video frame has frame_steps)."""
-        steps = self.settings.steps if self.steps is None else self.steps
-        return float(max(steps, 1)) * float(self.settings.size) ** 2
+        step's time grows with the pixels."""
+        return float(max(self.budget, 1)) * float(self.settings.size) ** 2
 
     @property
     def waits_for(self) -> tuple[str, ...]:

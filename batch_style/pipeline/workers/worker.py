@@ -21,55 +21,13 @@ from batch_style.pipeline.units import DISK_FULL, Unit, UnitResult, WorkerConfig
 
 
 class _WorkerState:
-    """Heavy per-process state: feature models per layer set, stylizers, loaded style images."""
+    """Heavy per-process state: the painter (feature models, style pictures and their masks)."""
 
     def __init__(self, config: WorkerConfig):
+        from batch_style.engine.painter import Painter
+
         self.config = config
-        self.stylizers: dict[tuple, object] = {}  # per layer set and pooling
-        self.images: dict[tuple[str, int], object] = {}
-
-    def stylizer(self, layers: tuple[str, ...], pooling: str = "max"):
-        if (layers, pooling) not in self.stylizers:
-            from batch_style.engine.model import load_feature_model
-            from batch_style.engine.stylizer import Stylizer
-
-            model = load_feature_model(layers, self.config.weights, tiny=self.config.tiny,
-                                       pooling=pooling)
-            self.stylizers[layers, pooling] = Stylizer(model)
-        return self.stylizers[layers, pooling]
-
-    def style_image(self, path: Path, max_pixels: int):
-        from batch_style.media import images
-
-        key = (str(path), max_pixels)
-        if key not in self.images:
-            self.images[key] = images.load_image(path, max_pixels)
-        return self.images[key]
-
-    def regions(self, unit: Unit):
-        """The unit's masks as the engine takes them (None: it has none). A mask on a style
-        image is kept like the style image; a picture's own masks are read afresh."""
-        from batch_style.engine.objective import Regions
-        from batch_style.media import images
-
-        if not (unit.masks or unit.image_masks or unit.protect):
-            return None
-        limit = unit.settings.max_pixels
-
-        def mask(path):
-            return None if path is None else images.load_mask(path, limit)
-
-        def kept(path):
-            if path is None:
-                return None
-            key = (f"mask:{path}", limit)
-            if key not in self.images:
-                self.images[key] = images.load_mask(path, limit)
-            return self.images[key]
-
-        return Regions(styles=tuple(mask(p) for p in unit.masks),
-                       images=tuple(kept(p) for p in unit.image_masks),
-                       protect=mask(unit.protect))
+        self.painter = Painter(config.weights, tiny=config.tiny)
 
 
 _STATE: _WorkerState | None = None
@@ -180,12 +138,13 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     from batch_style.pipeline.workers import memory
 
     s = unit.settings
-    content = images.load_image(unit.content, s.max_pixels)
-    styles = [state.style_image(p, s.max_pixels) for p in unit.styles]
-    init, steps, temporal = None, None, None
+    painter = state.painter
+    content = painter.picture(unit.content, s.max_pixels)
+    styles = [painter.picture(p, s.max_pixels, keep=True) for p in unit.styles]
+    init, temporal, warm = None, None, False
     start = _frame_start(unit, content)
     if start is not None and s.warm_start:
-        init, steps = start.image, (unit.steps if start.warm else None)
+        init, warm = start.image, start.warm
     elif unit.init is not None:
         init = images.load_image(unit.init, s.max_pixels)
     if start is not None and s.temporal_weight > 0:
@@ -200,14 +159,18 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
         if unit.progress_gif is not None and event.snapshot is not None:
             snapshots.append(images.to_uint8(event.snapshot))
 
-    stylizer = state.stylizer(tuple(dict.fromkeys(s.content_layers + s.style_layers)), s.pooling)
-    regions = state.regions(unit)
+    stylizer = painter.stylizer(s)
+    # The manifest's masks were checked when it was read (pipeline/read/masks.py).
+    regions = painter.regions(s, content, styles, unit.masks, unit.image_masks, unit.protect,
+                              check=False)
 
     def stylize(memory):
-        return stylizer.stylize(content, styles, s, init=init, steps=steps, temporal=temporal,
-                                regions=regions,
-                                style_keys=[ledger.file_digest(p) for p in unit.styles],
-                                callback=on_progress, memory=memory)
+        # A frame warm-started from the previous one takes its own budget, at its size alone.
+        return painter.paint(content, styles, s, init=init, temporal=temporal,
+                             steps=unit.budget if warm else None, coarse=not warm,
+                             regions=regions,
+                             style_keys=[ledger.file_digest(p) for p in unit.styles],
+                             callback=on_progress, memory=memory)
 
     note, ran = None, None
     device = "cpu" if _GPU is None or tf_runtime.computing_on_cpu() else f"gpu:{_GPU}"
@@ -234,8 +197,8 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
             snapshots.clear()
             with tf_runtime.on_cpu():
                 result = stylize(memory.budget_bytes(s, None, state.config.workers))
-                ran, device = ran_as(stylizer, s, steps, result), "cpu"
-    ran = ran or ran_as(stylizer, s, steps, result)
+                ran, device = ran_as(stylizer, s, result), "cpu"
+    ran = ran or ran_as(stylizer, s, result)
     beat.done()
     live.done()
     images.save_image(result.image, unit.output, bit_depth=s.bit_depth,
@@ -248,12 +211,12 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
             "stopped": result.stop_reason, **ran}
 
 
-def ran_as(stylizer, settings, steps: int | None, result) -> dict:
+def ran_as(stylizer, settings, result) -> dict:
     """The precision and convolution the unit's steps ran with (Stylizer.phases: `auto` resolved
     for this process), and why (autotune.Choice), for the ledger and the report."""
     longest = max(result.image.shape[:2])
     kinds = {arithmetic for arithmetic, n in
-             stylizer.phases(settings, settings.steps if steps is None else steps, longest) if n}
+             stylizer.phases(settings, result.levels[0].steps, longest) if n}
     float32 = kinds - {"bfloat16"}
     precision = ("mixed" if "bfloat16" in kinds and float32 else
                  "bfloat16" if "bfloat16" in kinds else "float32")
