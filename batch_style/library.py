@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from batch_style.errors import UserError, UserErrors
-from batch_style.settings import INITS, Settings, check_settings, resolve
+from batch_style.settings import INITS, Settings, blend_problem, check_settings, resolve
 
 Source = Any  # a file path, an array H×W×3 in [0,1] or 8-bit, or a PIL image (engine/painter.py)
 DEVICES = ("auto", "cpu", "gpu")
@@ -87,9 +87,9 @@ def paint(content: Source, style: Source | Sequence[Source], settings: Settings 
         list(style)
     if device not in DEVICES:
         raise UserError(f"expected one of {', '.join(DEVICES)}, got {device!r}", field="device")
-    if settings.style_blend and len(settings.style_blend) != len(styles_given):
-        raise UserError(f"expected {len(styles_given)} weights (one per style), got "
-                        f"{len(settings.style_blend)}", field="style_blend")
+    if blend_problem(settings, len(styles_given)):
+        raise UserError(blend_problem(settings, len(styles_given)),
+                        field=(mask_fields or {}).get("style_blend", "style_blend"))
     from batch_style.engine import tf_runtime
 
     if device == "gpu" and not tf_runtime.import_tensorflow().config.get_visible_devices("GPU"):

@@ -292,6 +292,14 @@ def resolve(*layers: Mapping[str, Any]) -> Settings:
     return settings
 
 
+def blend_problem(settings: Settings, styles: int) -> str | None:
+    """What is wrong with settings.style_blend for `styles` style images, or None."""
+    blend = settings.style_blend
+    if blend is not None and len(blend) != styles:
+        return f"expected {styles} weights (one per style), got {len(blend)}"
+    return None
+
+
 def choose_backend(backend: str | None, scheduler: str | None, manifest_backend: str | None = None,
            manifest_scheduler: str | None = None) -> tuple[str, str | None]:
     """(back end, scheduler) of a run: the command line's if it names either, else the manifest's,

@@ -236,7 +236,7 @@ MANIFEST_CASES = [
           content: c.png
           style: [s.png, s.png]
           style_blend: [1, 2, 3]
-        """), ((7, "jobs[0].style_blend", "expected 2 weights, one per style image, got 3"),)),
+        """), ((7, "jobs[0].style_blend", "expected 2 weights (one per style), got 3"),)),
     Case("style-layer-weights-length", with_settings("{style_layer_weights: [1, 2]}"),
          ((7, "jobs[0].settings.style_layer_weights", "expected 5 weights (one per style layer)"),)),
     Case("video-key-on-image-job", job("  - {name: a, content: c.png, style: s.png, "

@@ -312,15 +312,15 @@ BAD = [
     pytest.param(HEAD + JOB.replace("photos/tubingen.png", "'photos/*.jpg'"),
                  "5: jobs[0].content: glob 'photos/*.jpg' matches no images", id="glob-nothing"),
     pytest.param(HEAD + TWO_STYLES + "    style_blend: [1]\n",
-                 "7: jobs[0].style_blend: expected 2 weights, one per style image, got 1",
+                 "7: jobs[0].style_blend: expected 2 weights (one per style), got 1",
                  id="style-blend-length"),
     pytest.param(HEAD + TWO_STYLES + "    style_blend: [1, -1]\n",
                  "7: jobs[0].style_blend: expected numbers between 0 and 1e+12, got -1",
                  id="style-blend-negative"),
     pytest.param("version: 1\noutput: out\ndefaults: {style_blend: [1, 1]}\njobs:\n"
                  + JOB.replace("name: a", "name: one"),
-                 "3: defaults.style_blend: expected 1 weights, one per style image of job one, "
-                 "got 2", id="default-style-blend-length"),
+                 "3: defaults.style_blend: expected 1 weights (one per style), got 2 (job one)",
+                 id="default-style-blend-length"),
     pytest.param(HEAD + JOB + "    start: 1\n",
                  "7: jobs[0].start: only for video jobs", id="start-for-images"),
     pytest.param(HEAD + "  - name: a\n    video: clips/clip.mp4\n    style: styles/starry.png\n"

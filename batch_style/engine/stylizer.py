@@ -22,7 +22,7 @@ from batch_style.engine.tiled import TiledObjective, tiled_features, tiled_grams
 from batch_style.engine.tiles import TileLayout
 from batch_style.errors import UserError
 from batch_style.media import images
-from batch_style.settings import OPTIMIZERS, Settings
+from batch_style.settings import OPTIMIZERS, Settings, blend_problem
 
 TOLERANCE_WINDOW = 10  # steps over which `tolerance` measures the relative improvement
 
@@ -219,9 +219,8 @@ class Stylizer:
                          coarse=coarse, memory=memory)
         longest = max(plan[-1].size)
         image = self._initial_image(content, plan[0].size, settings, init)
-        if settings.style_blend and len(settings.style_blend) != len(styles):
-            raise UserError(f"expected {len(styles)} weights (one per style), got "
-                            f"{len(settings.style_blend)}", field="style_blend")
+        if blend_problem(settings, len(styles)):
+            raise UserError(blend_problem(settings, len(styles)), field="style_blend")
         history: list[float] = []
         evaluations, converged, last = 0, False, None
         for number, level in enumerate(plan):

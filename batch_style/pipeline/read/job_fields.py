@@ -15,7 +15,15 @@ from batch_style.pipeline.read.media_probe import Media
 from batch_style.pipeline.read.paths import MAX_CONTENTS, Files
 from batch_style.pipeline.read.yaml_nodes import INVALID, NULL, Nodes, got, is_number, line_of
 from batch_style.pipeline.state import run_folder
-from batch_style.settings import FIELDS, INITS, Settings, check_value, did_you_mean, resolve
+from batch_style.settings import (
+    FIELDS,
+    INITS,
+    Settings,
+    blend_problem,
+    check_value,
+    did_you_mean,
+    resolve,
+)
 
 JOB_KEYS = ("name", "content", "video", "style", "style_blend", "outputs", "start", "end", "fps",
             "protect", "settings")
@@ -82,12 +90,10 @@ class SettingsReader:
         except ValueError as error:
             self.settings_error(str(error), given, node, field)
             return None, given
-        blend = settings.style_blend
-        if blend is not None and n_styles and len(blend) != n_styles:
+        if n_styles and blend_problem(settings, n_styles):
             where = given["style_blend"]
-            job = "" if where.field.startswith(field + ".") else f" of job {name or field}"
-            self.nodes.error(where.line, where.field, f"expected {n_styles} weights, one per style "
-                             f"image{job}, got {len(blend)}")
+            job = "" if where.field.startswith(field + ".") else f" (job {name or field})"
+            self.nodes.error(where.line, where.field, blend_problem(settings, n_styles) + job)
             return None, given
         return settings, given
 
