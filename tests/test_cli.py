@@ -412,6 +412,8 @@ def test_run_settings_and_preset_win_over_the_manifests_and_make_other_units(med
     assert lines[2].startswith("  pair: 1 image, 0 done, 1 to run; 256×192; up to 100 steps (adam")
     done = cli.run("run", manifest, "--steps", "2", "--workers", "0", "--tiny")
     assert done.returncode == 0, done.stderr
+    report = (manifest.parent / "out" / "report.html").read_text(encoding="utf-8")
+    assert '<div class="set"><span>steps</span><b>2</b></div>' in report  # the job's settings
     assert "  pair: 1 image, 1 done, 0 to run;" in cli.run("run", manifest, "--steps", "2",
                                                             "--dry-run").stdout
     assert "  pair: 1 image, 0 done, 1 to run;" in cli.run("run", manifest, "--dry-run").stdout
