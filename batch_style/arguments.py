@@ -127,6 +127,8 @@ class CommandParser(argparse.ArgumentParser):
     def error(self, message: str):
         if message.startswith("argument "):  # argparse's words for a value it could not take
             self.exit(2, printable(f"batch-style: error: {message[len('argument '):]}") + "\n")
+        if message.startswith("ambiguous option"):  # an abbreviation of several options
+            self.exit(2, printable(f"batch-style: error: {message}") + "\n")
         super().error(message)
 
 

@@ -686,6 +686,8 @@ OPTION_CASES = {
                     "--device: expected auto, cpu or gpu, got 'gpus' (did you mean gpu?)"),
     "weight-not-a-number": ((*STYLIZE, "--style_weight", "lots"),
                             "--style-weight: expected a number, got 'lots'"),
+    "ambiguous-abbreviation": (("run", "m.yaml", "--pre", "draft"), "ambiguous option: --pre "
+                               "could match --preserve-colors, --precision, --preset"),
 }
 
 
