@@ -10,33 +10,21 @@ import sys
 from pathlib import Path
 
 from batch_style import __version__
-from batch_style.arguments import Parser, add_settings_options, count, positive
+from batch_style.arguments import (
+    CommandParser,
+    Parser,
+    add_settings_options,
+    choice,
+    count,
+    positive,
+    run_settings,
+    stylize_settings,
+)
 from batch_style.errors import UserError
-from batch_style.settings import BACKENDS, FIELDS, check_value, resolve
-from batch_style.text import EscapingFormatter, printable
+from batch_style.settings import BACKENDS
+from batch_style.text import EscapingFormatter, number, printable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def _settings_from_args(args: argparse.Namespace):
-    given = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
-    problems = []
-    for name, value in list(given.items()):
-        given[name], problem = check_value(name, value)
-        if problem:
-            problems.append(UserError(problem, field="--" + name.replace("_", "-")))
-    if problems:
-        raise problems[0] if len(problems) == 1 else _errors(problems)
-    try:
-        return resolve(given)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-
-
-def _errors(problems):
-    from batch_style.errors import UserErrors
-
-    return UserErrors(problems)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -49,7 +37,7 @@ def cmd_stylize(args) -> int:
     from batch_style.media import images
     # Everything the user can get wrong is checked before TensorFlow loads (seconds) and long
     # before the optimization ends.
-    settings = _settings_from_args(args)
+    settings = stylize_settings(args)
     args.style = _style_paths(args.style)
     if settings.style_blend and len(settings.style_blend) != len(args.style):
         raise UserError(f"expected {len(args.style)} weights (one per style), got "
@@ -170,16 +158,19 @@ def _regions(args, content, styles, max_pixels: int):
 
 def _output_file(text: str, flag: str, suffixes: tuple[str, ...], default_name: str,
                  inputs: list[str]) -> Path:
-    """Where `stylize` writes, checked before any work: a folder gets `default_name` in it; the
+    """Where `stylize` writes, checked before any work: a folder (one that exists, or any name
+    ending in /) gets `default_name` in it, a name without an extension gets its extension; the
     name must end in one of `suffixes`, must not be an input, and its folder must be writable."""
     import os
 
     path = Path(text)
-    if path.is_dir():
-        path = path / default_name
+    if path.is_dir() or text.endswith(("/", os.sep)):
+        path = path / default_name  # a folder, made with the result if it is not there yet
+    elif not path.suffix:
+        path = path.with_name(path.name + Path(default_name).suffix)  # `-o result`: result.png
     if path.suffix.lower() not in suffixes:
-        raise UserError(f"expected a file name ending in {' or '.join(suffixes)}, got "
-                        f"{text!r}", field=flag)
+        raise UserError(f"expected a file name ending in {' or '.join(suffixes)}, or a folder "
+                        f"(ending in /), got {text!r}", field=flag)
     if any(os.path.realpath(path) == os.path.realpath(i) for i in inputs):
         raise UserError(f"{str(path)!r} is an input; the result would overwrite it", field=flag)
     if path.exists() and not path.is_file():
@@ -214,13 +205,19 @@ def cmd_run(args) -> int:
     from batch_style import console
     from batch_style import orchestrator as runner
 
+    settings = run_settings(args)
     options = runner.RunOptions(workers=args.workers, device=args.device, force=args.force,
                                 weights=args.weights, tiny=args.tiny, backend=args.backend,
-                                scheduler=args.scheduler)
+                                scheduler=args.scheduler, settings=settings)
     if args.dry_run:
         from batch_style.pipeline.read.manifest import load_all
 
-        for manifest in load_all([Path(p) for p in args.manifest]):
+        manifests = load_all([Path(p) for p in args.manifest], overrides=settings)
+        if settings:
+            say("settings from the command line, over every job's: " + ", ".join(
+                f"{k} {' '.join(map(number, v)) if isinstance(v, tuple) else number(v)}"
+                for k, v in settings.items()))
+        for manifest in manifests:
             say(console.describe_plan(manifest, force=args.force, device=args.device,
                                       tiny=args.tiny))
         return EXIT_OK
@@ -253,6 +250,8 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+DEVICES = ("auto", "cpu", "gpu")
+DEVICE_CHOICES = "{" + ",".join(DEVICES) + "}"
 DEVICE_HELP = ("where to compute: auto (a GPU that TensorFlow can use, else the CPU), cpu, or gpu "
                "(an error without one); default: auto")
 
@@ -276,7 +275,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"batch-style {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=argparse.ArgumentParser)
+                                parser_class=CommandParser)
 
     def common(p):
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -296,9 +295,10 @@ def build_parser() -> Parser:
     p.add_argument("--workers", type=count, default=None,
                    help="worker processes (default: one per GPU, or 1 on CPU; 0: in this "
                         "process)")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+    p.add_argument("--device", type=choice(DEVICES), metavar=DEVICE_CHOICES, default="auto",
                    help=DEVICE_HELP.replace("a GPU", "every GPU"))
-    p.add_argument("--backend", choices=tuple(BACKENDS), default=None,
+    p.add_argument("--backend", type=choice(BACKENDS), default=None,
+                   metavar="{" + ",".join(BACKENDS) + "}",
                    help="where units run: local (worker processes here) or dask (a Dask "
                         "cluster; see the README, 'Running on a cluster'); default: the "
                         "manifest's `backend`, else local")
@@ -310,6 +310,8 @@ def build_parser() -> Parser:
                    help="print the plan and every file it would write; run nothing")
     p.add_argument("--force", action="store_true", help="redo finished units too")
     common(p)
+    add_settings_options(p, "settings for every job, over the manifest's (`--preset draft`: a "
+                            "quick look); part of what makes a unit done")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check manifests and their inputs, run nothing")
@@ -325,7 +327,8 @@ def build_parser() -> Parser:
     p.add_argument("style", nargs="+", metavar="STYLE",
                    help="one painting, or several to blend (--style-blend)")
     p.add_argument("-o", "--output", default=None,
-                   help=f"result image ({', '.join(IMAGE_FORMATS)}), or a folder for it "
+                   help=f"result image ({', '.join(IMAGE_FORMATS)}; no extension: .png), or "
+                        f"a folder for it (one that exists, or a name ending in /: made) "
                         f"(default: CONTENT_STYLE.png in the current folder)")
     p.add_argument("--progress-gif", metavar="PATH", help="also write the optimization as a GIF")
     p.add_argument("--style-mask", metavar="FILE", action="append", default=None,
@@ -343,7 +346,8 @@ def build_parser() -> Parser:
                    help="a progress line every N steps (default: a bar redrawn in place on a "
                         "terminal, else a line every 30 s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help=DEVICE_HELP)
+    p.add_argument("--device", type=choice(DEVICES), metavar=DEVICE_CHOICES, default="auto",
+                   help=DEVICE_HELP)
     common(p)
     add_settings_options(p)
     p.set_defaults(func=cmd_stylize)

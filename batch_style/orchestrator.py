@@ -9,9 +9,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from batch_style.errors import UserError
 from batch_style.media.encode import FfmpegError
@@ -49,6 +50,7 @@ class RunOptions:
     backend: str | None = None      # local | dask; None: the manifest's (else local)
     scheduler: str | None = None    # Dask scheduler, tcp://HOST:8786 (implies dask); dask without
                                     # one: a Dask cluster of `workers` processes on this machine
+    settings: Mapping[str, Any] = field(default_factory=dict)  # checked, over every job's own
 
 
 @dataclass
@@ -125,7 +127,7 @@ def video_done(vp: VideoPlan, book: ledger.Ledger, latest: Latest | None = None)
 def run(manifest_paths: list[Path], options: RunOptions,
         on_event: Callable[[str, dict], None] | None = None) -> RunSummary:
     """Run every job of the manifests. Raises UserError for invalid manifests or usage."""
-    manifests = load_all(manifest_paths)
+    manifests = load_all(manifest_paths, overrides=options.settings)
     summary = RunSummary()
     # Signal handlers can only be set from the main thread; a library caller in another thread
     # keeps SIGTERM's default.

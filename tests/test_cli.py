@@ -202,8 +202,6 @@ def test_a_peers_option_is_one_line_that_names_ours(cli):
     (["-original_colors", "1"], "did you mean --preserve-colors?"),  # not `-o riginal_colors`
     (["--image_size", "256"], "did you mean --size?"),
     (["--max_size", "256"], "did you mean --size?"),
-    (["--content_weight", "1e4"], "did you mean --content-weight?"),
-    (["--tv_weight", "1"], "did you mean --tv-weight?"),
     (["--init_img_type", "noise"], "did you mean --init?"),
     (["-save_iter", "50"], "did you mean --save-every?"),
     (["-print_iter", "50"], "did you mean --print-every?"),
@@ -222,13 +220,27 @@ def test_unknown_options_say_what_was_meant(capsys, words, meant):
     assert lines[0].startswith(f"batch-style: error: {words[0]}: unknown option ({meant}"), lines
 
 
-def test_a_setting_given_to_run_points_to_the_manifest(capsys):
+def test_a_peers_option_given_to_run_names_ours(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli_module.main(["run", "x.yaml", "--max_iterations", "5"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
-        "batch-style: error: --max_iterations: unknown option (in a manifest: the setting "
-        "`steps`, under `defaults` or a job's `settings`)"]
+        "batch-style: error: --max_iterations: unknown option (did you mean --steps?)"]
+
+
+def test_the_manifests_spellings_and_yes_no_words_are_options():
+    """`--style_weight` as the manifest writes it; a yes/no setting takes true/false/1/0/yes/no
+    as a manifest does, and --preserve-colors true is luminance (false: off)."""
+    args = cli_module.build_parser().parse_args([
+        "stylize", "c.jpg", "--style_weight", "3", "--tv_weight=1", "--warm-start", "false",
+        "--style_colors", "YES", "--preserve-colors", "true", "s.jpg", "--pooling", "avg"])
+    assert (args.style_weight, args.tv_weight, args.warm_start, args.style_colors,
+            args.preserve_colors, args.style) == (3.0, 1.0, False, True, "luminance", ["s.jpg"])
+    args = cli_module.build_parser().parse_args([
+        "stylize", "c.jpg", "s.jpg", "--warm-start=0", "--style-colors", "--preserve-colors", "no"])
+    assert (args.warm_start, args.style_colors, args.preserve_colors) == (False, True, False)
+    args = cli_module.build_parser().parse_args(["stylize", "c.jpg", "--warm-start", "s.jpg"])
+    assert (args.warm_start, args.style) == (True, ["s.jpg"])  # a path is not a yes/no
 
 
 def test_abbreviations_argparse_takes_still_pass():
@@ -384,3 +396,58 @@ def test_stylize_refuses_bad_masks_before_any_work(media_dir, tmp_path, capsys, 
     err = capsys.readouterr().err.strip()
     assert err.startswith(line.replace("SQUARE", swaps["SQUARE"])), err
     assert not (tmp_path / "r.png").exists()
+
+
+# -- settings for a whole run, and stylize's -o ---------------------------------------------------
+def test_run_settings_and_preset_win_over_the_manifests_and_make_other_units(media_dir,
+                                                                             write_manifest, cli):
+    """`run M --preset draft` is the manifest at the draft's size and steps (over its own
+    `defaults`); a unit made with --steps 2 is done for --steps 2 only, never for the manifest."""
+    manifest = write_manifest(good_jobs(media_dir)[:1])
+    draft = cli.run("run", manifest, "--preset", "draft", "--dry-run", "--tiny")
+    assert draft.returncode == 0, draft.stderr
+    lines = draft.stdout.splitlines()
+    assert lines[0] == ("settings from the command line, over every job's: preset draft, "
+                        "size 256, steps 100")
+    assert lines[2].startswith("  pair: 1 image, 0 done, 1 to run; 256×192; up to 100 steps (adam")
+    done = cli.run("run", manifest, "--steps", "2", "--workers", "0", "--tiny")
+    assert done.returncode == 0, done.stderr
+    report = (manifest.parent / "out" / "report.html").read_text(encoding="utf-8")
+    assert '<div class="set"><span>steps</span><b>2</b></div>' in report  # the job's settings
+    assert "  pair: 1 image, 1 done, 0 to run;" in cli.run("run", manifest, "--steps", "2",
+                                                            "--dry-run").stdout
+    assert "  pair: 1 image, 0 done, 1 to run;" in cli.run("run", manifest, "--dry-run").stdout
+
+
+def test_run_settings_are_checked_as_a_manifests_in_one_line(media_dir, write_manifest, cli):
+    manifest = write_manifest(good_jobs(media_dir)[:1])
+    for words, line in [
+            (["--preset", "drafy"], "--preset: expected seed or draft, got 'drafy' "
+                                    "(did you mean draft?)"),
+            (["--size", "5"], "--size: expected a value between 16 and 8192, got 5"),
+            (["--init", "nope.png"], "--init: no such file 'nope.png'")]:
+        result = cli.run("run", manifest, *words, "--dry-run")
+        assert (result.returncode, result.stdout) == (2, ""), words
+        assert result.stderr.splitlines() == [f"batch-style: error: {line}"]
+    result = cli.run("run", manifest, "--style-layer-weights", "1", "2", "--dry-run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    job_line = manifest.read_text().splitlines().index("- name: pair") + 1  # shown at the job
+    assert result.stderr.splitlines() == [f"{manifest}:{job_line}: --style-layer-weights: "
+                                          f"expected 5 weights (one per style layer), got 2"]
+
+
+def test_stylize_takes_yes_no_words_and_a_new_folder_or_a_bare_name(media_dir, tmp_path, cli):
+    photo, style = media_dir / "photo.png", media_dir / "style.png"
+    tiny = ["--tiny", "--size", "48", "--steps", "2", "-q"]
+    result = cli.run("stylize", photo, style, "--preserve-colors", "true", "--style_weight", "2",
+                     "-o", f"{tmp_path}/new/", *tiny)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "new" / "photo_style.png").size == (48, 36)
+    result = cli.run("stylize", photo, style, "--warm-start", "no", "-o", tmp_path / "result",
+                     *tiny)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "result.png").format == "PNG"
+    result = cli.run("stylize", photo, style, "-o", tmp_path / "result.tga", *tiny)
+    assert (result.returncode, result.stderr.splitlines()) == (2, [
+        f"batch-style: error: --output: expected a file name ending in .png or .jpg or .jpeg or "
+        f".webp, or a folder (ending in /), got '{tmp_path / 'result.tga'}'"])

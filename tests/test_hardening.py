@@ -663,6 +663,33 @@ CARELESS_CASES = [
 
 ALL_CASES = MANIFEST_CASES + MEDIA_CASES + HOSTILE_CASES + CARELESS_CASES  # through `validate`
 
+# Option values the command line cannot take: (words after `batch-style`, the one line it says).
+STYLIZE = ("stylize", "c.png", "s.png")
+OPTION_CASES = {
+    "size-fraction": ((*STYLIZE, "--size", "64.5"), "--size: expected a whole number, got '64.5'"),
+    "save-every-zero": ((*STYLIZE, "--save-every", "0"), "--save-every: expected 1 or more, got 0"),
+    "bit-depth-12": ((*STYLIZE, "--bit-depth", "12"), "--bit-depth: expected 8 or 16, got '12'"),
+    "colors-histo": ((*STYLIZE, "--preserve-colors", "histo"), "--preserve-colors: expected "
+                     "true, false, luminance or histogram, got 'histo' (did you mean histogram?)"),
+    "workers-negative": (("run", "m.yaml", "--workers", "-1"),
+                         "--workers: expected 0 or more, got -1"),
+    # the same bounds as a manifest's `steps` (MANIFEST_CASES: steps-zero)
+    "steps-zero": ((*STYLIZE, "--steps", "0"), "--steps: expected a value between 1 and 100000, "
+                   "got 0"),
+    "run-steps-zero": (("run", "m.yaml", "--steps", "0"),
+                       "--steps: expected a value between 1 and 100000, got 0"),
+    "yes-no-maybe": ((*STYLIZE, "--warm-start=maybe"), "--warm-start: expected true or false "
+                     "(or --warm-start alone, --no-warm-start), got 'maybe'"),
+    "optimizer-typo": ((*STYLIZE, "--optimizer", "adma"),
+                       "--optimizer: expected lbfgs or adam, got 'adma' (did you mean adam?)"),
+    "device-typo": (("run", "m.yaml", "--device", "gpus"),
+                    "--device: expected auto, cpu or gpu, got 'gpus' (did you mean gpu?)"),
+    "weight-not-a-number": ((*STYLIZE, "--style_weight", "lots"),
+                            "--style-weight: expected a number, got 'lots'"),
+    "ambiguous-abbreviation": (("run", "m.yaml", "--pre", "draft"), "ambiguous option: --pre "
+                               "could match --preserve-colors, --precision, --preset"),
+}
+
 
 # ---------------------------------------------------------------------------------------------
 # Building the corpus
@@ -871,6 +898,16 @@ def test_run_refuses_before_writing_anything(corpus, case_id):
     assert_problems(done.stderr, case, corpus, manifest_name(case))
     assert snapshot(corpus) == before
     assert not (corpus / MARKER).exists()
+
+
+@pytest.mark.parametrize("case", list(OPTION_CASES))
+def test_a_bad_option_value_is_one_line(cli, case):
+    """Through the real command: exit 2, one line naming the option, what was given and what
+    it takes; no usage, no traceback."""
+    words, line = OPTION_CASES[case]
+    done = cli.run(*words)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == [f"batch-style: error: {line}"]
 
 
 def test_weights_hostile_pickle_through_the_real_command(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -48,9 +49,10 @@ class Given(NamedTuple):
 class SettingsReader:
     """Settings as a manifest gives them (`defaults`, a job's `settings`), with their lines."""
 
-    def __init__(self, nodes: Nodes, files: Files):
+    def __init__(self, nodes: Nodes, files: Files, overrides: Mapping[str, Any] | None = None):
         self.nodes = nodes
         self.files = files
+        self.overrides = dict(overrides or {})  # the command line's, over every job's settings
 
     def settings_layer(self, node: Node, field: str) -> dict[str, Given]:
         """Checked settings of one mapping (`defaults` or a job's `settings`), with their lines."""
@@ -83,10 +85,12 @@ class SettingsReader:
             layer = self.settings_layer(entries["settings"][1], f"{field}.settings")
         if "style_blend" in entries:
             self.style_blend(entries["style_blend"], field, layer)
-        given = {**defaults, **layer}
+        # A mistake only the command line's settings make is shown at the job, naming the option.
+        given = {**defaults, **layer, **{k: Given(v, line_of(node), "--" + k.replace("_", "-"))
+                                         for k, v in self.overrides.items()}}
         try:
             settings = resolve({k: g.value for k, g in defaults.items()},
-                               {k: g.value for k, g in layer.items()})
+                               {k: g.value for k, g in layer.items()}, self.overrides)
         except ValueError as error:
             self.settings_error(str(error), given, node, field)
             return None, given

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from yaml.nodes import Node, SequenceNode
 
@@ -44,13 +45,14 @@ def load(path: str | os.PathLike, *, verify_pixels: bool = False) -> Manifest:
     return manifest
 
 
-def load_all(paths: Iterable[str | os.PathLike], *,
-             verify_pixels: bool = False) -> list[Manifest]:
+def load_all(paths: Iterable[str | os.PathLike], *, verify_pixels: bool = False,
+             overrides: Mapping[str, Any] | None = None) -> list[Manifest]:
     """Read and check several manifests; raises UserErrors with the problems of all of them.
 
     Besides each manifest's own problems, two manifests may not write a job of the same name
     into the same output folder (each would overwrite, and mark done, the other's results).
-    `verify_pixels`: as for load().
+    `verify_pixels`: as for load(). `overrides`: checked settings (the command line's) over
+    every job's own.
     """
     loaded: list[tuple[str, Manifest]] = []
     errors: list[UserError] = []
@@ -61,7 +63,7 @@ def load_all(paths: Iterable[str | os.PathLike], *,
         if key in seen:
             continue
         seen.add(key)
-        manifest, problems = _load(path, verify_pixels)
+        manifest, problems = _load(path, verify_pixels, overrides or {})
         errors += problems
         if manifest is not None:
             loaded.append((os.fspath(path), manifest))
@@ -88,15 +90,15 @@ def _collisions(loaded: list[tuple[str, Manifest]]) -> list[UserError]:
     return errors
 
 
-def _load(path: str | os.PathLike,
-          verify_pixels: bool = False) -> tuple[Manifest | None, list[UserError]]:
+def _load(path: str | os.PathLike, verify_pixels: bool = False,
+          overrides: Mapping[str, Any] | None = None) -> tuple[Manifest | None, list[UserError]]:
     shown = os.fspath(path)
     file = Path(os.path.abspath(os.path.expanduser(shown)))
     try:
         root = compose(read_text(file, shown), shown)
     except UserError as error:
         return None, [error]
-    reader = _ManifestReader(shown, file.parent, verify_pixels)
+    reader = _ManifestReader(shown, file.parent, verify_pixels, overrides or {})
     manifest = reader.manifest(root, file)
     errors = _unique(reader.nodes.errors)
     return (None if errors else manifest), errors
@@ -115,11 +117,12 @@ def _unique(errors: list[UserError]) -> list[UserError]:
 class _ManifestReader:
     """Walks one manifest: its top-level keys, then each job (JobReader)."""
 
-    def __init__(self, shown: str, folder: Path, verify_pixels: bool = False):
+    def __init__(self, shown: str, folder: Path, verify_pixels: bool = False,
+                 overrides: Mapping[str, Any] | None = None):
         self.nodes = Nodes(shown)
         self.files = Files(self.nodes, folder)
         self.media = Media(self.nodes, self.files, verify_pixels)
-        self.settings = SettingsReader(self.nodes, self.files)
+        self.settings = SettingsReader(self.nodes, self.files, overrides or {})
         self.job_reader = JobReader(self.nodes, self.files, self.media, self.settings)
 
     def manifest(self, root: Node | None, file: Path) -> Manifest | None:
