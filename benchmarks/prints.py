@@ -66,8 +66,8 @@ def _setup(pair: str, weights: str | None, tiny: bool):
     from batch_style.engine.tf_runtime import import_tensorflow
 
     import_tensorflow()
-    from batch_style.engine.model import load_feature_model
     from batch_style.engine.stylizer import Stylizer
+    from batch_style.engine.weights import load_feature_model
     from batch_style.media import images
     from batch_style.settings import Settings
 
@@ -279,7 +279,7 @@ def measure_look(pair: str, steps: int, out_dir: str, weights: str | None, tiny:
     base_size LOOK_SMALL (`steps` steps, all else default) taken down to LOOK_SMALL px, each
     measured on masks.py's independent ruler (Grams on layers the objective does not optimize):
     the distance to the painting's Grams, and the content distance to the photo."""
-    from batch_style.engine.model import load_feature_model
+    from batch_style.engine.weights import load_feature_model
     from batch_style.media import images
     from batch_style.settings import resolve
 

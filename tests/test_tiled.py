@@ -10,10 +10,11 @@ from conftest import relative
 tf = pytest.importorskip("tensorflow")
 
 from batch_style.engine import losses, tiled, tiles  # noqa: E402
-from batch_style.engine.model import TINY_WIDTHS, FeatureModel, load_feature_model  # noqa: E402
+from batch_style.engine.model import TINY_WIDTHS, FeatureModel  # noqa: E402
 from batch_style.engine.objective import Temporal  # noqa: E402
 from batch_style.engine.stylizer import Stylizer  # noqa: E402
 from batch_style.engine.tiles import TileLayout  # noqa: E402
+from batch_style.engine.weights import load_feature_model  # noqa: E402
 from batch_style.settings import Settings, resolve  # noqa: E402
 
 CONTENT = Settings().content_layers  # block4_conv2

@@ -30,8 +30,8 @@ class _WorkerState:
 
     def stylizer(self, layers: tuple[str, ...], pooling: str = "max"):
         if (layers, pooling) not in self.stylizers:
-            from batch_style.engine.model import load_feature_model
             from batch_style.engine.stylizer import Stylizer
+            from batch_style.engine.weights import load_feature_model
 
             model = load_feature_model(layers, self.config.weights, tiny=self.config.tiny,
                                        pooling=pooling)
