@@ -80,7 +80,7 @@ class Settings:
     scales: int = _spec(1, "coarse-to-fine levels, each half the size of the next", lo=1, hi=6)
     # Prints (docs/prints.md): a result larger than base_size is first made at base_size, where
     # the look is set, then refined level by level up to `size`; a level too large for the
-    # memory budget is computed in tiles, exactly (engine/tiled.py).
+    # memory budget is computed in tiles, exactly (engine/tiled_objective.py).
     base_size: int = _spec(512, "longest side, px, at which a larger result's look is set: it is "
                                 "made there first, then refined up to size (0: off)",
                            lo=0, hi=8192)
