@@ -148,7 +148,7 @@ class Settings:
 # Named bundles applied under a job's own settings (defaults < preset < explicit).
 PRESETS: dict[str, dict[str, Any]] = {
     # The seed / TensorFlow tutorial schedule: content init, Adam lr 0.02 (beta1 0.99, eps 0.1 are
-    # fixed in optimize.py), 1000 steps at one scale, no early stop.
+    # fixed in engine/adam.py), 1000 steps at one scale, no early stop.
     "seed": {"optimizer": "adam", "learning_rate": 0.02, "steps": 1000, "scales": 1,
              "tolerance": 0.0, "precision": "float32", "convolution": "direct"},
     # Small and quick: for trying a manifest before the overnight run.

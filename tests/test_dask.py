@@ -1,4 +1,4 @@
-"""Tests for batch_style.backends' Dask back end: a real cluster of worker processes on this machine."""
+"""Tests for batch_style.pipeline.executors' Dask back end: a real cluster of workers on this machine."""
 
 from __future__ import annotations
 

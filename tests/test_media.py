@@ -1,4 +1,4 @@
-"""Tests for batch_style.media: generated images in tmp_path, no network, no model."""
+"""Tests for batch_style.media.images: generated images in tmp_path, no network, no model."""
 
 from __future__ import annotations
 

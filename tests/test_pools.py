@@ -1,4 +1,4 @@
-"""Tests for batch_style.pools: one single-worker loky pool per GPU (or CPU worker)."""
+"""Tests for batch_style.pipeline.pools: one single-worker loky pool per GPU (or CPU worker)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for batch_style.video: tiny generated clips in a temp folder, plus the sample clip."""
+"""Tests for batch_style.media.video: tiny generated clips in a temp folder, plus the sample clip."""
 
 from __future__ import annotations
 
