@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_backend import BUSY_CARD, fake_tensorflow
+from test_tf_runtime import BUSY_CARD, fake_tensorflow
 
 from batch_style.pipeline import run_folder, worker
 from batch_style.pipeline.pools import WorkerDied, WorkerPools
