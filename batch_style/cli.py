@@ -63,8 +63,8 @@ def cmd_stylize(args) -> int:
                         field="--device")
     tf_runtime.import_tensorflow(gpus=args.device != "cpu")  # --device cpu: the GPUs stay untouched
     from batch_style import console
-    from batch_style.engine.model import load_feature_model
     from batch_style.engine.stylizer import Stylizer
+    from batch_style.engine.weights import load_feature_model
     from batch_style.pipeline.workers import memory
     from batch_style.pipeline.workers.worker import write_progress_gif
 

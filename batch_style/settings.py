@@ -80,7 +80,7 @@ class Settings:
     scales: int = _spec(1, "coarse-to-fine levels, each half the size of the next", lo=1, hi=6)
     # Prints (docs/prints.md): a result larger than base_size is first made at base_size, where
     # the look is set, then refined level by level up to `size`; a level too large for the
-    # memory budget is computed in tiles, exactly (engine/tiled.py).
+    # memory budget is computed in tiles, exactly (engine/tiled_objective.py).
     base_size: int = _spec(512, "longest side, px, at which a larger result's look is set: it is "
                                 "made there first, then refined up to size (0: off)",
                            lo=0, hi=8192)
@@ -148,7 +148,7 @@ class Settings:
 # Named bundles applied under a job's own settings (defaults < preset < explicit).
 PRESETS: dict[str, dict[str, Any]] = {
     # The seed / TensorFlow tutorial schedule: content init, Adam lr 0.02 (beta1 0.99, eps 0.1 are
-    # fixed in optimize.py), 1000 steps at one scale, no early stop.
+    # fixed in engine/adam.py), 1000 steps at one scale, no early stop.
     "seed": {"optimizer": "adam", "learning_rate": 0.02, "steps": 1000, "scales": 1,
              "tolerance": 0.0, "precision": "float32", "convolution": "direct"},
     # Small and quick: for trying a manifest before the overnight run.

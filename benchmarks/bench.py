@@ -110,8 +110,9 @@ def measure(pair: str, method: str, size: int, steps: int, checkpoints: tuple[in
     from batch_style.engine.tf_runtime import import_tensorflow
 
     import_tensorflow()
-    from batch_style.engine.model import ARITHMETICS, TINY_WIDTHS, load_feature_model
+    from batch_style.engine.model import ARITHMETICS, TINY_WIDTHS
     from batch_style.engine.stylizer import Stylizer
+    from batch_style.engine.weights import load_feature_model
     from batch_style.media import images
     from batch_style.settings import resolve
 
@@ -284,8 +285,8 @@ def whole_process(pair: str, method: str, size: int, weights: str | None, tiny: 
 def objectives(pairs_and_paths: list[tuple[str, Path]], size: int, weights: str | None,
                tiny: bool) -> list[float]:
     """The objective of each written result, against its pair, with the default weights."""
-    from batch_style.engine.model import load_feature_model
     from batch_style.engine.stylizer import Stylizer
+    from batch_style.engine.weights import load_feature_model
     from batch_style.media import images
     from batch_style.settings import resolve
 

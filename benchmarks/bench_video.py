@@ -113,8 +113,8 @@ def objectives(outcomes: list[Outcome], args) -> list[Outcome]:
     """The objective (docs/design.md) of every stylized frame (no temporal term), in float32, afresh."""
     import dataclasses
 
-    from batch_style.engine.model import load_feature_model
     from batch_style.engine.stylizer import Stylizer
+    from batch_style.engine.weights import load_feature_model
     from batch_style.media import images
     from batch_style.settings import resolve
 

@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from batch_style.engine import stylizer as stylizer_module
-    from batch_style.engine.model import load_feature_model
     from batch_style.engine.stylizer import Stylizer
+    from batch_style.engine.weights import load_feature_model
     from batch_style.media import images
     from batch_style.settings import resolve
 

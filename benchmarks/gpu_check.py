@@ -55,9 +55,9 @@ class Timing:
 
 # -- the children: each measurement in a fresh process pinned like a worker ----------------------
 def _pinned_child(gpu: str, size: int, steps: int, weights: str | None, tiny: bool) -> dict:
-    from batch_style.engine.model import load_feature_model
     from batch_style.engine.stylizer import Stylizer
     from batch_style.engine.tf_runtime import import_tensorflow
+    from batch_style.engine.weights import load_feature_model
     from batch_style.media import images
     from batch_style.settings import resolve
     from benchmarks import bench

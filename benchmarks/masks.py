@@ -222,8 +222,8 @@ def main(argv=None) -> None:
     if args.report_only:
         write_doc(report(json.loads(RESULTS.read_text())))
         return
-    from batch_style.engine.model import load_feature_model
     from batch_style.engine.stylizer import Stylizer
+    from batch_style.engine.weights import load_feature_model
     from batch_style.settings import Settings
 
     layers = Settings().content_layers + Settings().style_layers

@@ -66,8 +66,8 @@ def _setup(pair: str, weights: str | None, tiny: bool):
     from batch_style.engine.tf_runtime import import_tensorflow
 
     import_tensorflow()
-    from batch_style.engine.model import load_feature_model
     from batch_style.engine.stylizer import Stylizer
+    from batch_style.engine.weights import load_feature_model
     from batch_style.media import images
     from batch_style.settings import Settings
 
@@ -102,7 +102,7 @@ def planned(photo_size: tuple[int, int], settings, memory: int | None, tiny: boo
     """(the level the planner makes: size and tile, the memory it expects: schedule.need_bytes
     with the L-BFGS pairs the run will keep), decided here without a model, so a picture that
     would not fit is not even started."""
-    from batch_style.engine import schedule, tiles
+    from batch_style.engine import schedule, tile_layout
     from batch_style.engine.lbfgs import history_rows
     from batch_style.engine.model import TINY_WIDTHS, VGG19_WIDTHS
     from batch_style.engine.policy import effective_winograd
@@ -114,8 +114,8 @@ def planned(photo_size: tuple[int, int], settings, memory: int | None, tiny: boo
     size = fit_size(*photo_size, settings.size)
     level = schedule.plan(schedule.Level(size, settings.steps), settings, layers, memory,
                           widths=widths, winograd=winograd)
-    pass_bytes = (tiles.tile_memory_bytes(level.tile, layers, widths, winograd=winograd)
-                  if level.tile else tiles.pass_memory_bytes(size, layers, widths,
+    pass_bytes = (tile_layout.tile_memory_bytes(level.tile, layers, widths, winograd=winograd)
+                  if level.tile else tile_layout.pass_memory_bytes(size, layers, widths,
                                                              winograd=winograd))
     pairs = history_rows(3 * size[0] * size[1], level.pairs_bytes)
     return level, schedule.need_bytes(size, pass_bytes, pairs)
@@ -195,8 +195,8 @@ def measure_exact(pair: str, size: int, tile: int, weights: str | None, tiny: bo
     stylizer, content, style = _setup(pair, weights, tiny)
     import tensorflow as tf
 
-    from batch_style.engine.tiled import tiled_loss_and_grad
-    from batch_style.engine.tiles import TileLayout
+    from batch_style.engine.tile_layout import TileLayout
+    from batch_style.engine.tiled_objective import tiled_loss_and_grad
     from batch_style.media import images
     from batch_style.settings import resolve
 
@@ -279,7 +279,7 @@ def measure_look(pair: str, steps: int, out_dir: str, weights: str | None, tiny:
     base_size LOOK_SMALL (`steps` steps, all else default) taken down to LOOK_SMALL px, each
     measured on masks.py's independent ruler (Grams on layers the objective does not optimize):
     the distance to the painting's Grams, and the content distance to the photo."""
-    from batch_style.engine.model import load_feature_model
+    from batch_style.engine.weights import load_feature_model
     from batch_style.media import images
     from batch_style.settings import resolve
 

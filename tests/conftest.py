@@ -42,7 +42,7 @@ def _noise_png(path: Path, size: tuple[int, int], seed: int) -> Path:
 
 def _png_cut_inside(path: Path) -> Path:
     """A 64×48 PNG whose compressed pixels stop half-way, in chunks with the right lengths and
-    CRCs: `validate` (media.check_image, which checks chunks without decompressing) passes it,
+    CRCs: `validate` (images.check_image, which checks chunks without decompressing) passes it,
     decoding fails. A file damaged like this after validation is what the run must survive."""
     buffer = io.BytesIO()
     rng = np.random.default_rng(9)

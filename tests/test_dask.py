@@ -1,4 +1,4 @@
-"""Tests for batch_style.backends' Dask back end: a real cluster of worker processes on this machine."""
+"""Tests for pipeline/workers/executors.py's Dask back end: a real cluster of workers on this machine."""
 
 from __future__ import annotations
 
@@ -94,24 +94,24 @@ def test_dask_matches_local_and_keeps_state_per_worker(cluster, media_dir, tmp_p
 
     def count_model_loads():
         # In each Dask worker: forget any state of an earlier test, count VGG19 loads from now.
-        from batch_style.engine import model
+        from batch_style.engine import weights
         from batch_style.pipeline.workers import worker
 
         worker._STATE = None
-        original = getattr(model, "_uncounted_load", model.load_feature_model)
-        model._uncounted_load, model.loads = original, 0
+        original = getattr(weights, "_uncounted_load", weights.load_feature_model)
+        weights._uncounted_load, weights.loads = original, 0
 
         def counted(*args, **kwargs):
-            model.loads += 1
+            weights.loads += 1
             return original(*args, **kwargs)
-        model.load_feature_model = counted
+        weights.load_feature_model = counted
 
     def state_of_worker():
-        from batch_style.engine import model
+        from batch_style.engine import weights
         from batch_style.pipeline.workers import worker
 
         state = worker._STATE
-        return {"loads": model.loads,
+        return {"loads": weights.loads,
                 # (style, size, layers) computed, whatever the precisions they were computed in
                 "style_targets": sum(len({key[:-1] for key in s._style_cache})
                                      for s in state.stylizers.values())

@@ -1,4 +1,4 @@
-"""Tests for batch_style.doctor and `batch-style doctor`: what it says, and when it exits 1."""
+"""Tests for batch_style.views.doctor and `batch-style doctor`: what it says, and when it exits 1."""
 
 from __future__ import annotations
 

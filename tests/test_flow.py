@@ -1,4 +1,4 @@
-"""Tests for batch_style.flow: DIS flow and warping on shifted patterns, the consistency mask at
+"""Tests for batch_style.media.flow: DIS flow and warping on shifted patterns, the consistency mask at
 a disocclusion, scene cuts, flow files and the flicker measure."""
 
 from __future__ import annotations

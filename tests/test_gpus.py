@@ -1,4 +1,4 @@
-"""Tests for batch_style.gpus: nvidia-smi, CUDA_VISIBLE_DEVICES, pinning, and TensorFlow's view."""
+"""Tests for pipeline/workers/gpus.py: nvidia-smi, CUDA_VISIBLE_DEVICES, pinning, and TensorFlow's view."""
 
 from __future__ import annotations
 

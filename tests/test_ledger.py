@@ -1,4 +1,4 @@
-"""Tests for batch_style.ledger: the ledger, input hashing and the run lock."""
+"""Tests for batch_style.pipeline.state.ledger: the ledger, input hashing and the run lock."""
 
 from __future__ import annotations
 

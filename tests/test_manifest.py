@@ -1,11 +1,8 @@
-"""Tests for batch_style.manifest: loading, expanding and checking job manifests."""
+"""Tests for batch_style.pipeline.read.manifest: loading, expanding and checking job manifests."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-import sys
 import textwrap
 import types
 from pathlib import Path
@@ -14,25 +11,10 @@ import pytest
 from PIL import Image
 
 from batch_style.errors import UserError, UserErrors
+from batch_style.media import video
 from batch_style.pipeline.jobs import Job, Manifest
 from batch_style.pipeline.read.manifest import load, load_all
 from batch_style.settings import Settings
-
-# media.py and video.py are written alongside this module; until they exist, stand-ins are used.
-HAVE_MEDIA = importlib.util.find_spec("batch_style.media.images") is not None
-HAVE_VIDEO = importlib.util.find_spec("batch_style.media.video") is not None
-
-
-def _fake_probe_image(path: Path, max_pixels: int) -> tuple[int, int]:
-    """Stands in for media.probe_image while media.py is not written."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except OSError as error:
-        raise UserError(f"not an image: {error}", file=path) from None
-    if width * height > max_pixels:
-        raise UserError(f"{width}x{height} is more than {max_pixels} pixels", file=path)
-    return width, height
 
 
 def _fake_probe_video(path: Path) -> object:
@@ -44,16 +26,8 @@ def _fake_probe_video(path: Path) -> object:
 
 @pytest.fixture(autouse=True)
 def probes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real media.probe_image when it exists; probe_video faked (test_real_video is real)."""
-    if not HAVE_MEDIA:
-        fake = types.SimpleNamespace(probe_image=_fake_probe_image)
-        monkeypatch.setitem(sys.modules, "batch_style.media.images", fake)
-    if HAVE_VIDEO:
-        monkeypatch.setattr(importlib.import_module("batch_style.media.video"), "probe_video",
-                            _fake_probe_video)
-    else:
-        monkeypatch.setitem(sys.modules, "batch_style.media.video",
-                            types.SimpleNamespace(probe_video=_fake_probe_video))
+    """The real images.probe_image; video.probe_video faked (test_real_video_probe is real)."""
+    monkeypatch.setattr(video, "probe_video", _fake_probe_video)
 
 
 def png(path: Path, size: tuple[int, int] = (32, 24)) -> Path:
@@ -512,8 +486,6 @@ def test_jobs_pickle(tree: Path) -> None:
 
 def test_real_video_probe(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Against video.probe_video itself, with a tiny clip written by imageio's ffmpeg."""
-    if not HAVE_VIDEO:
-        pytest.skip("batch_style.video is not written yet")
     monkeypatch.undo()  # drop the fake probes
     iio = pytest.importorskip("imageio.v3")
     pytest.importorskip("imageio_ffmpeg")

@@ -1,4 +1,4 @@
-"""Tests for batch_style.plan: units from a manifest, their paths, hashes and warm-start chains."""
+"""Tests for batch_style.pipeline.plan: units from a manifest, their paths, hashes and warm-start chains."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for batch_style.pools: one single-worker loky pool per GPU (or CPU worker)."""
+"""Tests for batch_style.pipeline.workers.pools: one single-worker loky pool per GPU (or CPU worker)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_backend import BUSY_CARD, fake_tensorflow
+from test_tf_runtime import BUSY_CARD, fake_tensorflow
 
 from batch_style.pipeline.state import run_folder
 from batch_style.pipeline.units import WorkerConfig

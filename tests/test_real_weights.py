@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batch_style.engine.model import load_feature_model
 from batch_style.engine.stylizer import Stylizer
+from batch_style.engine.weights import load_feature_model
 from batch_style.media import images
 from batch_style.settings import resolve
 

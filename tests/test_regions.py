@@ -9,11 +9,11 @@ from conftest import relative
 
 tf = pytest.importorskip("tensorflow")
 
-from batch_style.engine import losses, tiled  # noqa: E402
+from batch_style.engine import losses, tiled_objective  # noqa: E402
 from batch_style.engine.model import TINY_WIDTHS, FeatureModel, carry_down  # noqa: E402
 from batch_style.engine.objective import Regions  # noqa: E402
 from batch_style.engine.stylizer import Stylizer, colour_inputs, style_guides_of  # noqa: E402
-from batch_style.engine.tiles import TileLayout  # noqa: E402
+from batch_style.engine.tile_layout import TileLayout  # noqa: E402
 from batch_style.media import images  # noqa: E402
 from batch_style.settings import Settings, resolve  # noqa: E402
 
@@ -207,7 +207,7 @@ def test_the_tiled_objective_equals_the_whole_pictures_with_masks(tiny, size, ti
     args = (*args[:3], tf.constant(unit), *args[4:])
     whole = tiny.objective("float32").evaluate(tf.constant(x[None]), *args)
     layout = TileLayout(size, tile_size, LAYERS)
-    got = tiled.tiled_loss_and_grad(tiny.model, layout, x, *args)
+    got = tiled_objective.tiled_loss_and_grad(tiny.model, layout, x, *args)
     assert relative(got[0], whole[0]) < 1e-4
     assert max(relative(a, b) for a, b in zip(got[1].numpy()[:3], whole[1].numpy()[:3])) < 1e-4
     assert relative(got[2], whole[2]) < 1e-4
@@ -215,7 +215,7 @@ def test_the_tiled_objective_equals_the_whole_pictures_with_masks(tiny, size, ti
     for part in (0, 1):
         weights = tf.constant(np.where(np.arange(4) == part, args[3].numpy(), 0.0), tf.float32)
         one = (*args[:3], weights, *args[4:])
-        got = tiled.tiled_loss_and_grad(tiny.model, layout, x, *one)
+        got = tiled_objective.tiled_loss_and_grad(tiny.model, layout, x, *one)
         whole = tiny.objective("float32").evaluate(tf.constant(x[None]), *one)
         assert relative(got[2], whole[2]) < 1e-4, part
 

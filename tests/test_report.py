@@ -1,4 +1,4 @@
-"""Tests for batch_style.report (and the run's event log): a real tiny run with a failure."""
+"""Tests for batch_style.views.report (and the run's event log): a real tiny run with a failure."""
 
 from __future__ import annotations
 

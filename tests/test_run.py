@@ -1,4 +1,4 @@
-"""Tests for batch_style.run: the whole pipeline with the tiny random VGG19, resumes, workers."""
+"""Tests for batch_style.orchestrator: the whole pipeline with the tiny random VGG19, resumes, workers."""
 
 from __future__ import annotations
 

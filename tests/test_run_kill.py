@@ -1,4 +1,4 @@
-"""Kill tests for batch_style.run: SIGKILL the run or one worker, then check what is on disk."""
+"""Kill tests for batch_style.orchestrator: SIGKILL the run or one worker, then check what is on disk."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batch_style.engine import schedule, tiles
+from batch_style.engine import schedule, tile_layout
 from batch_style.engine.schedule import Level
 from batch_style.errors import UserError
 from batch_style.settings import resolve
@@ -45,11 +45,11 @@ def test_the_whole_picture_when_it_fits_else_the_largest_tile_that_does():
     settings = resolve({})
     level = Level((2048, 1536), 100)
     assert schedule.plan(level, settings, LAYERS, None).tile is None  # no budget: whole
-    whole = tiles.pass_memory_bytes((2048, 1536), LAYERS)
+    whole = tile_layout.pass_memory_bytes((2048, 1536), LAYERS)
     roomy = schedule.plan(level, settings, LAYERS, whole + (4 << 30))
     assert roomy.tile is None
     tight = schedule.plan(level, settings, LAYERS, 3 << 30)
-    assert tight.tile is not None and tight.tile % tiles.grid(LAYERS) == 0
+    assert tight.tile is not None and tight.tile % tile_layout.grid(LAYERS) == 0
     tighter = schedule.plan(level, settings, LAYERS, int(2.6 * 2**30))
     assert tighter.tile < tight.tile
     assert tight.pairs_bytes >= schedule.MIN_PAIRS * 2048 * 1536 * schedule.PAIR_BYTES_PER_PX
@@ -57,7 +57,7 @@ def test_the_whole_picture_when_it_fits_else_the_largest_tile_that_does():
 
 def test_need_bytes_is_the_budget_at_which_the_planner_switches_to_tiles():
     settings, level = resolve({}), Level((1024, 768), 100)
-    need = schedule.need_bytes(level.size, tiles.pass_memory_bytes(level.size, LAYERS))
+    need = schedule.need_bytes(level.size, tile_layout.pass_memory_bytes(level.size, LAYERS))
     assert schedule.plan(level, settings, LAYERS, need).tile is None
     assert schedule.plan(level, settings, LAYERS, need - 1).tile is not None
 

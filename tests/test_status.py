@@ -1,4 +1,4 @@
-"""Tests for batch_style.status, the run's terminal display and the workers' progress files."""
+"""Tests for batch_style.views.status, the run's terminal display and the workers' progress files."""
 
 from __future__ import annotations
 

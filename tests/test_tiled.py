@@ -9,11 +9,12 @@ from conftest import relative
 
 tf = pytest.importorskip("tensorflow")
 
-from batch_style.engine import losses, tiled, tiles  # noqa: E402
-from batch_style.engine.model import TINY_WIDTHS, FeatureModel, load_feature_model  # noqa: E402
+from batch_style.engine import losses, tile_layout, tiled_objective  # noqa: E402
+from batch_style.engine.model import TINY_WIDTHS, FeatureModel  # noqa: E402
 from batch_style.engine.objective import Temporal  # noqa: E402
 from batch_style.engine.stylizer import Stylizer  # noqa: E402
-from batch_style.engine.tiles import TileLayout  # noqa: E402
+from batch_style.engine.tile_layout import TileLayout  # noqa: E402
+from batch_style.engine.weights import load_feature_model  # noqa: E402
 from batch_style.settings import Settings, resolve  # noqa: E402
 
 CONTENT = Settings().content_layers  # block4_conv2
@@ -61,11 +62,11 @@ def _assert_exact(whole, tiled_result, bound=EXACT, gradient_bound=EXACT) -> dic
 
 # -- the layout -------------------------------------------------------------------------------
 def test_halo_and_grid_follow_the_deepest_layer():
-    assert (tiles.halo(LAYERS), tiles.grid(LAYERS)) == (80, 16)
-    assert (tiles.halo(["block3_conv1"]), tiles.grid(["block3_conv1"])) == (12, 4)
-    assert (tiles.halo(["block2_conv2", "block1_conv1"]), tiles.grid(["block2_conv2"])) == (6, 2)
-    assert (tiles.halo(["block1_conv1"]), tiles.grid(["block1_conv1"])) == (1, 1)
-    assert (tiles.halo(["block5_pool"]), tiles.grid(["block5_pool"])) == (128, 32)
+    assert (tile_layout.halo(LAYERS), tile_layout.grid(LAYERS)) == (80, 16)
+    assert (tile_layout.halo(["block3_conv1"]), tile_layout.grid(["block3_conv1"])) == (12, 4)
+    assert (tile_layout.halo(["block2_conv2", "block1_conv1"]), tile_layout.grid(["block2_conv2"])) == (6, 2)
+    assert (tile_layout.halo(["block1_conv1"]), tile_layout.grid(["block1_conv1"])) == (1, 1)
+    assert (tile_layout.halo(["block5_pool"]), tile_layout.grid(["block5_pool"])) == (128, 32)
 
 
 @pytest.mark.parametrize("layer", ["block5_conv1", "block3_conv1", "block2_conv2"])
@@ -82,7 +83,7 @@ def test_halo_is_the_smallest_on_the_grid_that_holds_the_receptive_field(layer):
     columns = np.nonzero(np.abs(tape.gradient(value, x).numpy()).sum(axis=(0, 1, 3)))[0]
     cell = 256 // features.shape[1]
     reach = max(cell * i - columns.min(), columns.max() - (cell * i + cell - 1))
-    assert tiles.halo([layer]) - tiles.grid([layer]) < reach <= tiles.halo([layer])
+    assert tile_layout.halo([layer]) - tile_layout.grid([layer]) < reach <= tile_layout.halo([layer])
 
 
 @pytest.mark.parametrize("size, tile_size", [((229, 195), 48), ((256, 240), 32),
@@ -150,23 +151,23 @@ def test_tiled_objective_is_the_whole_pictures(tiny, size, tile_size):
     last = layout.tiles[-1].interior
     assert len(layout) == 1 or min(last[2] - last[0], last[3] - last[1]) < tile_size
     _assert_exact(tiny.objective("float32").evaluate(x, *args),
-                  tiled.tiled_loss_and_grad(tiny.model, layout, x, *args))
+                  tiled_objective.tiled_loss_and_grad(tiny.model, layout, x, *args))
     # Each part of the gradient alone (content, style), so that no part hides in another's.
     for part in (0, 1):
         weights = np.where(np.arange(4) == part, args[3].numpy(), 0.0)
         one = (*args[:3], tf.constant(weights, tf.float32), *args[4:])
         _assert_exact(tiny.objective("float32").evaluate(x, *one),
-                      tiled.tiled_loss_and_grad(tiny.model, layout, x, *one))
+                      tiled_objective.tiled_loss_and_grad(tiny.model, layout, x, *one))
 
 
 def test_a_halo_one_grid_cell_short_is_not_exact(tiny, monkeypatch):
     """The tests above would see a halo too narrow: crops of 64 px where 80 are needed."""
     x, args = _problem(tiny, (256, 176))
-    monkeypatch.setattr(tiles, "halo", lambda layers: 64)  # the layout's
-    monkeypatch.setattr(tiled, "halo", lambda layers: 64)  # and the check's
+    monkeypatch.setattr(tile_layout, "halo", lambda layers: 64)  # the layout's
+    monkeypatch.setattr(tiled_objective, "halo", lambda layers: 64)  # and the check's
     layout = TileLayout((256, 176), 32, LAYERS)
     assert layout.halo == 64
-    short = tiled.tiled_loss_and_grad(tiny.model, layout, x, *args)
+    short = tiled_objective.tiled_loss_and_grad(tiny.model, layout, x, *args)
     whole = tiny.objective("float32").evaluate(x, *args)
     assert relative(short[2], whole[2]) > 100 * EXACT
     assert relative(short[1][1], whole[1][1]) > EXACT  # the style term (its Grams)
@@ -180,10 +181,10 @@ def test_other_layer_sets(tiny):
     layout = TileLayout((101, 67), 12, stylizer.model.layer_names)
     assert (layout.halo, layout.grid, len(layout)) == (12, 4, 9 * 6)
     _assert_exact(stylizer.objective("float32").evaluate(x, *args),
-                  tiled.tiled_loss_and_grad(stylizer.model, layout, x, *args))
+                  tiled_objective.tiled_loss_and_grad(stylizer.model, layout, x, *args))
     # A layout for shallower layers than the model computes would pool its crops to nothing.
     with pytest.raises(ValueError, match="make the layout from the model's layers"):
-        tiled.tiled_grams(tiny.model, layout, x, style_layers)
+        tiled_objective.tiled_grams(tiny.model, layout, x, style_layers)
 
 
 def test_winograd_twin():
@@ -196,7 +197,7 @@ def test_winograd_twin():
     layout = TileLayout((256, 189), 128, twin.layer_names)
     assert len(layout.crop_shapes) == 2 and len(layout) == 4
     _assert_exact(stylizer.objective("winograd").evaluate(x, *args),
-                  tiled.tiled_loss_and_grad(twin, layout, x, *args))
+                  tiled_objective.tiled_loss_and_grad(twin, layout, x, *args))
 
 
 def test_bfloat16_twin_is_exact_to_its_own_rounding(tiny):
@@ -206,7 +207,7 @@ def test_bfloat16_twin_is_exact_to_its_own_rounding(tiny):
     x, args = _problem(tiny, (229, 195), arithmetic="bfloat16")
     whole = tiny.objective("bfloat16").evaluate(x, *args)
     layout = TileLayout((229, 195), 64, LAYERS)
-    result = tiled.tiled_loss_and_grad(tiny._model("bfloat16"), layout, x, *args)
+    result = tiled_objective.tiled_loss_and_grad(tiny._model("bfloat16"), layout, x, *args)
     _assert_exact(whole, result, gradient_bound=0.05)
 
     def distance(a, b):
@@ -221,16 +222,16 @@ def test_tiles_share_traces_and_run_from_python_only(tiny):
     x, args = _problem(tiny, (229, 195), seed=3)
     layout = TileLayout((229, 195), 32, LAYERS)
     assert len(layout.crop_shapes) > 10
-    functions = tiled._functions(tiny.model)
+    functions = tiled_objective._functions(tiny.model)
     before = functions.gradient.experimental_get_tracing_count()
-    tiled.tiled_loss_and_grad(tiny.model, layout, x, *args)
+    tiled_objective.tiled_loss_and_grad(tiny.model, layout, x, *args)
     # A fresh function traces for the first shape, then relaxes its shapes (reduce_retracing):
     # three traces at most for the > 10 crop shapes, where one per shape would be > 10.
     assert functions.gradient.experimental_get_tracing_count() - before <= 3
 
     @tf.function
     def inside(x):
-        return tiled.tiled_loss_and_grad(tiny.model, layout, x, *args)[0]
+        return tiled_objective.tiled_loss_and_grad(tiny.model, layout, x, *args)[0]
 
     with pytest.raises(RuntimeError, match="from Python"):
         inside(x)
@@ -243,15 +244,15 @@ def test_tiled_targets_are_the_whole_pictures(tiny, size, tile_size):
     image = np.random.default_rng(5).random((h, w, 3)).astype(np.float32)
     layout = TileLayout(size, tile_size, LAYERS)
     features = tiny.model(tf.constant(image[None]))
-    maps = tiled.tiled_features(tiny.model, layout, image, ["block1_conv1", *CONTENT])
-    grams = tiled.tiled_grams(tiny.model, layout, image, STYLE)
+    maps = tiled_objective.tiled_features(tiny.model, layout, image, ["block1_conv1", *CONTENT])
+    grams = tiled_objective.tiled_grams(tiny.model, layout, image, STYLE)
     for name, got in maps.items():
         assert got.shape == features[name].shape
         assert relative(got, features[name]) <= 1e-5, name
     for name, got in grams.items():
         assert relative(got, losses.gram(features[name])) <= 1e-5, name
     # The Stylizer's own targets, as its objective takes them.
-    assert relative(tiled.tiled_features(tiny.model, layout, image, CONTENT)[CONTENT[0]],
+    assert relative(tiled_objective.tiled_features(tiny.model, layout, image, CONTENT)[CONTENT[0]],
                      tiny.content_targets(image, CONTENT)[CONTENT[0]]) <= 1e-5
 
 
@@ -262,24 +263,24 @@ def test_real_vgg19_tiled_objective_is_the_whole_pictures():
     x, args = _problem(stylizer, (224, 176))
     layout = TileLayout((224, 176), 64, LAYERS)
     _assert_exact(stylizer.objective("float32").evaluate(x, *args),
-                  tiled.tiled_loss_and_grad(stylizer.model, layout, x, *args))
+                  tiled_objective.tiled_loss_and_grad(stylizer.model, layout, x, *args))
 
 
 # -- memory -----------------------------------------------------------------------------------
 def test_tile_memory_estimate_grows_with_the_tile_and_counts_the_halo():
-    by_tile = [tiles.tile_memory_bytes(side, LAYERS) for side in (64, 128, 256, 512, 1024)]
+    by_tile = [tile_layout.tile_memory_bytes(side, LAYERS) for side in (64, 128, 256, 512, 1024)]
     assert by_tile == sorted(by_tile) and len(set(by_tile)) == len(by_tile)
-    assert tiles.tile_memory_bytes(256, LAYERS) == tiles.pass_memory_bytes((416, 416), LAYERS)
+    assert tile_layout.tile_memory_bytes(256, LAYERS) == tile_layout.pass_memory_bytes((416, 416), LAYERS)
     # The maps kept for the gradient: (H·W)·(64+64 + (64+128+128)/4 + …) values, ~quadratic.
-    growth = (by_tile[-1] - tiles.BASE_BYTES) / (by_tile[-2] - tiles.BASE_BYTES)
+    growth = (by_tile[-1] - tile_layout.BASE_BYTES) / (by_tile[-2] - tile_layout.BASE_BYTES)
     assert 3.0 < growth < 4.0
-    assert tiles.tile_memory_bytes(256, LAYERS, winograd=True) > by_tile[2]
-    tiny_maps = tiles.tile_memory_bytes(256, LAYERS, TINY_WIDTHS) - tiles.BASE_BYTES
-    assert tiny_maps < (by_tile[2] - tiles.BASE_BYTES) / 10
+    assert tile_layout.tile_memory_bytes(256, LAYERS, winograd=True) > by_tile[2]
+    tiny_maps = tile_layout.tile_memory_bytes(256, LAYERS, TINY_WIDTHS) - tile_layout.BASE_BYTES
+    assert tiny_maps < (by_tile[2] - tile_layout.BASE_BYTES) / 10
     # A shallower network needs less halo and keeps fewer maps.
-    assert tiles.tile_memory_bytes(256, SHALLOW[1]) < by_tile[2]
+    assert tile_layout.tile_memory_bytes(256, SHALLOW[1]) < by_tile[2]
     with pytest.raises(ValueError, match="precision"):
-        tiles.tile_memory_bytes(256, LAYERS, precision="float16")
+        tile_layout.tile_memory_bytes(256, LAYERS, precision="float16")
 
 
 # -- the Stylizer in tiles ---------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests for batch_style.weights: resolution, the torch-free reader, the cache and the h5 loader."""
+"""Tests for batch_style.engine.weights: resolution, the torch-free reader, the cache and the h5 loader."""
 
 from __future__ import annotations
 

@@ -23,10 +23,11 @@ from pathlib import Path
 
 from batch_style.atomic import atomic_write_text
 from batch_style.engine import policy, tf_runtime
+from batch_style.engine.cache_dir import cache_folder
 from batch_style.engine.model import VGG19_WIDTHS
 from batch_style.settings import Settings
 
-CACHE_NAME = "autotune.json"  # beside the converted weights (weights.converted_cache_path())
+CACHE_NAME = "autotune.json"  # in the cache folder (cache_dir.py), beside the converted weights
 # Results up to 256 px are timed at 256 px, larger ones at 384 px: a step's cost per pixel has
 # about settled there (bigger pictures are made in tiles of about that size, or larger), and the
 # first measurement stays under ~15 s (docs/benchmarks.md).
@@ -73,9 +74,7 @@ def cache_key(size_bucket: int) -> str:
 
 
 def cache_path() -> Path:
-    from batch_style.engine.weights import converted_cache_path
-
-    return converted_cache_path().parent / CACHE_NAME
+    return cache_folder() / CACHE_NAME
 
 
 def read_cache(path: Path | None = None) -> dict[str, Figures]:

@@ -126,7 +126,7 @@ class FeatureModel:
             if kind == "conv":
                 pays.append(winograd_pays(channels))
             if kind == "conv" and self.winograd and pays[-1]:
-                from batch_style.engine import winograd
+                from batch_style.engine import winograd  # loads TensorFlow: only when asked for
 
                 x = winograd.layer_class()(self.widths[block - 1], initializer, name=name)(x)
             elif kind == "conv":
@@ -136,7 +136,7 @@ class FeatureModel:
             elif pooling == "avg":  # its gradient is cheap everywhere: no compiled twin needed
                 x = keras.layers.AveragePooling2D(2, strides=2, name=name, dtype=policy)(x)
             elif self.winograd and pays[-1]:  # after a Winograd layer: the CPU network's pool
-                from batch_style.engine import pooling as compiled_pooling
+                from batch_style.engine import pooling as compiled_pooling  # loads TensorFlow
 
                 x = compiled_pooling.layer_class()(name=name)(x)
             else:
@@ -192,16 +192,3 @@ class FeatureModel:
         """The smallest image side that leaves every requested map at least 1 px."""
         return 2 ** sum(1 for _, kind in layers_needed(self.layer_names) if kind == "pool")
 
-
-def load_feature_model(layer_names: Sequence[str], weights_path=None, *, tiny: bool = False,
-                       seed: int = 0, pooling: str = "max") -> FeatureModel:
-    """The real VGG19 (weights resolved as docs/design.md says) or, with tiny=True, a random tiny one.
-
-    In float32; the Stylizer makes a lower-precision twin when the settings ask for one.
-    """
-    if tiny:
-        return FeatureModel(layer_names, None, TINY_WIDTHS, seed=seed, pooling=pooling)
-    from batch_style.engine import weights as vgg_weights
-
-    source = vgg_weights.resolve(weights_path)
-    return FeatureModel(layer_names, vgg_weights.load(source), pooling=pooling)

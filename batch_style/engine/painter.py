@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from batch_style.engine.model import load_feature_model
 from batch_style.engine.objective import Regions
 from batch_style.engine.stylizer import Result, Stylizer
+from batch_style.engine.weights import load_feature_model
 from batch_style.errors import UserError
 from batch_style.media import images
 from batch_style.settings import Settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from batch_style.engine import tf_runtime
 from batch_style.settings import Settings
 
 # precision "mixed": the share of each scale's steps run with bfloat16 convolutions before the
@@ -24,9 +25,7 @@ def effective_precision(settings: Settings) -> str:
     """settings.precision with "auto" decided by the family of this process's hardware."""
     if settings.precision != "auto":
         return settings.precision
-    from batch_style.engine.tf_runtime import native_bfloat16
-
-    return family_precision(settings.precision, native_bfloat16())
+    return family_precision(settings.precision, tf_runtime.native_bfloat16())
 
 
 def effective_winograd(settings: Settings) -> bool:
@@ -34,9 +33,7 @@ def effective_winograd(settings: Settings) -> bool:
     with "auto" decided by this process's hardware's family (yes on a CPU, no on a GPU)."""
     if settings.convolution != "auto":
         return settings.convolution == "winograd"
-    from batch_style.engine.tf_runtime import has_gpu
-
-    return not has_gpu()
+    return not tf_runtime.has_gpu()
 
 
 def phases(precision: str, steps: int, winograd: bool = False) -> list[tuple[str, int]]:

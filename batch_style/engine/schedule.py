@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from batch_style.engine import tiles
+from batch_style.engine import tile_layout
 from batch_style.engine.model import VGG19_WIDTHS
 from batch_style.errors import UserError
 from batch_style.media import images
@@ -43,7 +43,7 @@ class Level:
 
     size: tuple[int, int]       # (width, height), px
     steps: int                  # step budget at this level
-    tile: int | None = None     # tile side, px (engine/tiles.py); None: the whole picture
+    tile: int | None = None     # tile side, px (engine/tile_layout.py); None: the whole picture
     pairs_bytes: int | None = None  # memory L-BFGS's pairs may take (None: their own cap)
 
 
@@ -113,31 +113,31 @@ def plan(level: Level, settings: Settings, layers: Sequence[str], memory: int | 
         left = None if memory is None else max(memory - picture - pass_bytes, MIN_PAIRS * pairs)
         return Level(level.size, level.steps, tile, left)
 
-    step = tiles.grid(layers)
+    step = tile_layout.grid(layers)
     if settings.tile_size:
         tile = settings.tile_size if settings.tile_size < max(w, h) else None
         if tile is not None and tile % step:
             raise UserError(f"expected a multiple of {step} px (VGG19's pooling grid up to "
-                            f"{tiles.deepest(layers)}), got {tile}", field="tile_size")
-        pass_bytes = (tiles.tile_memory_bytes(tile, layers, widths, winograd=winograd)
-                      if tile else tiles.pass_memory_bytes((w, h), layers, widths,
+                            f"{tile_layout.deepest(layers)}), got {tile}", field="tile_size")
+        pass_bytes = (tile_layout.tile_memory_bytes(tile, layers, widths, winograd=winograd)
+                      if tile else tile_layout.pass_memory_bytes((w, h), layers, widths,
                                                            winograd=winograd))
         return chosen(tile, pass_bytes)
-    whole = tiles.pass_memory_bytes((w, h), layers, widths, winograd=winograd)
+    whole = tile_layout.pass_memory_bytes((w, h), layers, widths, winograd=winograd)
     if fits(whole):
         return chosen(None, whole)
     largest = min(MAX_AUTO_TILE, max(w, h)) // step * step
     for tile in range(largest, MIN_TILE - 1, -step):
-        pass_bytes = tiles.tile_memory_bytes(tile, layers, widths, winograd=winograd)
+        pass_bytes = tile_layout.tile_memory_bytes(tile, layers, widths, winograd=winograd)
         if fits(pass_bytes):
             return chosen(tile, pass_bytes)
     if not settings.memory_budget:  # our own default, not the user's word: exceed it
-        pass_bytes = tiles.tile_memory_bytes(FALLBACK_TILE, layers, widths, winograd=winograd)
+        pass_bytes = tile_layout.tile_memory_bytes(FALLBACK_TILE, layers, widths, winograd=winograd)
         log.info("the default memory budget (%d MB) cannot hold a %d×%d picture's own buffers: "
                  "tiles of %d px, about %d MB", memory >> 20, w, h, FALLBACK_TILE,
                  need_bytes(level.size, pass_bytes) >> 20)
         return chosen(FALLBACK_TILE if FALLBACK_TILE < max(w, h) else None, pass_bytes)
-    need = need_bytes(level.size, tiles.tile_memory_bytes(MIN_TILE, layers, widths,
+    need = need_bytes(level.size, tile_layout.tile_memory_bytes(MIN_TILE, layers, widths,
                                                           winograd=winograd))
     raise UserError(f"a {w}×{h} px picture needs at least {need / 2**20:.0f} MB even in tiles of "
                     f"{MIN_TILE} px; the memory budget is {memory / 2**20:.0f} MB: raise it, or "

@@ -18,8 +18,8 @@ from batch_style.engine.model import ARITHMETICS, FeatureModel, carry_down
 from batch_style.engine.objective import Losses, Objective, Regions, Temporal, losses_of
 from batch_style.engine.policy import phases
 from batch_style.engine.schedule import Level
-from batch_style.engine.tiled import TiledObjective, tiled_features, tiled_grams
-from batch_style.engine.tiles import TileLayout
+from batch_style.engine.tile_layout import TileLayout
+from batch_style.engine.tiled_objective import TiledObjective, tiled_features, tiled_grams
 from batch_style.errors import UserError
 from batch_style.media import images
 from batch_style.settings import OPTIMIZERS, Settings, blend_problem

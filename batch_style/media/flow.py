@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from batch_style.atomic import atomic_path
+from batch_style.media import images
+
 log = logging.getLogger("batch_style")
 
 # Cached flow files live in FRAMES_DIR/flow-v1-WxH/ (the extracted frames' folder, so a changed
@@ -125,8 +128,6 @@ def frame_pair(previous: np.ndarray, current: np.ndarray) -> FramePair:
 
 def save_pair(pair: FramePair, path: Path) -> None:
     """Write a pair's flow file atomically (float16 flow, uint8 mask: ~10 bytes a pixel)."""
-    from batch_style.atomic import atomic_path
-
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, backward=pair.backward.astype(np.float16),
                             mask=(pair.mask > 0.5).astype(np.uint8),
@@ -160,8 +161,6 @@ class FlowJob:
 
 
 def load_frame(path: Path, size: tuple[int, int], max_pixels: int) -> np.ndarray:
-    from batch_style.media import images
-
     image = images.load_image(path, max_pixels)
     return image if image.shape[1::-1] == tuple(size) else images.resize(image, size)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batch_style.engine import autotune, tf_runtime
+from batch_style.engine import weights as vgg_weights  # examine() has a `weights` argument
 from batch_style.errors import UserError
 from batch_style.pipeline.workers import gpus
 from batch_style.settings import Settings
@@ -169,10 +170,8 @@ def _plan(ids: tuple[str, ...], view: gpus.TensorFlowView) -> str:
 
 
 def _weights(explicit: str | None, problems: list[str]) -> str:
-    from batch_style.engine import weights
-
     try:
-        source = weights.resolve(explicit, fetch=False)
+        source = vgg_weights.resolve(explicit, fetch=False)
     except UserError as e:
         problems.append(str(e))
         return "not found"

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from batch_style.pipeline.state import run_folder
 from batch_style.pipeline.state.run_lock import running_pid
 from batch_style.pipeline.watch import BusyUnit
+from batch_style.settings import Settings
 from batch_style.text import duration
 from batch_style.views.markup import anchor, clock, e, num, plural, spread, value_text
 from batch_style.views.plots import SPARK_H, SPARK_W, curve_svg, frame_losses_svg, loss_plot
@@ -332,8 +333,6 @@ class JobSheet:
 
 def settings_table(job: dict) -> str:
     """The job's settings; those that differ from the defaults first, in bold."""
-    from batch_style.settings import Settings
-
     settings = job.get("settings") or {}
     defaults = Settings().to_dict()
     extra = {"styles": ", ".join(Path(s).name for s in job.get("styles") or []),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch_style.pipeline.state import ledger, run_folder
+from batch_style.pipeline.state import events, ledger, run_folder
 from batch_style.pipeline.state.progress import JobProgress, busy_work, seconds_left
 from batch_style.pipeline.state.run_lock import running_pid
 
@@ -43,8 +43,6 @@ class RunStatus:
 
 def read_status(output: Path) -> RunStatus:
     """Counts per job from the plan and the ledger; works during a run and after it."""
-    from batch_style.pipeline.state import events
-
     plan = run_folder.read_plan(output)
     entries = plan["units"] + [v for v in plan["videos"] if v.get("outputs")]
     latest = ledger.Ledger.for_output(output).latest()

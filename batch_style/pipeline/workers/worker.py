@@ -287,10 +287,10 @@ def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
 
 def write_progress_gif(content, snapshots, final, path: Path, settings) -> None:
     """The optimization as it paints: the start, a frame every `snapshot_every` steps, the end."""
-    from batch_style.media import images
+    from batch_style.media import gif, images
 
     h, w = final.shape[:2]
     start = images.resize(content, (w, h))
     frames = [start, *(images.resize(f.astype("float32") / 255.0, (w, h)) for f in snapshots),
               final]
-    images.save_gif(frames, path, duration_ms=100, hold_last_ms=1500)
+    gif.save_gif(frames, path, duration_ms=100, hold_last_ms=1500)

@@ -1,4 +1,4 @@
-"""Tests for batch_style.media: generated images in tmp_path, no network, no model."""
+"""Tests for batch_style.media.images: generated images in tmp_path, no network, no model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from batch_style.errors import UserError
-from batch_style.media import images
+from batch_style.media import gif, images
 
 BIG = 50_000_000  # max_pixels where the limit is not the point
 
@@ -222,7 +222,7 @@ def distinct_frames(count, width=40, height=30):
 
 def test_save_gif_from_a_generator(tmp_path):
     path = tmp_path / "p.gif"
-    images.save_gif(distinct_frames(5), path, duration_ms=100, hold_last_ms=400)
+    gif.save_gif(distinct_frames(5), path, duration_ms=100, hold_last_ms=400)
     frames, delays, loop = gif_frames_and_delays(path)
     assert len(frames) == 5
     assert delays == [100, 100, 100, 100, 500]
@@ -235,7 +235,7 @@ def test_save_gif_from_a_generator(tmp_path):
 
 def test_save_gif_keeps_the_frame_rate_despite_centisecond_delays(tmp_path):
     path = tmp_path / "v.gif"
-    images.save_gif(distinct_frames(30), path, duration_ms=1000 / 30)
+    gif.save_gif(distinct_frames(30), path, duration_ms=1000 / 30)
     _, delays, _ = gif_frames_and_delays(path)
     assert set(delays) <= {30, 40}
     assert sum(delays) == 1000  # 30 frames at 30 fps: one second, not 0.9 s
@@ -245,7 +245,7 @@ def test_save_gif_per_frame_durations_and_size_mismatch(tmp_path):
     path = tmp_path / "m.gif"
     frames = list(distinct_frames(3))
     frames[1] = images.resize(frames[1], (80, 60))  # a frame of another size is fitted
-    images.save_gif(iter(frames), path, duration_ms=[50, 200, 120])
+    gif.save_gif(iter(frames), path, duration_ms=[50, 200, 120])
     got, delays, _ = gif_frames_and_delays(path)
     assert [f.shape for f in got] == [(30, 40, 3)] * 3
     assert delays == [50, 200, 120]
@@ -256,7 +256,7 @@ def test_save_gif_failure_leaves_nothing(tmp_path):
         yield from distinct_frames(2)
         raise RuntimeError("renderer died")
     with pytest.raises(RuntimeError, match="renderer died"):
-        images.save_gif(broken(), tmp_path / "x.gif", duration_ms=100)
+        gif.save_gif(broken(), tmp_path / "x.gif", duration_ms=100)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,4 +1,4 @@
-"""Tests for batch_style.backend: TensorFlow's start-up, its configuration, CPU or GPU decisions."""
+"""Tests for batch_style.engine.tf_runtime: TensorFlow's start-up, its configuration, CPU or GPU decisions."""
 
 from __future__ import annotations
 

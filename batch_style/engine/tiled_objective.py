@@ -11,7 +11,7 @@ import numpy as np
 from batch_style.engine import losses
 from batch_style.engine.model import FeatureModel
 from batch_style.engine.tf_runtime import import_tensorflow
-from batch_style.engine.tiles import Tile, TileLayout, deepest, grid, halo
+from batch_style.engine.tile_layout import Tile, TileLayout, deepest, grid, halo
 
 tf = import_tensorflow()
 
