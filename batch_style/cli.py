@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import math
 import sys
 from pathlib import Path
 
@@ -39,9 +37,6 @@ def cmd_stylize(args) -> int:
     # before the optimization ends.
     settings = stylize_settings(args)
     args.style = _style_paths(args.style)
-    if settings.style_blend and len(settings.style_blend) != len(args.style):
-        raise UserError(f"expected {len(args.style)} weights (one per style), got "
-                        f"{len(settings.style_blend)}", field="--style-blend")
     inputs = [args.content, *args.style] + ([settings.init] if settings.init not in
                                             ("content", "noise") else [])
     default = f"{Path(args.content).stem}_{Path(args.style[0]).stem}"
@@ -49,52 +44,20 @@ def cmd_stylize(args) -> int:
                        default + ".png", inputs)
     gif = _output_file(args.progress_gif, "--progress-gif", (".gif",),
                        default + ".progress.gif", inputs) if args.progress_gif else None
-    content = images.load_image(Path(args.content), settings.max_pixels)
-    styles = [images.load_image(Path(p), settings.max_pixels) for p in args.style]
-    regions = _regions(args, content, styles, settings.max_pixels)
-    init = None
-    if settings.init not in ("content", "noise"):
-        init = images.load_image(Path(settings.init), settings.max_pixels)
+    from batch_style import console, library
 
-    from batch_style.engine import tf_runtime
-
-    if args.device == "gpu" and not tf_runtime.import_tensorflow().config.get_visible_devices("GPU"):
-        raise UserError("no GPU that TensorFlow can use (`batch-style doctor` says why)",
-                        field="--device")
-    tf_runtime.import_tensorflow(gpus=args.device != "cpu")  # --device cpu: the GPUs stay untouched
-    from batch_style import console
-    from batch_style.engine.stylizer import Stylizer
-    from batch_style.engine.weights import load_feature_model
-    from batch_style.pipeline.workers import memory
-    from batch_style.pipeline.workers.worker import write_progress_gif
-
-    model = load_feature_model(settings.content_layers + settings.style_layers, args.weights,
-                               tiny=args.tiny, pooling=settings.pooling)
     bar = console.StepBar(sys.stderr, quiet=args.quiet, every=args.print_every)
-    snapshots = []
-    gif_every = settings.snapshot_every
-    if args.save_every:
-        # The optimizer hands out pictures every `snapshot_every` steps: often enough for both.
-        settings = settings.replace(snapshot_every=math.gcd(gif_every, args.save_every))
-
-    def on_progress(event):
-        bar.update(event)
-        if event.snapshot is None:
-            return
-        if gif is not None and (event.step % gif_every == 0 or event.step == event.steps):
-            snapshots.append(images.to_uint8(event.snapshot))
-        if args.save_every and event.step % args.save_every == 0:
-            images.save_image(event.snapshot, _numbered(out, event))
-
-    with tf_runtime.on_cpu() if args.device == "cpu" else contextlib.nullcontext():
-        budget = memory.budget_bytes(settings, "0" if tf_runtime.has_gpu() else None)
-        result = Stylizer(model).stylize(content, styles, settings, init=init, regions=regions,
-                                         callback=on_progress, memory=budget)
+    painting = library.paint(
+        args.content, args.style, settings, progress=bar.update, keep_snapshots=gif is not None,
+        save_every=args.save_every, save_as=out, masks=_per_style(args.style_mask),
+        image_masks=_per_style(args.style_image_mask), protect=args.protect,
+        device=args.device, weights=args.weights, tiny=args.tiny, option_names=OPTION_NAMES)
     bar.close()
-    images.save_image(result.image, out, bit_depth=settings.bit_depth,
+    images.save_image(painting.image, out, bit_depth=settings.bit_depth,
                       icc_profile=images.image_profile(Path(args.content)))
     if gif is not None:
-        write_progress_gif(content, snapshots, result.image, gif, settings)
+        painting.save_progress_gif(gif)
+    result = painting.result
     h, w = result.image.shape[:2]
     ended = result.stop_reason if result.stop_reason.startswith("converged") else \
         f"{result.steps} steps ({result.stop_reason or 'step cap'})"
@@ -103,11 +66,14 @@ def cmd_stylize(args) -> int:
     return EXIT_OK
 
 
-def _numbered(out: Path, event) -> Path:
-    """`--save-every`: the picture at a step, next to the result: RESULT.0050.png (with several
-    scales, RESULT.scale1.0050.png: each scale counts its steps from 1)."""
-    scale = f".scale{event.scale + 1}" if event.scales > 1 else ""
-    return out.with_name(f"{out.stem}{scale}.{event.step:04d}{out.suffix}")
+# Where the library names a mistake by its keyword, the command line names its option.
+OPTION_NAMES = {"masks": "--style-mask", "image_masks": "--style-image-mask",
+                 "protect": "--protect", "style_blend": "--style-blend", "device": "--device"}
+
+
+def _per_style(given: list[str] | None) -> tuple[str | None, ...]:
+    """--style-mask and --style-image-mask: one per style, in order; `none` for a style without."""
+    return tuple(None if text == "none" else text for text in given or ())
 
 
 def _style_paths(styles: list[str]) -> list[str]:
@@ -124,36 +90,6 @@ def _style_paths(styles: list[str]) -> list[str]:
                             f"arguments: batch-style stylize CONTENT STYLE STYLE…", field="STYLE")
         paths.append(style)
     return paths
-
-
-def _regions(args, content, styles, max_pixels: int):
-    """--style-mask, --style-image-mask (each once per style, in order; `none`: no mask for
-    that style) and --protect as the engine takes them; None when none is given. Every mask
-    must have its picture's aspect ratio, as in a manifest."""
-    from batch_style.engine.objective import Regions
-    from batch_style.media import images
-
-    def per_style(given, flag, pictures):
-        if not given:
-            return ()
-        if len(given) != len(styles):
-            raise UserError(f"expected one per style ({len(styles)}; `none` for a style "
-                            f"without one), got {len(given)}", field=flag)
-        return tuple(None if text == "none" else mask(text, flag, picture)
-                     for text, picture in zip(given, pictures))
-
-    def mask(text, flag, picture):
-        loaded = images.load_mask(Path(text), max_pixels)
-        (h, w), (ph, pw) = loaded.shape, picture.shape[:2]
-        if images.aspect_differs((w, h), (pw, ph)):
-            raise UserError(f"'{text}' is {w}\u00d7{h} and its picture {pw}\u00d7{ph}: a mask "
-                            f"must have its picture's aspect ratio (within 1%)", field=flag)
-        return loaded
-
-    regions = Regions(styles=per_style(args.style_mask, "--style-mask", [content] * len(styles)),
-                      images=per_style(args.style_image_mask, "--style-image-mask", styles),
-                      protect=mask(args.protect, "--protect", content) if args.protect else None)
-    return regions if regions.guided or regions.protect is not None else None
 
 
 def _output_file(text: str, flag: str, suffixes: tuple[str, ...], default_name: str,

@@ -119,7 +119,7 @@ def content_distance(model, image, photo, where) -> dict[str, float]:
 
 
 def measure(bench: Bench, ruler_model, quick: bool = False) -> dict:
-    from batch_style.engine.objective import Regions
+    from batch_style.engine.regions import Regions
     from batch_style.media import images
 
     left, right = mask("left.png"), mask("right.png")

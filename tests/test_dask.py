@@ -114,7 +114,7 @@ def test_dask_matches_local_and_keeps_state_per_worker(cluster, media_dir, tmp_p
         return {"loads": weights.loads,
                 # (style, size, layers) computed, whatever the precisions they were computed in
                 "style_targets": sum(len({key[:-1] for key in s._style_cache})
-                                     for s in state.stylizers.values())
+                                     for s in state.painter._stylizers.values())
                 if state else 0}
 
     client.run(count_model_loads)

@@ -11,7 +11,7 @@ tf = pytest.importorskip("tensorflow")
 
 from batch_style.engine import losses, tiled_objective  # noqa: E402
 from batch_style.engine.model import TINY_WIDTHS, FeatureModel, carry_down  # noqa: E402
-from batch_style.engine.objective import Regions  # noqa: E402
+from batch_style.engine.regions import Regions  # noqa: E402
 from batch_style.engine.stylizer import Stylizer, colour_inputs, style_guides_of  # noqa: E402
 from batch_style.engine.tile_layout import TileLayout  # noqa: E402
 from batch_style.media import images  # noqa: E402

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from batch_style.engine.objective import Regions
-from batch_style.engine.stylizer import Result, Stylizer
-from batch_style.engine.weights import load_feature_model
+from batch_style.engine.regions import Regions
 from batch_style.errors import UserError
 from batch_style.media import images
 from batch_style.settings import Settings
+
+if TYPE_CHECKING:
+    from batch_style.engine.stylizer import Result, Stylizer
 
 # A file, or a picture: an array H×W×3 (a mask: H×W) in [0,1] or 8-bit, or a PIL image.
 Source = str | Path | np.ndarray | Image.Image
@@ -37,6 +39,11 @@ class Painter:
         layers = tuple(dict.fromkeys(settings.content_layers + settings.style_layers))
         key = (layers, settings.pooling)
         if key not in self._stylizers:
+            # Here, not at the top: pictures and masks are read and checked before TensorFlow
+            # loads (seconds), and a GPU worker is pinned before it does.
+            from batch_style.engine.stylizer import Stylizer
+            from batch_style.engine.weights import load_feature_model
+
             self._stylizers[key] = Stylizer(load_feature_model(
                 layers, self.weights, tiny=self.tiny, pooling=settings.pooling))
         return self._stylizers[key]

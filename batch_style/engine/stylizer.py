@@ -15,8 +15,9 @@ from batch_style.engine.adam import run_adam
 from batch_style.engine.autotune import Choice
 from batch_style.engine.lbfgs import run_lbfgs
 from batch_style.engine.model import ARITHMETICS, FeatureModel, carry_down
-from batch_style.engine.objective import Losses, Objective, Regions, Temporal, losses_of
+from batch_style.engine.objective import Losses, Objective, Temporal, losses_of
 from batch_style.engine.policy import phases
+from batch_style.engine.regions import Regions
 from batch_style.engine.schedule import Level
 from batch_style.engine.tile_layout import TileLayout
 from batch_style.engine.tiled_objective import TiledObjective, tiled_features, tiled_grams

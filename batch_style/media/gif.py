@@ -44,6 +44,16 @@ def save_gif(frames: Iterable[np.ndarray], path: Path, duration_ms: float | list
         first.save(tmp, format="GIF", save_all=True, append_images=palette_frames, loop=loop)
 
 
+def save_progress_gif(photo: np.ndarray, snapshots: Iterable[np.ndarray], final: np.ndarray,
+                      path: Path) -> None:
+    """The optimization as it paints: the photo, the 8-bit snapshots taken every
+    snapshot_every steps, the result (held), all at the result's size."""
+    h, w = final.shape[:2]
+    frames = [resize(photo, (w, h)),
+              *(resize(f.astype(np.float32) / 255.0, (w, h)) for f in snapshots), final]
+    save_gif(frames, path, duration_ms=100, hold_last_ms=1500)
+
+
 def _quantized(frames: Iterable[np.ndarray]) -> Iterator[Image.Image]:
     size = None  # (w, h) of the first frame
     for frame in frames:

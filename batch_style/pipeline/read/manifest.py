@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from yaml.nodes import Node, SequenceNode
 
 from batch_style.errors import UserError, UserErrors
@@ -45,28 +46,29 @@ def load(path: str | os.PathLike, *, verify_pixels: bool = False) -> Manifest:
     return manifest
 
 
-def load_all(paths: Iterable[str | os.PathLike], *, verify_pixels: bool = False,
+def load_all(paths: Iterable[str | os.PathLike | Mapping], *, verify_pixels: bool = False,
              overrides: Mapping[str, Any] | None = None) -> list[Manifest]:
     """Read and check several manifests; raises UserErrors with the problems of all of them.
 
     Besides each manifest's own problems, two manifests may not write a job of the same name
     into the same output folder (each would overwrite, and mark done, the other's results).
     `verify_pixels`: as for load(). `overrides`: checked settings (the command line's) over
-    every job's own.
+    every job's own. A mapping in `paths` is a manifest as the YAML would read (the library's).
     """
     loaded: list[tuple[str, Manifest]] = []
     errors: list[UserError] = []
     seen: set[str] = set()
     for path in paths:
         # The same manifest named twice would collide with itself; running it once is what's meant.
-        key = os.path.realpath(os.path.expanduser(path))
+        key = str(id(path)) if isinstance(path, Mapping) else \
+            os.path.realpath(os.path.expanduser(path))
         if key in seen:
             continue
         seen.add(key)
         manifest, problems = _load(path, verify_pixels, overrides or {})
         errors += problems
         if manifest is not None:
-            loaded.append((os.fspath(path), manifest))
+            loaded.append((MAPPING if isinstance(path, Mapping) else os.fspath(path), manifest))
     errors += _collisions(loaded)
     if errors:
         raise UserErrors(errors)
@@ -90,12 +92,23 @@ def _collisions(loaded: list[tuple[str, Manifest]]) -> list[UserError]:
     return errors
 
 
-def _load(path: str | os.PathLike, verify_pixels: bool = False,
+MAPPING = "manifest"  # how a manifest given as a mapping (the library's run) is named in errors
+
+
+def _load(path: str | os.PathLike | Mapping, verify_pixels: bool = False,
           overrides: Mapping[str, Any] | None = None) -> tuple[Manifest | None, list[UserError]]:
-    shown = os.fspath(path)
-    file = Path(os.path.abspath(os.path.expanduser(shown)))
+    if isinstance(path, Mapping):
+        # A mapping is read as the YAML it would be, its paths relative to the current folder.
+        shown, file = MAPPING, Path.cwd() / f"{MAPPING}.yaml"
+    else:
+        shown = os.fspath(path)
+        file = Path(os.path.abspath(os.path.expanduser(shown)))
     try:
-        root = compose(read_text(file, shown), shown)
+        text = yaml.safe_dump(dict(path), sort_keys=False) if isinstance(path, Mapping) \
+            else read_text(file, shown)
+        root = compose(text, shown)
+    except yaml.YAMLError as error:  # a mapping holding what YAML cannot write
+        return None, [UserError(f"cannot be written as YAML: {error}", file=shown)]
     except UserError as error:
         return None, [error]
     reader = _ManifestReader(shown, file.parent, verify_pixels, overrides or {})

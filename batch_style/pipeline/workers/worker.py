@@ -132,7 +132,7 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
 def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     from batch_style.engine import tf_runtime
     from batch_style.engine.objective import Temporal
-    from batch_style.media import images
+    from batch_style.media import gif, images
     from batch_style.pipeline.state import events, ledger
     from batch_style.pipeline.state.snapshots import LiveSnapshot
     from batch_style.pipeline.workers import memory
@@ -204,7 +204,7 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     images.save_image(result.image, unit.output, bit_depth=s.bit_depth,
                       icc_profile=images.image_profile(unit.content))
     if unit.progress_gif is not None:
-        write_progress_gif(content, snapshots, result.image, unit.progress_gif, s)
+        gif.save_progress_gif(content, snapshots, result.image, unit.progress_gif)
     step = max(1, len(result.history) // 200)
     return {"steps": result.steps, "losses": result.losses.as_dict(),
             "history": tuple(result.history[::step]), "note": note, "device": device,
@@ -283,14 +283,3 @@ def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
             mask = (1 - w) * mask + w
     return FrameStart(image=image.astype(np.float32), target=target.astype(np.float32),
                       mask=mask.astype(np.float32), warm=previous is not None)
-
-
-def write_progress_gif(content, snapshots, final, path: Path, settings) -> None:
-    """The optimization as it paints: the start, a frame every `snapshot_every` steps, the end."""
-    from batch_style.media import gif, images
-
-    h, w = final.shape[:2]
-    start = images.resize(content, (w, h))
-    frames = [start, *(images.resize(f.astype("float32") / 255.0, (w, h)) for f in snapshots),
-              final]
-    gif.save_gif(frames, path, duration_ms=100, hold_last_ms=1500)
