@@ -1166,7 +1166,7 @@ def test_status_and_report_read_state_safely(tmp_path, plan, message):
     state.mkdir(parents=True)
     if plan is None:
         (state / "plan.json").symlink_to("/dev/zero")
-        message = "not a regular file"
+        message = "is a symbolic link to '/dev/zero', outside the output folder"
     else:
         (state / "plan.json").write_text(plan)
     for command in ("status", "report"):
@@ -1189,6 +1189,22 @@ def one_unit_run(folder: Path, record: dict | None = None) -> Path:
     record = {"key": "a/c", "status": "done", "hash": "h", "time": 1.0, **(record or {})}
     (out / ".batch_style/ledger.jsonl").write_text(json.dumps(record) + "\n")
     return out
+
+
+@pytest.mark.parametrize("state", ["plan.json", "ledger.jsonl", "lock", "workers"])
+def test_status_report_and_serve_read_no_state_through_a_link_out(tmp_path, state):
+    out = one_unit_run(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if (out / ".batch_style" / state).exists():
+        (out / ".batch_style" / state).rename(elsewhere / state)
+    (out / ".batch_style" / state).symlink_to(elsewhere / state)
+    for command in (["status"], ["report"], ["serve", "--port", "0"]):
+        done = run_cli(*command, "out", cwd=tmp_path)
+        assert done.returncode == 1
+        assert done.stderr.splitlines() == [
+            f"out/.batch_style/{state}: is a symbolic link to '{elsewhere.resolve() / state}', "
+            f"outside the output folder; remove it"], done.stderr
 
 
 @pytest.mark.parametrize("result", ["fifo", "link-out", "folder"])

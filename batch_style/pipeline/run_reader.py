@@ -51,6 +51,13 @@ def read(out: Path) -> RunFolder:
     """The run folder `out`; UserError (one line, naming the file) when it is none or its plan
     is not one."""
     out = Path(out)
+    for path in (run_folder.state_dir(out), run_folder.plan_path(out),
+                 run_folder.ledger_path(out), run_folder.lock_path(out),
+                 run_folder.workers_dir(out)):
+        target = safe_files.leads_out(path, out)
+        if target is not None:  # `run` refuses such a folder too: nothing is read out there
+            raise UserError(f"is a symbolic link to '{target}', outside the output folder; "
+                            f"remove it", file=path)
     plan = run_folder.read_plan(out)
     problem = _optional_problem(plan)
     if problem:
