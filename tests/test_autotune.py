@@ -219,3 +219,64 @@ def test_the_report_shows_each_jobs_choice_once():
                  for n in "ab"] + [UnitView("pair/c", "pair", {}, None)]
     assert chosen(job) == f'<p class="meta">convolution and precision: {html.escape(reason)}</p>'
     assert chosen(JobView("empty", {})) == ""
+
+
+# -- a cache that others hold, or that is not a file --------------------------------------------
+@pytest.fixture
+def held(cache):
+    """Another process holding the measurers' lock (one suspended with Ctrl-Z as it measures)."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)",
+         str(cache.with_suffix(".lock"))], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    yield holder
+    holder.kill()
+    holder.wait()
+
+
+def choose_within(seconds: float, *args):
+    """autotune.choose(*args) in a thread: its choice, or a failure when it is still waiting."""
+    import threading
+
+    box = []
+    thread = threading.Thread(target=lambda: box.append(autotune.choose(*args)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "choose() still waits for the lock"
+    return box[0]
+
+
+def test_cached_figures_are_read_while_another_process_holds_the_lock(cache, cpu, held):
+    cpu(native=False)
+    autotune.remember(256, FIGURES)
+    choice = choose_within(60, resolve({}), 256, never_timed, VGG19)
+    assert choice.reason.endswith("(cached)")
+
+
+def test_a_held_lock_is_waited_for_with_a_bound_and_said(cache, cpu, held, monkeypatch, caplog):
+    cpu(native=False)
+    monkeypatch.setattr(autotune, "LOCK_WAIT_SECONDS", 0.4)
+    choice = choose_within(60, resolve({}), 256, never_timed, VGG19)
+    assert choice.reason.startswith("not measured: another process held the autotune lock")
+    said = [r.getMessage() for r in caplog.records if r.name == "batch_style"]
+    assert said[0].startswith("autotune: another process is measuring this machine")
+    assert "waiting up to 0.4 s" in said[0] and "still held after 0.4 s" in said[1]
+
+
+def test_a_fifo_for_the_cache_blocks_nothing(tmp_path, media_dir, write_manifest, cli):
+    import os
+
+    os.mkfifo(tmp_path / autotune.CACHE_NAME)
+    os.mkfifo(tmp_path / "autotune.lock")
+    manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
+                                "style": str(media_dir / "style.png")}])
+    dry = cli.run("run", "--dry-run", manifest, BATCH_STYLE_CACHE=str(tmp_path))
+    assert dry.returncode == 0, dry.stderr
+    assert "not yet measured on this machine" in dry.stdout + dry.stderr
+    assert autotune.read_cache(tmp_path / autotune.CACHE_NAME) == {}
+    doctor = cli.run("doctor", BATCH_STYLE_CACHE=str(tmp_path))
+    assert "Traceback" not in doctor.stderr and "internal error" not in doctor.stderr

@@ -9,6 +9,7 @@ temporary folder shared by the module; each manifest writes to its own `out/CASE
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import re
@@ -866,7 +867,10 @@ def test_weights_command_refuses_bad_weight_files(tmp_path, case, capsys, monkey
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    # This checkout's package, whichever one the interpreter has installed.
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                          os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     return subprocess.run([sys.executable, "-m", "batch_style", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -1189,13 +1193,17 @@ def test_a_fifo_manifest_is_refused_at_once(tmp_path):
     ("[]", "unreadable run plan (expected a mapping, got list)"),
     ('{"jobs": [], "units": [{"key": 1}], "videos": []}',
      "unreadable run plan (an entry of 'units' lacks key, job, hash, output, content)"),
+    ('{"jobs": [{"name": "a", "settings": [1]}], "units": [], "videos": []}',
+     "unreadable run plan (an entry of 'jobs' has a 'settings' that is not a mapping)"),
+    ('{"jobs": [{"name": "a", "styles": [1]}], "units": [], "videos": []}',
+     "unreadable run plan (an entry of 'jobs' has a 'styles' that is not a list of names)"),
 ])
 def test_status_and_report_read_state_safely(tmp_path, plan, message):
     state = tmp_path / "out/.batch_style"
     state.mkdir(parents=True)
     if plan is None:
         (state / "plan.json").symlink_to("/dev/zero")
-        message = "not a regular file"
+        message = "is a symbolic link to '/dev/zero', outside the output folder"
     else:
         (state / "plan.json").write_text(plan)
     for command in ("status", "report"):
@@ -1203,6 +1211,69 @@ def test_status_and_report_read_state_safely(tmp_path, plan, message):
         assert done.returncode == 1
         assert "Traceback" not in done.stderr and "internal error" not in done.stderr
         assert len(done.stderr.splitlines()) == 1 and message in done.stderr, done.stderr
+
+
+def one_unit_run(folder: Path, record: dict | None = None) -> Path:
+    """A run folder whose plan holds one unit, out/a/c.png, and whose ledger says it is done;
+    its content and style are missing, so a picture in the report can only be the result."""
+    out = (folder / "out").resolve()
+    (out / ".batch_style").mkdir(parents=True)
+    (out / "a").mkdir()
+    plan = {"jobs": [{"name": "a"}], "videos": [],
+            "units": [{"key": "a/c", "job": "a", "hash": "h", "output": str(out / "a/c.png"),
+                       "content": "/nowhere/c.png", "styles": ["/nowhere/s.png"]}]}
+    (out / ".batch_style/plan.json").write_text(json.dumps(plan))
+    record = {"key": "a/c", "status": "done", "hash": "h", "time": 1.0, **(record or {})}
+    (out / ".batch_style/ledger.jsonl").write_text(json.dumps(record) + "\n")
+    return out
+
+
+@pytest.mark.parametrize("state", ["plan.json", "ledger.jsonl", "lock", "workers"])
+def test_status_report_and_serve_read_no_state_through_a_link_out(tmp_path, state):
+    out = one_unit_run(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if (out / ".batch_style" / state).exists():
+        (out / ".batch_style" / state).rename(elsewhere / state)
+    (out / ".batch_style" / state).symlink_to(elsewhere / state)
+    for command in (["status"], ["report"], ["serve", "--port", "0"]):
+        done = run_cli(*command, "out", cwd=tmp_path)
+        assert done.returncode == 1
+        assert done.stderr.splitlines() == [
+            f"out/.batch_style/{state}: is a symbolic link to '{elsewhere.resolve() / state}', "
+            f"outside the output folder; remove it"], done.stderr
+
+
+@pytest.mark.parametrize("result", ["fifo", "link-out", "folder"])
+def test_status_and_report_take_only_regular_results_inside_the_folder(tmp_path, result):
+    """A FIFO at a result's name used to hang `report`, a link out to embed another picture in
+    report.html; `run` refuses both folders, and neither counts as the result here."""
+    out = one_unit_run(tmp_path)
+    noise(16, 16).save(tmp_path / "secret.png")
+    if result == "fifo":
+        os.mkfifo(out / "a/c.png")
+    elif result == "link-out":
+        (out / "a/c.png").symlink_to(tmp_path / "secret.png")
+    else:
+        (out / "a/c.png").mkdir()
+    shown = run_cli("status", "out", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "0 done, 0 failed, 1 pending" in shown.stdout
+    made = run_cli("report", "out", cwd=tmp_path)
+    assert made.returncode == 0 and made.stderr == "", made.stderr
+    page = (out / "report.html").read_text()
+    assert "data:image" not in page and ">1</b><span>pending" in page
+
+
+def test_status_and_report_skip_ledger_fields_of_the_wrong_type(tmp_path):
+    out = one_unit_run(tmp_path, {"seconds": "soon", "losses": [1], "history": "abc",
+                                  "steps": "many", "error": 3, "metrics": {"flicker": "x"}})
+    (out / "a/c.png").write_bytes(encoded(noise(16, 16), "PNG"))
+    for command in ("status", "report"):
+        done = run_cli(command, "out", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    assert "1 done" in run_cli("status", "out", cwd=tmp_path).stdout
 
 
 def test_names_that_are_not_utf8_or_hold_escape_codes_are_written_escaped(tmp_path):

@@ -185,7 +185,10 @@ def test_a_moved_output_folder_still_has_its_pictures(finished, tmp_path, page):
     moved = tmp_path / "moved"
     shutil.copytree(finished, moved)
     plan = _plan(moved)
+    # Every result path as the run wrote it: a result only counts inside the folder read.
     plan["units"] = [{**u, "output": u["output"].replace(str(finished), "/nowhere/out"),
+                      "progress_gif": u["progress_gif"] and u["progress_gif"].replace(
+                          str(finished), "/nowhere/out"),
                       "content": u["content"]} for u in plan["units"]]
     plan["videos"] = [{**v, "outputs": {k: p.replace(str(finished), "/nowhere/out")
                                         for k, p in v["outputs"].items()}}

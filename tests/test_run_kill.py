@@ -178,3 +178,35 @@ def test_unit_whose_worker_always_dies_fails_and_the_run_goes_on(media_dir, writ
     assert records[0]["error_kind"] == "crash"
     assert f"failed: fold/a: its worker died {runner.MAX_ATTEMPTS} times" in stderr
     wait_for(lambda: not group_alive(process.pid), 30, "the workers to go")
+
+
+# -- the run killed alone, its workers left behind -----------------------------------------------
+def files_under(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+def test_a_run_killed_alone_takes_its_worker_with_it(media_dir, write_manifest, cli):
+    """kill -9 of `run` only (the OOM killer's way): its worker, adopted by init, stops within
+    seconds and writes nothing more into OUT (it used to compute its unit to the end)."""
+    manifest = write_manifest(
+        [{"name": "pair", "content": str(media_dir / "photo.png"),
+          "style": str(media_dir / "style.png")}],
+        defaults={**SMALL, "steps": 100000, "tolerance": 0.0})
+    out = manifest.parent / "out"
+    process = cli.spawn("run", manifest, "--tiny", "--workers", "1")
+    worker = wait_for(lambda: next((c for c in children(process.pid) if is_worker(c)), None), 120,
+                      "the worker")
+    # Busy with the unit: its progress file is there.
+    wait_for(lambda: any((out / ".batch_style/workers").glob("*.json")), 120,
+             "the worker's progress")
+    os.kill(process.pid, signal.SIGKILL)  # the run alone, not its group
+    process.wait(timeout=30)
+    try:
+        wait_for(lambda: not is_worker(worker), 20, "the orphaned worker to stop")
+        after = files_under(out)
+        wait_for(lambda: not group_alive(process.pid), 20, "every process of the run to go")
+        assert files_under(out) == after
+        assert not (out / "pair/photo.png").exists()
+    finally:
+        kill_group(process)

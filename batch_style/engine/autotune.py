@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import stat
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +38,10 @@ TIMED_SIDE = {256: 256, 512: 384}
 TIMED_CALLS = 2  # per candidate, after one call that traces and compiles it; the median counts
 # The arithmetics timed (model.ARITHMETICS' names) and how the text calls them.
 NAMES = {"float32": "direct", "winograd": "winograd", "bfloat16": "bfloat16"}
+MAX_CACHE_BYTES = 1 << 20  # autotune.json holds a few lines per machine and TensorFlow version
+# A measurement takes ~15 s a bucket; a lock held much longer is a stopped or stuck process.
+LOCK_WAIT_SECONDS = 120.0
+LOCK_POLL_SECONDS = 0.2
 
 Figures = dict[str, float]  # arithmetic → seconds per objective evaluation
 
@@ -81,7 +87,9 @@ def read_cache(path: Path | None = None) -> dict[str, Figures]:
     """Every key's figures; {} when the file is missing, unreadable or not ours (it is rewritten
     whole at the next measurement)."""
     try:
-        data = json.loads((path or cache_path()).read_text(encoding="utf-8"))
+        fd = _open_regular(path or cache_path(), os.O_RDONLY)
+        with os.fdopen(fd, "rb") as f:
+            data = json.loads(f.read(MAX_CACHE_BYTES + 1))
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict):
@@ -181,12 +189,19 @@ def choose(settings: Settings, longest: int, timer: Callable[[str, tuple[int, in
         return decide({}, settings.precision, settings.convolution, native)
     size_bucket = bucket(longest)
     size = timed_size(size_bucket)
-    with _one_measurer(path or cache_path()):  # workers starting together: one measures
-        figures = cached(size_bucket, path)
-        missing = [a for a in needed if a not in figures]
-        if missing:
-            figures = {**figures, **measure({a: timer(a, size) for a in missing})}
-            remember(size_bucket, figures, path)
+    figures = cached(size_bucket, path)  # no lock to read: figures once written stay whole
+    missing = [a for a in needed if a not in figures]
+    if missing:
+        with _one_measurer(path or cache_path()) as alone:  # workers starting together
+            if not alone:
+                return family_choice(settings, f"not measured: another process held the "
+                                               f"autotune lock for {LOCK_WAIT_SECONDS:g} s; "
+                                               f"the rule of the CPU's family")
+            figures = cached(size_bucket, path)  # the process we waited for may have measured
+            missing = [a for a in needed if a not in figures]
+            if missing:
+                figures = {**figures, **measure({a: timer(a, size) for a in missing})}
+                remember(size_bucket, figures, path)
     return decide(figures, settings.precision, settings.convolution, native,
                   where(size) + ("" if missing else " (cached)"))
 
@@ -217,21 +232,53 @@ def preview(settings: Settings, longest: int, *, test_network: bool = False,
 
 
 @contextlib.contextmanager
-def _one_measurer(path: Path) -> Iterator[None]:
+def _one_measurer(path: Path) -> Iterator[bool]:
     """Hold a lock beside the cache while measuring: CPU workers that start together would time
-    each other's work; the others wait, then read the figures. Without a lock (no fcntl, a
-    read-only folder) each measures, as before."""
+    each other's work. Yields True once this process holds it (or where there is no lock: no
+    fcntl, a read-only folder; each measures then, as before), False when another process held
+    it for LOCK_WAIT_SECONDS (one suspended with Ctrl-Z would hold it for good); the wait is
+    announced in one line."""
     try:
         import fcntl
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 (closed below)
+        fd = _open_regular(path.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     except (ImportError, OSError):
-        yield
+        yield True
         return
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    try:
+        waited = 0.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if waited == 0.0:
+                    tf_runtime.log.warning(
+                        "autotune: another process is measuring this machine (%s held); "
+                        "waiting up to %g s for its figures", path.with_suffix(".lock"),
+                        LOCK_WAIT_SECONDS)
+                if waited >= LOCK_WAIT_SECONDS:
+                    tf_runtime.log.warning("autotune: %s still held after %g s: not measured, "
+                                           "the rule of the CPU's family instead",
+                                           path.with_suffix(".lock"), LOCK_WAIT_SECONDS)
+                    yield False
+                    return
+                time.sleep(LOCK_POLL_SECONDS)
+                waited += LOCK_POLL_SECONDS
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _open_regular(path: Path, flags: int) -> int:
+    """os.open for a regular file only, never blocking: a FIFO at the cache's name would hang
+    every stylize, `run --dry-run` and `doctor` on open() (OSError otherwise)."""
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return fd
 
 
 def where(size: tuple[int, int]) -> str:

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch_style.pipeline.state import ledger, run_folder
+from batch_style.pipeline.state import run_reader
 
 
 @dataclass
@@ -39,8 +39,8 @@ class JobView:
 
 def load_jobs(output_dir: Path) -> tuple[dict, list[JobView]]:
     """The plan and, per job, its units with their latest ledger records (same inputs only)."""
-    plan = run_folder.read_plan(output_dir)
-    latest = ledger.Ledger.for_output(output_dir).latest()
+    folder = run_reader.read(output_dir)
+    plan, latest = folder.plan, folder.latest
     jobs = {j["name"]: JobView(j["name"], j) for j in plan["jobs"]}
     # plan.json names files where the run wrote them; the folder may have been moved since.
     root = _planned_root(plan)
@@ -51,7 +51,7 @@ def load_jobs(output_dir: Path) -> tuple[dict, list[JobView]]:
     def view(entry: dict) -> UnitView:
         # A record for other inputs or settings, or a done one whose outputs are gone, says
         # nothing about this unit: the next run redoes it.
-        record = latest.get(entry["key"]) if run_folder.entry_state(entry, latest) != "pending" else None
+        record = latest.get(entry["key"]) if folder.state(entry) != "pending" else None
         job = jobs.setdefault(entry["job"], JobView(entry["job"], {"name": entry["job"]}))
         return UnitView(entry["key"], job.name, entry, record)
 

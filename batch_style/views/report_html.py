@@ -6,12 +6,14 @@ import base64
 import functools
 import io
 import os
+import stat
 import time
 import warnings
 from pathlib import Path
 from urllib.parse import quote
 
-from batch_style.pipeline.state import run_folder
+from batch_style.errors import UserError
+from batch_style.pipeline.state import run_folder, run_reader, safe_files
 from batch_style.pipeline.state.run_lock import running_pid
 from batch_style.pipeline.watch import BusyUnit
 from batch_style.settings import Settings
@@ -77,12 +79,20 @@ class Thumbs:
                        for cls, uri in self.styles.values() if uri)
 
     def data_uri(self, path: str, px: int) -> str | None:
-        """A small JPEG of the image as a data: URI, or None when it cannot be read."""
+        """A small JPEG of the image as a data: URI, or None when it cannot be read: a regular
+        file only (a FIFO would hang the report), and under OUTPUT only inside it (a result
+        that links out would put another picture in the page). Inputs may live anywhere."""
         try:
-            stat = os.stat(path)
+            under = os.path.commonpath([os.path.abspath(path), os.path.abspath(
+                self.output_dir)]) == os.path.abspath(self.output_dir)
+            if under and not run_reader.regular_file(path, self.output_dir):
+                return None
+            info = os.stat(path)
         except (OSError, ValueError):
             return None
-        return _jpeg_uri(str(path), px, stat.st_mtime_ns, stat.st_size)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return _jpeg_uri(str(path), px, info.st_mtime_ns, info.st_size)
 
     def href(self, path: str) -> str:
         """The file's address relative to the report (the report lives in OUTPUT/)."""
@@ -99,13 +109,14 @@ def _jpeg_uri(path: str, px: int, mtime_ns: int, size: int) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as im:
+            with os.fdopen(safe_files.open_regular(Path(path), os.O_RDONLY), "rb") as f, \
+                    Image.open(f) as im:
                 im.draft("RGB", (px, px))  # JPEG: decode at a fraction of the size
                 im = ImageOps.exif_transpose(im).convert("RGB")
                 im.thumbnail((px, px), Image.Resampling.LANCZOS)
                 buffer = io.BytesIO()
                 im.save(buffer, "JPEG", quality=82, optimize=True)
-    except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError):
+    except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError, UserError):
         return None  # a missing or damaged file: the row says so instead
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch_style.pipeline.state import events, ledger, run_folder
+from batch_style.pipeline.state import run_reader
 from batch_style.pipeline.state.progress import JobProgress, busy_work, seconds_left
 from batch_style.pipeline.state.run_lock import running_pid
 
@@ -43,9 +43,11 @@ class RunStatus:
 
 def read_status(output: Path) -> RunStatus:
     """Counts per job from the plan and the ledger; works during a run and after it."""
-    plan = run_folder.read_plan(output)
+    from batch_style.pipeline.state import events
+
+    folder = run_reader.read(output)
+    plan, latest = folder.plan, folder.latest
     entries = plan["units"] + [v for v in plan["videos"] if v.get("outputs")]
-    latest = ledger.Ledger.for_output(output).latest()
     jobs: dict[str, JobStatus] = {j["name"]: JobStatus(j["name"]) for j in plan.get("jobs", [])}
     times: list[tuple[float, float]] = []   # (started, finished) of each record
     costs: dict[str, float] = {}            # unit key → planned work
@@ -57,7 +59,7 @@ def read_status(output: Path) -> RunStatus:
         cost = 0.0 if is_video else float(unit.get("cost", 1.0))
         record = latest.get(unit["key"])
         costs[unit["key"]] = cost
-        if run_folder.entry_state(unit, latest) == "pending":
+        if folder.state(unit) == "pending":
             job.pending += 1
             job.pending_cost += cost
             continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -166,19 +166,21 @@ def sweep_temporaries(out: Path, jobs: Iterable[str]) -> int:
 
 # -- when a unit is done --------------------------------------------------------------------------
 def state(record: Mapping | None, hash: str, outputs: Iterable[Path | str],
-          frames: str | None = None) -> str:
+          frames: str | None = None,
+          present: Callable[[Path | str], bool] = lambda p: Path(p).exists()) -> str:
     """done | failed | pending: the one rule for a unit or a video, given its latest ledger record.
 
     Done is a fact on disk: a record that says done for these inputs and settings (`hash`), every
     output file there, and for a video the frames it was assembled from (`frames`, a
     frames_fingerprint) still the frames done now. A record for other inputs, or a done record
     whose outputs are gone or stale, leaves the unit pending: the next run does it again.
+    `present(path)` says whether an output is there (the readers of a run folder: run_reader).
     """
     if record is None or record.get("hash") != hash:
         return "pending"
     if record["status"] == "done" and not (
             (frames is None or record.get("frames") == frames)
-            and all(Path(p).exists() for p in outputs)):
+            and all(present(p) for p in outputs)):
         return "pending"
     return record["status"]
 
@@ -198,15 +200,16 @@ def frames_fingerprint(frame_keys: Sequence[str], latest: Mapping[str, dict]) ->
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
 
-def entry_state(entry: dict, latest: Mapping[str, dict]) -> str:
+def entry_state(entry: dict, latest: Mapping[str, dict],
+                present: Callable[[Path | str], bool] = lambda p: Path(p).exists()) -> str:
     """state() of a unit or video as plan.json holds it."""
     record = latest.get(entry["key"])
     if isinstance(entry.get("outputs"), dict):  # a video
         frames = (frames_fingerprint(entry["frame_keys"], latest) if "frame_keys" in entry
                   else None)
-        return state(record, entry["hash"], entry["outputs"].values(), frames)
+        return state(record, entry["hash"], entry["outputs"].values(), frames, present)
     outputs = [entry["output"]] + ([entry["progress_gif"]] if entry.get("progress_gif") else [])
-    return state(record, entry["hash"], outputs)
+    return state(record, entry["hash"], outputs, present=present)
 
 
 # -- plan.json ------------------------------------------------------------------------------------

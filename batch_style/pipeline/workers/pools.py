@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -95,7 +96,7 @@ class WorkerPools(cf.Executor):
         # joblib's loky: spawned (not forked) processes, so TensorFlow state never leaks in; a
         # worker that dies is reported as TerminatedWorkerError instead of hanging the pool.
         slot.pool = ProcessPoolExecutor(
-            max_workers=1, initializer=init_worker, initargs=(self._config, slot.gpu),
+            max_workers=1, initializer=init_worker, initargs=(self._config, slot.gpu, os.getpid()),
             env={**slot.env, tf_runtime.STARTUP_LOG: str(slot.startup_log)})
         slot.broken = False
         return slot.pool

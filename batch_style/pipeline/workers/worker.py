@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -35,13 +36,16 @@ _GPU: str | None = None  # the GPU this process computes on (None: the CPU)
 _POOL_GPU: str | None = None  # the GPU a pool worker was started on (init_worker)
 _POOL_WORKER = False
 _GPU_LOST: str | None = None  # why TensorFlow here cannot use the GPU this process was given
+_RUN_PID: int | None = None  # the `run` process a pool worker works for (init_worker)
+WATCH_SECONDS = 0.25  # how often a pool worker looks whether its run is still there
 TF_LOADED_BEFORE_PINNING: bool | None = None  # checked by tests
 
 
-def init_worker(config: WorkerConfig, gpu: str | None = None) -> None:
+def init_worker(config: WorkerConfig, gpu: str | None = None, run_pid: int | None = None) -> None:
     """Initializer of a pool worker (pools.py), which loky started with its environment pinning
-    it to `gpu` (CUDA_VISIBLE_DEVICES) before any module loaded; None: a CPU worker."""
-    global _POOL_GPU, _POOL_WORKER, TF_LOADED_BEFORE_PINNING
+    it to `gpu` (CUDA_VISIBLE_DEVICES) before any module loaded; None: a CPU worker. `run_pid`:
+    the `run` process that started it; the worker ends when that is gone."""
+    global _POOL_GPU, _POOL_WORKER, _RUN_PID, TF_LOADED_BEFORE_PINNING
     from joblib.externals.loky import process_executor
 
     TF_LOADED_BEFORE_PINNING = "tensorflow" in sys.modules
@@ -53,6 +57,24 @@ def init_worker(config: WorkerConfig, gpu: str | None = None) -> None:
     # task: here that is TensorFlow's and VGG19's working set, and each replacement would load
     # them again (and on a GPU, start a CUDA context again).
     process_executor._USE_PSUTIL = False
+    if run_pid is not None:
+        _RUN_PID = run_pid
+        threading.Thread(target=_watch_run, name="watch-run", daemon=True).start()
+
+
+def _watch_run() -> None:
+    # A `run` killed alone (kill -9, the OOM killer) leaves its workers to init: they would go on
+    # computing for an hour and write a unit into a folder that a new run may own by then.
+    while True:
+        stop_if_orphaned()
+        time.sleep(WATCH_SECONDS)
+
+
+def stop_if_orphaned() -> None:
+    """End this pool worker at once, writing nothing more, when its `run` process is gone: the
+    worker was its child, so another parent (init, a subreaper) means the run died."""
+    if _RUN_PID is not None and os.getppid() != _RUN_PID:
+        os._exit(1)
 
 
 def _start(config: WorkerConfig) -> None:
@@ -154,6 +176,7 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     live = LiveSnapshot(state.config.state_dir)  # and the picture as it paints, for the report
 
     def on_progress(event):
+        stop_if_orphaned()  # before each write of the progress file and the snapshot
         beat.update(event)
         live.update(event)
         if unit.progress_gif is not None and event.snapshot is not None:
@@ -199,11 +222,13 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
                 result = stylize(memory.budget_bytes(s, None, state.config.workers))
                 ran, device = ran_as(stylizer, s, result), "cpu"
     ran = ran or ran_as(stylizer, s, result)
+    stop_if_orphaned()
     beat.done()
     live.done()
     images.save_image(result.image, unit.output, bit_depth=s.bit_depth,
                       icc_profile=images.image_profile(unit.content))
     if unit.progress_gif is not None:
+        stop_if_orphaned()
         gif.save_progress_gif(content, snapshots, result.image, unit.progress_gif)
     step = max(1, len(result.history) // 200)
     return {"steps": result.steps, "losses": result.losses.as_dict(),
