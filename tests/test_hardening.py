@@ -1076,7 +1076,7 @@ def test_a_newline_in_a_problem_cannot_make_a_second_line(monkeypatch, capsys):
 def test_usage_errors_exit_2_without_a_traceback(corpus):
     done = run_cli("run", "--workers", "many", "x.yaml", cwd=corpus)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "argument --workers: expected a whole number, got 'many'" in done.stderr
+    assert "--workers: expected a whole number, got 'many'" in done.stderr
 
 
 def test_several_bad_options_are_still_a_usage_error():
@@ -1329,7 +1329,7 @@ def test_negative_workers_is_a_usage_error_before_anything_is_written(tmp_path):
     small_manifest(tmp_path, PAIR)
     done = run_cli("run", "--workers", "-1", "m.yaml", cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "argument --workers: expected 0 or more, got -1" in done.stderr
+    assert "--workers: expected 0 or more, got -1" in done.stderr
     assert not (tmp_path / "out").exists()
 
 
