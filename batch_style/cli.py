@@ -46,7 +46,7 @@ def say(text: str) -> None:
 
 
 def cmd_stylize(args) -> int:
-    from batch_style.media import images
+    from batch_style.media import images, profiles
     # Everything the user can get wrong is checked before TensorFlow loads (seconds) and long
     # before the optimization ends.
     settings = _settings_from_args(args)
@@ -104,7 +104,7 @@ def cmd_stylize(args) -> int:
                                          callback=on_progress, memory=budget)
     bar.close()
     images.save_image(result.image, out, bit_depth=settings.bit_depth,
-                      icc_profile=images.image_profile(Path(args.content)))
+                      icc_profile=profiles.result_profile(Path(args.content)))
     if gif is not None:
         write_progress_gif(content, snapshots, result.image, gif, settings)
     h, w = result.image.shape[:2]

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from batch_style.errors import UserError
-from batch_style.media import images
+from batch_style.media import gif, images, profiles
 
 BIG = 50_000_000  # max_pixels where the limit is not the point
 
@@ -222,7 +222,7 @@ def distinct_frames(count, width=40, height=30):
 
 def test_save_gif_from_a_generator(tmp_path):
     path = tmp_path / "p.gif"
-    images.save_gif(distinct_frames(5), path, duration_ms=100, hold_last_ms=400)
+    gif.save_gif(distinct_frames(5), path, duration_ms=100, hold_last_ms=400)
     frames, delays, loop = gif_frames_and_delays(path)
     assert len(frames) == 5
     assert delays == [100, 100, 100, 100, 500]
@@ -235,7 +235,7 @@ def test_save_gif_from_a_generator(tmp_path):
 
 def test_save_gif_keeps_the_frame_rate_despite_centisecond_delays(tmp_path):
     path = tmp_path / "v.gif"
-    images.save_gif(distinct_frames(30), path, duration_ms=1000 / 30)
+    gif.save_gif(distinct_frames(30), path, duration_ms=1000 / 30)
     _, delays, _ = gif_frames_and_delays(path)
     assert set(delays) <= {30, 40}
     assert sum(delays) == 1000  # 30 frames at 30 fps: one second, not 0.9 s
@@ -245,7 +245,7 @@ def test_save_gif_per_frame_durations_and_size_mismatch(tmp_path):
     path = tmp_path / "m.gif"
     frames = list(distinct_frames(3))
     frames[1] = images.resize(frames[1], (80, 60))  # a frame of another size is fitted
-    images.save_gif(iter(frames), path, duration_ms=[50, 200, 120])
+    gif.save_gif(iter(frames), path, duration_ms=[50, 200, 120])
     got, delays, _ = gif_frames_and_delays(path)
     assert [f.shape for f in got] == [(30, 40, 3)] * 3
     assert delays == [50, 200, 120]
@@ -256,7 +256,7 @@ def test_save_gif_failure_leaves_nothing(tmp_path):
         yield from distinct_frames(2)
         raise RuntimeError("renderer died")
     with pytest.raises(RuntimeError, match="renderer died"):
-        images.save_gif(broken(), tmp_path / "x.gif", duration_ms=100)
+        gif.save_gif(broken(), tmp_path / "x.gif", duration_ms=100)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -309,18 +309,18 @@ def test_a_16_bit_png_keeps_the_float_values_and_the_photos_icc_profile(tmp_path
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     photo = tmp_path / "photo.jpg"
     Image.new("RGB", (8, 6), (10, 200, 30)).save(photo, icc_profile=icc)
-    assert images.image_profile(photo) == icc
+    assert profiles.result_profile(photo) == icc
     # 105 values 1/10000 apart: 8 bits would round them to two or three levels
     gradient = (0.5 + 1e-4 * np.arange(7 * 5 * 3, dtype=np.float32)).reshape(5, 7, 3)
     images.save_image(gradient, tmp_path / "r.png", bit_depth=16,
-                      icc_profile=images.image_profile(photo))
+                      icc_profile=profiles.result_profile(photo))
     back = cv2.imread(str(tmp_path / "r.png"), cv2.IMREAD_UNCHANGED)[..., ::-1]
     assert back.dtype == np.uint16 and back.shape == (5, 7, 3)
     np.testing.assert_allclose(back / 65535.0, gradient, atol=1 / 65535)
     assert len(np.unique(back)) == gradient.size
-    assert images.image_profile(tmp_path / "r.png") == icc
+    assert profiles.result_profile(tmp_path / "r.png") == icc
     images.save_image(gradient, tmp_path / "r8.png", icc_profile=icc)
-    assert images.image_profile(tmp_path / "r8.png") == icc
+    assert profiles.result_profile(tmp_path / "r8.png") == icc
     with pytest.raises(UserError, match="PNG only"):
         images.save_image(gradient, tmp_path / "r.jpg", bit_depth=16)
 

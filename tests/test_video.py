@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from batch_style.errors import UserError
-from batch_style.media import encode, images, video
+from batch_style.media import encode, gif, video
 from batch_style.media.video import VideoInfo
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "clips" / "realshort.mp4"
@@ -96,7 +96,7 @@ def test_probe_sample_clip():
 
 def test_probe_animated_gif(tmp_path):
     path = tmp_path / "a.gif"
-    images.save_gif(gradient_frames(6), path, duration_ms=[100, 100, 200, 100, 100, 200])
+    gif.save_gif(gradient_frames(6), path, duration_ms=[100, 100, 200, 100, 100, 200])
     info = video.probe_video(path)
     assert info.n_frames == 6
     assert info.duration == pytest.approx(0.8)

@@ -14,7 +14,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from batch_style.atomic import atomic_path, scratch_path
-from batch_style.media import images
+from batch_style.media import gif, images
 from batch_style.media.video import INPUT_PROTOCOLS, ffprobe_like, local_file
 
 H264_CRF = 18  # constant quality, 0 (lossless) .. 51; 18 is visually near-lossless
@@ -50,8 +50,8 @@ def write_mp4(frames: Iterable[np.ndarray], path: Path, fps: float,
 
 def write_gif(frames: Iterable[np.ndarray], path: Path, fps: float,
               hold_last_ms: float = 0.0) -> None:
-    """An animated GIF at `fps` (see images.save_gif)."""
-    images.save_gif(frames, path, duration_ms=1000.0 / fps, hold_last_ms=hold_last_ms)
+    """An animated GIF at `fps` (see gif.save_gif)."""
+    gif.save_gif(frames, path, duration_ms=1000.0 / fps, hold_last_ms=hold_last_ms)
 
 
 def _audio_source(audio_from: Path | None, audio_start: float) -> Path | None:

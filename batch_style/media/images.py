@@ -1,9 +1,9 @@
-"""Reading, resizing, colour handling and writing of images and GIFs (float32 RGB in [0,1])."""
+"""Reading, resizing, colour handling and writing of images (float32 RGB in [0,1]); GIFs are
+in gif.py."""
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import math
 import struct
@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from batch_style.atomic import atomic_path
 from batch_style.errors import UserError
@@ -34,13 +34,6 @@ IMAGE_FORMATS: dict[str, tuple[str, dict]] = {
     ".jpeg": ("JPEG", {"quality": 95, "subsampling": 0}),
     ".webp": ("WEBP", {"quality": 95, "method": 6}),  # method 6: smallest file, ~0.1 s at 1 MP
 }
-
-# GIF timing: delays are stored in centiseconds, and browsers replace delays under 20 ms by
-# 100 ms, so each frame gets a multiple of 10 ms and at least 20 ms.
-GIF_TICK_MS = 10
-GIF_MIN_DELAY_MS = 20
-GIF_COLORS = 256
-GIF_PALETTE_SIDE = 256  # px: the palette is computed on a thumbnail this size (colours, not detail)
 
 # ITU-R BT.601 luma and the YIQ chroma axes, as used by Gatys et al. (2016) for colour preservation.
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
@@ -69,6 +62,8 @@ def probe_image(path: Path, max_pixels: int) -> tuple[int, int]:
     try:
         with _bomb_guard(path, max_pixels), Image.open(path) as im:
             width, height = im.size
+            if _orientation(im) in _SIDEWAYS:  # the upright picture's size, as load_image's
+                width, height = height, width
     except UnidentifiedImageError:
         raise UserError("not an image: cannot identify image file", file=path) from None
     except _DECODE_ERRORS as e:
@@ -115,12 +110,37 @@ def load_image(path: Path, max_pixels: int) -> np.ndarray:
     probe_image(path, max_pixels)
     try:
         with _bomb_guard(path, max_pixels), Image.open(path) as im:
-            upright = ImageOps.exif_transpose(im)  # decodes the pixels
-            return _to_rgb_float(upright)
+            turn = _TRANSPOSE.get(_orientation(im))
+            im.load()
+            return _to_rgb_float(im.transpose(turn) if turn is not None else im)
     except _DECODE_ERRORS as e:
         # Pillow says "image file is truncated" and the like; ImageFile.LOAD_TRUNCATED_IMAGES stays
         # off because a silently grey bottom half is worse than an error.
         raise UserError(f"truncated or corrupt image: {e}", file=path) from None
+
+
+# EXIF orientations: how the stored pixels turn upright (as ImageOps.exif_transpose turns them).
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+_SIDEWAYS = (5, 6, 7, 8)  # stored on its side: the upright picture's width is the stored height
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1: upright) from the header, without decoding the pixels, so that
+    probe_image and load_image agree (a PNG's eXIf chunk after its pixels is not looked for)."""
+    try:
+        if im.format == "PNG":
+            exif = Image.Exif()
+            if im.info.get("exif"):
+                exif.load(im.info["exif"])
+        else:
+            exif = im.getexif()
+        value = exif.get(0x0112, 1)  # the Orientation tag
+    except _DECODE_ERRORS:
+        return 1
+    return value if isinstance(value, int) else 1
 
 
 @contextlib.contextmanager
@@ -238,7 +258,7 @@ def save_image(image: np.ndarray, path: Path, *, bit_depth: int = 8,
     """Write an RGB image atomically; the format follows the suffix (see IMAGE_FORMATS).
 
     `bit_depth` 16 writes a 16-bit PNG (prints: the optimizer's float values without 8-bit
-    banding); `icc_profile` (the photo's, image_profile()) is embedded, so the result's colours
+    banding); `icc_profile` (the photo's, profiles.result_profile()) is embedded, so the result's colours
     mean what the photo's did.
     """
     path = Path(path)
@@ -254,16 +274,6 @@ def save_image(image: np.ndarray, path: Path, *, bit_depth: int = 8,
     pil = Image.fromarray(to_uint8(image))
     with atomic_path(path) as tmp:
         pil.save(tmp, format=fmt, **options)
-
-
-def image_profile(path: Path) -> bytes | None:
-    """The ICC colour profile embedded in an image file, or None (none, or unreadable)."""
-    try:
-        with warnings.catch_warnings(), Image.open(path) as im:
-            warnings.simplefilter("ignore")
-            return im.info.get("icc_profile") or None
-    except _DECODE_ERRORS:
-        return None
 
 
 def _png16(image: np.ndarray, icc_profile: bytes | None) -> bytes:
@@ -287,89 +297,6 @@ def _image_format(path: Path) -> tuple[str, dict]:
     except KeyError:
         raise UserError(f"cannot write images with suffix {path.suffix!r}; expected one of "
                         f"{', '.join(IMAGE_FORMATS)}", file=path) from None
-
-
-def save_gif(frames: Iterable[np.ndarray], path: Path, duration_ms: float | list[float],
-             loop: int = 0, hold_last_ms: float = 0.0) -> None:
-    """Write an animated GIF atomically.
-
-    `duration_ms` is the display time of every frame, or one per frame, in milliseconds; the last
-    frame is shown `hold_last_ms` longer (a progress GIF pauses on the result). `loop` 0 repeats
-    forever. Frames are quantized one at a time (own adaptive palette each) and resized to the
-    first frame's size when they differ, so a generator works; Pillow keeps the 8-bit palette
-    frames (1 byte a pixel) until it writes. Pillow merges a frame identical to the one before
-    into it (adding the delays), so a GIF can hold fewer frames than were given.
-    """
-    path = Path(path)
-    delays = _gif_delays(duration_ms)
-    palette_frames = _with_delays(_quantized(frames), delays, hold_last_ms)
-    first = next(palette_frames, None)
-    if first is None:
-        raise ValueError("save_gif needs at least one frame")
-    with atomic_path(path) as tmp:
-        # No `duration=` here: each frame carries its own in .info, which Pillow reads when the
-        # keyword is absent. That lets the last frame's hold be set once the generator ends.
-        first.save(tmp, format="GIF", save_all=True, append_images=palette_frames, loop=loop)
-
-
-def _quantized(frames: Iterable[np.ndarray]) -> Iterator[Image.Image]:
-    size = None  # (w, h) of the first frame
-    for frame in frames:
-        if size is not None and frame.shape[1::-1] != size:
-            frame = resize(to_float(frame), size)
-        rgb = Image.fromarray(to_uint8(frame))
-        size = rgb.size
-        yield _quantize(rgb)
-
-
-def _quantize(rgb: Image.Image) -> Image.Image:
-    """An adaptive median-cut palette, applied with Floyd–Steinberg dithering.
-
-    Pillow's quantize() ignores `dither` when it also builds the palette, so the palette is built
-    first (on a thumbnail: it depends on the colours, not on detail, and is 10× faster) and then
-    applied with dithering, which trades visible banding in smooth areas for fine noise.
-    """
-    thumb = rgb.copy()
-    thumb.thumbnail((GIF_PALETTE_SIDE, GIF_PALETTE_SIDE))
-    palette = thumb.quantize(GIF_COLORS, method=Image.Quantize.MEDIANCUT)
-    return rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
-
-
-def _gif_delays(duration_ms: float | list[float]) -> Iterator[int]:
-    """Per-frame delays in whole centiseconds whose running sum tracks the requested times.
-
-    GIF stores delays in 10 ms ticks; truncating 33.3 ms to 30 ms every frame would play a 30 fps
-    clip 11% fast, so the rounding error is carried over (30, 30, 40, 30, 30, 40 ms, ...).
-    """
-    per_frame = itertools.repeat(float(duration_ms)) if np.isscalar(duration_ms) else (
-        float(d) for d in duration_ms)
-    elapsed_ms = 0.0
-    shown_ms = 0
-    for wanted in per_frame:
-        elapsed_ms += wanted
-        delay = GIF_TICK_MS * math.floor(elapsed_ms / GIF_TICK_MS + 0.5) - shown_ms
-        delay = max(GIF_MIN_DELAY_MS, delay)
-        shown_ms += delay
-        yield delay
-
-
-def _with_delays(frames: Iterator[Image.Image], delays: Iterator[int],
-                 hold_last_ms: float) -> Iterator[Image.Image]:
-    """Attach each frame's delay to its .info; the last frame (found by looking one ahead) also
-    gets `hold_last_ms`."""
-    previous = None
-    for frame in frames:
-        delay = next(delays, None)
-        if delay is None:
-            raise ValueError("save_gif: fewer durations than frames")
-        frame.info["duration"] = delay
-        if previous is not None:
-            yield previous
-        previous = frame
-    if previous is not None:
-        hold = GIF_TICK_MS * math.floor(hold_last_ms / GIF_TICK_MS + 0.5)
-        previous.info["duration"] += hold
-        yield previous
 
 
 # ----- colour
@@ -480,3 +407,8 @@ def load_mask(path: Path, max_pixels: int) -> np.ndarray:
     """A mask as float32 H×W in [0,1]: the image's luminance (white = 1; a colour image counts
     by its brightness, a transparent one is composited onto white first, as load_image does)."""
     return luminance(load_image(path, max_pixels)).astype(np.float32)
+
+
+def is_black(mask: np.ndarray) -> bool:
+    """Whether a mask selects nothing: no pixel would round to above 0 in 8 bits."""
+    return float(np.max(mask, initial=0.0)) < 0.5 / _UINT8_MAX

@@ -174,7 +174,7 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
 def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     from batch_style.engine import tf_runtime
     from batch_style.engine.objective import Temporal
-    from batch_style.media import images
+    from batch_style.media import images, profiles
     from batch_style.pipeline import events, ledger, memory
     from batch_style.pipeline.snapshots import LiveSnapshot
 
@@ -238,7 +238,7 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     beat.done()
     live.done()
     images.save_image(result.image, unit.output, bit_depth=s.bit_depth,
-                      icc_profile=images.image_profile(unit.content))
+                      icc_profile=profiles.result_profile(unit.content))
     if unit.progress_gif is not None:
         write_progress_gif(content, snapshots, result.image, unit.progress_gif, s)
     step = max(1, len(result.history) // 200)
@@ -323,10 +323,10 @@ def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
 
 def write_progress_gif(content, snapshots, final, path: Path, settings) -> None:
     """The optimization as it paints: the start, a frame every `snapshot_every` steps, the end."""
-    from batch_style.media import images
+    from batch_style.media import gif, images
 
     h, w = final.shape[:2]
     start = images.resize(content, (w, h))
     frames = [start, *(images.resize(f.astype("float32") / 255.0, (w, h)) for f in snapshots),
               final]
-    images.save_gif(frames, path, duration_ms=100, hold_last_ms=1500)
+    gif.save_gif(frames, path, duration_ms=100, hold_last_ms=1500)
