@@ -12,6 +12,7 @@ from pathlib import Path
 from batch_style import __version__
 from batch_style.arguments import Parser, add_settings_options, count, positive
 from batch_style.errors import UserError
+from batch_style.pipeline import overwrites
 from batch_style.settings import BACKENDS, FIELDS, check_value, resolve
 from batch_style.text import EscapingFormatter, printable
 
@@ -54,12 +55,17 @@ def cmd_stylize(args) -> int:
     if settings.style_blend and len(settings.style_blend) != len(args.style):
         raise UserError(f"expected {len(args.style)} weights (one per style), got "
                         f"{len(settings.style_blend)}", field="--style-blend")
-    inputs = [args.content, *args.style] + ([settings.init] if settings.init not in
-                                            ("content", "noise") else [])
+    inputs = _inputs(args, settings)
     default = f"{Path(args.content).stem}_{Path(args.style[0]).stem}"
-    out = _output_file(args.output or ".", "--output", tuple(images.IMAGE_FORMATS),
+    out = overwrites.output_file(args.output or ".", "--output", tuple(images.IMAGE_FORMATS),
                        default + ".png", inputs)
-    gif = _output_file(args.progress_gif, "--progress-gif", (".gif",),
+    if settings.bit_depth == 16 and out.suffix.lower() != ".png":
+        raise UserError(f"16 bits per channel are written as PNG only; name the result .png, "
+                        f"not {out.name!r}", field="--bit-depth")
+    if args.save_every and (clash := overwrites.numbered_input(out, inputs)):
+        raise UserError(f"{clash!r} is an input; the picture of a step would overwrite it "
+                        f"(--save-every names them {out.stem}.NNNN{out.suffix})", field="--output")
+    gif = overwrites.output_file(args.progress_gif, "--progress-gif", (".gif",),
                        default + ".progress.gif", inputs) if args.progress_gif else None
     content = images.load_image(Path(args.content), settings.max_pixels)
     styles = [images.load_image(Path(p), settings.max_pixels) for p in args.style]
@@ -96,23 +102,34 @@ def cmd_stylize(args) -> int:
         if gif is not None and (event.step % gif_every == 0 or event.step == event.steps):
             snapshots.append(images.to_uint8(event.snapshot))
         if args.save_every and event.step % args.save_every == 0:
-            images.save_image(event.snapshot, _numbered(out, event))
+            with overwrites.writing(_numbered(out, event)) as path:
+                images.save_image(event.snapshot, path)
 
     with tf_runtime.on_cpu() if args.device == "cpu" else contextlib.nullcontext():
         budget = memory.budget_bytes(settings, "0" if tf_runtime.has_gpu() else None)
         result = Stylizer(model).stylize(content, styles, settings, init=init, regions=regions,
                                          callback=on_progress, memory=budget)
     bar.close()
-    images.save_image(result.image, out, bit_depth=settings.bit_depth,
-                      icc_profile=profiles.result_profile(Path(args.content)))
+    with overwrites.writing(out):
+        images.save_image(result.image, out, bit_depth=settings.bit_depth,
+                          icc_profile=profiles.result_profile(Path(args.content)))
     if gif is not None:
-        write_progress_gif(content, snapshots, result.image, gif, settings)
+        with overwrites.writing(gif):
+            write_progress_gif(content, snapshots, result.image, gif, settings)
     h, w = result.image.shape[:2]
     ended = result.stop_reason if result.stop_reason.startswith("converged") else \
         f"{result.steps} steps ({result.stop_reason or 'step cap'})"
     say(f"wrote {out} ({w}×{h}, {ended}, {result.seconds:.1f} s, "
           f"loss {result.losses.total:.4g})")
     return EXIT_OK
+
+
+def _inputs(args, settings) -> list[str]:
+    """Every file `stylize` reads: nothing it writes may land on one."""
+    masks = [m for m in (*(args.style_mask or ()), *(args.style_image_mask or ())) if m != "none"]
+    return [args.content, *args.style, *masks, *([args.protect] if args.protect else []),
+            *([settings.init] if settings.init not in ("content", "noise") else []),
+            *([args.weights] if args.weights else [])]
 
 
 def _numbered(out: Path, event) -> Path:
@@ -160,36 +177,15 @@ def _regions(args, content, styles, max_pixels: int):
         if images.aspect_differs((w, h), (pw, ph)):
             raise UserError(f"'{text}' is {w}\u00d7{h} and its picture {pw}\u00d7{ph}: a mask "
                             f"must have its picture's aspect ratio (within 1%)", field=flag)
+        if flag != "--protect" and images.is_black(loaded):
+            kind = "style" if flag == "--style-image-mask" else "result"
+            raise UserError(f"'{text}' {images.BLACK_MASK[kind]}", field=flag)
         return loaded
 
     regions = Regions(styles=per_style(args.style_mask, "--style-mask", [content] * len(styles)),
                       images=per_style(args.style_image_mask, "--style-image-mask", styles),
                       protect=mask(args.protect, "--protect", content) if args.protect else None)
     return regions if regions.guided or regions.protect is not None else None
-
-
-def _output_file(text: str, flag: str, suffixes: tuple[str, ...], default_name: str,
-                 inputs: list[str]) -> Path:
-    """Where `stylize` writes, checked before any work: a folder gets `default_name` in it; the
-    name must end in one of `suffixes`, must not be an input, and its folder must be writable."""
-    import os
-
-    path = Path(text)
-    if path.is_dir():
-        path = path / default_name
-    if path.suffix.lower() not in suffixes:
-        raise UserError(f"expected a file name ending in {' or '.join(suffixes)}, got "
-                        f"{text!r}", field=flag)
-    if any(os.path.realpath(path) == os.path.realpath(i) for i in inputs):
-        raise UserError(f"{str(path)!r} is an input; the result would overwrite it", field=flag)
-    if path.exists() and not path.is_file():
-        raise UserError(f"{str(path)!r} exists and is not a regular file", field=flag)
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write into '{folder}'", field=flag)
-    return path
 
 
 def cmd_weights(args) -> int:
@@ -414,6 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug of ours: one line here, the traceback with --debug
         if args.debug:
             raise
+        from batch_style.pipeline.units import DISK_FULL
+
+        if isinstance(e, OSError) and e.errno in DISK_FULL:  # a full disk is not a bug
+            print(f"batch-style: error: {printable(str(e.filename or '.'))}: cannot write it: "
+                  f"{(e.strerror or '').lower()}; free some space and run again", file=sys.stderr)
+            return EXIT_FAILED
         print(f"batch-style: internal error: {type(e).__name__}: {printable(str(e))} (run again "
               f"with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILED

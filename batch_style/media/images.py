@@ -412,3 +412,10 @@ def load_mask(path: Path, max_pixels: int) -> np.ndarray:
 def is_black(mask: np.ndarray) -> bool:
     """Whether a mask selects nothing: no pixel would round to above 0 in 8 bits."""
     return float(np.max(mask, initial=0.0)) < 0.5 / _UINT8_MAX
+
+
+# Why a mask black everywhere is refused (stylize, validate, a worker), by what it masks.
+BLACK_MASK = {"result": "is black everywhere: its style would go nowhere (white marks where it "
+                        "goes)",
+              "style": "is black everywhere: its style would be taken from nothing (white marks "
+                       "the part of the style image it comes from)"}

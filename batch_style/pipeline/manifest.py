@@ -14,6 +14,7 @@ from batch_style.pipeline.input_media import Media
 from batch_style.pipeline.inputs import Files
 from batch_style.pipeline.job_reader import JOB_NAME, Given, JobReader, SettingsReader
 from batch_style.pipeline.jobs import Job, Manifest
+from batch_style.pipeline.overwrites import unwritable
 from batch_style.pipeline.yaml_nodes import (
     INVALID,
     SEQ,
@@ -190,6 +191,8 @@ class _ManifestReader:
         path = self.files.checked_path(value, node, "output")
         if path is not None and path.exists() and not path.is_dir():
             self.nodes.error(node, "output", f"{value!r} exists and is not a folder")
+        elif path is not None and (problem := unwritable(path, self.files.shown_path)):
+            self.nodes.error(node, "output", f"{value!r}: {problem}")
         return path
 
     def jobs(self, top: dict, root: Node, defaults: dict[str, Given]) -> tuple[Job, ...]:

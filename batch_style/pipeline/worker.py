@@ -56,18 +56,21 @@ class _WorkerState:
             return None
         limit = unit.settings.max_pixels
 
-        def mask(path):
-            return None if path is None else images.load_mask(path, limit)
+        def mask(path, kind=None):
+            loaded = None if path is None else images.load_mask(path, limit)
+            if kind and loaded is not None and images.is_black(loaded):
+                raise UserError(images.BLACK_MASK[kind], file=path)
+            return loaded
 
         def kept(path):
             if path is None:
                 return None
             key = (f"mask:{path}", limit)
             if key not in self.images:
-                self.images[key] = images.load_mask(path, limit)
+                self.images[key] = mask(path, "style")
             return self.images[key]
 
-        return Regions(styles=tuple(mask(p) for p in unit.masks),
+        return Regions(styles=tuple(mask(p, "result") for p in unit.masks),
                        images=tuple(kept(p) for p in unit.image_masks),
                        protect=mask(unit.protect))
 
