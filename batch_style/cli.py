@@ -19,6 +19,7 @@ from batch_style.arguments import (
     stylize_settings,
 )
 from batch_style.errors import UserError
+from batch_style.pipeline.read import overwrites
 from batch_style.settings import BACKENDS
 from batch_style.text import EscapingFormatter, number, printable
 
@@ -32,18 +33,23 @@ def say(text: str) -> None:
 
 
 def cmd_stylize(args) -> int:
-    from batch_style.media import images
+    from batch_style.media import images, profiles
     # Everything the user can get wrong is checked before TensorFlow loads (seconds) and long
     # before the optimization ends.
     settings = stylize_settings(args)
     args.style = _style_paths(args.style)
-    inputs = [args.content, *args.style] + ([settings.init] if settings.init not in
-                                            ("content", "noise") else [])
+    inputs = _inputs(args, settings)
     default = f"{Path(args.content).stem}_{Path(args.style[0]).stem}"
-    out = _output_file(args.output or ".", "--output", tuple(images.IMAGE_FORMATS),
-                       default + ".png", inputs)
-    gif = _output_file(args.progress_gif, "--progress-gif", (".gif",),
-                       default + ".progress.gif", inputs) if args.progress_gif else None
+    out = overwrites.output_file(args.output or ".", "--output", tuple(images.IMAGE_FORMATS),
+                                 default + ".png", inputs)
+    if settings.bit_depth == 16 and out.suffix.lower() != ".png":
+        raise UserError(f"16 bits per channel are written as PNG only; name the result .png, "
+                        f"not {out.name!r}", field="--bit-depth")
+    if args.save_every and (clash := overwrites.numbered_input(out, inputs)):
+        raise UserError(f"{clash!r} is an input; the picture of a step would overwrite it "
+                        f"(--save-every names them {out.stem}.NNNN{out.suffix})", field="--output")
+    gif = overwrites.output_file(args.progress_gif, "--progress-gif", (".gif",),
+                                 default + ".progress.gif", inputs) if args.progress_gif else None
     from batch_style import console, library
 
     bar = console.StepBar(sys.stderr, quiet=args.quiet, every=args.print_every)
@@ -53,10 +59,12 @@ def cmd_stylize(args) -> int:
         image_masks=_per_style(args.style_image_mask), protect=args.protect,
         device=args.device, weights=args.weights, tiny=args.tiny, option_names=OPTION_NAMES)
     bar.close()
-    images.save_image(painting.image, out, bit_depth=settings.bit_depth,
-                      icc_profile=images.image_profile(Path(args.content)))
+    with overwrites.writing(out):
+        images.save_image(painting.image, out, bit_depth=settings.bit_depth,
+                          icc_profile=profiles.result_profile(Path(args.content)))
     if gif is not None:
-        painting.save_progress_gif(gif)
+        with overwrites.writing(gif):
+            painting.save_progress_gif(gif)
     result = painting.result
     h, w = result.image.shape[:2]
     ended = result.stop_reason if result.stop_reason.startswith("converged") else \
@@ -68,12 +76,20 @@ def cmd_stylize(args) -> int:
 
 # Where the library names a mistake by its keyword, the command line names its option.
 OPTION_NAMES = {"masks": "--style-mask", "image_masks": "--style-image-mask",
-                 "protect": "--protect", "style_blend": "--style-blend", "device": "--device"}
+                "protect": "--protect", "style_blend": "--style-blend", "device": "--device"}
 
 
 def _per_style(given: list[str] | None) -> tuple[str | None, ...]:
     """--style-mask and --style-image-mask: one per style, in order; `none` for a style without."""
     return tuple(None if text == "none" else text for text in given or ())
+
+
+def _inputs(args, settings) -> list[str]:
+    """Every file `stylize` reads: nothing it writes may land on one."""
+    masks = [m for m in (*(args.style_mask or ()), *(args.style_image_mask or ())) if m != "none"]
+    return [args.content, *args.style, *masks, *([args.protect] if args.protect else []),
+            *([settings.init] if settings.init not in ("content", "noise") else []),
+            *([args.weights] if args.weights else [])]
 
 
 def _style_paths(styles: list[str]) -> list[str]:
@@ -92,31 +108,6 @@ def _style_paths(styles: list[str]) -> list[str]:
     return paths
 
 
-def _output_file(text: str, flag: str, suffixes: tuple[str, ...], default_name: str,
-                 inputs: list[str]) -> Path:
-    """Where `stylize` writes, checked before any work: a folder (one that exists, or any name
-    ending in /) gets `default_name` in it, a name without an extension gets its extension; the
-    name must end in one of `suffixes`, must not be an input, and its folder must be writable."""
-    import os
-
-    path = Path(text)
-    if path.is_dir() or text.endswith(("/", os.sep)):
-        path = path / default_name  # a folder, made with the result if it is not there yet
-    elif not path.suffix:
-        path = path.with_name(path.name + Path(default_name).suffix)  # `-o result`: result.png
-    if path.suffix.lower() not in suffixes:
-        raise UserError(f"expected a file name ending in {' or '.join(suffixes)}, or a folder "
-                        f"(ending in /), got {text!r}", field=flag)
-    if any(os.path.realpath(path) == os.path.realpath(i) for i in inputs):
-        raise UserError(f"{str(path)!r} is an input; the result would overwrite it", field=flag)
-    if path.exists() and not path.is_file():
-        raise UserError(f"{str(path)!r} exists and is not a regular file", field=flag)
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write into '{folder}'", field=flag)
-    return path
 
 
 def cmd_weights(args) -> int:
@@ -354,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug of ours: one line here, the traceback with --debug
         if args.debug:
             raise
+        from batch_style.pipeline.units import DISK_FULL
+
+        if isinstance(e, OSError) and e.errno in DISK_FULL:  # a full disk is not a bug
+            print(f"batch-style: error: {printable(str(e.filename or '.'))}: cannot write it: "
+                  f"{(e.strerror or '').lower()}; free some space and run again", file=sys.stderr)
+            return EXIT_FAILED
         print(f"batch-style: internal error: {type(e).__name__}: {printable(str(e))} (run again "
               f"with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILED

@@ -16,6 +16,7 @@ from batch_style.engine import tf_runtime
 from batch_style.engine.painter import MASK_FIELDS, Painter
 from batch_style.errors import UserError, UserErrors
 from batch_style.media import gif, images
+from batch_style.pipeline.read import overwrites
 from batch_style.pipeline.workers import memory
 from batch_style.settings import INITS, Settings, blend_problem, check_settings, resolve
 
@@ -124,7 +125,8 @@ def paint(content: Source, style: Source | Sequence[Source], settings: Settings 
         if keep_snapshots and (event.step % every == 0 or event.step == event.steps):
             snapshots.append(images.to_uint8(event.snapshot))
         if save_every and event.step % save_every == 0:
-            images.save_image(event.snapshot, numbered(Path(save_as), event))
+            with overwrites.writing(numbered(Path(save_as), event)) as path:
+                images.save_image(event.snapshot, path)
 
     with tf_runtime.on_cpu() if device == "cpu" else contextlib.nullcontext():
         budget = memory.budget_bytes(settings, "0" if tf_runtime.has_gpu() else None)

@@ -235,7 +235,7 @@ def measure_print(pair: str, size: int, steps: int | None, out_dir: str, weights
     short run) under the default memory budget, written as a 16-bit PNG with the photo's ICC
     profile. Seconds per level of its plan (the first counts the targets), and the writing."""
     stylizer, content, style = _setup(pair, weights, tiny)
-    from batch_style.media import images
+    from batch_style.media import images, profiles
     from batch_style.pipeline.workers.memory import budget_bytes
     from batch_style.settings import resolve
 
@@ -246,7 +246,7 @@ def measure_print(pair: str, size: int, steps: int | None, out_dir: str, weights
                               callback=lambda event: ends.__setitem__(event.scale, event.elapsed))
     started = time.perf_counter()
     path = Path(out_dir) / f"prints-{size}.png"
-    profile = images.image_profile(SAMPLES / PAIRS[pair][0])
+    profile = profiles.result_profile(SAMPLES / PAIRS[pair][0])
     images.save_image(result.image, path, bit_depth=16, icc_profile=profile)
     levels = [(lv.size, lv.tile, lv.steps, ends[i] - ends.get(i - 1, 0.0))
               for i, lv in enumerate(result.levels)]

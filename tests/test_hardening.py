@@ -363,6 +363,21 @@ MEDIA_CASES = [
     Case("static-mask-of-a-video-aspect", clip_job("protect: m.png\n"),
          ((7, "jobs[0].protect", "'m.png' is 48\u00d732 and the frames of 'clip.mp4' are "
                                  "32\u00d724"),)),
+    Case("mask-of-the-stored-pixels-of-a-turned-photo",
+         job("  - {name: a, content: turned.jpg, style: s.png, protect: m.png}\n"),
+         ((4, "jobs[0].protect", "'m.png' is 48\u00d732 and 'turned.jpg' is 32\u00d748"),)),
+    Case("mask-folder-of-the-stored-pixels", job("  - {name: a, content: turned.jpg, "
+                                                 "style: s.png, protect: tmasks}\n"),
+         ((4, "jobs[0].protect", "'tmasks/turned.png' is 48\u00d732 and 'turned.jpg' is "
+                                 "32\u00d748"),)),
+    Case("mask-all-black", job("  - {name: a, content: c.png, style: {image: s.png, "
+                               "mask: black.png}}\n"),
+         ((4, "jobs[0].style.mask", "'black.png' is black everywhere: its style would go "
+                                    "nowhere"),)),
+    Case("image-mask-all-black", job("  - {name: a, content: c.png, style: {image: s.png, "
+                                     "image_mask: blacksq.png}}\n"),
+         ((4, "jobs[0].style.image_mask", "'blacksq.png' is black everywhere: its style would "
+                                          "be taken from nothing"),)),
     Case("style-over-max-pixels", with_settings("{size: 2048, style_scale: 8}"),
          ((6, "jobs[0].style", "'s.png' is 32\u00d732; at size 2048 \u00d7 style_scale 8 it "
                                "would be 16384\u00d716384 = 268.4 Mpx, over the limit"),)),
@@ -519,7 +534,22 @@ HOSTILE_CASES = [
                                  "results"),),
          setup=lambda folder, out: ((out / "a").mkdir(parents=True),
                                     noise(48, 32).save(out / "a/c.png"))),
+    Case("mask-folder-entry-links-to-its-result", job("  - {name: a, content: photos, "
+                                                      "style: s.png, protect: lmasks}\n"),
+         ((4, "jobs[0].protect", "'lmasks/p.png' is inside "
+                                 "'out/mask-folder-entry-links-to-its-result/a', where job 'a' "
+                                 "writes its results"),),
+         setup=lambda folder, out: _mask_folder_linking_to(folder / "lmasks", out / "a/p.png")),
 ]
+
+
+def _mask_folder_linking_to(masks: Path, result: Path) -> None:
+    """A mask folder whose entry for photos/p.png is a link to the job's own result of it."""
+    result.parent.mkdir(parents=True)
+    noise(48, 32).save(result)
+    masks.mkdir()
+    noise(48, 32).save(masks / "q.png")
+    (masks / "p.png").symlink_to(result)
 
 
 @dataclass(frozen=True)
@@ -627,6 +657,8 @@ CARELESS_CASES = [
                               "  - {name: photos, content: photos, style: s.png}\n",
          ((4, "jobs[0].content", "'photos' is inside 'photos', where job 'photos' writes its "
                                  "results: results would overwrite their own inputs"),)),
+    Case("output-under-a-file", job(PAIR).replace("@OUT", "c.png/out"),
+         ((2, "output", "'c.png/out': 'c.png' is not a folder"),)),
     Case("style-is-a-result", job(PAIR + "  - {name: b, content: c.png, style: @OUT/a/c.png}\n"),
          ((5, "jobs[1].name", "'out/style-is-a-result/a/c.png', an input of this job, would be "
                               "overwritten by a result of job 'a'"),),
@@ -762,6 +794,18 @@ def build_media(folder: Path) -> None:
     (folder / "qmasks").mkdir()
     noise(32, 32, 11).save(folder / "qmasks/p.png")
     encode.write_mp4(clip(32, 24, 5), folder / "short.mp4", fps=10)
+    Image.new("L", (48, 32)).save(folder / "black.png")
+    Image.new("L", (32, 32)).save(folder / "blacksq.png")
+    (folder / "turned.jpg").write_bytes(turned_jpeg(48, 32))  # upright: 32×48
+    (folder / "tmasks").mkdir()
+    noise(48, 32, 12).save(folder / "tmasks/turned.png")
+
+
+def turned_jpeg(width: int, height: int) -> bytes:
+    """A JPEG stored width×height whose EXIF says to turn it a quarter (upright: height×width)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to view
+    return encoded_with_exif(noise(width, height, 13), exif)
 
 
 def substitute(text: str | bytes, folder: Path, case: Case) -> str | bytes:
@@ -1416,3 +1460,147 @@ def test_tiles_and_memory_budgets_that_cannot_work_are_refused_at_validation(tmp
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
     assert message in done.stderr and done.stderr.startswith("m.yaml:")
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Round 3: a command's inputs stay as they are; masks, profiles and disks that made nonsense
+
+
+# `stylize` arguments (run in a folder holding c.png 48×32, s.png, m.png 48×32, black.png,
+# blacksq.png, turned.jpg, r.0002.png) and the one line it must print; exit 2, nothing written.
+STYLIZE_CASES = [
+    ("style-mask-as-output", "c.png s.png --style-mask m.png -o m.png",
+     "--output: 'm.png' is an input; the result would overwrite it"),
+    ("protect-as-output", "c.png s.png --protect m.png -o m.png",
+     "--output: 'm.png' is an input; the result would overwrite it"),
+    ("image-mask-as-progress-gif", "c.png s.png --style-image-mask s.gif --progress-gif s.gif",
+     "--progress-gif: 's.gif' is an input; the result would overwrite it"),
+    ("save-every-over-a-style", "c.png r.0002.png --save-every 1 -o r.png",
+     "--output: 'r.0002.png' is an input; the picture of a step would overwrite it"),
+    ("save-every-over-a-mask-by-a-link", "c.png s.png --protect link.png --save-every 5 -o q.png",
+     "--output: 'link.png' is an input; the picture of a step would overwrite it"),
+    ("weights-as-output", "c.png s.png --weights m.png -o m.png",
+     "--output: 'm.png' is an input; the result would overwrite it"),
+    ("bit-depth-16-jpeg", "c.png s.png --bit-depth 16 -o x.jpg",
+     "--bit-depth: 16 bits per channel are written as PNG only; name the result .png, not "
+     "'x.jpg'"),
+    ("style-mask-all-black", "c.png s.png --style-mask black.png",
+     "--style-mask: 'black.png' is black everywhere: its style would go nowhere"),
+    ("image-mask-all-black", "c.png s.png --style-image-mask blacksq.png",
+     "--style-image-mask: 'blacksq.png' is black everywhere: its style would be taken from "
+     "nothing"),
+    ("mask-of-the-stored-pixels", "turned.jpg s.png --protect m.png",
+     "--protect: 'm.png' is 48×32 and its picture 32×48: a mask must have its picture's aspect"),
+    ("output-under-a-file", "c.png s.png -o c.png/x.png", "--output: '@/c.png' is not a folder"),
+]
+
+
+@pytest.fixture(scope="module")
+def stylize_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("stylize")
+    noise(48, 32).save(folder / "c.png")
+    noise(32, 32, 1).save(folder / "s.png")
+    noise(32, 32, 1).save(folder / "s.gif")
+    noise(48, 32, 8).save(folder / "m.png")
+    noise(32, 32, 2).save(folder / "r.0002.png")
+    Image.new("L", (48, 32)).save(folder / "black.png")
+    Image.new("L", (32, 32)).save(folder / "blacksq.png")
+    (folder / "turned.jpg").write_bytes(turned_jpeg(48, 32))
+    noise(48, 32, 3).save(folder / "q.0010.png")  # named as `-o q.png`'s step-10 picture
+    (folder / "link.png").symlink_to(folder / "q.0010.png")
+    return folder
+
+
+@pytest.mark.parametrize("case_id, args, line", STYLIZE_CASES, ids=[c[0] for c in STYLIZE_CASES])
+def test_stylize_refuses_before_any_work_and_changes_nothing(stylize_folder, case_id, args, line):
+    before = snapshot(stylize_folder)
+    done = run_cli("stylize", "--tiny", "-q", *args.split(), cwd=stylize_folder)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
+    expected = "batch-style: error: " + line.replace("@", str(stylize_folder))
+    assert done.stderr.startswith(expected), done.stderr
+    assert snapshot(stylize_folder) == before
+
+
+def icc_profiles() -> dict[str, bytes]:
+    """The profiles of the ICC case: a good sRGB one, and three a result must not carry."""
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return {"good": srgb, "huge": srgb + bytes(1 << 20),
+            "lab": ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes(),
+            "corrupt": b"not a profile at all " * 40}
+
+
+def test_results_carry_only_a_sane_rgb_profile_and_black_masks_fail_their_unit(tmp_path):
+    """One run: a huge profile (unreadable results), a Lab one and a damaged one are dropped
+    with one warning each; the sRGB one is kept; a black mask fails its unit in one line."""
+    (tmp_path / "photos").mkdir()
+    profiles = icc_profiles()
+    for seed, (name, profile) in enumerate(profiles.items()):
+        noise(48, 32, seed).save(tmp_path / f"photos/{name}.jpg", icc_profile=profile)
+    noise(32, 32, 9).save(tmp_path / "s.png")
+    Image.new("L", (48, 32)).save(tmp_path / "black.png")
+    small_manifest(tmp_path, "  - {name: a, content: photos, style: s.png, settings: "
+                             "{size: 32, steps: 1}}\n"
+                             "  - {name: b, content: photos/good.jpg, style: {image: s.png, "
+                             "mask: black.png}, settings: {size: 32, steps: 1}}\n")
+    done = run_cli("run", "--tiny", "--workers", "0", "m.yaml", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    for name in ("huge", "lab", "corrupt"):
+        with Image.open(tmp_path / f"out/a/{name}.png") as result:
+            result.load()
+            assert "icc_profile" not in result.info
+        warned = [line for line in done.stderr.splitlines()
+                  if f"{name}.jpg: its ICC colour profile is" in line]
+        assert len(warned) == 1, done.stderr
+    with Image.open(tmp_path / "out/a/good.png") as result:
+        assert result.info["icc_profile"] == profiles["good"]
+    assert not (tmp_path / "out/b/good.png").exists()
+    assert "black.png: is black everywhere: its style would go nowhere" in done.stderr
+
+
+def unshared(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`script` (sh) as root of its own user and mount namespace: tmpfs mounts of its own."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no user namespaces here: cannot mount a full or read-only file system")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PY": sys.executable}
+    return subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path):
+    noise(48, 32).save(tmp_path / "c.png")
+    noise(32, 32, 1).save(tmp_path / "s.png")
+    (tmp_path / "full").mkdir()
+    done = unshared("mount -t tmpfs -o size=64k tmpfs full && "
+                    "head -c 1M /dev/zero > full/filler 2>/dev/null; "
+                    "$PY -m batch_style stylize c.png s.png -o full/r.png --tiny -q --size 32 "
+                    "--steps 1", tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == ["full/r.png: cannot write it: no space left on device; "
+                                        "free some space and run again"]
+
+
+def test_validate_refuses_an_output_folder_on_a_read_only_mount_as_run_does(tmp_path):
+    noise(48, 32).save(tmp_path / "c.png")
+    noise(32, 32, 1).save(tmp_path / "s.png")
+    (tmp_path / "ro").mkdir()
+    small_manifest(tmp_path, PAIR, output="ro/out")
+    done = unshared("mount -t tmpfs -o ro tmpfs ro && $PY -m batch_style validate m.yaml; "
+                    "echo \"exit $?\"; $PY -m batch_style run --tiny m.yaml", tmp_path)
+    line = "m.yaml:2: output: 'ro/out': cannot write into 'ro': a read-only file system"
+    assert done.returncode == 2
+    assert done.stdout.splitlines() == ["exit 2"]
+    assert done.stderr.splitlines() == [line, line]
+
+
+def test_an_upright_mask_of_a_turned_photo_is_accepted_by_validate(tmp_path):
+    (tmp_path / "turned.jpg").write_bytes(turned_jpeg(48, 32))
+    noise(32, 48, 1).save(tmp_path / "upright.png")
+    noise(32, 32, 1).save(tmp_path / "s.png")
+    small_manifest(tmp_path, "  - {name: a, content: turned.jpg, style: s.png, "
+                             "protect: upright.png}\n")
+    done = run_cli("validate", "m.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr

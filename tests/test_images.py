@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from batch_style.errors import UserError
-from batch_style.media import gif, images
+from batch_style.media import gif, images, profiles
 
 BIG = 50_000_000  # max_pixels where the limit is not the point
 
@@ -309,18 +309,18 @@ def test_a_16_bit_png_keeps_the_float_values_and_the_photos_icc_profile(tmp_path
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     photo = tmp_path / "photo.jpg"
     Image.new("RGB", (8, 6), (10, 200, 30)).save(photo, icc_profile=icc)
-    assert images.image_profile(photo) == icc
+    assert profiles.result_profile(photo) == icc
     # 105 values 1/10000 apart: 8 bits would round them to two or three levels
     gradient = (0.5 + 1e-4 * np.arange(7 * 5 * 3, dtype=np.float32)).reshape(5, 7, 3)
     images.save_image(gradient, tmp_path / "r.png", bit_depth=16,
-                      icc_profile=images.image_profile(photo))
+                      icc_profile=profiles.result_profile(photo))
     back = cv2.imread(str(tmp_path / "r.png"), cv2.IMREAD_UNCHANGED)[..., ::-1]
     assert back.dtype == np.uint16 and back.shape == (5, 7, 3)
     np.testing.assert_allclose(back / 65535.0, gradient, atol=1 / 65535)
     assert len(np.unique(back)) == gradient.size
-    assert images.image_profile(tmp_path / "r.png") == icc
+    assert profiles.result_profile(tmp_path / "r.png") == icc
     images.save_image(gradient, tmp_path / "r8.png", icc_profile=icc)
-    assert images.image_profile(tmp_path / "r8.png") == icc
+    assert profiles.result_profile(tmp_path / "r8.png") == icc
     with pytest.raises(UserError, match="PNG only"):
         images.save_image(gradient, tmp_path / "r.jpg", bit_depth=16)
 

@@ -93,13 +93,19 @@ class Painter:
                          for m, p in zip(given, pictures))
 
         def checked(loaded, source, name, picture):
-            if loaded is not None and check:
-                (h, w), (ph, pw) = loaded.shape, picture.shape[:2]
-                if images.aspect_differs((w, h), (pw, ph)):
-                    what = f"'{source}'" if isinstance(source, (str, Path)) else "the mask"
-                    raise UserError(f"{what} is {w}\u00d7{h} and its picture {pw}\u00d7{ph}: a "
-                                    f"mask must have its picture's aspect ratio (within 1%)",
-                                    field=fields[name])
+            if loaded is None:
+                return None
+            what = f"'{source}'" if isinstance(source, (str, Path)) else "the mask"
+            (h, w), (ph, pw) = loaded.shape, picture.shape[:2]
+            if check and images.aspect_differs((w, h), (pw, ph)):
+                raise UserError(f"{what} is {w}\u00d7{h} and its picture {pw}\u00d7{ph}: a "
+                                f"mask must have its picture's aspect ratio (within 1%)",
+                                field=fields[name])
+            # A style sent nowhere, or taken from nowhere, is a mistake, not a quiet no-op (an
+            # empty protect mask only protects nothing).
+            if name != "protect" and images.is_black(loaded):
+                kind = "style" if name == "image_masks" else "result"
+                raise UserError(f"{what} {images.BLACK_MASK[kind]}", field=fields[name])
             return loaded
 
         regions = Regions(

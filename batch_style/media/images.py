@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from batch_style.atomic import atomic_path
 from batch_style.errors import UserError
@@ -61,6 +61,8 @@ def probe_image(path: Path, max_pixels: int) -> tuple[int, int]:
     try:
         with _bomb_guard(path, max_pixels), Image.open(path) as im:
             width, height = im.size
+            if _orientation(im) in _SIDEWAYS:  # the upright picture's size, as load_image's
+                width, height = height, width
     except UnidentifiedImageError:
         raise UserError("not an image: cannot identify image file", file=path) from None
     except _DECODE_ERRORS as e:
@@ -107,12 +109,37 @@ def load_image(path: Path, max_pixels: int) -> np.ndarray:
     probe_image(path, max_pixels)
     try:
         with _bomb_guard(path, max_pixels), Image.open(path) as im:
-            upright = ImageOps.exif_transpose(im)  # decodes the pixels
-            return _to_rgb_float(upright)
+            turn = _TRANSPOSE.get(_orientation(im))
+            im.load()
+            return _to_rgb_float(im.transpose(turn) if turn is not None else im)
     except _DECODE_ERRORS as e:
         # Pillow says "image file is truncated" and the like; ImageFile.LOAD_TRUNCATED_IMAGES stays
         # off because a silently grey bottom half is worse than an error.
         raise UserError(f"truncated or corrupt image: {e}", file=path) from None
+
+
+# EXIF orientations: how the stored pixels turn upright (as ImageOps.exif_transpose turns them).
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+_SIDEWAYS = (5, 6, 7, 8)  # stored on its side: the upright picture's width is the stored height
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1: upright) from the header, without decoding the pixels, so that
+    probe_image and load_image agree (a PNG's eXIf chunk after its pixels is not looked for)."""
+    try:
+        if im.format == "PNG":
+            exif = Image.Exif()
+            if im.info.get("exif"):
+                exif.load(im.info["exif"])
+        else:
+            exif = im.getexif()
+        value = exif.get(0x0112, 1)  # the Orientation tag
+    except _DECODE_ERRORS:
+        return 1
+    return value if isinstance(value, int) else 1
 
 
 @contextlib.contextmanager
@@ -230,7 +257,7 @@ def save_image(image: np.ndarray, path: Path, *, bit_depth: int = 8,
     """Write an RGB image atomically; the format follows the suffix (see IMAGE_FORMATS).
 
     `bit_depth` 16 writes a 16-bit PNG (prints: the optimizer's float values without 8-bit
-    banding); `icc_profile` (the photo's, image_profile()) is embedded, so the result's colours
+    banding); `icc_profile` (the photo's, profiles.result_profile()) is embedded, so the result's colours
     mean what the photo's did.
     """
     path = Path(path)
@@ -246,16 +273,6 @@ def save_image(image: np.ndarray, path: Path, *, bit_depth: int = 8,
     pil = Image.fromarray(to_uint8(image))
     with atomic_path(path) as tmp:
         pil.save(tmp, format=fmt, **options)
-
-
-def image_profile(path: Path) -> bytes | None:
-    """The ICC colour profile embedded in an image file, or None (none, or unreadable)."""
-    try:
-        with warnings.catch_warnings(), Image.open(path) as im:
-            warnings.simplefilter("ignore")
-            return im.info.get("icc_profile") or None
-    except _DECODE_ERRORS:
-        return None
 
 
 def _png16(image: np.ndarray, icc_profile: bytes | None) -> bytes:
@@ -389,3 +406,15 @@ def load_mask(path: Path, max_pixels: int) -> np.ndarray:
     """A mask as float32 H×W in [0,1]: the image's luminance (white = 1; a colour image counts
     by its brightness, a transparent one is composited onto white first, as load_image does)."""
     return luminance(load_image(path, max_pixels)).astype(np.float32)
+
+
+def is_black(mask: np.ndarray) -> bool:
+    """Whether a mask selects nothing: no pixel would round to above 0 in 8 bits."""
+    return float(np.max(mask, initial=0.0)) < 0.5 / _UINT8_MAX
+
+
+# Why a mask black everywhere is refused (stylize, validate, a worker), by what it masks.
+BLACK_MASK = {"result": "is black everywhere: its style would go nowhere (white marks where it "
+                        "goes)",
+              "style": "is black everywhere: its style would be taken from nothing (white marks "
+                       "the part of the style image it comes from)"}

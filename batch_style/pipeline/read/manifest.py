@@ -14,6 +14,7 @@ from batch_style.errors import UserError, UserErrors
 from batch_style.pipeline.jobs import Job, Manifest
 from batch_style.pipeline.read.job_fields import JOB_NAME, Given, JobReader, SettingsReader
 from batch_style.pipeline.read.media_probe import Media
+from batch_style.pipeline.read.overwrites import unwritable
 from batch_style.pipeline.read.paths import Files
 from batch_style.pipeline.read.yaml_nodes import (
     INVALID,
@@ -206,6 +207,8 @@ class _ManifestReader:
         path = self.files.checked_path(value, node, "output")
         if path is not None and path.exists() and not path.is_dir():
             self.nodes.error(node, "output", f"{value!r} exists and is not a folder")
+        elif path is not None and (problem := unwritable(path, self.files.shown_path)):
+            self.nodes.error(node, "output", f"{value!r}: {problem}")
         return path
 
     def jobs(self, top: dict, root: Node, defaults: dict[str, Given]) -> tuple[Job, ...]:

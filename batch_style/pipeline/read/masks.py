@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 from yaml.nodes import MappingNode, Node
 
+from batch_style.errors import UserError
 from batch_style.pipeline.jobs import IMAGE_EXTENSIONS, Masks
 from batch_style.pipeline.read.media_probe import Media
 from batch_style.pipeline.read.paths import Files, kind_of, missing, stem_matches
@@ -110,6 +111,8 @@ class MaskReader:
             self._mask_video(path, node, field, info)
         else:
             self._image(path, node, field, pictures, max_pixels, frames=kind == "video")
+        if len(self.nodes.errors) == errors and found == "file" and field.endswith(".mask"):
+            self._black(path, node, field, "result", max_pixels)
         return path if len(self.nodes.errors) == errors else None
 
     def _image(self, path: Path, node: Node, field: str, pictures: list, max_pixels: int,
@@ -141,11 +144,13 @@ class MaskReader:
                 self.nodes.error(node, field, f"'{self.files.shown_path(found[0])}' and "
                                  f"'{self.files.shown_path(found[1])}' both match "
                                  f"'{picture.name}'; keep one mask per photo")
-            else:
+            elif not self.files.in_results(found[0], node, field):  # a link to a result
                 size = self._size(found[0], node, field, max_pixels)
                 if size is not None and _aspect_differs(size, picture_size):
                     self.nodes.error(node, field, self._shape_problem(found[0], size, picture,
                                                                       picture_size))
+                elif size is not None and field.endswith(".mask"):
+                    self._black(found[0], node, field, "result", max_pixels)
         if lacking:
             names = ", ".join(f"'{p.name}'" for p in lacking[:SHOWN_MISSING])
             more = f" and {len(lacking) - SHOWN_MISSING} more" if len(lacking) > SHOWN_MISSING \
@@ -180,6 +185,8 @@ class MaskReader:
         style_size = self.media.probe_image(style, max_pixels)[0] if style else None
         if size is not None and style_size is not None and _aspect_differs(size, style_size):
             self.nodes.error(node, field, self._shape_problem(path, size, style, style_size))
+        elif size is not None:
+            self._black(path, node, field, "style", max_pixels)
         return path if len(self.nodes.errors) == errors else None
 
     # -- helpers -----------------------------------------------------------------------------
@@ -188,6 +195,21 @@ class MaskReader:
         if problem:
             self.nodes.error(node, field, f"'{self.files.shown_path(path)}': {problem}")
         return size
+
+    def _black(self, path: Path, node: Node, field: str, kind: str, max_pixels: int) -> None:
+        """`validate` (which decodes every image) refuses a style's mask that selects nothing;
+        `run` leaves that to the unit (worker.py), so as not to decode every mask up front."""
+        if not self.media.verify_pixels:
+            return
+        from batch_style.media import images
+
+        try:
+            black = images.is_black(images.load_mask(path, max_pixels))
+        except UserError:
+            return  # unreadable: said by the size check or the unit
+        if black:
+            self.nodes.error(node, field, f"'{self.files.shown_path(path)}' "
+                             f"{images.BLACK_MASK[kind]}")
 
     def _shape_problem(self, mask: Path, size, picture: Path, picture_size,
                        frames: bool = False) -> str:

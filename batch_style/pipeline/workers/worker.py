@@ -154,7 +154,7 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
 def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     from batch_style.engine import tf_runtime
     from batch_style.engine.objective import Temporal
-    from batch_style.media import gif, images
+    from batch_style.media import gif, images, profiles
     from batch_style.pipeline.state import events, ledger
     from batch_style.pipeline.state.snapshots import LiveSnapshot
     from batch_style.pipeline.workers import memory
@@ -226,7 +226,7 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     beat.done()
     live.done()
     images.save_image(result.image, unit.output, bit_depth=s.bit_depth,
-                      icc_profile=images.image_profile(unit.content))
+                      icc_profile=profiles.result_profile(unit.content))
     if unit.progress_gif is not None:
         stop_if_orphaned()
         gif.save_progress_gif(content, snapshots, result.image, unit.progress_gif)
