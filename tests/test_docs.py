@@ -322,3 +322,8 @@ def test_every_table_has_its_header_row(doc):
             header = lines[i - 1].replace("\\|", "") if i else ""  # \| is a cell's text
             assert header.startswith("|") and header.count("|") == line.count("|"), \
                 f"{doc.name}:{i + 1}: a table without its header row"
+
+
+def test_the_readme_stays_short_enough_to_read():
+    # A new user reads it whole: detail belongs in docs/ (the output tree is in docs/design.md).
+    assert len((REPO / "README.md").read_bytes()) <= 20 * 1024
