@@ -45,3 +45,16 @@ def test_tubingen_starry_night_is_stylized_and_recognisable(stylizer):
     assert _luminance_correlation(result.image, start) > 0.6
     # The picture changed visibly (the seed's weights would leave it almost as it was).
     assert np.abs(result.image - start).mean() > 0.03
+
+
+def test_the_readmes_library_call_paints_with_the_real_weights(monkeypatch):
+    # The README's three lines, as a notebook user types them (the defaults: `auto` included).
+    import batch_style
+
+    monkeypatch.chdir(SAMPLES.parent)
+    picture = batch_style.stylize("samples/photos/tubingen.jpg",
+                                  "samples/paintings/starry-night.jpg", size=64, steps=5)
+    photo = images.resize(images.load_image(SAMPLES / "photos" / "tubingen.jpg", 50_000_000),
+                          picture.size)
+    assert picture.size == (64, 48)
+    assert np.abs(np.asarray(picture, np.float32) / 255 - photo).mean() > 0.01  # it painted

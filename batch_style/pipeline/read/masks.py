@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 from yaml.nodes import MappingNode, Node
 
 from batch_style.errors import UserError
+from batch_style.media import images
 from batch_style.pipeline.jobs import IMAGE_EXTENSIONS, Masks
 from batch_style.pipeline.read.media_probe import Media
 from batch_style.pipeline.read.paths import Files, kind_of, missing, stem_matches
@@ -121,7 +122,7 @@ class MaskReader:
         size = self._size(path, node, field, max_pixels)
         if size is None:
             return
-        differ = [(p, s) for p, s in pictures if _aspect_differs(size, s)]
+        differ = [(p, s) for p, s in pictures if images.aspect_differs(size, s)]
         if differ:
             (picture, picture_size), more = differ[0], len(differ) - 1
             others = f" (and {more} more of the job's pictures)" if more else ""
@@ -146,7 +147,7 @@ class MaskReader:
                                  f"'{picture.name}'; keep one mask per photo")
             elif not self.files.in_results(found[0], node, field):  # a link to a result
                 size = self._size(found[0], node, field, max_pixels)
-                if size is not None and _aspect_differs(size, picture_size):
+                if size is not None and images.aspect_differs(size, picture_size):
                     self.nodes.error(node, field, self._shape_problem(found[0], size, picture,
                                                                       picture_size))
                 elif size is not None and field.endswith(".mask"):
@@ -170,7 +171,7 @@ class MaskReader:
             self.nodes.error(node, field, f"'{shown}' has {mask_info.n_frames} frames, "
                              f"'{video}' {info.n_frames}: a mask video needs one frame for "
                              f"each of the video's")
-        elif _aspect_differs(mask_info.size, info.size):
+        elif images.aspect_differs(mask_info.size, info.size):
             self.nodes.error(node, field, self._shape_problem(path, mask_info.size, info.path,
                                                               info.size, frames=True))
 
@@ -183,7 +184,7 @@ class MaskReader:
             return None
         size = self._size(path, node, field, max_pixels)
         style_size = self.media.probe_image(style, max_pixels)[0] if style else None
-        if size is not None and style_size is not None and _aspect_differs(size, style_size):
+        if size is not None and style_size is not None and images.aspect_differs(size, style_size):
             self.nodes.error(node, field, self._shape_problem(path, size, style, style_size))
         elif size is not None:
             self._black(path, node, field, "style", max_pixels)
@@ -201,8 +202,6 @@ class MaskReader:
         `run` leaves that to the unit (worker.py), so as not to decode every mask up front."""
         if not self.media.verify_pixels:
             return
-        from batch_style.media import images
-
         try:
             black = images.is_black(images.load_mask(path, max_pixels))
         except UserError:
@@ -219,9 +218,3 @@ class MaskReader:
         return (f"'{self.files.shown_path(mask)}' is {w}\u00d7{h} and {picture_text} "
                 f"{pw}\u00d7{ph}: a mask must have its picture's aspect ratio (within 1%; it is "
                 f"resized with the picture)")
-
-
-def _aspect_differs(size, other) -> bool:
-    from batch_style.media.images import aspect_differs  # imaging loads when needed
-
-    return aspect_differs(size, other)

@@ -8,8 +8,12 @@ from typing import Any
 
 from yaml.nodes import Node
 
+from batch_style.engine import schedule
 from batch_style.engine.model import layers_needed
+from batch_style.engine.schedule import level_sizes
 from batch_style.errors import UserError
+from batch_style.media import images, video
+from batch_style.media.images import fit_size, pixels_text
 from batch_style.pipeline.read.paths import Files
 from batch_style.pipeline.read.yaml_nodes import Nodes
 from batch_style.settings import Settings
@@ -41,9 +45,6 @@ class Media:
                     max_pixels: int) -> tuple[tuple[int, int] | None, str | None]:
         """(size, None), or (None, what is wrong): from the header, and with verify_pixels from
         a cheap read of the whole file; cached (several jobs share images)."""
-        # Imported when needed: media and video pull in imaging and ffmpeg libraries.
-        from batch_style.media import images
-
         key = (path, max_pixels)
         if key not in self._probed:
             try:
@@ -64,9 +65,6 @@ class Media:
         resized to style_scale × the result's longest side at each level, never under the
         minimum: it must fit at the coarsest level any content of the job is optimized at.
         """
-        from batch_style.engine.schedule import level_sizes
-        from batch_style.media.images import fit_size, pixels_text
-
         deepest, need = min_side(settings.content_layers + settings.style_layers)
         too_small = f"too small for VGG19's {deepest} (needs \u2265 {need} px a side)"
         over = f"over the limit of {pixels_text(settings.max_pixels)} (setting max_pixels)"
@@ -110,10 +108,8 @@ class Media:
 
     def probe_video(self, path: Path, node: Node, field: str) -> Any:
         """video.VideoInfo, or None when the file is not a usable video (reported)."""
-        from batch_style.media.video import probe_video
-
         try:
-            return probe_video(path)
+            return video.probe_video(path)
         except UserError as error:
             self.nodes.error(node, field, f"'{self.files.shown_path(path)}': {error.message}")
             return None
@@ -122,10 +118,8 @@ class Media:
                      end: float | None, fps: float | None) -> None:
         """The frames start, end and fps select (video.select_frames): none is a problem of the
         manifest, found now rather than half-way through a run."""
-        from batch_style.media.video import select_frames
-
         try:
-            select_frames(info, start, end, fps)
+            video.select_frames(info, start, end, fps)
         except UserError as error:
             key = next((k for k in ("start", "end", "fps") if k in entries), None)
             node = entries[key][1] if key else entries["video"][1]
@@ -143,8 +137,6 @@ def _plan_problem(size: tuple[int, int], settings: Settings) -> str | None:
     """Why the tiles or the memory budget the settings ask for cannot make a picture of `size`
     (engine/schedule.plan), found now rather than by a worker; None when they can or say
     nothing (the default budget depends on the machine that runs the unit)."""
-    from batch_style.engine import schedule
-
     if not (settings.tile_size or settings.memory_budget):
         return None
     layers = settings.content_layers + settings.style_layers

@@ -7,7 +7,10 @@ import re
 import time
 from pathlib import Path
 
+from PIL import Image
+
 from batch_style import atomic
+from batch_style.media import images
 from batch_style.pipeline.state.run_folder import SNAPSHOTS_DIR, snapshots_dir
 
 SNAPSHOT_EVERY_S = 2.0  # seconds between a worker's snapshot writes, whatever snapshot_every says
@@ -37,10 +40,6 @@ class LiveSnapshot:
         if self.last is not None and time.monotonic() - self.last < SNAPSHOT_EVERY_S:
             return
         self.last = time.monotonic()
-        from PIL import Image
-
-        from batch_style.media import images
-
         picture = Image.fromarray(images.to_uint8(progress.snapshot))
         picture.thumbnail((SNAPSHOT_PX, SNAPSHOT_PX), Image.Resampling.BILINEAR)
         # Renamed into place but not fsynced: it is a view, rewritten every few seconds.

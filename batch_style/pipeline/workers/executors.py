@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from batch_style.errors import UserError
 from batch_style.pipeline.units import UnitResult, WorkerConfig
 from batch_style.pipeline.workers import gpus
+from batch_style.pipeline.workers.pools import WorkerPools
 
 log = logging.getLogger("batch_style")
 
@@ -59,8 +60,6 @@ def local_executor(workers: int, config: WorkerConfig) -> cf.Executor:
     (pools.WorkerPools); 0: this process."""
     if workers == 0:
         return InProcessExecutor()
-    from batch_style.pipeline.workers.pools import WorkerPools
-
     return WorkerPools(workers, config)
 
 
