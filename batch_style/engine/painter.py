@@ -87,7 +87,7 @@ class Painter:
             if not given:
                 return ()
             if len(given) != len(styles):
-                raise UserError(f"expected one per style ({len(styles)}; none for a style "
+                raise UserError(f"expected one per style ({len(styles)}; `none` for a style "
                                 f"without one), got {len(given)}", field=fields[name])
             return tuple(checked(self.mask(m, limit, keep=keep), m, name, p)
                          for m, p in zip(given, pictures))
@@ -105,6 +105,8 @@ class Painter:
             # empty protect mask only protects nothing).
             if name != "protect" and images.is_black(loaded):
                 kind = "style" if name == "image_masks" else "result"
+                if not check:  # a manifest's mask, named as its file (the unit fails, in one line)
+                    raise UserError(images.BLACK_MASK[kind], file=str(source))
                 raise UserError(f"{what} {images.BLACK_MASK[kind]}", field=fields[name])
             return loaded
 
