@@ -16,6 +16,7 @@ from batch_style.settings import BACKENDS, FIELDS, check_value, resolve
 from batch_style.text import EscapingFormatter, printable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that went away
 
 
 def _settings_from_args(args: argparse.Namespace):
@@ -98,11 +99,14 @@ def cmd_stylize(args) -> int:
         if args.save_every and event.step % args.save_every == 0:
             images.save_image(event.snapshot, _numbered(out, event))
 
-    with tf_runtime.on_cpu() if args.device == "cpu" else contextlib.nullcontext():
-        budget = memory.budget_bytes(settings, "0" if tf_runtime.has_gpu() else None)
-        result = Stylizer(model).stylize(content, styles, settings, init=init, regions=regions,
-                                         callback=on_progress, memory=budget)
-    bar.close()
+    try:
+        with tf_runtime.on_cpu() if args.device == "cpu" else contextlib.nullcontext():
+            budget = memory.budget_bytes(settings, "0" if tf_runtime.has_gpu() else None)
+            result = Stylizer(model).stylize(content, styles, settings, init=init,
+                                             regions=regions, callback=on_progress,
+                                             memory=budget)
+    finally:
+        bar.close()  # a Ctrl-C's message starts on a line of its own
     images.save_image(result.image, out, bit_depth=settings.bit_depth,
                       icc_profile=images.image_profile(Path(args.content)))
     if gif is not None:
@@ -111,7 +115,7 @@ def cmd_stylize(args) -> int:
     ended = result.stop_reason if result.stop_reason.startswith("converged") else \
         f"{result.steps} steps ({result.stop_reason or 'step cap'})"
     say(f"wrote {out} ({w}×{h}, {ended}, {result.seconds:.1f} s, "
-          f"loss {result.losses.total:.4g})")
+        f"loss {result.losses.total:.4g})" + (f" and {gif}" if gif is not None else ""))
     return EXIT_OK
 
 
@@ -242,15 +246,50 @@ def cmd_status(args) -> int:
     from batch_style import console
     from batch_style.views import status
 
-    say(console.format_status(status.read_status(Path(args.output))))
+    say(console.format_status(status.read_status(_run_folder(args.output))))
     return EXIT_OK
 
 
 def cmd_report(args) -> int:
     from batch_style.views import report
 
-    say(f"wrote {report.write_report(Path(args.output))}")
+    say(f"wrote {report.write_report(_run_folder(args.output))}")
     return EXIT_OK
+
+
+class _UsageError(UserError):
+    """A mistake in what the command line names: exit 2 whatever the command."""
+
+
+MANIFEST_READ_BYTES = 1 << 20  # a manifest is a few KB; a bigger file is not one
+
+
+def _run_folder(text: str) -> Path:
+    """The run's output folder that OUTPUT names. A manifest given instead (an easy slip) is
+    followed to its `output:` (read cheaply: no validation, no images), said on stderr."""
+    path = Path(text)
+    if not path.is_file():
+        return path
+    import yaml
+
+    try:
+        with open(path, "rb") as f:
+            data = yaml.safe_load(f.read(MANIFEST_READ_BYTES))
+    except (OSError, ValueError, yaml.YAMLError):
+        data = None
+    output = data.get("output") if isinstance(data, dict) else None
+    if not isinstance(output, str) or not output.strip():
+        raise _UsageError("a file; expected a run's output folder (the `output:` of its "
+                          "manifest)", file=text)
+    import os
+
+    folder = Path(os.path.normpath(path.parent / os.path.expanduser(output)))
+    if not folder.is_dir():
+        raise _UsageError(f"this manifest's output folder '{folder}' does not exist yet: "
+                          f"run it first", file=text, field="output")
+    print(printable(f"batch-style: {text} is a manifest: its output folder is {folder}"),
+          file=sys.stderr)
+    return folder
 
 
 DEVICE_HELP = ("where to compute: auto (a GPU that TensorFlow can use, else the CPU), cpu, or gpu "
@@ -264,7 +303,7 @@ def cmd_serve(args) -> int:
         say(f"serving {args.output} at {address} (Ctrl-C to stop)")
         sys.stdout.flush()
 
-    serve.serve(Path(args.output), args.bind, args.port, ready)
+    serve.serve(_run_folder(args.output), args.bind, args.port, ready)
     return EXIT_OK
 
 
@@ -386,6 +425,9 @@ def build_parser() -> Parser:
 
 def entry() -> None:
     """The `batch-style` program: main() with TensorFlow's and XLA's chatter kept off stderr."""
+    from batch_style import interrupts
+
+    interrupts.install()
     from batch_style.engine import tf_runtime
 
     tf_runtime.quiet_stderr()
@@ -393,8 +435,30 @@ def entry() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return code
+    except BrokenPipeError:
+        # `status OUT | head -1`: the reader has all it wanted. Quietly, as `head` expects; the
+        # output is pointed at /dev/null so that Python's flush at exit finds no pipe either.
+        import os
+
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
+    from batch_style import interrupts
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("batch-style: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     logging.basicConfig(format="batch-style: %(levelname)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.setFormatter(EscapingFormatter("batch-style: %(levelname)s: %(message)s"))
@@ -411,7 +475,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("batch-style: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise
     except Exception as e:  # a bug of ours: one line here, the traceback with --debug
+        if interrupts.received():
+            # TensorFlow raises what it likes when Ctrl-C lands inside it (a StagingError, a
+            # SystemError): after a SIGINT, any exception is the interrupt.
+            print("batch-style: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         if args.debug:
             raise
         print(f"batch-style: internal error: {type(e).__name__}: {printable(str(e))} (run again "
@@ -432,4 +503,6 @@ def _is_usage(error: UserError) -> bool:
     # A bad option is a usage error (2); a bad input file for `stylize` is a failure (1).
     # Several bad options come as one UserErrors, whose own field is None.
     problems = getattr(error, "errors", None) or [error]
+    if isinstance(error, _UsageError):
+        return True
     return all(p.field is not None and p.field.startswith("--") for p in problems)
