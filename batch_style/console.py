@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from batch_style.pipeline.progress import RunProgress
+from batch_style.pipeline.progress import RunProgress, plan_line
 from batch_style.text import duration, printable
 
 PLAIN_EVERY_S = 30.0   # seconds between `stylize` step lines when not on a terminal (nohup, cron)
@@ -100,9 +100,8 @@ class RunDisplay:
             if self.output is not None:
                 self.reports.setdefault(self.output, None)
             self._start_poller()
-            if data["skipped"]:
-                self._write(f"{data['skipped']} of {data['total']} units already done; "
-                            f"resuming with {data['todo']}")
+            self._write(plan_line(data["total"], data["skipped"], data["todo"],
+                                  data.get("videos") or 0, data.get("expected")))
         elif kind == "unit_done" and data["status"] == "done":
             stopped = f"  {data['stopped']}" if data.get("stopped") else ""
             self._write(f"done    {data['key']}  {data['seconds']:.1f} s  "
@@ -172,7 +171,8 @@ class RunDisplay:
         for key, since in sorted(self.progress.in_flight.items(), key=lambda item: item[1]):
             beat = beats.get(key)
             if beat is None or not beat.get("steps"):
-                lines.append(f"{key}  starting ({duration(time.monotonic() - since)})")
+                doing = (beat or {}).get("phase") or "starting"
+                lines.append(f"{key}  {doing} ({duration(time.monotonic() - since)})")
                 continue
             scale = (f" (scale {beat['scale'] + 1}/{beat['scales']})"
                      if (beat.get("scales") or 1) > 1 else "")
@@ -207,7 +207,7 @@ class RunDisplay:
         elapsed = duration(time.monotonic() - self.started)
         parts = [f"{summary.done} done", f"{summary.skipped} already done"]
         if summary.assembled:
-            parts.append(f"{summary.assembled} videos assembled")
+            parts.append(f"{plural(summary.assembled, 'video')} assembled")
         if summary.failed:
             parts.append(f"{len(summary.failed)} failed")
         self.stream.write(f"batch-style: {', '.join(parts)} in {elapsed}\n")
@@ -267,6 +267,12 @@ def describe_plan(manifest, force: bool = False, *, device: str = "auto",
         lines += [f"    {path}" for path in _planned_paths(job, units, plan, manifest.output)]
         lines.append("    computes with: " + autotune.preview(s, longest, test_network=tiny,
                                                                 gpu=on_gpu))
+        todo = units if force else [u for u in units if not runner.unit_done(u, book, latest)]
+        expected = None if tiny or on_gpu else \
+            autotune.expected_seconds([(u.settings.size, u.cost) for u in todo])
+        lines.append(f"    time: about {duration(expected)} (this machine's cached timings)"
+                     if expected else "    time: measured at the first unit" if todo else
+                     "    time: nothing to run")
     state = run_folder.state_dir(manifest.output).name
     lines.append(f"  and the run's own: {run_folder.REPORT_NAME}, {run_folder.LOG_NAME}, "
                  f"{state}{os.sep}")
@@ -298,19 +304,27 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def _videos(counts) -> str:
+    """`; video 0 of 1 assembled`: videos counted apart from the units (pictures and frames)."""
+    if not counts.videos:
+        return ""
+    return f"; {'video' if counts.videos == 1 else 'videos'} {counts.videos_done} of " \
+           f"{counts.videos} assembled"
+
+
 def format_status(status) -> str:
     """`batch-style status`: counts per job, failures, busy workers and the time left."""
     state = ""
     if status.running_pid:
         state = f" — running (pid {status.running_pid})" if status.running_pid > 0 else \
             " — running"
-    elif status.pending:
+    elif status.pending or status.videos_left:
         state = " — not running: run the same command to finish"
     lines = [f"{status.output}: {status.done} done, {status.failed} failed, "
-             f"{status.pending} pending{state}"]
+             f"{status.pending} pending{_videos(status)}{state}"]
     for job in status.jobs:
         lines.append(f"  {job.name}: {job.done} done, {job.failed} failed, {job.pending} pending"
-                     f"; {duration(job.seconds)} spent")
+                     f"{_videos(job)}; {duration(job.seconds)} spent")
         for key, reason in job.failures:
             lines.append(f"    failed {key}: {reason}")
     spent = sum(job.seconds for job in status.jobs)
@@ -318,7 +332,8 @@ def format_status(status) -> str:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status.started))
         lines.append(f"  time spent: {duration(spent)} in units, since {when}")
     for beat in getattr(status, "workers", []):
-        steps = f"step {beat.get('step')}/{beat['steps']}" if beat.get("steps") else "starting"
+        steps = f"step {beat.get('step')}/{beat['steps']}" if beat.get("steps") else \
+            beat.get("phase") or "starting"
         loss = f"  loss {beat['loss']:.4g}" if isinstance(beat.get("loss"), (int, float)) else ""
         gpu = f", GPU {beat['gpu']}" if beat.get("gpu") is not None else ""
         lines.append(f"  busy: {beat['key']}  {steps}{loss}  [{beat.get('worker', '?')}{gpu}]")
