@@ -3,7 +3,9 @@
 from batch_style import interrupts
 
 interrupts.install()  # before the imports below: a Ctrl-C during them ends as "interrupted" too
-
-from batch_style.cli import entry  # noqa: E402
+try:
+    from batch_style.cli import entry
+except KeyboardInterrupt:
+    interrupts.exit_interrupted()
 
 entry()

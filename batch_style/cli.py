@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import sys
 from pathlib import Path
 
 from batch_style import __version__
 from batch_style.arguments import Parser, add_settings_options, count, positive
-from batch_style.errors import UserError
+from batch_style.errors import UsageError, UserError
 from batch_style.settings import BACKENDS, FIELDS, check_value, resolve
 from batch_style.text import EscapingFormatter, printable
 
@@ -69,44 +68,17 @@ def cmd_stylize(args) -> int:
     if settings.init not in ("content", "noise"):
         init = images.load_image(Path(settings.init), settings.max_pixels)
 
-    from batch_style.engine import tf_runtime
+    from batch_style import console, one_picture
 
-    if args.device == "gpu" and not tf_runtime.import_tensorflow().config.get_visible_devices("GPU"):
-        raise UserError("no GPU that TensorFlow can use (`batch-style doctor` says why)",
-                        field="--device")
-    tf_runtime.import_tensorflow(gpus=args.device != "cpu")  # --device cpu: the GPUs stay untouched
-    from batch_style import console
-    from batch_style.engine.model import load_feature_model
-    from batch_style.engine.stylizer import Stylizer
-    from batch_style.pipeline import memory
-    from batch_style.pipeline.worker import write_progress_gif
-
-    model = load_feature_model(settings.content_layers + settings.style_layers, args.weights,
-                               tiny=args.tiny, pooling=settings.pooling)
     bar = console.StepBar(sys.stderr, quiet=args.quiet, every=args.print_every)
-    snapshots = []
-    gif_every = settings.snapshot_every
-    if args.save_every:
-        # The optimizer hands out pictures every `snapshot_every` steps: often enough for both.
-        settings = settings.replace(snapshot_every=math.gcd(gif_every, args.save_every))
-
-    def on_progress(event):
-        bar.update(event)
-        if event.snapshot is None:
-            return
-        if gif is not None and (event.step % gif_every == 0 or event.step == event.steps):
-            snapshots.append(images.to_uint8(event.snapshot))
-        if args.save_every and event.step % args.save_every == 0:
-            images.save_image(event.snapshot, _numbered(out, event))
-
     try:
-        with tf_runtime.on_cpu() if args.device == "cpu" else contextlib.nullcontext():
-            budget = memory.budget_bytes(settings, "0" if tf_runtime.has_gpu() else None)
-            result = Stylizer(model).stylize(content, styles, settings, init=init,
-                                             regions=regions, callback=on_progress,
-                                             memory=budget)
+        bar.phase("loading TensorFlow")
+        result, snapshots, settings = one_picture.stylize(args, settings, (content, styles, init,
+                                                          regions), bar, out, gif)
     finally:
         bar.close()  # a Ctrl-C's message starts on a line of its own
+    from batch_style.pipeline.worker import write_progress_gif
+
     images.save_image(result.image, out, bit_depth=settings.bit_depth,
                       icc_profile=images.image_profile(Path(args.content)))
     if gif is not None:
@@ -117,13 +89,6 @@ def cmd_stylize(args) -> int:
     say(f"wrote {out} ({w}×{h}, {ended}, {result.seconds:.1f} s, "
         f"loss {result.losses.total:.4g})" + (f" and {gif}" if gif is not None else ""))
     return EXIT_OK
-
-
-def _numbered(out: Path, event) -> Path:
-    """`--save-every`: the picture at a step, next to the result: RESULT.0050.png (with several
-    scales, RESULT.scale1.0050.png: each scale counts its steps from 1)."""
-    scale = f".scale{event.scale + 1}" if event.scales > 1 else ""
-    return out.with_name(f"{out.stem}{scale}.{event.step:04d}{out.suffix}")
 
 
 def _style_paths(styles: list[str]) -> list[str]:
@@ -244,52 +209,17 @@ def cmd_doctor(args) -> int:
 
 def cmd_status(args) -> int:
     from batch_style import console
-    from batch_style.views import status
+    from batch_style.views import given_folder, status
 
-    say(console.format_status(status.read_status(_run_folder(args.output))))
+    say(console.format_status(status.read_status(given_folder.run_folder(args.output))))
     return EXIT_OK
 
 
 def cmd_report(args) -> int:
-    from batch_style.views import report
+    from batch_style.views import given_folder, report
 
-    say(f"wrote {report.write_report(_run_folder(args.output))}")
+    say(f"wrote {report.write_report(given_folder.run_folder(args.output))}")
     return EXIT_OK
-
-
-class _UsageError(UserError):
-    """A mistake in what the command line names: exit 2 whatever the command."""
-
-
-MANIFEST_READ_BYTES = 1 << 20  # a manifest is a few KB; a bigger file is not one
-
-
-def _run_folder(text: str) -> Path:
-    """The run's output folder that OUTPUT names. A manifest given instead (an easy slip) is
-    followed to its `output:` (read cheaply: no validation, no images), said on stderr."""
-    path = Path(text)
-    if not path.is_file():
-        return path
-    import yaml
-
-    try:
-        with open(path, "rb") as f:
-            data = yaml.safe_load(f.read(MANIFEST_READ_BYTES))
-    except (OSError, ValueError, yaml.YAMLError):
-        data = None
-    output = data.get("output") if isinstance(data, dict) else None
-    if not isinstance(output, str) or not output.strip():
-        raise _UsageError("a file; expected a run's output folder (the `output:` of its "
-                          "manifest)", file=text)
-    import os
-
-    folder = Path(os.path.normpath(path.parent / os.path.expanduser(output)))
-    if not folder.is_dir():
-        raise _UsageError(f"this manifest's output folder '{folder}' does not exist yet: "
-                          f"run it first", file=text, field="output")
-    print(printable(f"batch-style: {text} is a manifest: its output folder is {folder}"),
-          file=sys.stderr)
-    return folder
 
 
 DEVICE_HELP = ("where to compute: auto (a GPU that TensorFlow can use, else the CPU), cpu, or gpu "
@@ -297,13 +227,13 @@ DEVICE_HELP = ("where to compute: auto (a GPU that TensorFlow can use, else the 
 
 
 def cmd_serve(args) -> int:
-    from batch_style.views import serve
+    from batch_style.views import given_folder, serve
 
     def ready(address: str) -> None:
         say(f"serving {args.output} at {address} (Ctrl-C to stop)")
         sys.stdout.flush()
 
-    serve.serve(_run_folder(args.output), args.bind, args.port, ready)
+    serve.serve(given_folder.run_folder(args.output), args.bind, args.port, ready)
     return EXIT_OK
 
 
@@ -428,13 +358,20 @@ def entry() -> None:
     from batch_style import interrupts
 
     interrupts.install()
-    from batch_style.engine import tf_runtime
+    try:
+        from batch_style.engine import tf_runtime
 
-    tf_runtime.quiet_stderr()
-    sys.exit(main())
+        tf_runtime.quiet_stderr()
+    except KeyboardInterrupt:
+        interrupts.exit_interrupted()
+    code = main()
+    interrupts.ignore_from_now()
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from batch_style import interrupts
+
     try:
         code = _main(argv)
         sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
@@ -448,17 +385,20 @@ def main(argv: list[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except Exception:
+        if not interrupts.received():
+            raise
+        print("batch-style: interrupted", file=sys.stderr)  # while modules loaded
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("batch-style: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _main(argv: list[str] | None) -> int:
     from batch_style import interrupts
 
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except KeyboardInterrupt:
-        print("batch-style: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    args = build_parser().parse_args(argv)
     logging.basicConfig(format="batch-style: %(levelname)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.setFormatter(EscapingFormatter("batch-style: %(levelname)s: %(message)s"))
@@ -503,6 +443,6 @@ def _is_usage(error: UserError) -> bool:
     # A bad option is a usage error (2); a bad input file for `stylize` is a failure (1).
     # Several bad options come as one UserErrors, whose own field is None.
     problems = getattr(error, "errors", None) or [error]
-    if isinstance(error, _UsageError):
+    if isinstance(error, UsageError):
         return True
     return all(p.field is not None and p.field.startswith("--") for p in problems)

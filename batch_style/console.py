@@ -14,7 +14,8 @@ from batch_style.text import duration, printable
 
 PLAIN_EVERY_S = 30.0   # seconds between `stylize` step lines when not on a terminal (nohup, cron)
 PLAIN_PROGRESS_S = 60.0  # seconds between a run's progress lines when not on a terminal
-POLL_S = 2.0           # seconds between redraws of a run's live area on a terminal
+POLL_S = 1.0           # seconds between redraws of a run's live area on a terminal
+TICK_S = 1.0           # seconds between redraws of `stylize`'s bar on a terminal
 
 
 def _is_tty(stream: TextIO) -> bool:
@@ -27,13 +28,32 @@ def _bar(fraction: float, width: int = 24) -> str:
 
 
 class StepBar:
-    """One line redrawn in place on a terminal; a line every PLAIN_EVERY_S seconds otherwise;
-    with `every`, a line every `every` steps wherever it goes (the peers' `-print_iter`)."""
+    """One line redrawn in place on a terminal, at each step and every TICK_S seconds between
+    (a slow step, the loading and compiling before the first: the time still moves); a line
+    every PLAIN_EVERY_S seconds otherwise; with `every`, a line every `every` steps wherever it
+    goes (the peers' `-print_iter`)."""
 
     def __init__(self, stream: TextIO, quiet: bool = False, every: int | None = None):
         self.stream, self.quiet, self.every = stream, quiet, every
         self.tty = _is_tty(stream) and not every
         self.last_plain = 0.0
+        self.started = time.monotonic()
+        self.shown = ("", "starting", 0.0)  # (bar, text, elapsed) as last drawn, and when
+        self.shown_at = self.started
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.ticker: threading.Thread | None = None
+        if self.tty and not quiet:
+            self.ticker = threading.Thread(target=self._tick, name="batch-style-bar", daemon=True)
+            self.ticker.start()
+
+    def phase(self, text: str) -> None:
+        """What happens before the first step (loading the model, compiling)."""
+        if self.tty and not self.quiet:
+            with self.lock:
+                self.shown, self.shown_at = ("", text, time.monotonic() - self.started), \
+                    time.monotonic()
+                self._draw()
 
     def update(self, event) -> None:
         if self.quiet:
@@ -43,9 +63,11 @@ class StepBar:
         line = (f"step {event.step}/{event.steps}{scale} {w}×{h}  loss {event.losses.total:.4g}"
                 f"  {duration(event.elapsed)}")
         if self.tty:
-            fraction = event.step / max(event.steps, 1)
-            self.stream.write(f"\r{_bar(fraction)} {line}\033[K")
-            self.stream.flush()
+            with self.lock:
+                text = line.rsplit("  ", 1)[0]
+                self.shown = (_bar(event.step / max(event.steps, 1)) + " ", text, event.elapsed)
+                self.shown_at = time.monotonic()
+                self._draw()
         elif self.every:
             if event.step % self.every == 0 or event.step == event.steps:
                 self.stream.write(line + "\n")
@@ -55,10 +77,24 @@ class StepBar:
             self.stream.write(line + "\n")
             self.stream.flush()
 
+    def _draw(self) -> None:
+        bar, text, elapsed = self.shown
+        elapsed += time.monotonic() - self.shown_at
+        self.stream.write(f"\r{bar}{text}  {duration(elapsed)}\033[K")
+        self.stream.flush()
+
+    def _tick(self) -> None:
+        while not self.stopping.wait(TICK_S):
+            with self.lock:
+                if not self.stopping.is_set():
+                    self._draw()
+
     def close(self) -> None:
-        if self.tty and not self.quiet:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.stopping.set()
+        with self.lock:
+            if self.tty and not self.quiet:
+                self.stream.write("\n")
+                self.stream.flush()
 
 
 class RunDisplay:

@@ -4,6 +4,9 @@ StagingError, a SystemError), the command line ends as interrupted (130), not as
 from __future__ import annotations
 
 import signal
+import sys
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 _received: list[int] = []
 
@@ -23,3 +26,14 @@ def install() -> None:
 def received() -> bool:
     """Whether Ctrl-C (SIGINT) reached this process since install()."""
     return bool(_received)
+
+
+def exit_interrupted() -> None:
+    """End the program as interrupted: one line, exit 130."""
+    print("batch-style: interrupted", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def ignore_from_now() -> None:
+    """The command has ended: a Ctrl-C while Python exits changes nothing of what it did."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
