@@ -364,9 +364,7 @@ def entry() -> None:
         tf_runtime.quiet_stderr()
     except KeyboardInterrupt:
         interrupts.exit_interrupted()
-    code = main()
-    interrupts.ignore_from_now()
-    sys.exit(code)
+    interrupts.exit_with(main())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from batch_style import interrupts
 from batch_style.pipeline.progress import RunProgress, plan_line
 from batch_style.text import duration, printable
 
@@ -56,6 +57,7 @@ class StepBar:
                 self._draw()
 
     def update(self, event) -> None:
+        interrupts.check()  # a Ctrl-C swallowed on its way still stops `stylize`
         if self.quiet:
             return
         scale = f" scale {event.scale + 1}/{event.scales}" if event.scales > 1 else ""
@@ -125,6 +127,7 @@ class RunDisplay:
 
     # -- events from the run --------------------------------------------------------------------
     def event(self, kind: str, data: dict) -> None:
+        interrupts.check()  # a Ctrl-C swallowed on its way still stops the run
         with self.lock:
             self.progress.event(kind, data, time.monotonic())
             self._event(kind, data)

@@ -1,18 +1,24 @@
 """Ctrl-C, remembered: whatever TensorFlow raises while a KeyboardInterrupt is on its way (a
-StagingError, a SystemError), the command line ends as interrupted (130), not as a bug."""
+StagingError, a SystemError), the command line ends as interrupted (130), not as a bug; and a
+KeyboardInterrupt that some library swallowed is raised again at the next checkpoint."""
 
 from __future__ import annotations
 
+import atexit
+import os
 import signal
 import sys
+import threading
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 _received: list[int] = []
+_pending: list[int] = []  # Ctrl-Cs whose KeyboardInterrupt nobody has said it handled
 
 
 def _on_sigint(signum, frame):
     _received.append(signum)
+    _pending.append(signum)
     raise KeyboardInterrupt
 
 
@@ -28,12 +34,36 @@ def received() -> bool:
     return bool(_received)
 
 
+def handled() -> None:
+    """The KeyboardInterrupt of the Ctrl-Cs so far was caught and acted on (a run stopping)."""
+    _pending.clear()
+
+
+def check() -> None:
+    """Raise KeyboardInterrupt again where a Ctrl-C's was swallowed on its way (a library's
+    `except` around an import, a C extension's callback); for the main thread's loops."""
+    if _pending and threading.current_thread() is threading.main_thread():
+        _pending.clear()
+        raise KeyboardInterrupt
+
+
 def exit_interrupted() -> None:
     """End the program as interrupted: one line, exit 130."""
     print("batch-style: interrupted", file=sys.stderr)
     sys.exit(EXIT_INTERRUPTED)
 
 
-def ignore_from_now() -> None:
-    """The command has ended: a Ctrl-C while Python exits changes nothing of what it did."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def exit_with(code: int) -> None:
+    """End the program with `code`. After a Ctrl-C, without Python's finalization: a
+    KeyboardInterrupt that once crossed a C extension's PyRun_* call makes the interpreter end
+    itself by SIGINT there, whatever code the command returned."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command has ended: nothing to stop
+    if not _received:
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

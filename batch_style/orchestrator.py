@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batch_style import interrupts
 from batch_style.errors import UserError
 from batch_style.media.encode import FfmpegError
 from batch_style.media.flow import FlowFiles
@@ -170,6 +171,7 @@ def _run_manifest(manifest: Manifest, options: RunOptions, summary: RunSummary, 
         try:
             _run_plan(manifest, workers, config, options, summary, emit)
         except KeyboardInterrupt:
+            interrupts.handled()
             summary.interrupted = True
             # The display says it once, last; the log file keeps it.
             log.warning("interrupted: finished work is kept; run the same command to resume",
