@@ -318,3 +318,18 @@ def test_status_counts_a_videos_assembly_apart_from_its_frames(out):
                                            eta_seconds=None))
     assert text.splitlines()[0] == (f"{out}: 3 done, 0 failed, 32 pending; video 0 of 1 "
                                     f"assembled — not running: run the same command to finish")
+
+
+def test_a_worker_says_what_it_does_before_its_first_step(out):
+    """Loading TensorFlow and the model, measuring and compiling take a first unit tens of
+    seconds: its line says which, then its steps as soon as the first one ends."""
+    beat = events.WorkerBeat(out / ".batch_style", "pics/b")
+    beat.phase("loading the model")
+    display = console.RunDisplay(io.StringIO(), poll_s=0, plain_every_s=0)
+    display.event("start", {"total": 1, "todo": 1, "skipped": 0, "output": str(out)})
+    display.event("unit_start", {"key": "pics/b", "attempt": 1})
+    assert "busy: pics/b  loading the model (0s)" in display.stream.getvalue()
+    beat.update(progress(1, 10, 3.0))       # at once, however soon after the phase
+    display.event("unit_start", {"key": "pics/b", "attempt": 1})
+    assert "busy: pics/b  step 1/10  loss 3" in display.stream.getvalue()
+    display.close(RunSummary())
