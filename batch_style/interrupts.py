@@ -5,6 +5,7 @@ KeyboardInterrupt that some library swallowed is raised again at the next checkp
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -45,6 +46,21 @@ def check() -> None:
     if _pending and threading.current_thread() is threading.main_thread():
         _pending.clear()
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def kept_from_children():
+    """SIGINT blocked while worker processes are started: they inherit the mask, so a Ctrl-C
+    (which a terminal sends the whole process group) cannot kill one with a traceback before it
+    ignores SIGINT itself. A Ctrl-C meanwhile reaches this process on leaving, not lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def exit_interrupted() -> None:
