@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -18,12 +19,13 @@ from batch_style.arguments import (
     run_settings,
     stylize_settings,
 )
-from batch_style.errors import UserError
+from batch_style.errors import UsageError, UserError
 from batch_style.pipeline.read import overwrites
 from batch_style.settings import BACKENDS
 from batch_style.text import EscapingFormatter, number, printable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that went away
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -53,12 +55,15 @@ def cmd_stylize(args) -> int:
     from batch_style import console, library
 
     bar = console.StepBar(sys.stderr, quiet=args.quiet, every=args.print_every)
-    painting = library.paint(
-        args.content, args.style, settings, progress=bar.update, keep_snapshots=gif is not None,
-        save_every=args.save_every, save_as=out, masks=_per_style(args.style_mask),
-        image_masks=_per_style(args.style_image_mask), protect=args.protect,
-        device=args.device, weights=args.weights, tiny=args.tiny, option_names=OPTION_NAMES)
-    bar.close()
+    try:
+        painting = library.paint(
+            args.content, args.style, settings, progress=bar.update, phase=bar.phase,
+            keep_snapshots=gif is not None, save_every=args.save_every, save_as=out,
+            masks=_per_style(args.style_mask), image_masks=_per_style(args.style_image_mask),
+            protect=args.protect, device=args.device, weights=args.weights, tiny=args.tiny,
+            option_names=OPTION_NAMES)
+    finally:
+        bar.close()  # a Ctrl-C's message starts on a line of its own
     with overwrites.writing(out):
         images.save_image(painting.image, out, bit_depth=settings.bit_depth,
                           icc_profile=profiles.result_profile(Path(args.content)))
@@ -70,7 +75,7 @@ def cmd_stylize(args) -> int:
     ended = result.stop_reason if result.stop_reason.startswith("converged") else \
         f"{result.steps} steps ({result.stop_reason or 'step cap'})"
     say(f"wrote {out} ({w}×{h}, {ended}, {result.seconds:.1f} s, "
-          f"loss {result.losses.total:.4g})")
+        f"loss {result.losses.total:.4g})" + (f" and {gif}" if gif is not None else ""))
     return EXIT_OK
 
 
@@ -164,16 +169,16 @@ def cmd_doctor(args) -> int:
 
 def cmd_status(args) -> int:
     from batch_style import console
-    from batch_style.views import status
+    from batch_style.views import given_folder, status
 
-    say(console.format_status(status.read_status(Path(args.output))))
+    say(console.format_status(status.read_status(given_folder.run_folder(args.output))))
     return EXIT_OK
 
 
 def cmd_report(args) -> int:
-    from batch_style.views import report
+    from batch_style.views import given_folder, report
 
-    say(f"wrote {report.write_report(Path(args.output))}")
+    say(f"wrote {report.write_report(given_folder.run_folder(args.output))}")
     return EXIT_OK
 
 
@@ -184,13 +189,13 @@ DEVICE_HELP = ("where to compute: auto (a GPU that TensorFlow can use, else the 
 
 
 def cmd_serve(args) -> int:
-    from batch_style.views import serve
+    from batch_style.views import given_folder, serve
 
     def ready(address: str) -> None:
         say(f"serving {args.output} at {address} (Ctrl-C to stop)")
         sys.stdout.flush()
 
-    serve.serve(Path(args.output), args.bind, args.port, ready)
+    serve.serve(given_folder.run_folder(args.output), args.bind, args.port, ready)
     return EXIT_OK
 
 
@@ -317,15 +322,48 @@ def build_parser() -> Parser:
 
 def entry() -> None:
     """The `batch-style` program: main() with TensorFlow's and XLA's chatter kept off stderr."""
-    from batch_style.engine import tf_runtime
+    from batch_style import interrupts
 
-    tf_runtime.quiet_stderr()
-    sys.exit(main())
+    interrupts.install()
+    try:
+        from batch_style.engine import tf_runtime
+
+        tf_runtime.quiet_stderr()
+    except KeyboardInterrupt:
+        interrupts.exit_interrupted()
+    interrupts.exit_with(main())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from batch_style import interrupts
+
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return code
+    except BrokenPipeError:
+        # `status OUT | head -1`: the reader has all it wanted. Quietly, as `head` expects; the
+        # output is pointed at /dev/null so that Python's flush at exit finds no pipe either.
+        import os
+
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception:
+        if not interrupts.received():
+            raise
+        print("batch-style: interrupted", file=sys.stderr)  # while modules loaded
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("batch-style: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
+    from batch_style import interrupts
+
+    args = build_parser().parse_args(argv)
     logging.basicConfig(format="batch-style: %(levelname)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.setFormatter(EscapingFormatter("batch-style: %(levelname)s: %(message)s"))
@@ -342,7 +380,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("batch-style: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise
     except Exception as e:  # a bug of ours: one line here, the traceback with --debug
+        if interrupts.received():
+            # TensorFlow raises what it likes when Ctrl-C lands inside it (a StagingError, a
+            # SystemError): after a SIGINT, any exception is the interrupt.
+            print("batch-style: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         if args.debug:
             raise
         from batch_style.pipeline.units import DISK_FULL
@@ -369,4 +414,6 @@ def _is_usage(error: UserError) -> bool:
     # A bad option is a usage error (2); a bad input file for `stylize` is a failure (1).
     # Several bad options come as one UserErrors, whose own field is None.
     problems = getattr(error, "errors", None) or [error]
+    if isinstance(error, UsageError):
+        return True
     return all(p.field is not None and p.field.startswith("--") for p in problems)

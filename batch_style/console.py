@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from batch_style.pipeline.state.progress import RunProgress
+from batch_style import interrupts
+from batch_style.pipeline.state.progress import RunProgress, plan_line
 from batch_style.text import duration, printable
 
 PLAIN_EVERY_S = 30.0   # seconds between `stylize` step lines when not on a terminal (nohup, cron)
 PLAIN_PROGRESS_S = 60.0  # seconds between a run's progress lines when not on a terminal
-POLL_S = 2.0           # seconds between redraws of a run's live area on a terminal
+POLL_S = 1.0           # seconds between redraws of a run's live area on a terminal
+TICK_S = 1.0           # seconds between redraws of `stylize`'s bar on a terminal
 
 
 def _is_tty(stream: TextIO) -> bool:
@@ -27,15 +29,35 @@ def _bar(fraction: float, width: int = 24) -> str:
 
 
 class StepBar:
-    """One line redrawn in place on a terminal; a line every PLAIN_EVERY_S seconds otherwise;
-    with `every`, a line every `every` steps wherever it goes (the peers' `-print_iter`)."""
+    """One line redrawn in place on a terminal, at each step and every TICK_S seconds between
+    (a slow step, the loading and compiling before the first: the time still moves); a line
+    every PLAIN_EVERY_S seconds otherwise; with `every`, a line every `every` steps wherever it
+    goes (the peers' `-print_iter`)."""
 
     def __init__(self, stream: TextIO, quiet: bool = False, every: int | None = None):
         self.stream, self.quiet, self.every = stream, quiet, every
         self.tty = _is_tty(stream) and not every
         self.last_plain = 0.0
+        self.started = time.monotonic()
+        self.shown = ("", "starting", 0.0)  # (bar, text, elapsed) as last drawn, and when
+        self.shown_at = self.started
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.ticker: threading.Thread | None = None
+        if self.tty and not quiet:
+            self.ticker = threading.Thread(target=self._tick, name="batch-style-bar", daemon=True)
+            self.ticker.start()
+
+    def phase(self, text: str) -> None:
+        """What happens before the first step (loading the model, compiling)."""
+        if self.tty and not self.quiet:
+            with self.lock:
+                self.shown, self.shown_at = ("", text, time.monotonic() - self.started), \
+                    time.monotonic()
+                self._draw()
 
     def update(self, event) -> None:
+        interrupts.check()  # a Ctrl-C swallowed on its way still stops `stylize`
         if self.quiet:
             return
         scale = f" scale {event.scale + 1}/{event.scales}" if event.scales > 1 else ""
@@ -43,9 +65,11 @@ class StepBar:
         line = (f"step {event.step}/{event.steps}{scale} {w}×{h}  loss {event.losses.total:.4g}"
                 f"  {duration(event.elapsed)}")
         if self.tty:
-            fraction = event.step / max(event.steps, 1)
-            self.stream.write(f"\r{_bar(fraction)} {line}\033[K")
-            self.stream.flush()
+            with self.lock:
+                text = line.rsplit("  ", 1)[0]
+                self.shown = (_bar(event.step / max(event.steps, 1)) + " ", text, event.elapsed)
+                self.shown_at = time.monotonic()
+                self._draw()
         elif self.every:
             if event.step % self.every == 0 or event.step == event.steps:
                 self.stream.write(line + "\n")
@@ -55,10 +79,24 @@ class StepBar:
             self.stream.write(line + "\n")
             self.stream.flush()
 
+    def _draw(self) -> None:
+        bar, text, elapsed = self.shown
+        elapsed += time.monotonic() - self.shown_at
+        self.stream.write(f"\r{bar}{text}  {duration(elapsed)}\033[K")
+        self.stream.flush()
+
+    def _tick(self) -> None:
+        while not self.stopping.wait(TICK_S):
+            with self.lock:
+                if not self.stopping.is_set():
+                    self._draw()
+
     def close(self) -> None:
-        if self.tty and not self.quiet:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.stopping.set()
+        with self.lock:
+            if self.tty and not self.quiet:
+                self.stream.write("\n")
+                self.stream.flush()
 
 
 class RunDisplay:
@@ -89,6 +127,7 @@ class RunDisplay:
 
     # -- events from the run --------------------------------------------------------------------
     def event(self, kind: str, data: dict) -> None:
+        interrupts.check()  # a Ctrl-C swallowed on its way still stops the run
         with self.lock:
             self.progress.event(kind, data, time.monotonic())
             self._event(kind, data)
@@ -100,9 +139,8 @@ class RunDisplay:
             if self.output is not None:
                 self.reports.setdefault(self.output, None)
             self._start_poller()
-            if data["skipped"]:
-                self._write(f"{data['skipped']} of {data['total']} units already done; "
-                            f"resuming with {data['todo']}")
+            self._write(plan_line(data["total"], data["skipped"], data["todo"],
+                                  data.get("videos") or 0, data.get("expected")))
         elif kind == "unit_done" and data["status"] == "done":
             stopped = f"  {data['stopped']}" if data.get("stopped") else ""
             self._write(f"done    {data['key']}  {data['seconds']:.1f} s  "
@@ -172,7 +210,8 @@ class RunDisplay:
         for key, since in sorted(self.progress.in_flight.items(), key=lambda item: item[1]):
             beat = beats.get(key)
             if beat is None or not beat.get("steps"):
-                lines.append(f"{key}  starting ({duration(time.monotonic() - since)})")
+                doing = (beat or {}).get("phase") or "starting"
+                lines.append(f"{key}  {doing} ({duration(time.monotonic() - since)})")
                 continue
             scale = (f" (scale {beat['scale'] + 1}/{beat['scales']})"
                      if (beat.get("scales") or 1) > 1 else "")
@@ -207,7 +246,7 @@ class RunDisplay:
         elapsed = duration(time.monotonic() - self.started)
         parts = [f"{summary.done} done", f"{summary.skipped} already done"]
         if summary.assembled:
-            parts.append(f"{summary.assembled} videos assembled")
+            parts.append(f"{plural(summary.assembled, 'video')} assembled")
         if summary.failed:
             parts.append(f"{len(summary.failed)} failed")
         self.stream.write(f"batch-style: {', '.join(parts)} in {elapsed}\n")
@@ -268,6 +307,12 @@ def describe_plan(manifest, force: bool = False, *, device: str = "auto",
         lines += [f"    {path}" for path in _planned_paths(job, units, plan, manifest.output)]
         lines.append("    computes with: " + autotune.preview(s, longest, test_network=tiny,
                                                                 gpu=on_gpu))
+        todo = units if force else [u for u in units if not runner.unit_done(u, book, latest)]
+        expected = None if tiny or on_gpu else \
+            autotune.expected_seconds([(u.settings.size, u.cost) for u in todo])
+        lines.append(f"    time: about {duration(expected)} (this machine's cached timings)"
+                     if expected else "    time: measured at the first unit" if todo else
+                     "    time: nothing to run")
     state = run_folder.state_dir(manifest.output).name
     lines.append(f"  and the run's own: {run_folder.REPORT_NAME}, {run_folder.LOG_NAME}, "
                  f"{state}{os.sep}")
@@ -299,19 +344,27 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def _videos(counts) -> str:
+    """`; video 0 of 1 assembled`: videos counted apart from the units (pictures and frames)."""
+    if not counts.videos:
+        return ""
+    return f"; {'video' if counts.videos == 1 else 'videos'} {counts.videos_done} of " \
+           f"{counts.videos} assembled"
+
+
 def format_status(status) -> str:
     """`batch-style status`: counts per job, failures, busy workers and the time left."""
     state = ""
     if status.running_pid:
         state = f" — running (pid {status.running_pid})" if status.running_pid > 0 else \
             " — running"
-    elif status.pending:
+    elif status.pending or status.videos_left:
         state = " — not running: run the same command to finish"
     lines = [f"{status.output}: {status.done} done, {status.failed} failed, "
-             f"{status.pending} pending{state}"]
+             f"{status.pending} pending{_videos(status)}{state}"]
     for job in status.jobs:
         lines.append(f"  {job.name}: {job.done} done, {job.failed} failed, {job.pending} pending"
-                     f"; {duration(job.seconds)} spent")
+                     f"{_videos(job)}; {duration(job.seconds)} spent")
         for key, reason in job.failures:
             lines.append(f"    failed {key}: {reason}")
     spent = sum(job.seconds for job in status.jobs)
@@ -319,7 +372,8 @@ def format_status(status) -> str:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status.started))
         lines.append(f"  time spent: {duration(spent)} in units, since {when}")
     for beat in getattr(status, "workers", []):
-        steps = f"step {beat.get('step')}/{beat['steps']}" if beat.get("steps") else "starting"
+        steps = f"step {beat.get('step')}/{beat['steps']}" if beat.get("steps") else \
+            beat.get("phase") or "starting"
         loss = f"  loss {beat['loss']:.4g}" if isinstance(beat.get("loss"), (int, float)) else ""
         gpu = f", GPU {beat['gpu']}" if beat.get("gpu") is not None else ""
         lines.append(f"  busy: {beat['key']}  {steps}{loss}  [{beat.get('worker', '?')}{gpu}]")

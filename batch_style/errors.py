@@ -37,3 +37,8 @@ class UserErrors(UserError):
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
+
+
+class UsageError(UserError):
+    """A mistake in what the command line names (not in a file's content): exit 2 whatever the
+    command."""

@@ -71,7 +71,8 @@ def _checked(given: Mapping[str, Any], field: Callable[[str], str] = str) -> dic
 
 
 def paint(content: Source, style: Source | Sequence[Source], settings: Settings | None = None,
-          *, progress: Callable | None = None, keep_snapshots: bool = False,
+          *, progress: Callable | None = None, phase: Callable[[str], None] | None = None,
+          keep_snapshots: bool = False,
           save_every: int | None = None, save_as: str | Path | None = None,
           masks: Sequence[Source | None] = (), image_masks: Sequence[Source | None] = (),
           protect: Source | None = None, device: str = "auto", weights: str | Path | None = None,
@@ -79,7 +80,8 @@ def paint(content: Source, style: Source | Sequence[Source], settings: Settings 
     """Stylize `content` with one style or several (`settings.style_blend` weighs them).
 
     `progress(event)` is called after every step with an engine.stylizer.Progress (its
-    `snapshot` holds the picture every settings.snapshot_every steps); `keep_snapshots` keeps
+    `snapshot` holds the picture every settings.snapshot_every steps), `phase(text)` before
+    each stage of the start (loading TensorFlow, the model, …); `keep_snapshots` keeps
     those for a progress GIF; `save_every` N writes the picture every N steps beside `save_as`
     (numbered(): RESULT.0050.png). `masks` (one per style, None for none) say where each style goes,
     `image_masks` which part of each painting it comes from, `protect` which part of the photo
@@ -111,6 +113,8 @@ def paint(content: Source, style: Source | Sequence[Source], settings: Settings 
     init = None if settings.init in INITS else painter.picture(settings.init, limit)
     regions = painter.regions(settings, photo, styles, masks, image_masks, protect,
                               fields={**MASK_FIELDS, **(option_names or {})})
+    say = phase or (lambda text: None)
+    say("loading TensorFlow")
     if device == "gpu" and not tf_runtime.import_tensorflow().config.get_visible_devices("GPU"):
         raise UserError("no GPU that TensorFlow can use (`batch-style doctor` says why)",
                         field=fields("device"))
@@ -129,6 +133,10 @@ def paint(content: Source, style: Source | Sequence[Source], settings: Settings 
                 images.save_image(event.snapshot, path)
 
     with tf_runtime.on_cpu() if device == "cpu" else contextlib.nullcontext():
+        if not painter.holds(settings):
+            say("loading the model")
+            painter.stylizer(settings)
+        say("measuring this machine and compiling")
         budget = memory.budget_bytes(settings, "0" if tf_runtime.has_gpu() else None)
         result = painter.paint(photo, styles, settings, init=init, regions=regions,
                                callback=on_progress, memory=budget)

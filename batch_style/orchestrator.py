@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batch_style import interrupts
 from batch_style.errors import UserError
 from batch_style.media.encode import FfmpegError
 from batch_style.media.flow import FlowFiles
@@ -23,6 +24,7 @@ from batch_style.pipeline.jobs import Manifest
 from batch_style.pipeline.plan import Plan, VideoPlan
 from batch_style.pipeline.read.manifest import load_all
 from batch_style.pipeline.state import events, ledger, run_folder, run_lock, safe_files
+from batch_style.pipeline.state.progress import plan_line
 from batch_style.pipeline.units import DISK_FULL, Unit, UnitResult, WorkerConfig
 from batch_style.pipeline.watch import LiveReport
 from batch_style.pipeline.workers import dispatch, executors
@@ -164,8 +166,11 @@ def _run_manifest(manifest: Manifest, options: RunOptions, summary: RunSummary, 
         try:
             _run_plan(manifest, workers, config, options, summary, emit)
         except KeyboardInterrupt:
+            interrupts.handled()
             summary.interrupted = True
-            log.warning("interrupted: finished work is kept; run the same command to resume")
+            # The display says it once, last; the log file keeps it.
+            log.warning("interrupted: finished work is kept; run the same command to resume",
+                        extra={"displayed": True})
         except OSError as e:
             # A worker's disk-full is a unit result (see _dispatch); this is the orchestrator's
             # own writing: extracted frames, the ledger, plan.json, assembled videos.
@@ -208,11 +213,12 @@ def _run_plan(manifest: Manifest, workers: int, config: WorkerConfig, options: R
     _write_plan(manifest, plan, out)
     todo = [u for u in plan.units if options.force or not unit_done(u, book, latest)]
     summary.skipped += len(plan.units) - len(todo)
-    log.info("run %s: %d units, %d already done, %d to do", manifest.path,
-             len(plan.units), len(plan.units) - len(todo), len(todo))
-    emit("start", {"total": len(plan.units), "todo": len(todo),
-                   "skipped": len(plan.units) - len(todo),
-                   "costs": {u.key: u.cost for u in todo}, "workers": max(workers, 1)})
+    videos = [v for v in plan.videos if v.outputs]
+    expected = _expected_seconds(todo, config, options)
+    start = {"total": len(plan.units), "todo": len(todo), "skipped": len(plan.units) - len(todo),
+             "videos": len(videos), "expected": expected}
+    log.info("run %s: %s", manifest.path, plan_line(**start), extra={"displayed": True})
+    emit("start", {**start, "costs": {u.key: u.cost for u in todo}, "workers": max(workers, 1)})
     todo_keys = {u.key for u in todo}
     flow_jobs = []
     for vp in plan.videos:
@@ -234,6 +240,17 @@ def _run_plan(manifest: Manifest, workers: int, config: WorkerConfig, options: R
     removed = run_folder.sweep_temporaries(out, jobs)
     if removed:
         log.info("removed %d temporary files left by workers that died during this run", removed)
+
+
+def _expected_seconds(todo: list[Unit], config: WorkerConfig, options: RunOptions
+                      ) -> float | None:
+    """The units' time on this machine's CPU from autotune's cached figures (none on GPUs,
+    a cluster or the test network, whose pace is not those figures')."""
+    if options.tiny or getattr(config, "gpu_ids", ()) or getattr(config, "scheduler", None):
+        return None
+    from batch_style.engine import autotune
+
+    return autotune.expected_seconds([(u.settings.size, u.cost) for u in todo])
 
 
 def _flow_gate(flows: FlowFiles):
@@ -287,7 +304,7 @@ def _record(unit: Unit, result: UnitResult, attempt: int, book: ledger.Ledger,
               "cuda_visible_devices": result.cuda_visible_devices,
               "tf_loaded_before_pinning": result.tf_loaded_before_pinning,
               **{k: getattr(result, k) for k in ("precision", "convolution", "choice", "device",
-                                                 "stopped")}}
+                                                 "stopped", "warmup")}}
     if result.ok:
         record["outputs"] = [str(p) for p in (unit.output, unit.progress_gif) if p]
         summary.done += 1

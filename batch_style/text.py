@@ -49,3 +49,19 @@ class EscapingFormatter(logging.Formatter):
             args = record.args if isinstance(record.args, tuple) else (record.args,)
             record.args = tuple(printable(a) if isinstance(a, str) else a for a in args)
         return super().format(record)
+
+
+def close_file_name(path) -> str | None:
+    """The name in a missing file's folder closest to its own (a typo: `photo.jgp` for
+    `photo.jpg`), or None."""
+    import difflib
+    import os
+
+    folder, name = os.path.split(os.fspath(path))
+    try:
+        with os.scandir(folder or ".") as entries:
+            names = [e.name for _, e in zip(range(10_000), entries) if not e.name.startswith(".")]
+    except OSError:
+        return None
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    return close[0] if close else None

@@ -120,7 +120,8 @@ def test_the_choice_is_the_cheapest_expected_step(figures, precision, convolutio
 
 def test_the_reason_says_where_it_was_measured():
     choice = autotune.decide(FIGURES, "auto", "auto", False, autotune.where((256, 192)))
-    assert choice.reason.endswith(f"; measured at 256×192 px on {autotune.tf_runtime.cpu_model()}, "
+    assert choice.reason.endswith(f"; timed on a 256×192 px sample on "
+                                  f"{autotune.tf_runtime.cpu_model()}, "
                                   f"TF {autotune.tf_runtime.tf_version()}")
     assert str(choice).startswith("winograd convolutions, float32: winograd 0.36 s/step")
 
@@ -193,8 +194,9 @@ def test_the_dry_run_shows_the_measured_choice_or_that_it_is_to_come(cache, medi
                                 "style": str(media_dir / "style.png")}])
     (loaded,) = load_all([manifest])
     lines = console.describe_plan(loaded, device="cpu").splitlines()
-    assert lines[3] == ("    computes with: auto: measured at the first unit (not yet measured "
-                        "on this machine at 256×192 px)")
+    assert lines[3] == ("    computes with: auto: measured at the first unit (not yet timed "
+                        "on this machine on a 256×192 px sample)")
+    assert lines[4] == "    time: measured at the first unit"
     autotune.remember(256, FIGURES)
     computes = console.describe_plan(loaded, device="cpu").splitlines()[3]
     assert computes.startswith("    computes with: winograd convolutions, ")
@@ -207,6 +209,22 @@ def test_the_dry_run_shows_the_measured_choice_or_that_it_is_to_come(cache, medi
     (loaded,) = load_all([explicit])
     assert console.describe_plan(loaded, device="cpu").splitlines()[3] == (
         "    computes with: direct convolutions, float32: direct (as set); float32 (as set)")
+
+
+def test_the_dry_run_adds_up_the_time_from_the_cached_timings(cache, media_dir, write_manifest):
+    from batch_style import console
+    from batch_style.pipeline.read.manifest import load_all
+
+    manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
+                                "style": str(media_dir / "style.png")}],
+                              defaults={"size": 128, "steps": 400})
+    (loaded,) = load_all([manifest])
+    assert console.describe_plan(loaded, device="cpu").splitlines()[4] == \
+        "    time: measured at the first unit"
+    autotune.remember(256, FIGURES)
+    # 400 steps at 128 px, at winograd's 0.36 s per step of the 256-px bucket: 400 × 0.36 / 4
+    assert console.describe_plan(loaded, device="cpu").splitlines()[4] == \
+        "    time: about 36s (this machine's cached timings)"
 
 
 def test_the_report_shows_each_jobs_choice_once():

@@ -86,16 +86,18 @@ def test_dry_run_prints_the_plan_and_writes_nothing(media_dir, write_manifest, c
     assert lines[1].startswith("  pair: 1 image, 0 done, 1 to run; 48×36;")
     assert lines[1].endswith("; writes:") and lines[2] == "    pair/photo.png"
     # then what its units compute with, and why (engine/autotune.py): the tiny network is not timed
-    assert lines[3] == lines[8] == lines[11]
+    assert lines[3] == lines[9] == lines[13]
     assert lines[3].startswith("    computes with: direct convolutions, ")  # float32 or mixed
     assert lines[3].endswith(": not measured (test network): the rule of the CPU's family")
-    assert lines[4].startswith("  fold: 3 images, 0 done, 3 to run; 48×34 (first);")
-    assert lines[5:8] == [f"    fold/{name}.png" for name in "abc"]
-    assert lines[9].startswith("  clip: 6 frames, 0 done, 6 to run;")
+    # and the time it should take: the tiny network's is only known once it steps
+    assert lines[4] == lines[10] == lines[14] == "    time: measured at the first unit"
+    assert lines[5].startswith("  fold: 3 images, 0 done, 3 to run; 48×34 (first);")
+    assert lines[6:9] == [f"    fold/{name}.png" for name in "abc"]
+    assert lines[11].startswith("  clip: 6 frames, 0 done, 6 to run;")
     assert (f"up to {SMALL['steps']} steps (adam, stops when converged), then "
-            f"{SMALL['frame_steps']} per frame") in lines[9]
-    assert lines[10] == "    clip/clip.mp4"
-    assert lines[12:] == ["  and the run's own: report.html, run.log, .batch_style/"]
+            f"{SMALL['frame_steps']} per frame") in lines[11]
+    assert lines[12] == "    clip/clip.mp4"
+    assert lines[15:] == ["  and the run's own: report.html, run.log, .batch_style/"]
     assert not (manifest.parent / "out").exists()
     assert files_under(manifest.parent) == before
 
@@ -327,8 +329,9 @@ def test_dry_run_lists_frames_and_sums_up_long_folders(media_dir, tmp_path, writ
     assert lines[2:4] == ["    many/p00.png", "    many/p00.progress.gif"]
     assert lines[13] == "    … and 17 more files in many/"  # 28 files: 11 shown, then the rest
     assert lines[14].startswith("    computes with: ")
-    assert lines[15].startswith("  clip: 6 frames,")
-    assert lines[16:18] == ["    clip/clip.gif", "    clip/frames/clip/000000.png … 000005.png (6 frames)"]
+    assert lines[15].startswith("    time: ")
+    assert lines[16].startswith("  clip: 6 frames,")
+    assert lines[17:19] == ["    clip/clip.gif", "    clip/frames/clip/000000.png … 000005.png (6 frames)"]
 
 
 def test_a_run_ends_with_where_its_results_and_report_are(media_dir, write_manifest, cli):

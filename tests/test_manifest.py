@@ -229,6 +229,13 @@ BAD = [
                  "content, video, style, style_blend, outputs, start, end, fps, protect, "
                  "settings",
                  id="unknown-job-key"),
+    pytest.param(HEAD + JOB + "    size: 512\n",
+                 "7: jobs[0].size: a setting: put it under `settings:`", id="job-level-setting"),
+    pytest.param("version: 1\noutput: out\nsteps: 10\njobs:\n" + JOB,
+                 "3: steps: a setting: put it under `defaults:`", id="top-level-setting"),
+    pytest.param(HEAD + JOB.replace("tubingen.png", "tubigen.png"),
+                 "5: jobs[0].content: no such file or folder 'photos/tubigen.png' (did you mean "
+                 "'photos/tubingen.png'?)", id="file-name-typo"),
     pytest.param(HEAD + JOB + "    settings: {stpes: 10}\n",
                  "7: jobs[0].settings.stpes: unknown setting (did you mean 'steps'?)",
                  id="unknown-setting"),

@@ -210,7 +210,7 @@ def play(display: console.RunDisplay, output: Path | None = None) -> str:
 def test_display_without_a_terminal_writes_plain_lines():
     text = play(console.RunDisplay(io.StringIO(), poll_s=0))
     assert "\r" not in text and "\x1b" not in text
-    assert "1 of 4 units already done; resuming with 3" in text
+    assert text.startswith("4 units (pictures and frames): 1 already done, 3 to do;")
     assert "done    pics/b  2.0 s  loss 5" in text
     assert "FAILED  pics/c: photo.png: truncated" in text
     assert "progress:" not in text   # at most one progress line a minute: none in a short run
@@ -295,3 +295,41 @@ def test_display_on_a_terminal_shows_bar_and_busy_workers(out):
     assert display.stream.getvalue().endswith(
         f"batch-style: 1 done, 0 already done in 0s\nbatch-style: results in {out}/\n"
         f"batch-style: report: {out / 'report.html'}\n")
+
+
+def test_display_eta_leaves_out_the_first_units_loading_and_compiling():
+    """A worker's first unit loads TensorFlow and compiles (its `warmup`); the next units do not:
+    the ETA is at the steps' pace, not twice as long."""
+    display = console.RunDisplay(io.StringIO(), poll_s=0, plain_every_s=0)
+    display.event("start", {"total": 3, "todo": 3, "skipped": 0,
+                            "costs": {"pics/a": 10.0, "pics/b": 10.0, "pics/c": 10.0}})
+    display.event("unit_done", {"key": "pics/a", "status": "done", "seconds": 30.0,
+                                "warmup": 20.0, "losses": {"total": 1.0}})
+    eta = display.stream.getvalue().rsplit("ETA ", 1)[1].split(";")[0].strip()
+    assert eta == "20s"                     # with the start-up counted: 1m00s
+    display.close(RunSummary(done=1))
+
+
+def test_status_counts_a_videos_assembly_apart_from_its_frames(out):
+    from batch_style.views.status import JobStatus, RunStatus
+
+    job = JobStatus("clip", done=3, pending=32, videos=1)
+    text = console.format_status(RunStatus(output=out, jobs=[job], running_pid=None,
+                                           eta_seconds=None))
+    assert text.splitlines()[0] == (f"{out}: 3 done, 0 failed, 32 pending; video 0 of 1 "
+                                    f"assembled — not running: run the same command to finish")
+
+
+def test_a_worker_says_what_it_does_before_its_first_step(out):
+    """Loading TensorFlow and the model, measuring and compiling take a first unit tens of
+    seconds: its line says which, then its steps as soon as the first one ends."""
+    beat = events.WorkerBeat(out / ".batch_style", "pics/b")
+    beat.phase("loading the model")
+    display = console.RunDisplay(io.StringIO(), poll_s=0, plain_every_s=0)
+    display.event("start", {"total": 1, "todo": 1, "skipped": 0, "output": str(out)})
+    display.event("unit_start", {"key": "pics/b", "attempt": 1})
+    assert "busy: pics/b  loading the model (0s)" in display.stream.getvalue()
+    beat.update(progress(1, 10, 3.0))       # at once, however soon after the phase
+    display.event("unit_start", {"key": "pics/b", "attempt": 1})
+    assert "busy: pics/b  step 1/10  loss 3" in display.stream.getvalue()
+    display.close(RunSummary())

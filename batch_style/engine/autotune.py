@@ -225,8 +225,8 @@ def preview(settings: Settings, longest: int, *, test_network: bool = False,
     size = timed_size(bucket(longest))
     figures = cached(bucket(longest), path)
     if any(a not in figures for a in needed):
-        return (f"auto: measured at the first unit (not yet measured on this machine at "
-                f"{size[0]}×{size[1]} px)")
+        return (f"auto: measured at the first unit (not yet timed on this machine on a "
+                f"{size[0]}×{size[1]} px sample)")
     return str(decide(figures, settings.precision, settings.convolution, native,
                       where(size) + " (cached)"))
 
@@ -282,8 +282,25 @@ def _open_regular(path: Path, flags: int) -> int:
 
 
 def where(size: tuple[int, int]) -> str:
-    return (f"measured at {size[0]}×{size[1]} px on {tf_runtime.cpu_model()}, "
+    # The sample's size, said as such: it is not the result's (which may be larger).
+    return (f"timed on a {size[0]}×{size[1]} px sample on {tf_runtime.cpu_model()}, "
             f"TF {tf_runtime.tf_version()}")
+
+
+def expected_seconds(work: list[tuple[int, float]], path: Path | None = None) -> float | None:
+    """Seconds this machine's CPU should take for units of (longest side, Unit.cost: steps ×
+    side²): the faster float32 convolution's cached time per step (mixed precision, where it
+    is chosen, only shortens it), scaled by the pixels; None where a size was never timed here
+    (the first unit times it)."""
+    figures = read_cache(path)
+    total = 0.0
+    for side, cost in work:
+        size_bucket = bucket(side)
+        floats = [s for a, s in figures.get(cache_key(size_bucket), {}).items() if a != "bfloat16"]
+        if not floats:
+            return None
+        total += cost * min(floats) / TIMED_SIDE[size_bucket] ** 2
+    return total if work else None
 
 
 def measure(calls: dict[str, Callable]) -> Figures:

@@ -35,9 +35,21 @@ class Painter:
         self._stylizers: dict[tuple, Stylizer] = {}
         self._kept: dict[tuple, np.ndarray] = {}
 
+    @staticmethod
+    def _key(settings: Settings) -> tuple:
+        return tuple(dict.fromkeys(settings.content_layers + settings.style_layers)), \
+            settings.pooling
+
+    def holds(self, settings: Settings) -> bool:
+        """Whether the model these settings need is loaded already."""
+        return self._key(settings) in self._stylizers
+
+    def holds_any(self) -> bool:
+        return bool(self._stylizers)
+
     def stylizer(self, settings: Settings) -> Stylizer:
-        layers = tuple(dict.fromkeys(settings.content_layers + settings.style_layers))
-        key = (layers, settings.pooling)
+        key = self._key(settings)
+        layers, pooling = key
         if key not in self._stylizers:
             # Here, not at the top: pictures and masks are read and checked before TensorFlow
             # loads (seconds), and a GPU worker is pinned before it does.
@@ -45,7 +57,7 @@ class Painter:
             from batch_style.engine.weights import load_feature_model
 
             self._stylizers[key] = Stylizer(load_feature_model(
-                layers, self.weights, tiny=self.tiny, pooling=settings.pooling))
+                layers, self.weights, tiny=self.tiny, pooling=pooling))
         return self._stylizers[key]
 
     def picture(self, source: Source, max_pixels: int, *, keep: bool = False) -> np.ndarray:

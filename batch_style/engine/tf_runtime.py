@@ -60,6 +60,10 @@ def quiet_stderr() -> None:
     sys.stderr.flush()
     os.dup2(write_end, 2)
     os.close(write_end)
+    # Our own lines go straight to the real stderr: a progress bar redrawn in place needs
+    # isatty() of the terminal (not of the pipe) and no wait for a newline.
+    sys.stderr = open(os.dup(original), "w", buffering=1, encoding=sys.stderr.encoding,
+                      errors=sys.stderr.errors)
 
     def forward() -> None:
         with os.fdopen(read_end, "rb") as lines:

@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from batch_style.atomic import atomic_path
 from batch_style.errors import UserError
+from batch_style.text import close_file_name
 
 log = logging.getLogger("batch_style")
 
@@ -55,7 +56,9 @@ def probe_image(path: Path, max_pixels: int) -> tuple[int, int]:
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError("no such file" if not path.exists() else "not a file", file=path)
+        close = None if path.exists() else close_file_name(path)
+        raise UserError("not a file" if path.exists() else "no such file" + (
+            f" (did you mean '{path.with_name(close)}'?)" if close else ""), file=path)
     if path.stat().st_size == 0:
         raise UserError("not an image: the file is empty (0 bytes)", file=path)
     try:

@@ -86,6 +86,7 @@ class UnitResult:
     error_kind: str | None = None       # input | disk-full | io | oom | internal (| crash: run.py)
     detail: str | None = None           # traceback of an internal error, for the log
     seconds: float = 0.0
+    warmup: float = 0.0                 # of those, loading and compiling before the steps' pace
     steps: int = 0
     losses: dict = field(default_factory=dict)
     history: tuple[float, ...] = ()     # total loss per step, subsampled to <= 200 points

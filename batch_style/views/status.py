@@ -6,14 +6,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batch_style.pipeline.state import run_reader
-from batch_style.pipeline.state.progress import JobProgress, busy_work, seconds_left
+from batch_style.pipeline.state.progress import JobProgress, busy_work, paced_seconds, seconds_left
 from batch_style.pipeline.state.run_lock import running_pid
 
 
 @dataclass
 class JobStatus(JobProgress):
-    """A job's units and videos (videos count as units here; they cost no planned work)."""
+    """A job's units (pictures and frames), and its videos to assemble counted apart (as `run`
+    and the report count them)."""
 
+    videos: int = 0                 # videos to assemble (an mp4 or gif asked for)
+    videos_done: int = 0
+    videos_failed: int = 0
     seconds: float = 0.0            # time spent in this job's units and video assembly
     failures: list[tuple[str, str]] = field(default_factory=list)   # (key, why)
 
@@ -40,6 +44,19 @@ class RunStatus:
     def pending(self) -> int:
         return sum(j.pending for j in self.jobs)
 
+    @property
+    def videos(self) -> int:
+        return sum(j.videos for j in self.jobs)
+
+    @property
+    def videos_done(self) -> int:
+        return sum(j.videos_done for j in self.jobs)
+
+    @property
+    def videos_left(self) -> int:
+        """Videos neither assembled nor failed: a run of the manifest assembles them."""
+        return sum(j.videos - j.videos_done - j.videos_failed for j in self.jobs)
+
 
 def read_status(output: Path) -> RunStatus:
     """Counts per job from the plan and the ledger; works during a run and after it."""
@@ -59,20 +76,24 @@ def read_status(output: Path) -> RunStatus:
         cost = 0.0 if is_video else float(unit.get("cost", 1.0))
         record = latest.get(unit["key"])
         costs[unit["key"]] = cost
+        job.videos += is_video
         if folder.state(unit) == "pending":
-            job.pending += 1
+            job.pending += not is_video
             job.pending_cost += cost
             continue
         seconds = float(record.get("seconds") or 0.0)
         job.seconds += seconds
         times.append((record["time"] - seconds, record["time"]))
-        if record["status"] == "done":
+        if is_video:
+            job.videos_done += record["status"] == "done"
+            job.videos_failed += record["status"] != "done"
+        elif record["status"] == "done":
             job.done += 1
-            if not is_video:
-                job.done_seconds += seconds
-                job.done_cost += cost
+            job.done_seconds += paced_seconds(record)
+            job.done_cost += cost
         else:
             job.failed += 1
+        if record["status"] != "done":
             job.failures.append((unit["key"], record.get("error", "failed")))
     pid = running_pid(output)
     workers = events.busy_workers(output) if pid else []

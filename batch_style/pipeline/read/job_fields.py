@@ -200,7 +200,8 @@ class JobReader:
             names: dict[str, tuple[str, int]]) -> Job | None:
         field = f"jobs[{index}]"
         entries = self.nodes.entries(node, field, JOB_KEYS,
-                                     "a mapping with 'name', 'content' or 'video', and 'style'")
+                                     "a mapping with 'name', 'content' or 'video', and 'style'",
+                                     settings_under="settings")
         if entries is None:
             return None
         errors_before = len(self.nodes.errors)

@@ -144,7 +144,8 @@ class _ManifestReader:
             self.nodes.error(1, "", EMPTY)
             return None
         top = self.nodes.entries(root, "", TOP_KEYS,
-                                 "a mapping with 'version', 'output' and 'jobs'")
+                                 "a mapping with 'version', 'output' and 'jobs'",
+                                 settings_under="defaults")
         if top is None:
             return None
         self.version(top, root)

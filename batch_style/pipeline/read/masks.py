@@ -97,7 +97,7 @@ class MaskReader:
         found = kind_of(path)
         if found == "missing":
             self.nodes.error(node, field, missing(text, "file or folder" if kind == "images"
-                                                   else "file"))
+                                                   else "file", path))
         elif found == "other":
             self.nodes.error(node, field, f"{text!r} is not a regular file")
         elif found not in ("file", "folder"):

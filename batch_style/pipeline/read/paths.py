@@ -17,6 +17,7 @@ from yaml.nodes import Node
 from batch_style.pipeline.jobs import IMAGE_EXTENSIONS
 from batch_style.pipeline.read.yaml_nodes import INVALID, Nodes, got
 from batch_style.pipeline.state import run_folder
+from batch_style.text import close_file_name
 
 # A job's content may be a glob or a folder: past these many images it is not a job of photos but
 # a pattern gone wrong (a `**` over a whole disk).
@@ -67,7 +68,7 @@ class Files:
         elif kind == "other":
             self.nodes.error(node, field, f"{text!r} is not a regular file")
         elif kind == "missing":
-            self.nodes.error(node, field, missing(text, "file"))
+            self.nodes.error(node, field, missing(text, "file", path))
         else:
             self.nodes.error(node, field, f"{text!r} cannot be read: {kind}")
         return None
@@ -118,7 +119,7 @@ class Files:
                 self.nodes.error(node, field, f"glob {text!r} matches no images{also}")
             return images
         if kind == "missing":
-            self.nodes.error(node, field, missing(text, "file or folder"))
+            self.nodes.error(node, field, missing(text, "file or folder", path))
         elif kind == "other":
             self.nodes.error(node, field, f"{text!r} is not a regular file")
         else:
@@ -283,9 +284,12 @@ def _unique_files(paths: Iterable[Path]) -> list[Path]:
     return sorted(seen.values())
 
 
-def missing(text: str, what: str) -> str:
+def missing(text: str, what: str, path: Path | None = None) -> str:
     if "://" in text or _URL.match(text):
         return f"{text!r} is a URL or a protocol, not a local {what}; only local files are read"
+    close = close_file_name(path) if path is not None else None
+    if close:
+        return f"no such {what} {text!r} (did you mean {text[:len(text) - len(path.name)] + close!r}?)"
     return f"no such {what} {text!r}"
 
 

@@ -13,7 +13,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from batch_style.errors import UserError
-from batch_style.settings import did_you_mean
+from batch_style.settings import FIELDS, did_you_mean
 
 MAX_MANIFEST_BYTES = 10 * 2**20  # a manifest is a page of text; this is not one
 # Values a document may hold once its aliases are expanded: `&a [*b, *b, ...]` chains (the
@@ -198,11 +198,13 @@ class Nodes:
             return INVALID
 
     def entries(self, node: Node, field: str, allowed: Iterable[str] | None, expected: str,
-                merging: frozenset[int] = frozenset()) -> dict[str, tuple[Node, Node]] | None:
+                merging: frozenset[int] = frozenset(), settings_under: str | None = None
+                ) -> dict[str, tuple[Node, Node]] | None:
         """A mapping node's (key node, value node) by key; reports bad, duplicate, unknown keys.
 
         `<<: *anchor` merge keys are honoured (keys written here win over merged ones);
         `merging` holds the mappings being merged already, as an anchor can merge itself.
+        `settings_under`: the key a setting written here belongs under (a job's `settings`).
         """
         if not isinstance(node, MappingNode) or node.tag != MAP:
             tag = "" if node.tag in _SAFE_TAGS else f" tagged {_short_tag(node.tag)!r}"
@@ -222,6 +224,9 @@ class Nodes:
                 self.error(key_node, field, f"expected text keys, {got(key)}")
             elif key in out:
                 self.error(key_node, sub, f"duplicate key (first on line {line_of(out[key][0])})")
+            elif allowed is not None and key not in allowed and settings_under and \
+                    key in FIELDS:
+                self.error(key_node, sub, f"a setting: put it under `{settings_under}:`")
             elif allowed is not None and key not in allowed:
                 self.error(key_node, sub, f"unknown key{did_you_mean(key, allowed)}; "
                            f"expected one of {', '.join(allowed)}")
@@ -231,7 +236,8 @@ class Nodes:
         for source in merged:
             if id(source) in merging:
                 continue
-            source_entries = self.entries(source, field, allowed, expected, merging) or {}
+            source_entries = self.entries(source, field, allowed, expected, merging,
+                                          settings_under) or {}
             for key, pair in source_entries.items():
                 out.setdefault(key, pair)
         return out

@@ -157,15 +157,25 @@ class WorkerBeat:
         self.info = {"pid": os.getpid(), "worker": f"{socket.gethostname()}:{os.getpid()}",
                      "gpu": gpu, "key": key, "started": time.time()}
         self.last = 0.0
+        self.phased = False
         if self.path is not None:
             self._write({"step": 0, "steps": None, "loss": None})
 
     def update(self, progress) -> None:
-        if self.path is None or time.monotonic() - self.last < BEAT_EVERY_S:
+        if self.path is None or (time.monotonic() - self.last < BEAT_EVERY_S
+                                 and not self.phased):
             return
+        self.phased = False  # the first step after a phase is shown at once
         self._write({"step": progress.step, "steps": progress.steps, "scale": progress.scale,
                      "scales": progress.scales, "loss": progress.losses.total,
                      "elapsed": progress.elapsed})
+
+    def phase(self, text: str) -> None:
+        """What the worker does before the unit's first step (loading, compiling), shown in
+        place of a step count."""
+        if self.path is not None:
+            self.phased = True
+            self._write({"step": 0, "steps": None, "loss": None, "phase": text})
 
     def done(self) -> None:
         if self.path is not None:

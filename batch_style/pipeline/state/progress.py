@@ -69,6 +69,26 @@ def seconds_left(jobs: Iterable[JobProgress], busy: Mapping[str, float] | None =
     return total / max(workers, 1)
 
 
+def paced_seconds(record: Mapping) -> float:
+    """A finished unit's seconds at the pace of its steps: without the loading and compiling a
+    worker's first unit spends first (its `warmup`), which the next units do not repeat."""
+    return max(float(record.get("seconds") or 0.0) - float(record.get("warmup") or 0.0), 0.0)
+
+
+def plan_line(total: int, skipped: int, todo: int, videos: int = 0,
+              expected: float | None = None) -> str:
+    """The run's first line: what it will do and how long that should take. Units are the
+    pictures and frames; a video's assembly is counted apart, as `status` and the report do."""
+    from batch_style.text import duration
+
+    what = f"{total} unit{'' if total == 1 else 's'} (pictures and frames)"
+    if videos:
+        what += f" + {videos} video{'' if videos == 1 else 's'} to assemble"
+    time = (f"; about {duration(expected)} at this machine's measured pace" if expected
+            else "; the time left is shown once steps are timed" if todo else "")
+    return f"{what}: {skipped} already done, {todo} to do{time}"
+
+
 class RunProgress:
     """A run's progress as its events tell it (start, unit_start, unit_done): what the terminal
     display and the live report show. Units are counted per job, in their planned work."""
@@ -99,8 +119,7 @@ class RunProgress:
             key = data["key"]
             self.in_flight.pop(key, None)
             job = self.jobs.get(job_of(key)) or self._job("")
-            job.finished(data["status"] == "done", self.costs.get(key, 1.0),
-                         float(data.get("seconds") or 0.0))
+            job.finished(data["status"] == "done", self.costs.get(key, 1.0), paced_seconds(data))
 
     def _job(self, name: str) -> JobProgress:
         return self.jobs.setdefault(name, JobProgress(name))

@@ -10,8 +10,10 @@ import tempfile
 import threading
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from pathlib import Path
 
+from batch_style import interrupts
 from batch_style.engine import tf_runtime
 from batch_style.pipeline.units import WorkerConfig
 from batch_style.pipeline.workers import gpus
@@ -75,11 +77,15 @@ class WorkerPools(cf.Executor):
             outer = cf.Future()
             slot.running = outer
         try:
-            try:
-                inner = self._pool(slot).submit(fn, *args, **kwargs)
-            except BrokenProcessPool:  # it died while idle (or while starting): a fresh one
-                slot.broken = True
-                inner = self._pool(slot).submit(fn, *args, **kwargs)
+            # Started before SIGINT is blocked: the stdlib's resource tracker (which loky starts)
+            # unblocks it as its own start ends (Python 3.11).
+            resource_tracker.ensure_running()
+            with interrupts.kept_from_children():  # a worker starts here: Ctrl-C is ours alone
+                try:
+                    inner = self._pool(slot).submit(fn, *args, **kwargs)
+                except BrokenProcessPool:  # it died while idle (or while starting): a fresh one
+                    slot.broken = True
+                    inner = self._pool(slot).submit(fn, *args, **kwargs)
         except BaseException:
             slot.running = None
             raise

@@ -121,13 +121,18 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "tf_loaded_before_pinning": TF_LOADED_BEFORE_PINNING}
 
+    from batch_style.pipeline.state import events
+
+    beat = events.WorkerBeat(config.state_dir, unit.key, gpu=_GPU)  # live progress file
     try:
         if _STATE is None or _STATE.config != config:
+            beat.phase("loading TensorFlow")
             _start(config)
+            beat.info["gpu"] = _GPU
             _STATE = _WorkerState(config)
         # --device cpu where TensorFlow had set up its GPUs before (a Dask worker, this process)
         with tf_runtime.on_cpu() if config.device == "cpu" else contextlib.nullcontext():
-            result = _stylize_unit(unit, _STATE)
+            result = _stylize_unit(unit, _STATE, beat, started)
         if _GPU_LOST:
             result["note"] = "; ".join(n for n in (_GPU_LOST, result["note"]) if n)
         return UnitResult(key=unit.key, ok=True, seconds=time.perf_counter() - started,
@@ -151,11 +156,11 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
                       detail=detail, seconds=time.perf_counter() - started, **where())
 
 
-def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
+def _stylize_unit(unit: Unit, state: _WorkerState, beat, started: float) -> dict:
     from batch_style.engine import tf_runtime
     from batch_style.engine.objective import Temporal
     from batch_style.media import gif, images, profiles
-    from batch_style.pipeline.state import events, ledger
+    from batch_style.pipeline.state import ledger
     from batch_style.pipeline.state.snapshots import LiveSnapshot
     from batch_style.pipeline.workers import memory
 
@@ -172,20 +177,26 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
     if start is not None and s.temporal_weight > 0:
         temporal = Temporal(previous=start.target, mask=start.mask)
     snapshots = []
-    beat = events.WorkerBeat(state.config.state_dir, unit.key, gpu=_GPU)  # live progress file
     live = LiveSnapshot(state.config.state_dir)  # and the picture as it paints, for the report
+    stamps: list[float] = []  # when the first and the latest step ended: the unit's pace
 
     def on_progress(event):
         stop_if_orphaned()  # before each write of the progress file and the snapshot
+        now = time.perf_counter()
+        stamps[:] = [stamps[0] if stamps else now, now]
         beat.update(event)
         live.update(event)
         if unit.progress_gif is not None and event.snapshot is not None:
             snapshots.append(images.to_uint8(event.snapshot))
 
+    first = not painter.holds_any()
+    if not painter.holds(s):
+        beat.phase("loading the model")
     stylizer = painter.stylizer(s)
     # The manifest's masks were checked when it was read (pipeline/read/masks.py).
     regions = painter.regions(s, content, styles, unit.masks, unit.image_masks, unit.protect,
                               check=False)
+    beat.phase("measuring this machine and compiling" if first else "preparing")
 
     def stylize(memory):
         # A frame warm-started from the previous one takes its own budget, at its size alone.
@@ -231,7 +242,12 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
         stop_if_orphaned()
         gif.save_progress_gif(content, snapshots, result.image, unit.progress_gif)
     step = max(1, len(result.history) // 200)
-    return {"steps": result.steps, "losses": result.losses.as_dict(),
+    # Loading, measuring and compiling (the first step) are not the pace of the next units.
+    warmup = 0.0
+    if len(stamps) == 2 and result.steps > 1:
+        pace = (stamps[1] - stamps[0]) / (result.steps - 1)
+        warmup = max(stamps[0] - started - pace, 0.0)
+    return {"steps": result.steps, "losses": result.losses.as_dict(), "warmup": round(warmup, 3),
             "history": tuple(result.history[::step]), "note": note, "device": device,
             "stopped": result.stop_reason, **ran}
 
