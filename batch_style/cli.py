@@ -142,6 +142,7 @@ def cmd_run(args) -> int:
                                 weights=args.weights, tiny=args.tiny, backend=args.backend,
                                 scheduler=args.scheduler, settings=settings)
     if args.dry_run:
+        from batch_style import dry_run
         from batch_style.pipeline.read.manifest import load_all
 
         manifests = load_all([Path(p) for p in args.manifest], overrides=settings)
@@ -150,8 +151,8 @@ def cmd_run(args) -> int:
                 f"{k} {' '.join(map(number, v)) if isinstance(v, tuple) else number(v)}"
                 for k, v in settings.items()))
         for manifest in manifests:
-            say(console.describe_plan(manifest, force=args.force, device=args.device,
-                                      tiny=args.tiny))
+            say(console.describe_plan(dry_run.preview(manifest, force=args.force,
+                                                      device=args.device, tiny=args.tiny)))
         return EXIT_OK
     display = console.RunDisplay(sys.stderr)
     summary = runner.run([Path(p) for p in args.manifest], options, on_event=display.event)

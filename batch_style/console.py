@@ -268,71 +268,37 @@ class RunDisplay:
 PLAN_PATHS_SHOWN = 12  # per job, in `run --dry-run`: a folder of 500 photos is summed up
 
 
-def describe_plan(manifest, force: bool = False, *, device: str = "auto",
-                  tiny: bool = False) -> str:
-    """`run --dry-run`: what would run, per job (units, result size, steps), every file it
-    would write there, and the convolution and precision its units would compute with (from
-    this machine's measurements, when `auto` was measured here before: engine/autotune.py)."""
-    from batch_style import orchestrator as runner
-    from batch_style.engine import autotune
-    from batch_style.media import images
-    from batch_style.pipeline import plan as planning
-    from batch_style.pipeline.state import ledger, run_folder
-    from batch_style.pipeline.workers import gpus
-
-    plan = planning.make_plan(manifest)
-    book = ledger.Ledger(ledger.ledger_path(manifest.output))
-    latest = book.latest()
-    lines = [f"{manifest.path} → {manifest.output}"]
-    on_gpu = device != "cpu" and bool(gpus.visible_gpus())
-    for job in manifest.jobs:
-        units = [u for u in plan.units if u.job == job.name]
-        done = 0 if force else sum(runner.unit_done(u, book, latest) for u in units)
+def describe_plan(run) -> str:
+    """`run --dry-run`'s text for a dry_run.RunPreview: per job its units, result size, steps,
+    every file it would write (a long list summed up), how it computes and how long it takes."""
+    lines = [f"{run.manifest} → {run.output}"]
+    for job in run.jobs:
         s = job.settings
-        first = units[0].content if units and job.kind != "video" else None
-        longest = s.size
-        if first is not None:
-            w, h = images.fit_size(*images.probe_image(first, s.max_pixels), s.size)
-            size, longest = f"{w}×{h}" + (" (first)" if len(units) > 1 else ""), max(w, h)
-        else:
-            size = f"longest side {s.size} px"
+        size = f"longest side {s.size} px" if job.size is None else \
+            f"{job.size[0]}×{job.size[1]}" + (" (first)" if job.units > 1 else "")
         steps = (f"{'up to ' if s.tolerance > 0 else ''}{s.steps} steps ({s.optimizer}"
                  + (f", {s.scales} scales" if s.scales > 1 else "")
                  + (", stops when converged" if s.tolerance > 0 else "") + ")")
-        if job.kind == "video" and s.warm_start and len(units) > 1:
+        if job.kind == "video" and s.warm_start and job.units > 1:
             steps += f", then {s.frame_steps} per frame"
         noun = "frame" if job.kind == "video" else "image"
-        lines.append(f"  {job.name}: {plural(len(units), noun)}, {done} done, "
-                     f"{len(units) - done} to run; {size}; {steps}; writes:")
-        lines += [f"    {path}" for path in _planned_paths(job, units, plan, manifest.output)]
-        lines.append("    computes with: " + autotune.preview(s, longest, test_network=tiny,
-                                                                gpu=on_gpu))
-        todo = units if force else [u for u in units if not runner.unit_done(u, book, latest)]
-        expected = None if tiny or on_gpu else \
-            autotune.expected_seconds([(u.settings.size, u.cost) for u in todo])
-        lines.append(f"    time: about {duration(expected)} (this machine's cached timings)"
-                     if expected else "    time: measured at the first unit" if todo else
-                     "    time: nothing to run")
-    state = run_folder.state_dir(manifest.output).name
-    lines.append(f"  and the run's own: {run_folder.REPORT_NAME}, {run_folder.LOG_NAME}, "
-                 f"{state}{os.sep}")
+        lines.append(f"  {job.name}: {plural(job.units, noun)}, {job.done} done, "
+                     f"{job.units - job.done} to run; {size}; {steps}; writes:")
+        lines += [f"    {path}" for path in _summed_up(job)]
+        lines.append("    computes with: " + job.computes_with)
+        lines.append(f"    time: about {duration(job.seconds)} (this machine's cached timings)"
+                     if job.seconds else "    time: measured at the first unit"
+                     if job.done < job.units else "    time: nothing to run")
+    lines.append(f"  and the run's own: {run.own[0]}, {run.own[1]}, {run.own[2]}{os.sep}")
     return "\n".join(lines)
 
 
-def _planned_paths(job, units, plan, out: Path) -> list[str]:
-    """The files a job's units and videos write, under the output folder; a long list summed up."""
-    def under(path: Path) -> str:
-        return str(Path(path).relative_to(out))
-
-    video = next((v for v in plan.videos if v.job == job.name), None)
-    if video is not None:
-        paths = [under(p) for p in video.outputs.values()]
-        if "frames" in job.outputs and video.units:
-            first, last = video.units[0].output, video.units[-1].output
-            paths.append(under(first) + (f" … {last.name} ({plural(len(video.units), 'frame')})"
-                                         if len(video.units) > 1 else ""))
-        return paths
-    files = [under(p) for u in units for p in (u.output, u.progress_gif) if p]
+def _summed_up(job) -> list[str]:
+    """A job's files as the dry run lists them: a long list summed up, a video's frames as a span."""
+    files = [str(p) for p in job.paths]
+    if job.frames is not None:
+        first, last, n = job.frames
+        files.append(str(first) + (f" … {last.name} ({plural(n, 'frame')})" if n > 1 else ""))
     if len(files) > PLAN_PATHS_SHOWN:
         more = len(files) - PLAN_PATHS_SHOWN + 1
         files = files[:PLAN_PATHS_SHOWN - 1] + [f"… and {plural(more, 'more file')} in "

@@ -187,18 +187,18 @@ def test_the_stylizer_says_what_it_chose(cache):
 # -- where it is shown ----------------------------------------------------------------------------
 def test_the_dry_run_shows_the_measured_choice_or_that_it_is_to_come(cache, media_dir,
                                                                      write_manifest):
-    from batch_style import console
+    from batch_style import console, dry_run
     from batch_style.pipeline.read.manifest import load_all
 
     manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
                                 "style": str(media_dir / "style.png")}])
     (loaded,) = load_all([manifest])
-    lines = console.describe_plan(loaded, device="cpu").splitlines()
+    lines = console.describe_plan(dry_run.preview(loaded, device="cpu")).splitlines()
     assert lines[3] == ("    computes with: auto: measured at the first unit (not yet timed "
                         "on this machine on a 256×192 px sample)")
     assert lines[4] == "    time: measured at the first unit"
     autotune.remember(256, FIGURES)
-    computes = console.describe_plan(loaded, device="cpu").splitlines()[3]
+    computes = console.describe_plan(dry_run.preview(loaded, device="cpu")).splitlines()[3]
     assert computes.startswith("    computes with: winograd convolutions, ")
     assert "winograd 0.36 s/step < direct 0.46 s; " in computes
     assert computes.endswith(f"; {autotune.where((256, 192))} (cached)")
@@ -207,23 +207,23 @@ def test_the_dry_run_shows_the_measured_choice_or_that_it_is_to_come(cache, medi
                               defaults={"convolution": "direct", "precision": "float32"},
                               name="explicit.yaml")
     (loaded,) = load_all([explicit])
-    assert console.describe_plan(loaded, device="cpu").splitlines()[3] == (
+    assert console.describe_plan(dry_run.preview(loaded, device="cpu")).splitlines()[3] == (
         "    computes with: direct convolutions, float32: direct (as set); float32 (as set)")
 
 
 def test_the_dry_run_adds_up_the_time_from_the_cached_timings(cache, media_dir, write_manifest):
-    from batch_style import console
+    from batch_style import console, dry_run
     from batch_style.pipeline.read.manifest import load_all
 
     manifest = write_manifest([{"name": "pair", "content": str(media_dir / "photo.png"),
                                 "style": str(media_dir / "style.png")}],
                               defaults={"size": 128, "steps": 400})
     (loaded,) = load_all([manifest])
-    assert console.describe_plan(loaded, device="cpu").splitlines()[4] == \
+    assert console.describe_plan(dry_run.preview(loaded, device="cpu")).splitlines()[4] == \
         "    time: measured at the first unit"
     autotune.remember(256, FIGURES)
     # 400 steps at 128 px, at winograd's 0.36 s per step of the 256-px bucket: 400 × 0.36 / 4
-    assert console.describe_plan(loaded, device="cpu").splitlines()[4] == \
+    assert console.describe_plan(dry_run.preview(loaded, device="cpu")).splitlines()[4] == \
         "    time: about 36s (this machine's cached timings)"
 
 
@@ -294,7 +294,7 @@ def test_a_fifo_for_the_cache_blocks_nothing(tmp_path, media_dir, write_manifest
                                 "style": str(media_dir / "style.png")}])
     dry = cli.run("run", "--dry-run", manifest, BATCH_STYLE_CACHE=str(tmp_path))
     assert dry.returncode == 0, dry.stderr
-    assert "not yet measured on this machine" in dry.stdout + dry.stderr
+    assert "not yet timed on this machine" in dry.stdout + dry.stderr
     assert autotune.read_cache(tmp_path / autotune.CACHE_NAME) == {}
     doctor = cli.run("doctor", BATCH_STYLE_CACHE=str(tmp_path))
     assert "Traceback" not in doctor.stderr and "internal error" not in doctor.stderr
