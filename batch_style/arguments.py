@@ -211,8 +211,6 @@ def run_settings(args: argparse.Namespace) -> dict:
 
 
 def _errors(problems):
-    from batch_style.errors import UserErrors
-
     return UserErrors(problems)
 
 

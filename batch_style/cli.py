@@ -29,6 +29,8 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that went a
 
 
 # -- commands ---------------------------------------------------------------------------------
+# Each command imports what it uses when it runs: `--help`, a usage error and `run`'s first line
+# come before numpy, the imaging libraries and TensorFlow load (seconds on a busy machine).
 def say(text: str) -> None:
     """Print lines for people: names in them are escaped (text.printable), one line each."""
     print("\n".join(printable(line) for line in text.splitlines()))

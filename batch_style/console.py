@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from batch_style import interrupts
+from batch_style.pipeline.state import events
 from batch_style.pipeline.state.progress import RunProgress, plan_line
 from batch_style.text import duration, printable
 
@@ -177,8 +178,6 @@ class RunDisplay:
     def _refresh(self) -> None:
         """Redraw the live area (terminal), or write a progress line when one is due (plain)."""
         if self.output is not None:
-            from batch_style.pipeline.state import events
-
             self.beats = events.busy_workers(self.output, set(self.progress.in_flight))
         if self.tty:
             self._clear()

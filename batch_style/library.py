@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from batch_style import orchestrator
 from batch_style.engine import tf_runtime
 from batch_style.engine.painter import MASK_FIELDS, Painter
 from batch_style.errors import UserError, UserErrors
@@ -184,8 +185,6 @@ def run(manifest: str | Path | Mapping | Sequence[str | Path | Mapping], *,
         >>> batch_style.run({"version": 1, "output": "out", "jobs": [
         ...     {"name": "one", "content": "photo.jpg", "style": "painting.jpg"}]}, size=256)
     """
-    from batch_style import orchestrator
-
     manifests = [manifest] if isinstance(manifest, (str, Path, Mapping)) else list(manifest)
     options = orchestrator.RunOptions(workers=workers, device=device, force=force,
                                       weights=None if weights is None else str(weights),

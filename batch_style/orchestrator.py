@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from batch_style import interrupts
+from batch_style.engine import autotune
 from batch_style.errors import UserError
 from batch_style.media.encode import FfmpegError
 from batch_style.media.flow import FlowFiles
@@ -248,8 +249,6 @@ def _expected_seconds(todo: list[Unit], config: WorkerConfig, options: RunOption
     a cluster or the test network, whose pace is not those figures')."""
     if options.tiny or getattr(config, "gpu_ids", ()) or getattr(config, "scheduler", None):
         return None
-    from batch_style.engine import autotune
-
     return autotune.expected_seconds([(u.settings.size, u.cost) for u in todo])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch_style.pipeline.state import run_reader
+from batch_style.pipeline.state import events, run_reader
 from batch_style.pipeline.state.progress import JobProgress, busy_work, paced_seconds, seconds_left
 from batch_style.pipeline.state.run_lock import running_pid
 
@@ -60,8 +60,6 @@ class RunStatus:
 
 def read_status(output: Path) -> RunStatus:
     """Counts per job from the plan and the ledger; works during a run and after it."""
-    from batch_style.pipeline.state import events
-
     folder = run_reader.read(output)
     plan, latest = folder.plan, folder.latest
     entries = plan["units"] + [v for v in plan["videos"] if v.get("outputs")]

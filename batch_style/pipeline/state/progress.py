@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from batch_style.text import duration
+
 
 @dataclass
 class JobProgress:
@@ -79,8 +81,6 @@ def plan_line(total: int, skipped: int, todo: int, videos: int = 0,
               expected: float | None = None) -> str:
     """The run's first line: what it will do and how long that should take. Units are the
     pictures and frames; a video's assembly is counted apart, as `status` and the report do."""
-    from batch_style.text import duration
-
     what = f"{total} unit{'' if total == 1 else 's'} (pictures and frames)"
     if videos:
         what += f" + {videos} video{'' if videos == 1 else 's'} to assemble"
