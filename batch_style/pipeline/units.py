@@ -83,7 +83,7 @@ class UnitResult:
     key: str
     ok: bool
     error: str | None = None            # one line for people
-    error_kind: str | None = None       # input | disk-full | io | oom | internal (| crash: run.py)
+    error_kind: str | None = None       # input | disk-full | io | oom | internal (| crash: orchestrator.py)
     detail: str | None = None           # traceback of an internal error, for the log
     seconds: float = 0.0
     warmup: float = 0.0                 # of those, loading and compiling before the steps' pace

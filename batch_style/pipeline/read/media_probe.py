@@ -56,7 +56,7 @@ class Media:
 
     def check_sizes(self, sized: list[tuple[Path, Node | int, str, str, tuple[int, int]]],
                     settings: Settings) -> None:
-        """The sizes the optimizer will work at (optimize.py), from the images' headers: every
+        """The sizes the optimizer will work at (engine/schedule.py), from the images' headers: every
         side at least VGG19's minimum for the layers asked for, and no more pixels than
         max_pixels (assembly reads the results back under that limit).
 

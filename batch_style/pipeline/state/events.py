@@ -130,7 +130,7 @@ def recording(output_dir: Path, emit: Emit, summary=None, manifest: Path | None 
 
 
 def _log_event(kind: str, data: dict) -> None:
-    # run.py logs each unit's outcome; these add its start and the detail of its result.
+    # orchestrator.py logs each unit's outcome; these add its start and the detail of its result.
     if kind == "unit_start":
         log.info("%s: started (attempt %s)", data.get("key"), data.get("attempt"))
     elif kind == "unit_done" and data.get("status") == "done":

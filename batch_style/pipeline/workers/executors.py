@@ -28,7 +28,7 @@ INSTALL = "pip install 'batch_style[dask]'  (Dask's `distributed`)"
 class BackendConfig(WorkerConfig):
     """A WorkerConfig that also says where the units run.
 
-    run._dispatch hands `make_executor` only (workers, config); carrying the back end in the config
+    orchestrator._dispatch hands `make_executor` only (workers, config); carrying the back end in the config
     keeps that one code path for every back end. Workers ignore these fields.
     """
 
