@@ -37,7 +37,7 @@ def say(text: str) -> None:
 
 
 def cmd_stylize(args) -> int:
-    from batch_style.media import images, profiles
+    from batch_style.media import images
     # Everything the user can get wrong is checked before TensorFlow loads (seconds) and long
     # before the optimization ends.
     settings = stylize_settings(args)
@@ -66,9 +66,7 @@ def cmd_stylize(args) -> int:
             option_names=OPTION_NAMES)
     finally:
         bar.close()  # a Ctrl-C's message starts on a line of its own
-    with overwrites.writing(out):
-        images.save_image(painting.image, out, bit_depth=settings.bit_depth,
-                          icc_profile=profiles.result_profile(Path(args.content)))
+    painting.save(out)
     if gif is not None:
         with overwrites.writing(gif):
             painting.save_progress_gif(gif)

@@ -16,7 +16,7 @@ from batch_style import orchestrator
 from batch_style.engine import tf_runtime
 from batch_style.engine.painter import MASK_FIELDS, Painter
 from batch_style.errors import UserError, UserErrors
-from batch_style.media import gif, images
+from batch_style.media import gif, images, profiles
 from batch_style.pipeline.read import overwrites
 from batch_style.pipeline.workers import memory
 from batch_style.settings import INITS, Settings, blend_problem, check_settings, resolve
@@ -34,15 +34,19 @@ class Painting:
     result: Any                         # engine.stylizer.Result: steps, losses, stop reason, levels
     start: np.ndarray                   # the photo at the result's size (the progress GIF's first)
     snapshots: tuple[np.ndarray, ...]   # 8-bit pictures every snapshot_every steps, when kept
+    photo_path: Path | None = None      # the photo's file, whose colour profile the result keeps
 
     def picture(self) -> Image.Image:
         """The result as an 8-bit RGB PIL image."""
         return Image.fromarray(images.to_uint8(self.image))
 
-    def save(self, path: str | Path, icc_profile: bytes | None = None) -> Path:
-        """Write the result (PNG, JPEG, …; 16-bit PNG with settings.bit_depth 16), atomically."""
-        images.save_image(self.image, Path(path), bit_depth=self.settings.bit_depth,
-                          icc_profile=icc_profile)
+    def save(self, path: str | Path) -> Path:
+        """Write the result (PNG, JPEG, …; 16-bit PNG with settings.bit_depth 16), atomically,
+        with the photo's colour profile when it has a sane RGB one (media/profiles.py)."""
+        profile = profiles.result_profile(self.photo_path) if self.photo_path else None
+        with overwrites.writing(Path(path)):
+            images.save_image(self.image, Path(path), bit_depth=self.settings.bit_depth,
+                              icc_profile=profile)
         return Path(path)
 
     def save_progress_gif(self, path: str | Path) -> Path:
@@ -98,6 +102,7 @@ def paint(content: Source, style: Source | Sequence[Source], settings: Settings 
         settings = settings.replace(snapshot_every=math.gcd(every, save_every))
     styles_given = [style] if isinstance(style, (str, Path, np.ndarray, Image.Image)) else \
         list(style)
+
     def fields(name: str) -> str:
         return (option_names or {}).get(name, name)
 
@@ -143,8 +148,8 @@ def paint(content: Source, style: Source | Sequence[Source], settings: Settings 
                                callback=on_progress, memory=budget)
     h, w = result.image.shape[:2]
     return Painting(image=result.image, settings=settings.replace(snapshot_every=every),
-                    result=result,
-                    start=images.resize(photo, (w, h)), snapshots=tuple(snapshots))
+                    result=result, start=images.resize(photo, (w, h)), snapshots=tuple(snapshots),
+                    photo_path=Path(content) if isinstance(content, (str, Path)) else None)
 
 
 def numbered(path: Path, event) -> Path:
@@ -165,7 +170,8 @@ def stylize(content: Source, style: Source | Sequence[Source], *,
         >>> picture.save("result.png")
 
     `progress(event)` is called after every step (engine.stylizer.Progress: step, steps, losses,
-    elapsed). paint() returns the record behind the picture (steps, losses, progress frames).
+    elapsed); `masks=`, `image_masks=` and `protect=` are paint()'s. paint() returns the record
+    behind the picture (steps, losses, progress frames).
     """
     options = {k: settings.pop(k) for k in ("masks", "image_masks", "protect") if k in settings}
     return paint(content, style, settings_of(settings), progress=progress, weights=weights,
