@@ -270,6 +270,11 @@ def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
         # objective 1.7% lower than filling every masked pixel from the content). Ruder et al.
         # too start from the whole warped frame.
         image = np.where(entered[..., None], fill, target)
+        if unit.earlier and unit.flow is not None:
+            # Long-term (Ruder et al. 2018): what frame t-1 did not see, from the latest earlier
+            # frame that did, target and start alike: a region that comes back keeps its strokes.
+            target, mask, seen = _long_term(unit.earlier, size, s.max_pixels, target, mask)
+            image = np.where(seen[..., None], target, image)
     if partner is not None:
         # A chunk's last frames hand over to the next chunk's lead-in, a little more each frame,
         # so the two chains' strokes meet gradually instead of jumping at the border.
@@ -283,6 +288,30 @@ def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
             mask = (1 - w) * mask + w
     return FrameStart(image=image.astype(np.float32), target=target.astype(np.float32),
                       mask=mask.astype(np.float32), warm=previous is not None)
+
+
+def _long_term(earlier, size, max_pixels, target, mask):
+    """Each pixel held to the latest frame where it was seen: earlier frame j (nearest first)
+    takes the pixels its consistency mask keeps and no later frame had, Ruder et al.'s
+    c_long(j) = max(0, c(j) − Σ_{k<j} c(k)). Returns the target, the mask, and the pixels an
+    earlier frame took. A file gone (a failed frame, a flow not made) leaves that frame out."""
+    from batch_style.media import flow
+
+    taken = np.zeros(mask.shape, bool)
+    held = mask > 0.5
+    for _, output, path in earlier:
+        if not (output.exists() and path.exists()):
+            continue
+        pair = flow.load_pair(path)
+        if pair.cut or pair.size != size:
+            continue
+        take = (pair.mask > 0.5) & ~held
+        if take.any():
+            frame = flow.load_frame(output, size, max_pixels)
+            target = np.where(take[..., None], flow.warp(frame, pair.backward), target)
+            held |= take
+            taken |= take
+    return target, held.astype(np.float32), taken
 
 
 def write_progress_gif(content, snapshots, final, path: Path, settings) -> None:
