@@ -36,6 +36,9 @@ _POOL_GPU: str | None = None  # the GPU a pool worker was started on (init_worke
 _POOL_WORKER = False
 _GPU_LOST: str | None = None  # why TensorFlow here cannot use the GPU this process was given
 TF_LOADED_BEFORE_PINNING: bool | None = None  # checked by tests
+# Stylized frames are warped with Lanczos, not bilinear: each bilinear warp blurred a frame by
+# ~25% of its detail and warm starts compounded it (the drift; docs/video.md, "Drift").
+SHARP_WARP = True
 
 
 def init_worker(config: WorkerConfig, gpu: str | None = None) -> None:
@@ -257,7 +260,7 @@ def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
             pair = flow.load_pair(unit.flow)  # the orchestrator submits this unit once it exists
             if pair.size != size:
                 raise ValueError(f"flow file {unit.flow} is {pair.size}, the frame {size}")
-            target, mask = flow.warp(previous, pair.backward), pair.mask
+            target, mask = flow.warp(previous, pair.backward, SHARP_WARP), pair.mask
             entered = flow.outside(pair.backward)
         else:  # no flow known: the previous frame as it is, every pixel held
             target, mask = previous, np.ones(previous.shape[:2], np.float32)
@@ -308,7 +311,8 @@ def _long_term(earlier, size, max_pixels, target, mask):
         take = (pair.mask > 0.5) & ~held
         if take.any():
             frame = flow.load_frame(output, size, max_pixels)
-            target = np.where(take[..., None], flow.warp(frame, pair.backward), target)
+            target = np.where(take[..., None], flow.warp(frame, pair.backward, SHARP_WARP),
+                              target)
             held |= take
             taken |= take
     return target, held.astype(np.float32), taken
