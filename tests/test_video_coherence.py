@@ -306,3 +306,15 @@ def test_plan_gives_each_frame_earlier_frames_of_its_own_chain(media_dir, write_
                    settings={"temporal_frames": 1})
     (short,) = make_plan(manifest.load(write_manifest([one]))).videos
     assert all(u.earlier == () for u in short.units)
+
+
+def test_temporal_frames_out_of_range_is_one_line_naming_the_field(media_dir, write_manifest,
+                                                                   cli):
+    job = clip_job(media_dir / "clip.mp4", media_dir / "style.png",
+                   settings={"temporal_frames": 13})
+    path = write_manifest([job])
+    result = cli.run("validate", path)
+    assert result.returncode == 2
+    (line,) = [x for x in result.stderr.splitlines() if x.strip()]
+    assert line.startswith(f"{path}:") and "jobs[0].settings.temporal_frames" in line
+    assert "between 1 and 12, got 13" in line
