@@ -170,20 +170,21 @@ def run_clip(clip: Path, style: Path, settings: dict, frames: int, folder: Path,
     path = folder / "manifest.yaml"
     path.write_text(yaml.safe_dump({"version": 1, "output": "out", "jobs": [job]}))
     started = time.perf_counter()
-    # In this process (workers=0), so that a mode's "_sharp_warp" can stand for the worker's
-    # SHARP_WARP (an ablation, not a setting).
+    # In this process (workers=0), so that a mode's "_sharp_warp" or "_anchor" can set the
+    # worker's SHARP_WARP or ANCHOR (ablations, not settings).
     from batch_style.pipeline.workers import worker
 
-    saved = getattr(worker, "SHARP_WARP", None)
-    if "_sharp_warp" in patches:
-        worker.SHARP_WARP = patches["_sharp_warp"]
+    names = {"_sharp_warp": "SHARP_WARP", "_anchor": "ANCHOR"}
+    saved = {name: getattr(worker, name) for name in names.values() if hasattr(worker, name)}
+    for key, value in patches.items():
+        setattr(worker, names[key], value)
     try:
         summary = runner.run([path], runner.RunOptions(workers=0, device="cpu",
                                                        weights=args.weights, tiny=args.tiny,
                                                        force=True))
     finally:
-        if saved is not None:
-            worker.SHARP_WARP = saved
+        for name, value in saved.items():
+            setattr(worker, name, value)
     wall = time.perf_counter() - started
     if summary.exit_code != 0:
         raise SystemExit(f"run failed: {summary.failed or summary.stopped}")

@@ -230,7 +230,7 @@ def test_killed_run_resumes_mid_chain(media_dir, write_manifest, cli):
 
 
 # -- long-term: earlier frames, each pixel held to the latest one that saw it ---------------------
-def test_long_term_holds_a_pixel_to_the_latest_frame_that_saw_it(tmp_path):
+def test_long_term_holds_a_pixel_to_the_latest_frame_that_saw_it(tmp_path, monkeypatch):
     h, w = 8, 12
     still = np.zeros((h, w, 2), np.float32)  # synthetic flows: nothing moves
 
@@ -258,13 +258,19 @@ def test_long_term_holds_a_pixel_to_the_latest_frame_that_saw_it(tmp_path):
                 previous="v/c/000003", previous_output=tmp_path / "p.png",
                 flow=tmp_path / "p.npz", earlier=(two, four, cut))
     start = worker._frame_start(unit, np.full((h, w, 3), 0.9, np.float32))
-    row = np.round(start.target[0, :, 0], 1)
-    assert list(row[:6]) == [0.2] * 6 and list(row[6:9]) == [0.4] * 3
-    assert list(row[9:11]) == [0.8] * 2
+    row = np.round(start.target[0, :, 0], 2)
+    # Columns 0-5, which t-1 saw, are anchored: the mean of t-1, t-2 and t-4 (ANCHOR).
+    assert list(row[:6]) == [round((0.2 + 0.4 + 0.8) / 3, 2)] * 6
+    assert list(row[6:9]) == [0.4] * 3 and list(row[9:11]) == [0.8] * 2
     assert list(start.mask[0]) == [1.0] * 11 + [0.0]
     # The warm start takes the remembered strokes too; the rest still starts from frame t-1.
-    assert np.allclose(start.image[:, :11], start.target[:, :11])
+    assert np.allclose(start.image[:, 6:11], start.target[:, 6:11])
+    assert np.allclose(start.image[:, :6], 0.2, atol=0.01)
     assert np.allclose(start.image[:, 11], 0.2, atol=0.01)
+    # Ruder et al.'s c_long alone: what t-1 saw is held to t-1 only.
+    monkeypatch.setattr(worker, "ANCHOR", False)
+    latest = worker._frame_start(unit, np.full((h, w, 3), 0.9, np.float32))
+    assert list(np.round(latest.target[0, :, 0], 2)) == [0.2] * 6 + [0.4] * 3 + [0.8] * 2 + [0.2]
     # Without earlier frames (temporal_frames: 1) the pixels t-1 did not see are held to nothing.
     short = worker._frame_start(dataclasses.replace(unit, earlier=()), np.zeros((h, w, 3)))
     assert list(short.mask[0]) == [1.0] * 6 + [0.0] * 6

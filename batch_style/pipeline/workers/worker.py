@@ -39,6 +39,10 @@ TF_LOADED_BEFORE_PINNING: bool | None = None  # checked by tests
 # Stylized frames are warped with Lanczos, not bilinear: each bilinear warp blurred a frame by
 # ~25% of its detail and warm starts compounded it (the drift; docs/video.md, "Drift").
 SHARP_WARP = True
+# Pixels frame t-1 saw are held to the mean of it and every earlier frame that saw them too: with
+# t-1 alone the strokes crept (warping error at k = 10: 3.7× the input's, 2.1× with this;
+# docs/video.md, "Long-term consistency and drift"). False: Ruder et al.'s c_long alone.
+ANCHOR = True
 
 
 def init_worker(config: WorkerConfig, gpu: str | None = None) -> None:
@@ -294,27 +298,33 @@ def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
 
 
 def _long_term(earlier, size, max_pixels, target, mask):
-    """Each pixel held to the latest frame where it was seen: earlier frame j (nearest first)
-    takes the pixels its consistency mask keeps and no later frame had, Ruder et al.'s
-    c_long(j) = max(0, c(j) − Σ_{k<j} c(k)). Returns the target, the mask, and the pixels an
-    earlier frame took. A file gone (a failed frame, a flow not made) leaves that frame out."""
+    """A pixel frame t-1 did not see is held to the latest earlier frame that saw it: frame j
+    (nearest first) takes the pixels its consistency mask keeps and no later frame had, Ruder et
+    al.'s c_long(j) = max(0, c(j) − Σ_{k<j} c(k)). A pixel t-1 saw is held to the mean of t-1
+    and the earlier frames that saw it too (ANCHOR). Returns the target, the mask, and the
+    pixels an earlier frame took. A file gone (a failed frame, a flow not made) leaves that
+    frame out."""
     from batch_style.media import flow
 
     taken = np.zeros(mask.shape, bool)
     held = mask > 0.5
+    anchored = held.copy() if ANCHOR else np.zeros(mask.shape, bool)
+    total, count = np.where(held[..., None], target, 0.0), held.astype(np.float32)
     for _, output, path in earlier:
         if not (output.exists() and path.exists()):
             continue
         pair = flow.load_pair(path)
         if pair.cut or pair.size != size:
             continue
-        take = (pair.mask > 0.5) & ~held
+        seen = pair.mask > 0.5
+        take = seen & (anchored | ~held)
         if take.any():
             frame = flow.load_frame(output, size, max_pixels)
-            target = np.where(take[..., None], flow.warp(frame, pair.backward, SHARP_WARP),
-                              target)
+            total += take[..., None] * flow.warp(frame, pair.backward, SHARP_WARP)
+            count += take
+            taken |= seen & ~held
             held |= take
-            taken |= take
+    target = np.where(held[..., None], total / np.maximum(count, 1.0)[..., None], target)
     return target, held.astype(np.float32), taken
 
 
