@@ -105,25 +105,30 @@ def long_term_errors(stylized: list[np.ndarray], inputs: list[np.ndarray],
                      ks=KS) -> dict[int, dict[str, float]]:
     """Per k: the mean over t of the warping error between stylized frames t−k and t, the same
     for the input, and their ratio; flow computed directly between input frames t−k and t, on
-    its consistent pixels only (flow.consistency_mask)."""
+    its consistent pixels only (flow.consistency_mask). Frames warped bilinearly (the ruler of
+    flow.coherence); ratio_lanczos: warped with Lanczos, a ruler that does not favour blur."""
     from batch_style.media import flow
 
     out = {}
     for k in ks:
         if k >= len(inputs):
             continue
-        errors, input_errors = [], []
+        errors, input_errors = {False: [], True: []}, {False: [], True: []}
         for t in range(k, len(inputs)):
             forward = flow.compute_flow(inputs[t - k], inputs[t])
             backward = flow.compute_flow(inputs[t], inputs[t - k])
             weight = flow.consistency_mask(forward, backward)[..., None]
             kept = max(float(weight.sum()) * 3, 1.0)
-            errors.append(float(np.sum(weight * (stylized[t] - flow.warp(stylized[t - k],
-                                                                          backward)) ** 2)) / kept)
-            input_errors.append(float(np.sum(weight * (inputs[t] - flow.warp(inputs[t - k],
-                                                                             backward)) ** 2)) / kept)
-        out[k] = {"error": float(np.mean(errors)), "input_error": float(np.mean(input_errors)),
-                  "ratio": float(np.mean(errors) / max(np.mean(input_errors), 1e-12))}
+            for sharp in (False, True):  # bilinear warps (flow.coherence's), and Lanczos
+                errors[sharp].append(float(np.sum(weight * (stylized[t] - flow.warp(
+                    stylized[t - k], backward, sharp)) ** 2)) / kept)
+                input_errors[sharp].append(float(np.sum(weight * (inputs[t] - flow.warp(
+                    inputs[t - k], backward, sharp)) ** 2)) / kept)
+        ratio = {sharp: float(np.mean(errors[sharp]) / max(np.mean(input_errors[sharp]), 1e-12))
+                 for sharp in (False, True)}
+        out[k] = {"error": float(np.mean(errors[False])),
+                  "input_error": float(np.mean(input_errors[False])), "ratio": ratio[False],
+                  "ratio_lanczos": ratio[True]}
     return out
 
 
