@@ -29,7 +29,7 @@ class Unit:
     previous_output: Path | None = None
     flow: Path | None = None      # flow file from the previous frame to this one (flow.py)
     # Long-term: (key, output, flow file from it to this one) of earlier frames of its chain
-    # before `previous`, nearest first (plan.py; docs/video.md, "Long-term consistency").
+    # before `previous`, nearest first (plan.py; docs/video.md, "Long-term consistency ...").
     earlier: tuple[tuple[str, Path, Path], ...] = ()
     partner: str | None = None    # chunk overlap: key of the next chunk's lead-in of this frame
     partner_output: Path | None = None
