@@ -324,3 +324,27 @@ def test_temporal_frames_out_of_range_is_one_line_naming_the_field(media_dir, wr
     (line,) = [x for x in result.stderr.splitlines() if x.strip()]
     assert line.startswith(f"{path}:") and "jobs[0].settings.temporal_frames" in line
     assert "between 1 and 12, got 13" in line
+
+
+def test_flow_gate_waits_for_every_flow_file_and_drops_an_earlier_frame_across_a_cut(tmp_path):
+    import concurrent.futures as cf
+
+    futures = {name: cf.Future() for name in ("1", "2", "4")}
+
+    class Flows:
+        @staticmethod
+        def future(path):
+            return futures[path.name]
+
+    unit = Unit(key="v/c/000004", job="v", content=tmp_path / "c.png", styles=(),
+                settings=planning.Settings(size=16), output=tmp_path / "o.png", steps=1,
+                previous="v/c/000003", previous_output=tmp_path / "3.png", flow=tmp_path / "1",
+                earlier=(("v/c/000002", tmp_path / "2.png", tmp_path / "2"),
+                         ("v/c/000000", tmp_path / "0.png", tmp_path / "4")))
+    gate = runner._flow_gate(Flows())
+    futures["1"].set_result(False)
+    futures["2"].set_result(False)
+    assert gate(unit) == (unit, futures["4"])  # held back until its last flow file is made
+    futures["4"].set_result(True)  # frames 0 and 4: the flow cannot explain one from the other
+    gated, pending = gate(unit)
+    assert pending is None and gated.earlier == unit.earlier[:1] and gated.flow == unit.flow
