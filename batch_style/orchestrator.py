@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -253,14 +254,19 @@ def _expected_seconds(todo: list[Unit], config: WorkerConfig, options: RunOption
 
 
 def _flow_gate(flows: FlowFiles):
-    """gate(unit) → (the unit to submit, None) or (unit, a future to wait for): its flow file.
-    A frame at a scene cut, or whose flow could not be made, starts afresh."""
+    """gate(unit) → (the unit to submit, None) or (unit, a future to wait for): its flow files.
+    A frame at a scene cut, or whose flow could not be made, starts afresh; an earlier frame
+    (long-term) that the flow cannot explain, or whose flow failed, is left out."""
     def gate(unit: Unit) -> tuple[Unit, cf.Future | None]:
         if unit.flow is None:
             return unit, None
+        for path in (unit.flow, *(e[2] for e in unit.earlier)):
+            if not (pending := flows.future(path)).done():
+                return unit, pending
+        kept = tuple(e for e in unit.earlier if _flow_usable(flows.future(e[2]), unit.key))
+        if kept != unit.earlier:
+            unit = dataclasses.replace(unit, earlier=kept)
         future = flows.future(unit.flow)
-        if not future.done():
-            return unit, future
         error = future.exception()
         if error is None and not future.result():
             return unit, None
@@ -273,6 +279,17 @@ def _flow_gate(flows: FlowFiles):
             log.info("%s: scene cut; it starts afresh", unit.key)
         return unit.afresh(), None
     return gate
+
+
+def _flow_usable(future: cf.Future, key: str) -> bool:
+    """Whether a long-term flow file is there and relates its frames (no cut between them)."""
+    error = future.exception()
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
+        raise error
+    if error is not None:
+        log.warning("%s: no long-term optical flow (%s: %s); that frame is left out", key,
+                    type(error).__name__, error)
+    return error is None and not future.result()
 
 
 def _dispatch(todo: list[Unit], workers: int, config: WorkerConfig, options: RunOptions,

@@ -104,6 +104,10 @@ class Settings:
     warm_start: bool = _spec(True, "video: start each frame from the previous stylized frame")
     temporal_weight: float = _spec(1.0e11, "video: weight keeping a frame close to the previous one",
                                    lo=0.0, hi=1e15)
+    # Ruder et al.'s long-term term: held to frames t-1, t-2, t-4, ... (this many); a pixel t-1
+    # missed to the latest that saw it (docs/video.md, "Long-term consistency ..."); 1: t-1 only.
+    temporal_frames: int = _spec(6, "video: earlier frames a frame is held to (t-1, t-2, t-4, "
+                                    "...; 1: the previous one only)", lo=1, hi=12)
     # Where the VGG19 convolutions compute in bfloat16 (Keras' mixed_bfloat16); the image, Grams
     # and losses stay float32. "mixed": bfloat16 for the first MIXED_BULK of the steps, float32
     # for the rest (policy.py); "auto": on a CPU with native bfloat16 (AVX-512 BF16/AMX) mixed or

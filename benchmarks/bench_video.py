@@ -54,6 +54,7 @@ class Outcome:
     steps: tuple[int, ...]
     wall: float                 # the whole run, s
     border_jump: float | None   # largest change near a chunk border over the median elsewhere
+    long_term: dict             # benchmarks/video_long.py: warping error at k = 1, 10, 30, detail
     outputs: tuple[Path, ...]   # stylized frames, in order
     contents: tuple[Path, ...]  # extracted input frames
     mp4: Path
@@ -65,6 +66,7 @@ def run_mode(name: str, mode: Mode, args, work: Path, fps: float) -> Outcome:
     from batch_style.pipeline import plan as planning
     from batch_style.pipeline.read import manifest
     from batch_style.pipeline.state import ledger
+    from benchmarks import video_long
 
     folder = work / name
     settings = {"size": args.size, "steps": args.steps, **mode.settings}
@@ -92,6 +94,7 @@ def run_mode(name: str, mode: Mode, args, work: Path, fps: float) -> Outcome:
     records = [latest[u.key] for u in vp.units]
     metrics = latest[vp.key]["metrics"]
     frames = [flow.load_frame(u.output, vp.size, 10**9) for u in vp.units]
+    contents = [flow.load_frame(u.content, vp.size, 10**9) for u in vp.units]
     # Transition t is frame t-1 → t. Near a chunk border (its hand-over, or the border itself
     # when chunks abut) the largest change, against the typical change elsewhere: 1.0 is a
     # border nobody can find, 2 or more a visible pop.
@@ -105,6 +108,7 @@ def run_mode(name: str, mode: Mode, args, work: Path, fps: float) -> Outcome:
                    warp_error=metrics["warp_error"], input_warp_error=metrics["input_warp_error"],
                    objective=(), seconds=tuple(r["seconds"] for r in records),
                    steps=tuple(r["steps"] for r in records), wall=wall, border_jump=jump,
+                   long_term=video_long.clip_figures(frames, contents),
                    outputs=tuple(u.output for u in vp.units),
                    contents=tuple(u.content for u in vp.units), mp4=vp.outputs["mp4"])
 
@@ -164,7 +168,8 @@ def table(outcomes: list[Outcome], steps: int) -> str:
     head = ["mode", "steps per frame", "flicker (1.0 = input)", "warping error",
             "objective, mean per frame", "objective vs independent, mean (worst frame)",
             "s/frame after the first (median)", "first frame s", "wall s",
-            "chunk border jump"]
+            "chunk border jump", "warping error k = 1, 10, 30 (× input's)",
+            "detail, last 10 frames / first 10"]
     rows = [head, ["---"] * len(head)]
     for o in outcomes:
         ratios = [a / b for a, b in zip(o.objective, base.objective)]
@@ -176,7 +181,11 @@ def table(outcomes: list[Outcome], steps: int) -> str:
                      f"{np.mean(ratios):.3f} ({max(ratios):.3f})",
                      f"{np.median(o.seconds[1:] or o.seconds):.2f}", f"{o.seconds[0]:.1f}",
                      f"{o.wall:.0f}",
-                     "—" if o.border_jump is None else f"{o.border_jump:.2f}×"])
+                     "—" if o.border_jump is None else f"{o.border_jump:.2f}×",
+                     ", ".join(f"{o.long_term['warp'][k]['ratio']:.2f}"
+                               for k in ("1", "10", "30") if k in o.long_term["warp"]),
+                     f"{o.long_term['detail_ratio']:.2f} (input "
+                     f"{o.long_term['input_detail_ratio']:.2f})"])
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
@@ -242,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
             f"term), evaluated in float32 on each final frame. Seconds as each worker measured "
             f"its frames (other work on the machine slows them all alike within one run). Chunk "
             f"border jump: the largest change between consecutive frames near a chunk border (its "
-            f"hand-over) over the median change elsewhere; 1.0: no border to see.\n"
+            f"hand-over) over the median change elsewhere; 1.0: no border to see. Warping error "
+            f"at k: between stylized frames t−k and t over the input's own, flow computed "
+            f"directly between them, consistent pixels only (benchmarks/video_long.py). Detail: "
+            f"mean neighbour difference.\n"
             f"Side by side: {out.with_suffix('.mp4').name} (input | "
             + " | ".join(o.mode for o in outcomes) + ").\n\n" + table(outcomes, args.steps) + "\n")
     print(text)

@@ -92,3 +92,40 @@ def test_trajectory_measures_the_distance_left_and_the_last_ten_steps():
     assert float(cells[5]) == pytest.approx(1 / 3, abs=0.01)
     assert float(cells[6]) == pytest.approx(25.5, abs=0.1)
     assert [c.strip() for c in rows[1].strip("|").split("|")][2:4] == ["0.00", "0.00"]
+
+
+def test_video_long_bench_sees_drift_and_long_term_changes(tmp_path):
+    """benchmarks/video_long.py: a result that follows its input exactly scores 1 at every k; one
+    whose contrast fades scores its fade in the detail ratio, one that changes slowly a warping
+    error that grows with k."""
+    import json
+
+    import numpy as np
+
+    from batch_style.media import video
+    from benchmarks import video_long
+
+    clip = video_long.make_clip("occluder-tubingen", 36, tmp_path / "clip.mp4")
+    frames = [f for _, _, f in video.iter_frames(clip)]
+    assert len(frames) == 36 and frames[0].shape == (144, 192, 3)
+    again = video_long.make_clip("occluder-tubingen", 36, tmp_path / "again.mp4")
+    assert np.array_equal(frames[5], [f for _, _, f in video.iter_frames(again)][5])
+    same = video_long.clip_figures(frames, frames)
+    assert set(same["warp"]) == {"1", "10", "30"}
+    assert all(v["ratio"] == pytest.approx(1.0) for v in same["warp"].values())
+    assert same["detail_ratio"] == pytest.approx(same["input_detail_ratio"])
+    fading = [0.5 + (f - 0.5) * (1 - t / 50) for t, f in enumerate(frames)]
+    faded = video_long.clip_figures(fading, frames)
+    assert faded["detail_ratio"] < 0.7 * same["detail_ratio"]
+    drifting = [np.clip(f + 0.005 * t, 0, 1) for t, f in enumerate(frames)]  # a slow change
+    drifted = video_long.clip_figures(drifting, frames)["warp"]
+    assert 1.0 < drifted["1"]["ratio"] < drifted["10"]["ratio"] < drifted["30"]["ratio"]
+    # Through the pipeline with the tiny network: the figures and the style distances.
+    out = tmp_path / "long.json"
+    assert video_long.main(["--clip", "handheld-tubingen", "--frames", "12", "--size", "32",
+                            "--steps", "3", "--frame-steps", "2", "--tiny", "--alone",
+                            "--mode", "short={temporal_frames: 1}", "--mode", "long",
+                            "--out", str(out)]) == 0
+    entry = json.loads(out.read_text())["clips"]["handheld-tubingen"]
+    assert set(entry) == {"short", "long", "alone"}
+    assert set(entry["long"]["warp"]) == {"1", "10"} and entry["alone"]["style_distance_last"] > 0

@@ -81,7 +81,9 @@ def test_plan_splits_a_video_into_chains_with_lead_ins(media_dir, write_manifest
             assert unit.blend == pytest.approx((i - lead_from + 1) / CHUNK_OVERLAP)
         else:
             assert unit.partner is None and unit.blend == 0.0
-    assert set(vp.units[17].waits_for) == {vp.units[16].key, vp.leads[-1].key}
+    # Frame 17 reads frame 16, the lead-in's 17 and (long-term) frames 15, 13, 9 and 1.
+    assert set(vp.units[17].waits_for) == {vp.units[16].key, vp.leads[-1].key,
+                                           *(vp.units[i].key for i in (15, 13, 9, 1))}
     # Another worker count redoes only the frames whose chain changed.
     same = [a.hash == b.hash for a, b in zip(vp1.units, vp.units)]
     assert same == [True] * lead_from + [False] * (36 - lead_from)
@@ -143,7 +145,7 @@ def test_frame_start_warps_the_previous_frame_and_fills_disocclusions(tmp_path):
                          flow=tmp_path / "flow.npz")
     start = worker._frame_start(unit, content)
     saved = images.load_image(tmp_path / "previous.png", 10**6)
-    warped = flow.warp(saved, flow.load_pair(tmp_path / "flow.npz").backward)
+    warped = flow.warp(saved, flow.load_pair(tmp_path / "flow.npz").backward, sharp=True)
     mask = flow.load_pair(tmp_path / "flow.npz").mask
     assert start.warm and np.array_equal(start.mask, mask)
     assert np.allclose(start.target, warped, atol=1e-6)
@@ -222,4 +224,127 @@ def test_killed_run_resumes_mid_chain(media_dir, write_manifest, cli):
         [SMALL["steps"]] + [SMALL["frame_steps"]] * 11
     # Flow files made before the kill were read, not computed again.
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in flows.items())
-    assert len(list(vp.flow_dir.glob("*.npz"))) == 11
+    # The long-term flow files too (from frames 2, 4, 8 before; test_plan_gives_each_frame_...).
+    assert len(list(vp.flow_dir.glob("*.npz"))) == 11 + sum(len(u.earlier) for u in vp.units) \
+        == 11 + 10 + 8 + 4
+
+
+# -- long-term: earlier frames, each pixel held to the latest one that saw it ---------------------
+def test_long_term_holds_a_pixel_to_the_latest_frame_that_saw_it(tmp_path, monkeypatch):
+    h, w = 8, 12
+    still = np.zeros((h, w, 2), np.float32)  # synthetic flows: nothing moves
+
+    def earlier(name: str, value: float, seen: np.ndarray) -> tuple[str, Path, Path]:
+        images.save_image(np.full((h, w, 3), value, np.float32), tmp_path / f"{name}.png")
+        flow.save_pair(flow.FramePair(backward=still, mask=seen.astype(np.float32), change=0.0,
+                                      consistent=float(seen.mean()), cut=False),
+                       tmp_path / f"{name}.npz")
+        return f"v/c/{name}", tmp_path / f"{name}.png", tmp_path / f"{name}.npz"
+
+    # Frame t-1 saw the left half; t-2 columns 0-8 (so 6-8 are held to it, 0-5 stay with t-1);
+    # t-4 everything (columns 9-10 go to it, not 6-8: t-2 is more recent); column 11 was hidden
+    # in every frame but t-4, whose flow file marks a cut: it is held to none.
+    columns = np.arange(w)[None].repeat(h, 0)
+    seen_1 = columns < 6
+    images.save_image(np.full((h, w, 3), 0.2, np.float32), tmp_path / "p.png")
+    flow.save_pair(flow.FramePair(backward=still, mask=seen_1.astype(np.float32), change=0.0,
+                                  consistent=0.5, cut=False), tmp_path / "p.npz")
+    two = earlier("000002", 0.4, columns < 9)
+    four = earlier("000000", 0.8, columns < 11)
+    cut = earlier("cut", 0.6, np.ones((h, w), bool))
+    flow.save_pair(dataclasses.replace(flow.load_pair(cut[2]), cut=True), cut[2])
+    unit = Unit(key="v/c/000004", job="v", content=tmp_path / "c.png", styles=(),
+                settings=planning.Settings(size=w), output=tmp_path / "out.png", steps=3,
+                previous="v/c/000003", previous_output=tmp_path / "p.png",
+                flow=tmp_path / "p.npz", earlier=(two, four, cut))
+    start = worker._frame_start(unit, np.full((h, w, 3), 0.9, np.float32))
+    row = np.round(start.target[0, :, 0], 2)
+    # Columns 0-5, which t-1 saw, are anchored: the mean of t-1, t-2 and t-4 (ANCHOR).
+    assert list(row[:6]) == [round((0.2 + 0.4 + 0.8) / 3, 2)] * 6
+    assert list(row[6:9]) == [0.4] * 3 and list(row[9:11]) == [0.8] * 2
+    assert list(start.mask[0]) == [1.0] * 11 + [0.0]
+    # The warm start takes the remembered strokes too; the rest still starts from frame t-1.
+    assert np.allclose(start.image[:, 6:11], start.target[:, 6:11])
+    assert np.allclose(start.image[:, :6], 0.2, atol=0.01)
+    assert np.allclose(start.image[:, 11], 0.2, atol=0.01)
+    # Ruder et al.'s c_long alone: what t-1 saw is held to t-1 only.
+    monkeypatch.setattr(worker, "ANCHOR", False)
+    latest = worker._frame_start(unit, np.full((h, w, 3), 0.9, np.float32))
+    assert list(np.round(latest.target[0, :, 0], 2)) == [0.2] * 6 + [0.4] * 3 + [0.8] * 2 + [0.2]
+    # Without earlier frames (temporal_frames: 1) the pixels t-1 did not see are held to nothing.
+    short = worker._frame_start(dataclasses.replace(unit, earlier=()), np.zeros((h, w, 3)))
+    assert list(short.mask[0]) == [1.0] * 6 + [0.0] * 6
+
+
+def test_plan_gives_each_frame_earlier_frames_of_its_own_chain(media_dir, write_manifest,
+                                                               monkeypatch):
+    from batch_style.pipeline import assemble
+
+    monkeypatch.setattr(planning, "CHUNK_OVERLAP", 2)
+    job = clip_job(media_dir / "clip.mp4", media_dir / "style.png", end=0.4,
+                   settings={"temporal_frames": 4})
+    (vp,) = make_plan(manifest.load(write_manifest([job])), chains=2).videos
+    assert vp.chunks == (Chunk(0, 6, 0), Chunk(6, 12, 4))
+    by_key = {u.key: u for u in vp.units + vp.leads}
+    for unit in vp.units + vp.leads:
+        i = int(unit.key[-6:])
+        chain_start = 4 if unit in vp.leads or i >= 6 else 0
+        distances = [i - int(k[-6:]) for k, _, _ in unit.earlier]
+        assert distances == [d for d in (2, 4, 8) if i - d >= chain_start and unit.previous]
+        for key, output, path in unit.earlier:
+            assert by_key[key].output == output and key in unit.waits_for
+            assert path == vp.flow_dir / f"{i:06d}-{int(key[-6:]):06d}.npz"
+            # Chunk 1 reads its own lead-in (frames 4, 5), never chunk 0's frames.
+            assert (key.split("/")[2] == "lead") == (int(key[-6:]) < 6 and chain_start == 4)
+    # Every flow file a unit reads is made, each right after its frame's flow from the one before.
+    paths = [j.path for j in assemble.flow_jobs(vp)]
+    wanted = {u.flow for u in vp.units + vp.leads if u.flow} | {
+        e[2] for u in vp.units + vp.leads for e in u.earlier}
+    assert set(paths) == wanted and len(paths) == len(wanted)
+    assert paths.index(vp.flow_dir / "000009-000007.npz") == \
+        paths.index(vp.flow_dir / "000009.npz") + 1
+    # A failed earlier frame is left out; a scene cut drops them all.
+    unit = vp.units[9]
+    assert [k for k, _, _ in unit.without(unit.earlier[0][0]).earlier] == \
+        [k for k, _, _ in unit.earlier[1:]]
+    assert unit.afresh().earlier == ()
+    one = clip_job(media_dir / "clip.mp4", media_dir / "style.png", end=0.4,
+                   settings={"temporal_frames": 1})
+    (short,) = make_plan(manifest.load(write_manifest([one]))).videos
+    assert all(u.earlier == () for u in short.units)
+
+
+def test_temporal_frames_out_of_range_is_one_line_naming_the_field(media_dir, write_manifest,
+                                                                   cli):
+    job = clip_job(media_dir / "clip.mp4", media_dir / "style.png",
+                   settings={"temporal_frames": 13})
+    path = write_manifest([job])
+    result = cli.run("validate", path)
+    assert result.returncode == 2
+    (line,) = [x for x in result.stderr.splitlines() if x.strip()]
+    assert line.startswith(f"{path}:") and "jobs[0].settings.temporal_frames" in line
+    assert "between 1 and 12, got 13" in line
+
+
+def test_flow_gate_waits_for_every_flow_file_and_drops_an_earlier_frame_across_a_cut(tmp_path):
+    import concurrent.futures as cf
+
+    futures = {name: cf.Future() for name in ("1", "2", "4")}
+
+    class Flows:
+        @staticmethod
+        def future(path):
+            return futures[path.name]
+
+    unit = Unit(key="v/c/000004", job="v", content=tmp_path / "c.png", styles=(),
+                settings=planning.Settings(size=16), output=tmp_path / "o.png", steps=1,
+                previous="v/c/000003", previous_output=tmp_path / "3.png", flow=tmp_path / "1",
+                earlier=(("v/c/000002", tmp_path / "2.png", tmp_path / "2"),
+                         ("v/c/000000", tmp_path / "0.png", tmp_path / "4")))
+    gate = runner._flow_gate(Flows())
+    futures["1"].set_result(False)
+    futures["2"].set_result(False)
+    assert gate(unit) == (unit, futures["4"])  # held back until its last flow file is made
+    futures["4"].set_result(True)  # frames 0 and 4: the flow cannot explain one from the other
+    gated, pending = gate(unit)
+    assert pending is None and gated.earlier == unit.earlier[:1] and gated.flow == unit.flow

@@ -63,17 +63,20 @@ def _sample_positions(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xs + flow[..., 0], ys + flow[..., 1]
 
 
-def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+def warp(image: np.ndarray, flow: np.ndarray, sharp: bool = False) -> np.ndarray:
     """`image` sampled at p + flow(p) for each pixel p (bilinear; edges repeated).
 
     With `flow` the backward flow from frame t to frame t-1, warp(frame t-1) lines frame t-1 up
-    with frame t: warp(b, compute_flow(a, b)) ≈ a.
+    with frame t: warp(b, compute_flow(a, b)) ≈ a. `sharp`: Lanczos (8×8) instead of bilinear,
+    clipped to [0,1], for stylized frames warped again and again (a warm start's start).
     """
     import cv2
 
     map_x, map_y = _sample_positions(np.asarray(flow, np.float32))
     src = np.ascontiguousarray(image, np.float32)
-    return cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    kernel = cv2.INTER_LANCZOS4 if sharp else cv2.INTER_LINEAR
+    out = cv2.remap(src, map_x, map_y, kernel, borderMode=cv2.BORDER_REPLICATE)
+    return np.clip(out, 0.0, 1.0) if sharp else out
 
 
 def outside(backward: np.ndarray) -> np.ndarray:

@@ -86,7 +86,8 @@ def _remove_stale_extractions(frames_dir: Path) -> None:
 
 
 def flow_jobs(vp: VideoPlan, todo: set[str] | frozenset[str] = frozenset()) -> list[flow.FlowJob]:
-    """The flow files of a video (one per frame after the first), in the order they are needed:
+    """The flow files of a video (one per frame after the first, and each frame's long-term ones
+    from earlier frames), in the order they are needed:
     those of frames still to do first, then by position in their chain, so every chain's next
     frame has its flow before frames further on. Stale flow folders (another size) go."""
     if vp.flow_dir is None or len(vp.frames) < 2:
@@ -99,10 +100,20 @@ def flow_jobs(vp: VideoPlan, todo: set[str] | frozenset[str] = frozenset()) -> l
     pending = {int(u.key.rsplit("/", 1)[1]) for u in vp.units + vp.leads if u.key in todo}
     order = sorted(range(1, len(vp.frames)), key=lambda i: (i not in pending, position.get(i, i), i))
     max_pixels = vp.units[0].settings.max_pixels
-    return [flow.FlowJob(previous=vp.frames_dir / FRAME_NAME.format(i - 1),
-                         current=vp.frames_dir / FRAME_NAME.format(i), size=vp.size,
-                         path=vp.flow_dir / FLOW_NAME.format(i), max_pixels=max_pixels)
-            for i in order]
+    # Long-term flow files (Unit.earlier) come right after their frame's flow from the one before.
+    longer: dict[int, dict[Path, int]] = {}
+    for unit in vp.units + vp.leads:
+        for key, _, path in unit.earlier:
+            longer.setdefault(int(unit.key[-6:]), {})[path] = int(key[-6:])
+
+    def job(source: int, i: int, path: Path) -> flow.FlowJob:
+        return flow.FlowJob(previous=vp.frames_dir / FRAME_NAME.format(source),
+                            current=vp.frames_dir / FRAME_NAME.format(i), size=vp.size,
+                            path=path, max_pixels=max_pixels)
+
+    return [j for i in order for j in (
+        job(i - 1, i, vp.flow_dir / FLOW_NAME.format(i)),
+        *(job(source, i, path) for path, source in longer.get(i, {}).items()))]
 
 
 def coherence(vp: VideoPlan) -> dict[str, float]:

@@ -13,6 +13,7 @@ from batch_style.pipeline.state import ledger, run_folder
 from batch_style.pipeline.state.run_folder import (
     EXTRACT_KEY_LEN,
     EXTRACT_PREFIX,
+    FLOW_FROM_NAME,
     FLOW_NAME,
     FRAME_NAME,
     LEAD_DIR,
@@ -34,6 +35,12 @@ class Chunk:
     start: int                    # first frame shown from this chunk
     stop: int                     # one past its last frame
     lead: int                     # first frame of its chain: start - overlap, or 0 for the first
+
+
+def earlier_distances(temporal_frames: int) -> tuple[int, ...]:
+    """How far back the long-term term looks besides the previous frame: 2, 4, 8, ... (Ruder et
+    al.'s set of earlier frames, doubling: a few flow files reach far; docs/video.md)."""
+    return tuple(2 ** n for n in range(1, temporal_frames))
 
 
 def split_chunks(frames: int, chains: int, overlap: int = CHUNK_OVERLAP) -> list[Chunk]:
@@ -164,8 +171,15 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
     chunks = split_chunks(len(frames), chains if chained else 1, overlap)
 
     def frame_unit(i: int, key: str, output: Path, chain: int, previous: Unit | None, *,
-                   lead: bool = False, partner: Unit | None = None, blend: float = 0.0) -> Unit:
+                   lead: bool = False, partner: Unit | None = None, blend: float = 0.0,
+                   before: dict[int, Unit] | None = None) -> Unit:
         linked = chained and previous is not None
+        # Long-term: earlier frames of the same chain (`before`: its units by frame), each with
+        # the flow computed directly from it to this frame.
+        earlier = tuple((before[i - d].key, before[i - d].output,
+                         flow_dir / FLOW_FROM_NAME.format(i, i - d))
+                        for d in earlier_distances(s.temporal_frames)
+                        if linked and before and i - d >= chain and i - d in before)
         # A chained frame's result depends on where its chain starts (and on the flow method),
         # and a handed-over frame's on its partner, so they are part of its hash: another chunk
         # layout redoes only the frames it changes.
@@ -178,7 +192,7 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
                     steps=s.frame_steps if linked and s.warm_start else None,
                     previous=previous.key if linked else None,
                     previous_output=previous.output if linked else None,
-                    flow=flow_dir / FLOW_NAME.format(i) if linked else None,
+                    flow=flow_dir / FLOW_NAME.format(i) if linked else None, earlier=earlier,
                     partner=partner.key if partner else None,
                     partner_output=partner.output if partner else None, blend=blend,
                     hash=ledger.unit_hash([], {}, {"video": video_hash, "frame": i,
@@ -190,10 +204,11 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
         for i in range(chunk.lead, chunk.start):
             leads[i] = previous = frame_unit(
                 i, f"{job.name}/{stem}/{LEAD_DIR}/{i:06d}", work / LEAD_DIR / FRAME_NAME.format(i),
-                chunk.lead, previous, lead=True)
+                chunk.lead, previous, lead=True, before=leads)
     units: list[Unit] = []
     for j, chunk in enumerate(chunks):
         previous = leads.get(chunk.start - 1) if chunk.lead < chunk.start else None
+        chain = {i: leads[i] for i in range(chunk.lead, chunk.start)}  # its frames so far
         for i in range(chunk.start, chunk.stop):
             partner, blend = leads.get(i), 0.0
             if partner is not None:
@@ -202,7 +217,8 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
                 after = chunks[j + 1]
                 blend = (i - after.lead + 1) / (after.start - after.lead)
             previous = frame_unit(i, f"{job.name}/{stem}/{i:06d}", out_dir / FRAME_NAME.format(i),
-                                  chunk.lead, previous, partner=partner, blend=blend)
+                                  chunk.lead, previous, partner=partner, blend=blend, before=chain)
+            chain[i] = previous
             units.append(previous)
     duration = len(frames) / fps
     outputs = {fmt: out / job.name / f"{stem}.{fmt}" for fmt in ("mp4", "gif")

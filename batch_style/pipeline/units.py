@@ -28,6 +28,9 @@ class Unit:
     previous: str | None = None   # key of the unit this one starts from (video warm start)
     previous_output: Path | None = None
     flow: Path | None = None      # flow file from the previous frame to this one (flow.py)
+    # Long-term: (key, output, flow file from it to this one) of earlier frames of its chain
+    # before `previous`, nearest first (plan.py; docs/video.md, "Long-term consistency ...").
+    earlier: tuple[tuple[str, Path, Path], ...] = ()
     partner: str | None = None    # chunk overlap: key of the next chunk's lead-in of this frame
     partner_output: Path | None = None
     blend: float = 0.0            # how far this frame is handed over to the partner, 0..1
@@ -50,16 +53,19 @@ class Unit:
     @property
     def waits_for(self) -> tuple[str, ...]:
         """Keys of the units whose outputs this one reads."""
-        return tuple(k for k in (self.previous, self.partner) if k is not None)
+        return tuple(k for k in (self.previous, self.partner, *(e[0] for e in self.earlier))
+                     if k is not None)
 
     def afresh(self) -> Unit:
         """This frame not starting from the previous one (a scene cut, or the previous frame
         failed): the full step budget, no warm start, no temporal term towards it."""
-        return dataclasses.replace(self, previous_output=None, steps=None, flow=None)
+        return dataclasses.replace(self, previous_output=None, steps=None, flow=None, earlier=())
 
     def without(self, key: str) -> Unit:
         """This unit once unit `key` has failed: it must not read a stale file of an older run."""
         unit = self.afresh() if key == self.previous else self
+        if any(e[0] == key for e in unit.earlier):
+            unit = dataclasses.replace(unit, earlier=tuple(e for e in unit.earlier if e[0] != key))
         return dataclasses.replace(unit, partner_output=None, blend=0.0) \
             if key == self.partner else unit
 

@@ -31,6 +31,7 @@ RESERVED_NAMES = frozenset({LOG_NAME, REPORT_NAME})
 # Inside work/JOB/STEM/ (plan.video_plan):
 FRAME_NAME = "{:06d}.png"       # a frame, by its position in the job's selection
 FLOW_NAME = "{:06d}.npz"        # flow from frame N-1 to frame N (flow.save_pair)
+FLOW_FROM_NAME = "{:06d}-{:06d}.npz"  # N-M: flow from an earlier frame M to frame N (long-term)
 EXTRACT_PREFIX = "in-"          # in-KEY/: a video's extracted frames
 EXTRACT_KEY_LEN = 12            # hex digits of the source-and-window hash in that name
 LEAD_DIR = "lead"               # lead/: chunk lead-in frames (plan.split_chunks)

@@ -39,6 +39,13 @@ _GPU_LOST: str | None = None  # why TensorFlow here cannot use the GPU this proc
 _RUN_PID: int | None = None  # the `run` process a pool worker works for (init_worker)
 WATCH_SECONDS = 0.25  # how often a pool worker looks whether its run is still there
 TF_LOADED_BEFORE_PINNING: bool | None = None  # checked by tests
+# Stylized frames are warped with Lanczos, not bilinear: each bilinear warp blurred a frame by
+# ~25% of its detail and warm starts compounded it (the drift; docs/video.md, "Drift").
+SHARP_WARP = True
+# Pixels frame t-1 saw are held to the mean of it and every earlier frame that saw them too: with
+# t-1 alone the strokes crept (warping error at k = 10: 3.7× the input's, 2.1× with this;
+# docs/video.md, "Long-term consistency and drift"). False: Ruder et al.'s c_long alone.
+ANCHOR = True
 
 
 def init_worker(config: WorkerConfig, gpu: str | None = None, run_pid: int | None = None) -> None:
@@ -298,7 +305,7 @@ def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
             pair = flow.load_pair(unit.flow)  # the orchestrator submits this unit once it exists
             if pair.size != size:
                 raise ValueError(f"flow file {unit.flow} is {pair.size}, the frame {size}")
-            target, mask = flow.warp(previous, pair.backward), pair.mask
+            target, mask = flow.warp(previous, pair.backward, SHARP_WARP), pair.mask
             entered = flow.outside(pair.backward)
         else:  # no flow known: the previous frame as it is, every pixel held
             target, mask = previous, np.ones(previous.shape[:2], np.float32)
@@ -311,6 +318,11 @@ def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
         # objective 1.7% lower than filling every masked pixel from the content). Ruder et al.
         # too start from the whole warped frame.
         image = np.where(entered[..., None], fill, target)
+        if unit.earlier and unit.flow is not None:
+            # Long-term (Ruder et al. 2018): what frame t-1 did not see, from the latest earlier
+            # frame that did, target and start alike: a region that comes back keeps its strokes.
+            target, mask, seen = _long_term(unit.earlier, size, s.max_pixels, target, mask)
+            image = np.where(seen[..., None], target, image)
     if partner is not None:
         # A chunk's last frames hand over to the next chunk's lead-in, a little more each frame,
         # so the two chains' strokes meet gradually instead of jumping at the border.
@@ -324,3 +336,34 @@ def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
             mask = (1 - w) * mask + w
     return FrameStart(image=image.astype(np.float32), target=target.astype(np.float32),
                       mask=mask.astype(np.float32), warm=previous is not None)
+
+
+def _long_term(earlier, size, max_pixels, target, mask):
+    """A pixel frame t-1 did not see is held to the latest earlier frame that saw it: frame j
+    (nearest first) takes the pixels its consistency mask keeps and no later frame had, Ruder et
+    al.'s c_long(j) = max(0, c(j) − Σ_{k<j} c(k)). A pixel t-1 saw is held to the mean of t-1
+    and the earlier frames that saw it too (ANCHOR). Returns the target, the mask, and the
+    pixels an earlier frame took. A file gone (a failed frame, a flow not made) leaves that
+    frame out."""
+    from batch_style.media import flow
+
+    taken = np.zeros(mask.shape, bool)
+    held = mask > 0.5
+    anchored = held.copy() if ANCHOR else np.zeros(mask.shape, bool)
+    total, count = np.where(held[..., None], target, 0.0), held.astype(np.float32)
+    for _, output, path in earlier:
+        if not (output.exists() and path.exists()):
+            continue
+        pair = flow.load_pair(path)
+        if pair.cut or pair.size != size:
+            continue
+        seen = pair.mask > 0.5
+        take = seen & (anchored | ~held)
+        if take.any():
+            frame = flow.load_frame(output, size, max_pixels)
+            total += take[..., None] * flow.warp(frame, pair.backward, SHARP_WARP)
+            count += take
+            taken |= seen & ~held
+            held |= take
+    target = np.where(held[..., None], total / np.maximum(count, 1.0)[..., None], target)
+    return target, held.astype(np.float32), taken
