@@ -54,8 +54,8 @@ def loop_clip(name: str, frames: int, path: Path, seed: int = 0) -> Path:
 
     photo = _still(name)
     w, h = CLIP_SIZE
-    # The photo at 1.5× the clip's height, so the path and the zoom stay inside it.
-    scale = 1.5 * h / photo.shape[0]
+    # The photo at twice the clip's height, so the path and the zoom stay inside it.
+    scale = 2.0 * h / photo.shape[0]
     big = images.resize(photo, (round(photo.shape[1] * scale), round(photo.shape[0] * scale)))
     source = Image.fromarray(images.to_uint8(big))
     rng = np.random.default_rng(seed)
@@ -64,11 +64,12 @@ def loop_clip(name: str, frames: int, path: Path, seed: int = 0) -> Path:
     out = []
     for t in range(frames):
         theta = 2 * np.pi * t / frames
-        dx = 0.10 * w * np.sin(theta) + sum(a[0] * np.sin(k * theta + p[0]) for k, a, p in jitter)
-        dy = 0.06 * h * np.sin(theta + 1.0) + sum(a[1] * np.sin(k * theta + p[1])
+        # A wide drift: most of the view is new half-way round, as in a hand-held orbit.
+        dx = 0.25 * w * np.sin(theta) + sum(a[0] * np.sin(k * theta + p[0]) for k, a, p in jitter)
+        dy = 0.12 * h * np.sin(theta + 1.0) + sum(a[1] * np.sin(k * theta + p[1])
                                                    for k, a, p in jitter)
-        angle = np.deg2rad(1.5 * np.sin(theta + 0.5))
-        zoom = 1.0 + 0.05 * np.sin(theta + 2.0)
+        angle = np.deg2rad(3.0 * np.sin(theta + 0.5))
+        zoom = 1.0 + 0.08 * np.sin(theta + 2.0)
         # Output pixel (u, v) → source pixel: rotate and zoom about the frame's centre.
         c, s = np.cos(angle) / zoom, np.sin(angle) / zoom
         ox, oy = cx + dx - (c * w / 2 - s * h / 2), cy + dy - (s * w / 2 + c * h / 2)
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M")
-    work = Path(tempfile.mkdtemp(prefix="bench-loop-", dir=out.parent))
+    work = Path(tempfile.mkdtemp(prefix="bench-loop-", dir=out.parent)).resolve()
     try:
         outcomes = []
         for name in names:
