@@ -152,3 +152,27 @@ def test_frames_stop_by_tolerance_with_frame_steps_as_cap(loop_clip, media_dir, 
                                     f"converged at step {expected}") for r in later)
         assert (f"frames after the first: median {expected} steps, max {expected} "
                 f"(frame_steps {frame_steps})") in report.render(out)
+
+
+def test_a_seam_the_flow_cannot_cross_leaves_the_first_painting(tmp_path):
+    """A clip that does not return to its start (a cut at the seam) or whose last frame failed:
+    the closing pass's first frame starts from, and is held to, the frame it replaces."""
+    import numpy as np
+
+    from batch_style.media import images
+    from batch_style.pipeline.units import Unit
+    from batch_style.pipeline.workers import worker
+    from batch_style.settings import Settings
+
+    opened = texture(41, (48, 36))
+    images.save_image(opened, tmp_path / "open.png")
+    unit = Unit(key="v/c/loop/000000", job="v", content=tmp_path / "c.png", styles=(),
+                settings=Settings(size=48), output=tmp_path / "out.png", steps=7,
+                previous="v/c/000009", previous_output=tmp_path / "last.png",
+                flow=tmp_path / "seam.npz", partner="v/c/open/000000",
+                partner_output=tmp_path / "open.png", blend=1 / 9, loop=True)
+    for alone in (unit.afresh(), unit.without("v/c/000009")):
+        assert alone.blend == 1.0 and alone.previous_output is None and alone.steps is None
+        start = worker._frame_start(alone, np.full((36, 48, 3), 0.5, np.float32))
+        saved = images.load_image(tmp_path / "open.png", 10**6)
+        assert np.allclose(start.image, saved, atol=1e-6) and np.allclose(start.mask, 1.0)
