@@ -44,10 +44,10 @@ def _first_frame(path: Path) -> np.ndarray:
     raise SystemExit(f"{path}: no frames")
 
 
-def loop_clip(name: str, frames: int, path: Path, seed: int = 0) -> Path:
-    """A still photo "filmed hand-held" along a closed path: a slow drift round an ellipse with a
-    little rotation and zoom, plus a jitter of higher harmonics; every motion is periodic in
-    `frames`, so frame `frames` would be frame 0 again: the clip loops."""
+def loop_clip(name: str, frames: int, path: Path, motion: float = 1.0, seed: int = 0) -> Path:
+    """A still photo "filmed hand-held" along a closed path: a drift round an ellipse with a
+    little rotation and zoom, plus a jitter of higher harmonics, all scaled by `motion`; every
+    motion is periodic in `frames`, so frame `frames` would be frame 0 again: the clip loops."""
     from PIL import Image
 
     from batch_style.media import encode, images
@@ -59,17 +59,18 @@ def loop_clip(name: str, frames: int, path: Path, seed: int = 0) -> Path:
     big = images.resize(photo, (round(photo.shape[1] * scale), round(photo.shape[0] * scale)))
     source = Image.fromarray(images.to_uint8(big))
     rng = np.random.default_rng(seed)
-    jitter = [(k, rng.normal(0, 1.2 / k, 2), rng.uniform(0, 2 * np.pi, 2)) for k in range(2, 6)]
+    jitter = [(k, motion * rng.normal(0, 1.2 / k, 2), rng.uniform(0, 2 * np.pi, 2))
+              for k in range(2, 6)]
     cx, cy = big.shape[1] / 2, big.shape[0] / 2
     out = []
     for t in range(frames):
         theta = 2 * np.pi * t / frames
         # A wide drift: most of the view is new half-way round, as in a hand-held orbit.
-        dx = 0.25 * w * np.sin(theta) + sum(a[0] * np.sin(k * theta + p[0]) for k, a, p in jitter)
-        dy = 0.12 * h * np.sin(theta + 1.0) + sum(a[1] * np.sin(k * theta + p[1])
+        dx = motion * 0.25 * w * np.sin(theta) + sum(a[0] * np.sin(k * theta + p[0]) for k, a, p in jitter)
+        dy = motion * 0.12 * h * np.sin(theta + 1.0) + sum(a[1] * np.sin(k * theta + p[1])
                                                    for k, a, p in jitter)
-        angle = np.deg2rad(3.0 * np.sin(theta + 0.5))
-        zoom = 1.0 + 0.08 * np.sin(theta + 2.0)
+        angle = np.deg2rad(motion * 3.0 * np.sin(theta + 0.5))
+        zoom = 1.0 + motion * 0.08 * np.sin(theta + 2.0)
         # Output pixel (u, v) → source pixel: rotate and zoom about the frame's centre.
         c, s = np.cos(angle) / zoom, np.sin(angle) / zoom
         ox, oy = cx + dx - (c * w / 2 - s * h / 2), cy + dy - (s * w / 2 + c * h / 2)
@@ -131,7 +132,7 @@ def run(folder: Path, clip: Path, args, loop: bool, loop_frames: int | None = No
 
 
 def measure(name: str, args, work: Path) -> list[Outcome]:
-    clip = loop_clip(name, args.frames, work / f"{name}.mp4")
+    clip = loop_clip(name, args.frames, work / f"{name}.mp4", args.motion)
     outcomes = []
     plain = work / name / "plain"
     vp, latest, seconds = run(plain, clip, args, loop=False)
@@ -176,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--style", default=str(SAMPLES / "paintings" / "starry-night.jpg"))
     parser.add_argument("--size", type=int, default=128, help="longest side, px")
     parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--motion", type=float, default=1.0,
+                        help="the camera path's size: 1 a wide orbit (±25%% of the width), "
+                             "0.2 a slow hand-held sway")
     parser.add_argument("--steps", type=int, default=200, help="the first frame's steps")
     parser.add_argument("--frame-steps", type=int, default=100, help="the cap of later frames")
     parser.add_argument("--loop-frames", default="8", help="closing pass lengths, comma-separated")
@@ -201,10 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     text = (f"# batch-style loop bench ({started})\n\nMachine: {machine()}\n"
             f"Clips: {args.frames} frames of a hand-held path that returns to its start over each "
-            f"photo; style {Path(args.style).name}, {args.size} px, steps {args.steps}, "
-            f"frame_steps {args.frame_steps}, every other setting its default. Seam: the mean "
-            f"absolute difference from the last frame to the first, over the median between "
-            f"consecutive frames (1.0: no seam to see).\n\n" + table(outcomes) + "\n")
+            f"photo (motion {args.motion:g}); style {Path(args.style).name}, {args.size} px, "
+            f"steps {args.steps}, frame_steps {args.frame_steps}, every other setting its "
+            f"default. Seam: the mean absolute difference from the last frame to the first, "
+            f"over the median between consecutive frames (1.0: no seam to see).\n\n"
+            + table(outcomes) + "\n")
     print(text)
     atomic_write_text(out, text)
     return 0
