@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                              "0.2 a slow hand-held sway")
     parser.add_argument("--steps", type=int, default=200, help="the first frame's steps")
     parser.add_argument("--frame-steps", type=int, default=100, help="the cap of later frames")
-    parser.add_argument("--loop-frames", default="8", help="closing pass lengths, comma-separated")
+    parser.add_argument("--loop-frames", default="4", help="closing pass lengths, comma-separated")
     parser.add_argument("--out", default="bench-results/bench-loop.md", help="table (markdown)")
     parser.add_argument("--weights", default=None, help="VGG19 weights file")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only

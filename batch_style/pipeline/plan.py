@@ -30,7 +30,7 @@ from batch_style.settings import Settings
 CHUNK_OVERLAP = 8                 # frames
 # `loop: true`: the first LOOP_FRAMES frames are painted again after the last, starting from it
 # and handed over to their first painting, so the clip's end leads into its start (docs/video.md).
-LOOP_FRAMES = 8                   # frames, at most half the clip
+LOOP_FRAMES = 4                   # frames, at most half the clip (docs/video.md#loops: 4 as good as 8)
 
 
 @dataclass(frozen=True)
