@@ -226,7 +226,7 @@ BAD = [
                  "3: output: duplicate key (first on line 2)", id="duplicate-key"),
     pytest.param(HEAD + JOB + "    ouputs: [image]\n",
                  "7: jobs[0].ouputs: unknown key (did you mean 'outputs'?); expected one of name, "
-                 "content, video, style, style_blend, outputs, start, end, fps, protect, "
+                 "content, video, style, style_blend, outputs, start, end, fps, loop, protect, "
                  "settings",
                  id="unknown-job-key"),
     pytest.param(HEAD + JOB + "    size: 512\n",

@@ -11,7 +11,7 @@ import numpy as np
 
 from batch_style.media import encode, flow, images, video
 from batch_style.pipeline.plan import VideoPlan
-from batch_style.pipeline.state.run_folder import EXTRACT_PREFIX, FLOW_NAME, FRAME_NAME
+from batch_style.pipeline.state.run_folder import EXTRACT_PREFIX, FLOW_NAME, FRAME_NAME, SEAM_FLOW
 
 _FRAME_FILE = re.compile(r"\d{6}\.png")  # FRAME_NAME's files
 
@@ -111,9 +111,11 @@ def flow_jobs(vp: VideoPlan, todo: set[str] | frozenset[str] = frozenset()) -> l
                             current=vp.frames_dir / FRAME_NAME.format(i), size=vp.size,
                             path=path, max_pixels=max_pixels)
 
+    # A loop's closing pass starts across the seam: from the last frame to the first, needed last.
+    seam = [job(len(vp.frames) - 1, 0, vp.flow_dir / SEAM_FLOW)] if vp.loop else []
     return [j for i in order for j in (
         job(i - 1, i, vp.flow_dir / FLOW_NAME.format(i)),
-        *(job(source, i, path) for path, source in longer.get(i, {}).items()))]
+        *(job(source, i, path) for path, source in longer.get(i, {}).items()))] + seam
 
 
 def coherence(vp: VideoPlan) -> dict[str, float]:
@@ -138,6 +140,27 @@ def coherence(vp: VideoPlan) -> dict[str, float]:
     return flow.coherence(frames())
 
 
+def loop_seam(vp: VideoPlan) -> dict[str, float]:
+    """How far a looped video jumps from its last frame back to its first: the mean absolute
+    difference between them over the median between consecutive frames (1.0: no seam to see),
+    for the result (`seam`) and the input (`input_seam`); {} for a video that does not loop."""
+    if not vp.loop or len(vp.units) < 3 or not all(u.content.exists() for u in vp.units):
+        return {}
+    max_pixels = vp.units[0].settings.max_pixels
+    found = {}
+    for name, paths in (("seam", [u.output for u in vp.units]),
+                        ("input_seam", [u.content for u in vp.units])):
+        first = before = flow.load_frame(paths[0], vp.size, max_pixels)
+        jumps = []
+        for path in paths[1:]:
+            frame = flow.load_frame(path, vp.size, max_pixels)
+            jumps.append(float(np.mean(np.abs(frame - before))))
+            before = frame
+        median = float(np.median(jumps))
+        found[name] = float(np.mean(np.abs(first - before))) / median if median > 0 else 0.0
+    return found
+
+
 def _stylized_frames(vp: VideoPlan) -> Iterator[np.ndarray]:
     for unit in vp.units:
         yield images.load_image(unit.output, unit.settings.max_pixels)
@@ -156,4 +179,4 @@ def assemble_video(vp: VideoPlan) -> dict[str, float]:
     steady the result is (coherence())."""
     for fmt, path in vp.outputs.items():
         WRITERS[fmt](vp, path)
-    return coherence(vp)
+    return coherence(vp) | loop_seam(vp)

@@ -48,6 +48,7 @@ class Job:
     settings: Settings         # defaults < preset < manifest `defaults` < job `settings`
     line: int                  # line of the job in the manifest (1-based)
     masks: Masks = Masks()     # style masks and protected regions (none by default)
+    loop: bool = False         # video: the last frame leads into the first (plan.LOOP_FRAMES)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ from batch_style.pipeline.state.run_folder import (
     FLOW_NAME,
     FRAME_NAME,
     LEAD_DIR,
+    LOOP_DIR,
+    OPEN_DIR,
+    SEAM_FLOW,
     result_names,
 )
 from batch_style.pipeline.units import Unit
@@ -26,6 +29,9 @@ from batch_style.settings import Settings
 # lead-in), and the chunk before hands its last frames over to that lead-in, so the border is a
 # gradual hand-over instead of a jump between two chains' strokes (split_chunks).
 CHUNK_OVERLAP = 8                 # frames
+# `loop: true`: the first LOOP_FRAMES frames are painted again after the last, starting from it
+# and handed over to their first painting, so the clip's end leads into its start (docs/video.md).
+LOOP_FRAMES = 4                   # frames, at most half the clip (docs/video.md#loops: 4 as good as 8)
 
 
 @dataclass(frozen=True)
@@ -75,9 +81,11 @@ class VideoPlan:
     hash: str = ""
     size: tuple[int, int] = (0, 0)  # (w, h) of the stylized frames
     flow_dir: Path | None = None  # flow files, FLOW_NAME per frame after the first
-    leads: tuple[Unit, ...] = ()  # chunk lead-ins: work units whose outputs only feed others
+    leads: tuple[Unit, ...] = ()  # work units whose outputs only feed others: chunk lead-ins,
+                                  # and with a loop the first frames as first painted
     chunks: tuple[Chunk, ...] = ()
     mask_videos: tuple[tuple[Path, Path], ...] = ()  # (mask video, where its frames go)
+    loop: int = 0                 # frames the closing pass paints again (loop: true); 0: none
 
 
 @dataclass(frozen=True)
@@ -169,10 +177,12 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
     # (temporal term); otherwise every frame is on its own and any worker may take any frame.
     chained = s.warm_start or s.temporal_weight > 0
     chunks = split_chunks(len(frames), chains if chained else 1, overlap)
+    # Independent frames have no chain to close: each frame is as it would be anyway.
+    loop = min(LOOP_FRAMES, len(frames) // 2) if job.loop and chained else 0
 
     def frame_unit(i: int, key: str, output: Path, chain: int, previous: Unit | None, *,
                    lead: bool = False, partner: Unit | None = None, blend: float = 0.0,
-                   before: dict[int, Unit] | None = None) -> Unit:
+                   before: dict[int, Unit] | None = None, after: Unit | None = None) -> Unit:
         linked = chained and previous is not None
         # Long-term: earlier frames of the same chain (`before`: its units by frame), each with
         # the flow computed directly from it to this frame.
@@ -186,13 +196,17 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
         extra = {"chain": chain, "flow": FLOW_VERSION} if chained else {}
         extra |= {"lead": True} if lead else {}
         extra |= {"partner": partner.hash, "blend": blend} if partner else {}
+        # A closing pass's frame (`after` the clip's last frame) is redone when that one is.
+        extra |= {"loop": loop, "after": after.hash} if after else {}
+        seam = after is not None and previous is after  # its flow crosses from the last frame
         return Unit(key=key, job=job.name, content=frames_dir / FRAME_NAME.format(i),
                     styles=job.styles, settings=s, output=output, init=init,
                     **_mask_fields(job.masks, job.video, mask_videos, i),
                     steps=s.frame_steps if linked and s.warm_start else None,
                     previous=previous.key if linked else None,
                     previous_output=previous.output if linked else None,
-                    flow=flow_dir / FLOW_NAME.format(i) if linked else None, earlier=earlier,
+                    flow=flow_dir / (SEAM_FLOW if seam else FLOW_NAME.format(i)) if linked else None,
+                    earlier=earlier, loop=after is not None,
                     partner=partner.key if partner else None,
                     partner_output=partner.output if partner else None, blend=blend,
                     hash=ledger.unit_hash([], {}, {"video": video_hash, "frame": i,
@@ -216,10 +230,26 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
                 # blend 1/overlap, 2/overlap, ... 1 (its last frame is the lead-in's own).
                 after = chunks[j + 1]
                 blend = (i - after.lead + 1) / (after.start - after.lead)
-            previous = frame_unit(i, f"{job.name}/{stem}/{i:06d}", out_dir / FRAME_NAME.format(i),
-                                  chunk.lead, previous, partner=partner, blend=blend, before=chain)
+            # A loop's first frames as first painted feed the closing pass; it replaces them.
+            key, output = ((f"{job.name}/{stem}/{OPEN_DIR}/{i:06d}", work / OPEN_DIR)
+                           if i < loop else (f"{job.name}/{stem}/{i:06d}", out_dir))
+            previous = frame_unit(i, key, output / FRAME_NAME.format(i), chunk.lead, previous,
+                                  partner=partner, blend=blend, before=chain)
             chain[i] = previous
             units.append(previous)
+    opened, units = units[:loop], units[loop:]
+    if loop:
+        # The closing pass: frames 0..loop-1 again, a chain that starts from the last frame
+        # warped across the seam and is handed over to the first painting a little more each
+        # frame, (k+1)/(loop+1), so both its ends differ from their neighbours by 1/(loop+1).
+        previous = last = units[-1]
+        closing = []
+        for i in range(loop):
+            previous = frame_unit(i, f"{job.name}/{stem}/{LOOP_DIR}/{i:06d}",
+                                  out_dir / FRAME_NAME.format(i), chunks[-1].lead, previous,
+                                  partner=opened[i], blend=(i + 1) / (loop + 1), after=last)
+            closing.append(previous)
+        units = closing + units
     duration = len(frames) / fps
     outputs = {fmt: out / job.name / f"{stem}.{fmt}" for fmt in ("mp4", "gif")
                if fmt in job.outputs}
@@ -229,9 +259,11 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
                      has_audio=info.has_audio, frames=frames, frames_dir=frames_dir,
                      units=tuple(units), outputs=outputs,
                      hash=ledger.unit_hash([], {}, {"video": video_hash,
-                                                    "outputs": sorted(outputs)}),
-                     size=size, flow_dir=flow_dir, leads=tuple(leads[i] for i in sorted(leads)),
-                     chunks=tuple(chunks), mask_videos=tuple(mask_videos.items()))
+                                                    "outputs": sorted(outputs),
+                                                    **({"loop": loop} if loop else {})}),
+                     size=size, flow_dir=flow_dir,
+                     leads=tuple(leads[i] for i in sorted(leads)) + tuple(opened),
+                     chunks=tuple(chunks), mask_videos=tuple(mask_videos.items()), loop=loop)
 
 
 def _mask_roles(masks: Masks) -> list:

@@ -34,6 +34,7 @@ class Unit:
     partner: str | None = None    # chunk overlap: key of the next chunk's lead-in of this frame
     partner_output: Path | None = None
     blend: float = 0.0            # how far this frame is handed over to the partner, 0..1
+    loop: bool = False            # a frame of a looped video's closing pass (plan.py)
     hash: str = ""                # of inputs and settings: the ledger's "same work" test
     masks: tuple[Path | None, ...] = ()        # per style: its mask on this picture (None: everywhere)
     image_masks: tuple[Path | None, ...] = ()  # per style: its mask on the style image
@@ -58,8 +59,10 @@ class Unit:
 
     def afresh(self) -> Unit:
         """This frame not starting from the previous one (a scene cut, or the previous frame
-        failed): the full step budget, no warm start, no temporal term towards it."""
-        return dataclasses.replace(self, previous_output=None, steps=None, flow=None, earlier=())
+        failed): the full step budget, no warm start, no temporal term towards it. A closing
+        pass's frame then is its partner's (the clip does not return to its start)."""
+        return dataclasses.replace(self, previous_output=None, steps=None, flow=None, earlier=(),
+                                   blend=1.0 if self.loop else self.blend)
 
     def without(self, key: str) -> Unit:
         """This unit once unit `key` has failed: it must not read a stale file of an older run."""

@@ -7,6 +7,7 @@ import functools
 import io
 import os
 import stat
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -271,8 +272,10 @@ class JobSheet:
         parts = []
         outputs = (video.plan.get("outputs") or {}) if video else {}
         mp4, gif = outputs.get("mp4"), outputs.get("gif")
-        # Chunk lead-ins (several workers on one video) are work, not frames of the video.
-        units = [u for u in job.units if f"/{run_folder.LEAD_DIR}/" not in u.key]
+        # Chunk lead-ins (several workers on one video) and the frames a loop's closing pass
+        # painted again are work, not frames of the video.
+        units = [u for u in job.units if f"/{run_folder.LEAD_DIR}/" not in u.key
+                 and f"/{run_folder.OPEN_DIR}/" not in u.key]
         frames = [u for u in units if u.status == "done"]
         poster = self.thumbs.data_uri(frames[0].plan["output"], THUMB_PX * 2) if frames else None
         done = video is not None and video.status == "done"
@@ -308,8 +311,11 @@ class JobSheet:
         steady = (f' · flicker {metrics["flicker"]:.2f}× the input\u2019s (1.0: as steady as the '
                   f'input) · warping error {metrics["warp_error"]:.2g}'
                   if "flicker" in metrics and "warp_error" in metrics else "")
+        steady += (f' · loop seam {metrics["seam"]:.2f}× the median change between frames'
+                   if "seam" in metrics else "")
         return (f'<div class="video" id="{anchor(video.key) if video else ""}">{title}'
-                f'<p class="meta">{len(units)} frames{e(fps)}{e(steady)}</p>'
+                f'<p class="meta">{len(units)} frames{e(fps)}{e(steady)}'
+                f'{e(frame_steps(job, frames))}</p>'
                 f'<div class="players">{"".join(parts)}</div>'
                 f'<div class="strip">{strip}</div>'
                 f'{frame_losses_svg(units)}</div>')
@@ -386,6 +392,19 @@ def styles_text(styles: list, job: dict) -> list[str]:
     if job.get("protect"):
         names.append(f"protected: {Path(job['protect']).name}")
     return names
+
+
+def frame_steps(job: JobView, frames: list[UnitView]) -> str:
+    """The steps the frames after the first took (they stop by `tolerance`, frame_steps at most)."""
+    def first(u: UnitView) -> bool:  # the clip's first frame as painted first: `steps`
+        return u.key.endswith("/000000") and f"/{run_folder.LOOP_DIR}/" not in u.key
+
+    steps = [int(u.record.get("steps") or 0) for u in frames if not first(u)]
+    cap = (job.plan.get("settings") or {}).get("frame_steps")
+    if not steps:
+        return ""
+    return (f" · frames after the first: median {statistics.median(steps):g} steps, max "
+            f"{max(steps)}" + (f" (frame_steps {cap})" if cap else ""))
 
 
 def short(unit: UnitView) -> str:

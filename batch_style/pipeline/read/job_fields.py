@@ -27,7 +27,7 @@ from batch_style.settings import (
 )
 
 JOB_KEYS = ("name", "content", "video", "style", "style_blend", "outputs", "start", "end", "fps",
-            "protect", "settings")
+            "loop", "protect", "settings")
 VIDEO_KEYS = ("start", "end", "fps")
 # A job name becomes a folder under `output`: one safe path component, never hidden or '..'.
 JOB_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -128,7 +128,7 @@ class SettingsReader:
 
 
 class VideoReader:
-    """A video job's `video`, `start`, `end` and `fps`."""
+    """A video job's `video`, `start`, `end`, `fps` and `loop`."""
 
     def __init__(self, nodes: Nodes, files: Files, media: Media):
         self.nodes, self.files, self.media = nodes, files, media
@@ -186,6 +186,18 @@ class VideoReader:
             values[key] = None  # so that a bad start does not also make `end` look wrong
         return values["start"] or 0.0, values["end"], values["fps"]
 
+    def loop(self, entries: dict, field: str, kind: str | None) -> bool:
+        """`loop` of a video job: true makes its last frame lead into its first."""
+        if "loop" not in entries:
+            return False
+        key_node, node = entries["loop"]
+        value = self.nodes.value(node, f"{field}.loop")
+        if kind == "images":
+            self.nodes.error(key_node, f"{field}.loop", "only for video jobs")
+        elif value is not INVALID and not isinstance(value, bool):
+            self.nodes.error(node, f"{field}.loop", f"expected true or false, {got(value)}")
+        return value is True
+
 
 class JobReader:
     """Reads one job: its name, inputs, outputs and settings, each problem where it was written."""
@@ -215,6 +227,7 @@ class JobReader:
         styles = tuple(path for path, _ in style_entries if path is not None)
         outputs = self.outputs(entries, field, kind)
         start, end, fps = self.videos.video_range(entries, field, kind, info)
+        loop = self.videos.loop(entries, field, kind)
         settings, given = self.settings.job_settings(entries, node, field, defaults, name, len(styles))
         init = given.get("init")
         if init is not None and init.value not in INITS:
@@ -238,7 +251,7 @@ class JobReader:
             return None
         return Job(name=name, kind=kind, contents=contents, video=video, start=start, end=end,
                    fps=fps, styles=styles, outputs=outputs, settings=settings, line=line_of(node),
-                   masks=masks)
+                   masks=masks, loop=loop)
 
     def job_name(self, entries: dict, node: Node, field: str,
                  names: dict[str, tuple[str, int]]) -> str | None:

@@ -35,6 +35,9 @@ FLOW_FROM_NAME = "{:06d}-{:06d}.npz"  # N-M: flow from an earlier frame M to fra
 EXTRACT_PREFIX = "in-"          # in-KEY/: a video's extracted frames
 EXTRACT_KEY_LEN = 12            # hex digits of the source-and-window hash in that name
 LEAD_DIR = "lead"               # lead/: chunk lead-in frames (plan.split_chunks)
+LOOP_DIR = "loop"               # keys JOB/STEM/loop/N: a looped video's closing pass (plan.py)
+OPEN_DIR = "open"               # open/: the frames the closing pass replaces, as first painted
+SEAM_FLOW = "seam.npz"          # flow from the last frame to the first (loop: true)
 
 # Reading state never trusts its size: a plan.json swapped for a huge file (or a link to
 # /dev/zero) must not take the machine's memory. The caps are far above real runs: a plan is
