@@ -89,10 +89,12 @@ class Painter:
     def regions(self, settings: Settings, content: np.ndarray, styles: Sequence[np.ndarray],
                 masks: Sequence[Source | None] = (), image_masks: Sequence[Source | None] = (),
                 protect: Source | None = None, *, fields: dict[str, str] = MASK_FIELDS,
-                check: bool = True) -> Regions | None:
+                check: bool = True, masks_move: bool = False) -> Regions | None:
         """Style masks on the result and on the style images (each once per style, None for a
         style without one) and the protected region, as the engine takes them; None when none is
-        given. With `check`, each must have its picture's aspect ratio, as in a manifest."""
+        given. With `check`, each must have its picture's aspect ratio, as in a manifest. An
+        all-black style mask is refused, but where `masks_move` (frames of a mask video: a style
+        that fades in starts from black)."""
         limit = settings.max_pixels
 
         def per_style(given, name, pictures, keep):
@@ -115,7 +117,8 @@ class Painter:
                                 field=fields[name])
             # A style sent nowhere, or taken from nowhere, is a mistake, not a quiet no-op (an
             # empty protect mask only protects nothing).
-            if name != "protect" and images.is_black(loaded):
+            if name != "protect" and not (name == "masks" and masks_move) and \
+                    images.is_black(loaded):
                 kind = "style" if name == "image_masks" else "result"
                 if not check:  # a manifest's mask, named as its file (the unit fails, in one line)
                     raise UserError(images.BLACK_MASK[kind], file=str(source))

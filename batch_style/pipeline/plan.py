@@ -113,6 +113,7 @@ def _mask_fields(masks: Masks, content: Path, frames: dict[Path, Path] | None = 
         return mask_for(given, content)
 
     return {"masks": tuple(one(p) for p in masks.styles),
+            "masks_move": bool(frames) and any(p in frames for p in masks.styles),
             "image_masks": masks.images, "protect": one(masks.protect)}
 
 

@@ -38,6 +38,7 @@ class Unit:
     hash: str = ""                # of inputs and settings: the ledger's "same work" test
     masks: tuple[Path | None, ...] = ()        # per style: its mask on this picture (None: everywhere)
     image_masks: tuple[Path | None, ...] = ()  # per style: its mask on the style image
+    masks_move: bool = False      # `masks` are frames of a mask video: a black one hides its style
     protect: Path | None = None   # where the content term is raised (settings.protect_weight)
 
     @property

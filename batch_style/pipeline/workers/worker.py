@@ -202,7 +202,7 @@ def _stylize_unit(unit: Unit, state: _WorkerState, beat, started: float) -> dict
     stylizer = painter.stylizer(s)
     # The manifest's masks were checked when it was read (pipeline/read/masks.py).
     regions = painter.regions(s, content, styles, unit.masks, unit.image_masks, unit.protect,
-                              check=False)
+                              check=False, masks_move=unit.masks_move)
     beat.phase("measuring this machine and compiling" if first else "preparing")
 
     def stylize(memory):
