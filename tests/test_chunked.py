@@ -81,3 +81,11 @@ def test_chunks_end_where_the_callback_wants_an_image():
     quiet = _Reporter(None, settings, 0, 1, (8, 6), 200, 0.0, None)
     assert quiet.next_snapshot(3) is None
     assert clock.limit(quiet, 3, 200) == chunked.MAX_CHUNK
+
+
+def test_the_fixed_cost_is_the_intercept_of_seconds_against_pixels():
+    from benchmarks.fixed_cost import fixed_cost
+
+    # 0.08 s a step whatever the size, plus 1 µs a pixel: the bench's line recovers the 0.08.
+    pixels = [64 * 43, 128 * 85, 256 * 170]
+    assert fixed_cost(pixels, [0.08 + 1e-6 * p for p in pixels]) == pytest.approx(0.08)

@@ -228,7 +228,8 @@ def run_lbfgs(image, settings, schedule, report, *, memory_bytes: int | None = N
     Projected L-BFGS: pixels at a bound whose gradient points outward stay put, the step is
     projected onto [0,1], and a backtracking line search (Armijo, quadratic interpolation)
     picks its length. The optimizer's state (image, gradient, curvature memory) stays on the
-    device; each evaluation returns two scalars to Python. Measured as good per evaluation as
+    device; each phase's first evaluation is read by Python, the rest run in chunks of many
+    evaluations to a traced call (lbfgs_chunk, chunked.py), or one call each without them. Measured as good per evaluation as
     SciPy's L-BFGS-B, whose host-side work grows as m²·pixels (docs/benchmarks.md). A step is one
     objective evaluation, line searches included, so step budgets cost the same for Adam.
 
