@@ -73,13 +73,14 @@ def test_the_tolerance_rule_stops_both_loops_at_the_same_step(stylizer, pair, mo
 def test_chunks_end_where_the_callback_wants_an_image():
     settings = resolve({"snapshot_every": 10})
     report = _Reporter(lambda event: None, settings, 0, 1, (8, 6), 25, 0.0, None)
-    assert [report.next_snapshot(n) for n in (0, 9, 10, 19, 20, 24)] == [10, 10, 20, 20, 25, 25]
+    assert [chunked.next_snapshot(report, n) for n in (0, 9, 10, 19, 20, 24)] == [
+        10, 10, 20, 20, 25, 25]
     clock = chunked.Clock()
     assert clock.limit(report, 0, 25) == 1  # the first chunk traces: one step
     clock.ran(4, 0.004, first=False)  # 1 ms a step: as many as fit, to the next image
     assert clock.limit(report, 3, 25) == 7 and clock.limit(report, 20, 25) == 5
     quiet = _Reporter(None, settings, 0, 1, (8, 6), 200, 0.0, None)
-    assert quiet.next_snapshot(3) is None
+    assert chunked.next_snapshot(quiet, 3) is None
     assert clock.limit(quiet, 3, 200) == chunked.MAX_CHUNK
 
 
@@ -89,3 +90,17 @@ def test_the_fixed_cost_is_the_intercept_of_seconds_against_pixels():
     # 0.08 s a step whatever the size, plus 1 µs a pixel: the bench's line recovers the 0.08.
     pixels = [64 * 43, 128 * 85, 256 * 170]
     assert fixed_cost(pixels, [0.08 + 1e-6 * p for p in pixels]) == pytest.approx(0.08)
+
+
+def test_stylize_shows_every_step_and_writes_every_numbered_picture(cli, media_dir, tmp_path):
+    # What the user meets: steps run in chunks, yet each step prints its line and the numbered
+    # pictures fall on their steps.
+    out = tmp_path / "r.png"
+    done = cli.run("stylize", media_dir / "photo.png", media_dir / "style.png", "-o", out,
+                   "--tiny", "--size", "32", "--steps", "10", "--optimizer", "lbfgs",
+                   "--tolerance", "0", "--save-every", "3", "--print-every", "1", timeout=300)
+    assert done.returncode == 0, done.stderr
+    steps = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("step ")]
+    assert steps == [f"{n}/10" for n in range(1, 11)]
+    assert sorted(p.name for p in tmp_path.glob("r.*.png")) == ["r.0003.png", "r.0006.png",
+                                                                 "r.0009.png"]

@@ -54,6 +54,15 @@ class Tolerance(NamedTuple):
         return converged, Tolerance(tf.concat([self.window[1:], [total]], 0), seen)
 
 
+def next_snapshot(report, n: int) -> int | None:
+    """The first step after `n` at which `report` (stylizer._Reporter) hands its callback an
+    image: every settings.snapshot_every steps and the level's last (None: no callback)."""
+    if report.callback is None:
+        return None
+    following = (n // report.settings.snapshot_every + 1) * report.settings.snapshot_every
+    return min(following, report.steps) if n < report.steps else following
+
+
 class Clock:
     """The length of the next chunk: what fits in CHUNK_SECONDS at the last chunk's pace, cut at
     the next snapshot step and at the budget."""
@@ -64,7 +73,7 @@ class Clock:
     def limit(self, report, n: int, end: int) -> int:
         length = 1 if self.per_step is None else int(CHUNK_SECONDS / max(self.per_step, 1e-6))
         length = min(max(length, 1), MAX_CHUNK, end - n)
-        snapshot = report.next_snapshot(n)
+        snapshot = next_snapshot(report, n)
         return length if snapshot is None else max(1, min(length, snapshot - n))
 
     def ran(self, steps: int, seconds: float, first: bool) -> None:

@@ -229,8 +229,9 @@ def run_lbfgs(image, settings, schedule, report, *, memory_bytes: int | None = N
     projected onto [0,1], and a backtracking line search (Armijo, quadratic interpolation)
     picks its length. The optimizer's state (image, gradient, curvature memory) stays on the
     device; each phase's first evaluation is read by Python, the rest run in chunks of many
-    evaluations to a traced call (lbfgs_chunk, chunked.py), or one call each without them. Measured as good per evaluation as
-    SciPy's L-BFGS-B, whose host-side work grows as m²·pixels (docs/benchmarks.md). A step is one
+    evaluations to a traced call (lbfgs_chunk, chunked.py), or one call each without them.
+    Measured as good per evaluation as SciPy's L-BFGS-B, whose host-side work grows as
+    m²·pixels (docs/benchmarks.md). A step is one
     objective evaluation, line searches included, so step budgets cost the same for Adam.
 
     With several phases (precision "mixed") the curvature memory carries over: a new phase

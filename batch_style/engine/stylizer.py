@@ -414,14 +414,6 @@ class _Reporter:
         """The readings change precision: the tolerance rule compares within one precision."""
         self.phase_start = len(self.history)
 
-    def next_snapshot(self, n: int) -> int | None:
-        """The first step after `n` that hands the callback an image (None: no callback)."""
-        if self.callback is None:
-            return None
-        every = self.settings.snapshot_every
-        following = (n // every + 1) * every
-        return min(following, self.steps) if n < self.steps else following
-
     def step(self, losses_now: Losses, image_fn: Callable[[], np.ndarray],
              when: float | None = None) -> bool:
         """Record a step (taken at perf_counter() `when`, default now); True when the
