@@ -28,6 +28,7 @@ test-slow: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.bench
+	$(BIN)/python -m benchmarks.fixed_cost
 	$(BIN)/python -m benchmarks.bench_video
 
 bench-quick: setup

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import tensorflow as tf
 
+from batch_style.engine import chunked
 from batch_style.engine.objective import losses_of
 
 # As in the seed and the TensorFlow tutorial: beta1 0.99, epsilon 0.1 on pixels in [0,1].
@@ -23,6 +26,33 @@ def adam_update(loss_and_grad, x, m, v, t, learning_rate, *objective_args):
     return total, terms
 
 
+class _State(NamedTuple):
+    """What a chunk of Adam steps carries besides the variables (chunked.py)."""
+
+    n: tf.Tensor
+    done: tf.Tensor
+    converged: tf.Tensor
+    tolerance: chunked.Tolerance
+
+
+def adam_chunk(loss_and_grad, state: _State, end, limit, tolerance, x, m, v, learning_rate,
+               *objective_args):
+    """Up to `limit` of run_adam's steps in one traced call; the state and each step's total
+    and terms."""
+    totals = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+    terms_all = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+    n, done, converged, rule = state
+    k = tf.constant(0)
+    while tf.logical_and(tf.logical_not(done), k < limit):
+        n = n + 1
+        total, terms = adam_update(loss_and_grad, x, m, v, n, learning_rate, *objective_args)
+        totals, terms_all = totals.write(k, total), terms_all.write(k, terms)
+        k = k + 1
+        converged, rule = rule.read(total, tolerance)
+        done = tf.logical_or(converged, n >= end)
+    return _State(n, done, converged, rule), totals.stack(), terms_all.stack()
+
+
 def run_adam(image, settings, schedule, report, *, memory_bytes: int | None = None):
     """Adam through `schedule` [(Objective, steps, objective args)], reporting each step; a
     phase that converges hands its unused steps to the next. Returns (image, last losses, steps
@@ -32,11 +62,22 @@ def run_adam(image, settings, schedule, report, *, memory_bytes: int | None = No
     v = tf.Variable(tf.zeros_like(x))
     rate = tf.constant(settings.learning_rate, tf.float32)
     last, n, carry, converged = None, 0, 0, False
+    clock = chunked.Clock()
     for i, (objective, steps, objective_args) in enumerate(schedule):
         if i:
             report.new_phase()
         adam_step = objective.traced(adam_update)
         end, converged = n + steps + carry, False
+        if chunked.used_for(objective):
+            state = _State(tf.constant(n), tf.constant(n >= end), tf.constant(False),
+                           chunked.Tolerance.of(report))
+            state, n, losses_now = chunked.run(objective.traced(adam_chunk), report, clock, n, end, state,
+                                   lambda _: x.numpy()[0],
+                                   tf.constant(report.settings.tolerance, tf.float64), x, m, v,
+                                   rate, *objective_args)
+            converged, last = bool(state.converged), losses_now or last
+            carry = end - n
+            continue
         while n < end and not converged:
             n += 1
             total, terms = adam_step(x, m, v, tf.constant(n), rate, *objective_args)

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from batch_style.engine import chunked
 from batch_style.engine.objective import losses_of
 
 # Correction pairs L-BFGS keeps (SciPy's default is 10): up to L_BFGS_HISTORY as long as they fit
@@ -146,6 +147,80 @@ def _lbfgs_direction(x, grad, memory: _Memory, pairs: tf.Variable, s=None, y=Non
             memory._replace(count=count))
 
 
+class _State(NamedTuple):
+    """L-BFGS between two evaluations, kept on the device across a chunk (chunked.py)."""
+
+    x: tf.Tensor          # the accepted point, its gradient and objective (float64, as read)
+    g: tf.Tensor
+    f: tf.Tensor
+    direction: tf.Tensor
+    largest: tf.Tensor    # the direction's largest pixel move
+    memory: _Memory
+    step: tf.Tensor       # the next trial's step length (float64, as the Python loop keeps it)
+    n: tf.Tensor          # evaluations done at this level
+    done: tf.Tensor       # the phase is over: converged, out of budget, or nothing to gain
+    converged: tf.Tensor
+    best: tuple           # (total, terms, point) of the lowest reading of this precision
+    tolerance: chunked.Tolerance
+    point: tf.Tensor      # the last point evaluated (a snapshot's image)
+
+
+def _first_step(count, largest):
+    """A direction's first trial step: 1, or FIRST_STEP's worth of pixel move without pairs."""
+    one = tf.constant(1.0, tf.float64)
+    largest = tf.maximum(tf.cast(largest, tf.float64), 1e-12)
+    return tf.where(count > 0, one, tf.minimum(one, FIRST_STEP / largest))
+
+
+def lbfgs_chunk(loss_and_grad, state: _State, end, limit, tolerance, pairs, *objective_args):
+    """Up to `limit` evaluations of run_lbfgs's loop (the same tests, in the same order and
+    precision), stopping where it would; returns the state and each evaluation's total and
+    terms. Traced whole by Objective.traced: one call, no host round trip per step."""
+    # Inlined: a nested call of the tf.function with the memory's variable finds the function
+    # traced for an earlier run's variable, since deleted.
+    new_direction = _lbfgs_direction.python_function
+    totals = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+    terms_all = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+    (x, g, f, direction, largest, memory, step, n, done, converged, best, rule,
+     point) = state
+    k = tf.constant(0)
+    while tf.logical_and(tf.logical_not(done), k < limit):
+        point, total, terms, point_g, predicted = lbfgs_trial(
+            loss_and_grad, x, g, direction, tf.cast(step, tf.float32), *objective_args)
+        totals, terms_all = totals.write(k, total), terms_all.write(k, terms)
+        k, n = k + 1, n + 1
+        if total < best[0]:
+            best = (total, terms, point)
+        converged, rule = rule.read(total, tolerance)
+        total64, predicted = tf.cast(total, tf.float64), tf.cast(predicted, tf.float64)
+        if total64 <= f + ARMIJO * predicted:
+            s, y = point - x, point_g - g
+            x, g, f = point, point_g, total64
+            if converged:
+                done = tf.constant(True)
+            else:
+                direction, largest, memory = new_direction(x, g, memory, pairs, s, y)
+                step = _first_step(memory.count, largest)
+                done = n >= end
+        elif tf.logical_or(converged, n >= end):
+            done = tf.constant(True)
+        else:
+            curvature = total64 - f - predicted
+            guess = tf.where(curvature > 0, -predicted * step / (2 * curvature),
+                             tf.constant(0.0, tf.float64))
+            step = tf.minimum(tf.maximum(guess, 0.1 * step), 0.5 * step)
+            if step * tf.cast(largest, tf.float64) < 1e-7:  # no pixel would move > 1e-7
+                if memory.count > 0:  # the memory's direction failed: steepest descent
+                    direction, largest, memory = new_direction(
+                        x, g, memory._replace(count=tf.constant(0)), pairs)
+                    step = _first_step(memory.count, largest)
+                else:
+                    done = tf.constant(True)
+    state = _State(x, g, f, direction, largest, memory, step, n, done, converged, best, rule,
+                   point)
+    return state, totals.stack(), terms_all.stack()
+
+
 def run_lbfgs(image, settings, schedule, report, *, memory_bytes: int | None = None):
     """L-BFGS (Gatys et al.'s choice) with box bounds [0,1], kept where the model runs; its
     pairs take at most `memory_bytes` (history_rows).
@@ -153,8 +228,10 @@ def run_lbfgs(image, settings, schedule, report, *, memory_bytes: int | None = N
     Projected L-BFGS: pixels at a bound whose gradient points outward stay put, the step is
     projected onto [0,1], and a backtracking line search (Armijo, quadratic interpolation)
     picks its length. The optimizer's state (image, gradient, curvature memory) stays on the
-    device; each evaluation returns two scalars to Python. Measured as good per evaluation as
-    SciPy's L-BFGS-B, whose host-side work grows as m²·pixels (docs/benchmarks.md). A step is one
+    device; each phase's first evaluation is read by Python, the rest run in chunks of many
+    evaluations to a traced call (lbfgs_chunk, chunked.py), or one call each without them.
+    Measured as good per evaluation as SciPy's L-BFGS-B, whose host-side work grows as
+    m²·pixels (docs/benchmarks.md). A step is one
     objective evaluation, line searches included, so step budgets cost the same for Adam.
 
     With several phases (precision "mixed") the curvature memory carries over: a new phase
@@ -168,6 +245,7 @@ def run_lbfgs(image, settings, schedule, report, *, memory_bytes: int | None = N
     memory, pairs = _lbfgs_memory(history_rows(n_pixels, memory_bytes), n_pixels)
     zero = tf.zeros_like(x)
     n, best, converged, carry = 0, (math.inf, None, x), False, 0
+    clock = chunked.Clock()
 
     def record(total, terms, point) -> bool:
         """One evaluation: count it, keep the best, report; True when the phase converged."""
@@ -190,6 +268,23 @@ def run_lbfgs(image, settings, schedule, report, *, memory_bytes: int | None = N
         converged = record(f, terms, x)
         f = float(f)
         direction, largest, memory = _lbfgs_direction(x, g, memory, pairs)
+        if chunked.used_for(objective):
+            state = _State(x, g, tf.constant(f, tf.float64), direction, largest, memory,
+                           _first_step(memory.count, largest), tf.constant(n),
+                           tf.constant(n >= end or converged), tf.constant(converged),
+                           (tf.constant(best[0], tf.float32), tf.constant(
+                               [best[1].content, best[1].style, best[1].tv, best[1].temporal],
+                               tf.float32), best[2]),
+                           chunked.Tolerance.of(report), x)
+            state, n, _ = chunked.run(objective.traced(lbfgs_chunk), report, clock, n, end, state,
+                                   lambda s: s.point.numpy()[0],
+                                   tf.constant(report.settings.tolerance, tf.float64), pairs,
+                                   *objective_args)
+            x, g, memory, converged = state.x, state.g, state.memory, bool(state.converged)
+            total, terms, point = state.best
+            best = (float(total), losses_of(total, terms), point)
+            carry = max(end - n, 0)
+            continue
         while n < end and not converged:
             step = 1.0 if int(memory.count) else min(1.0, FIRST_STEP / max(float(largest), 1e-12))
             accepted = False

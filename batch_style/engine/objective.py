@@ -77,6 +77,8 @@ class Objective:
     trace their compound steps around it with `traced(step)` (once per step function).
     """
 
+    chunked = True  # its steps may run many to a call (chunked.py)
+
     def __init__(self, model: FeatureModel):
         self.model = model
         self.evaluate = tf.function(functools.partial(loss_and_grad, model),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from batch_style.engine import autotune, losses, schedule, tf_runtime
+from batch_style.engine import autotune, chunked, losses, schedule, tf_runtime
 from batch_style.engine.adam import run_adam
 from batch_style.engine.autotune import Choice
 from batch_style.engine.lbfgs import run_lbfgs
@@ -25,7 +25,7 @@ from batch_style.errors import UserError
 from batch_style.media import images
 from batch_style.settings import OPTIMIZERS, Settings, blend_problem
 
-TOLERANCE_WINDOW = 10  # steps over which `tolerance` measures the relative improvement
+TOLERANCE_WINDOW = chunked.WINDOW  # steps over which `tolerance` measures the improvement
 
 
 @dataclass(frozen=True)
@@ -414,8 +414,10 @@ class _Reporter:
         """The readings change precision: the tolerance rule compares within one precision."""
         self.phase_start = len(self.history)
 
-    def step(self, losses_now: Losses, image_fn: Callable[[], np.ndarray]) -> bool:
-        """Record a step; True when the tolerance rule says to stop."""
+    def step(self, losses_now: Losses, image_fn: Callable[[], np.ndarray],
+             when: float | None = None) -> bool:
+        """Record a step (taken at perf_counter() `when`, default now); True when the
+        tolerance rule says to stop."""
         self.history.append(losses_now.total)
         n = len(self.history)
         if self.callback is not None:
@@ -426,7 +428,8 @@ class _Reporter:
                     snapshot = images.preserve_colors(snapshot, self.color_source)
             self.callback(Progress(step=n, steps=self.steps, scale=self.scale,
                                    scales=self.scales, size=self.size, losses=losses_now,
-                                   elapsed=time.perf_counter() - self.started,
+                                   elapsed=(time.perf_counter() if when is None
+                                            else when) - self.started,
                                    snapshot=snapshot))
         tol = self.settings.tolerance
         if tol > 0 and n - self.phase_start > TOLERANCE_WINDOW:
