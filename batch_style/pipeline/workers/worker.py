@@ -165,9 +165,12 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
                               check=False)
 
     def stylize(memory):
-        # A frame warm-started from the previous one takes its own budget, at its size alone.
+        # A frame warm-started from the previous one takes its own budget, coarse to fine like
+        # the first (base_size), its finer levels keeping the previous frame's detail
+        # (docs/video.md, "HD frames", has the measurements).
         return painter.paint(content, styles, s, init=init, temporal=temporal,
-                             steps=unit.budget if warm else None, coarse=not warm,
+                             steps=unit.budget if warm else None,
+                             coarse=not warm or s.scales == 1, detail=init if warm else None,
                              regions=regions,
                              style_keys=[ledger.file_digest(p) for p in unit.styles],
                              callback=on_progress, memory=memory)
