@@ -139,3 +139,17 @@ def test_fps_below_one_is_refused_for_a_sequence_too(shots, write_manifest):
     with pytest.raises(UserErrors) as caught:
         manifest.load(path)
     assert "jobs[0].fps" in str(caught.value)
+
+
+def test_start_and_end_count_seconds_at_the_rate_and_old_frames_go(shots, write_manifest):
+    job = {"name": "seq", "video": f"{shots[8]}/shot_*.png", "fps": 10,
+           "style": str(shots[8] / "shot_0101.png"), "outputs": ["frames"]}
+    path = write_manifest([job])
+    assert runner.run([path], SERIAL).exit_code == 0
+    folder = path.parent / "out" / "seq" / "frames" / "shot"
+    assert len(list(folder.iterdir())) == 5
+    path = write_manifest([{**job, "start": 0.1, "end": 0.4}])  # frames 1, 2, 3: 102, 103, 105
+    summary = runner.run([path], SERIAL)
+    assert summary.exit_code == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["shot_0102.png", "shot_0103.png",
+                                                        "shot_0105.png"]

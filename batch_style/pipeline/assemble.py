@@ -78,7 +78,9 @@ def remove_stale_frames(vp: VideoPlan) -> int:
     keep = {u.output.name for u in vp.units}
     removed = 0
     for path in vp.units[0].output.parent.iterdir():
-        if _FRAME_FILE.fullmatch(path.name) and path.name not in keep:
+        # an image sequence's frames keep their inputs' names: any PNG in its folder is one
+        ours = _FRAME_FILE.fullmatch(path.name) or (vp.sequence and path.suffix == ".png")
+        if ours and path.name not in keep:
             path.unlink(missing_ok=True)
             removed += 1
     return removed

@@ -137,7 +137,8 @@ class VideoReader:
         if text is INVALID:
             return None, None
         if not isinstance(text, str) or not text:
-            self.nodes.error(node, field, f"expected a video file, {got(text)}")
+            self.nodes.error(node, field, f"expected a video file or numbered frames (a folder, "
+                             f"a glob, shot_%04d.png), {got(text)}")
             return None, None
         from batch_style.media import sequence
 
