@@ -122,7 +122,7 @@ def run_job(folder: Path, video: str, style: str, settings: dict, frames: int, f
     records = [latest[u.key] for u in vp.units]
     return {"seconds": [r["seconds"] for r in records], "steps": [r["steps"] for r in records],
             "metrics": latest[vp.key]["metrics"], "wall": wall,
-            "outputs": [str(u.output) for u in vp.units],
+            "outputs": [str(u.output) for u in vp.units], "mp4": str(vp.outputs["mp4"]),
             "contents": [str(u.content) for u in vp.units]}
 
 
@@ -152,25 +152,37 @@ def levels_part(args, work: Path) -> str:
                                            args.weights, tiny=args.tiny))
     style = images.load_image(Path(args.style), 10**9)
 
-    def objective(got) -> list[float]:
-        return [stylizer.evaluate(images.load_image(Path(o), 10**9),
-                                  images.load_image(Path(c), 10**9), [style], reference,
-                                  style_keys=["style"]).total
-                for o, c in zip(got["outputs"], got["contents"])]
+    def objective(got, longest: int) -> list[float]:
+        """Each frame's objective with the result at `longest` px (base_size: the look)."""
+        values = []
+        for o, c in zip(got["outputs"], got["contents"]):
+            image = images.load_image(Path(o), 10**9)
+            image = images.resize(image, images.fit_size(*image.shape[1::-1], longest))
+            values.append(stylizer.evaluate(image, images.load_image(Path(c), 10**9), [style],
+                                            reference, style_keys=["style"]).total)
+        return values
 
-    objectives = {name: objective(got) for name, got in rows}
-    base = objectives[rows[0][0]]
+    full = {name: objective(got, args.size) for name, got in rows}
+    look = {name: objective(got, args.base_size) for name, got in rows}
+    first = rows[0][0]
+
+    def versus(values: dict, name: str) -> str:
+        ratios = [a / b for a, b in zip(values[name][1:], values[first][1:])]
+        return f"{np.mean(ratios):.3f} ({max(ratios):.3f})"
+
     head = ["warm frames", "steps per frame", "flicker (1.0 = input)", "warping error",
-            f"objective vs {rows[0][0]}, mean (worst frame)", "s/frame after the first (median)",
-            "first frame s"]
+            f"objective vs {first}, later frames: mean (worst)", "the same at base_size",
+            "objective, last frame ÷ first", "s/frame after the first (median)", "first frame s"]
     lines = [head, ["---"] * len(head)]
     for name, got in rows:
-        ratios = [a / b for a, b in zip(objectives[name], base)]
         m = got["metrics"]
         lines.append([name, f"{got['steps'][0]}, then {round(float(np.median(got['steps'][1:])))}",
-                      f"{m['flicker']:.2f}", f"{m['warp_error']:.2e}",
-                      f"{np.mean(ratios):.3f} ({max(ratios):.3f})",
+                      f"{m['flicker']:.2f}", f"{m['warp_error']:.2e}", versus(full, name),
+                      versus(look, name), f"{full[name][-1] / full[name][0]:.2f}",
                       f"{np.median(got['seconds'][1:]):.1f}", f"{got['seconds'][0]:.1f}"])
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(got["mp4"], out.with_name(f"{out.stem}-{name}.mp4"))
     clip = Path(args.video).name if args.video else f"{Path(args.photo).name} filmed hand-held"
     return (f"## Warm frames above base_size\n\n{clip}, {args.frames} frames at {args.size} px, "
             f"base_size {args.base_size}, {args.steps} then {args.frame_steps} steps; style "
