@@ -100,6 +100,7 @@ def run_job(folder: Path, video: str, style: str, settings: dict, frames: int, f
     from batch_style.pipeline.read import manifest
     from batch_style.pipeline.state import ledger
 
+    video, style = str(Path(video).resolve()), str(Path(style).resolve())
     job = {"name": "clip", "video": video, "style": style, "end": frames / fps,
            "outputs": ["mp4", "frames"], "settings": settings}
     if Path(video).is_dir():  # a sequence: fps is its rate
