@@ -166,8 +166,8 @@ def _stylize_unit(unit: Unit, state: _WorkerState) -> dict:
 
     def stylize(memory):
         # A frame warm-started from the previous one takes its own budget, coarse to fine like
-        # the first (base_size), its finer levels keeping the previous frame's detail: 4× less
-        # time than at its size alone, half its warping error (docs/video.md, "HD frames").
+        # the first (base_size), its finer levels keeping the previous frame's detail: 4-7×
+        # less time than at its size alone, half its warping error (docs/video.md, "HD frames").
         return painter.paint(content, styles, s, init=init, temporal=temporal,
                              steps=unit.budget if warm else None,
                              coarse=not warm or s.scales == 1, detail=init if warm else None,
