@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup weights demo test test-slow bench bench-quick bench-prints gpu-check lint clean
+.PHONY: setup weights demo test test-slow bench bench-quick bench-video-hd bench-prints gpu-check lint clean
 
 setup: $(STAMP) weights
 
@@ -33,6 +33,11 @@ bench: setup
 
 bench-quick: setup
 	$(BIN)/python -m benchmarks.bench --pairs tubingen+starry-night --methods adam lbfgs lbfgs-mixed --steps 100
+
+# HD video frames (docs/video.md, "HD frames"): warm frames above base_size three ways at 320 px,
+# then a 720p clip's first 3 frames with the defaults: s/frame and peak memory; bench-results/video-hd.md.
+bench-video-hd: setup
+	$(BIN)/python -m benchmarks.video_hd
 
 # Prints (docs/prints.md): memory and time per step by size, whole and in tiles; tiled against
 # whole; a finished 2048-px print; the look of a print made from base_size; bench-results/prints.md.

@@ -191,17 +191,19 @@ class Stylizer:
     # -- the whole optimization -------------------------------------------------------------
     def stylize(self, content: np.ndarray, styles: Sequence[np.ndarray], settings: Settings, *,
                 style_keys: Sequence[Hashable] | None = None, init: np.ndarray | None = None,
-                steps: int | None = None, coarse: bool = True,
+                steps: int | None = None, coarse: bool = True, detail: np.ndarray | None = None,
                 temporal: Temporal | None = None, regions: Regions | None = None,
                 callback: Callback | None = None, memory: int | None = None) -> Result:
         """Stylize `content` (HxWx3 in [0,1], any size) with `styles`, as `settings` say.
 
         `init` (any size) replaces settings.init; `steps` replaces settings.steps (a video
         frame's frame_steps); `coarse=False` makes the picture at its size alone, without the
-        coarser levels of base_size (a frame that starts from the previous one); `temporal`
-        adds the video coherence term; `regions` says where each style goes and which parts of
-        the photo are protected; `memory`: the bytes a level may take, beyond which it is made
-        in tiles (None: no limit).
+        coarser levels of base_size or `scales`; `temporal` adds the video coherence term;
+        `detail` (a warm frame's start, any size): each level above the first starts from the
+        one below upsampled plus `detail`'s own finer detail at its size, so the frame keeps the
+        previous one's fine strokes (docs/video.md, "HD frames"); `regions` says where each
+        style goes and which parts of the photo are protected; `memory`: the bytes a level may
+        take, beyond which it is made in tiles (None: no limit).
         """
         missing = set(settings.content_layers + settings.style_layers) - set(
             self.model.layer_names)
@@ -227,7 +229,12 @@ class Stylizer:
         for number, level in enumerate(plan):
             w, h = level.size
             content_here = images.resize(content, (w, h))
-            image = images.resize(image, (w, h)) if image.shape[:2] != (h, w) else image
+            if image.shape[:2] != (h, w):
+                below = image.shape[1::-1]
+                image = images.resize(image, (w, h))
+                if detail is not None:  # what the level below cannot hold: detail's, here
+                    image = np.clip(image + images.resize(detail, (w, h)) - images.resize(
+                        images.resize(detail, below), (w, h)), 0.0, 1.0)
             schedule = [(self.objective(p) if level.tile is None else
                          self._tiled(p, level.size, level.tile), n,
                          self._objective_args(content_here, styles, style_keys, settings,

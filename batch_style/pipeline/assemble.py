@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from batch_style.media import encode, flow, images, video
+from batch_style.media import encode, flow, images, sequence, video
 from batch_style.pipeline.plan import VideoPlan
 from batch_style.pipeline.state.run_folder import EXTRACT_PREFIX, FLOW_NAME, FRAME_NAME, SEAM_FLOW
 
@@ -28,6 +28,14 @@ def extract_frames(vp: VideoPlan) -> int:
     if all(p.exists() for p in paths):
         return written
     vp.frames_dir.mkdir(parents=True, exist_ok=True)
+    if vp.sequence:  # an image sequence: its files, 16-bit ones kept in 16 bits
+        depth = vp.units[0].settings.bit_depth if vp.units else 8
+        for path, source in zip(paths, vp.sequence):
+            if not path.exists():
+                frame = sequence.load_frame(source, vp.units[0].settings.max_pixels)
+                images.save_image(frame, path, bit_depth=depth)
+                written += 1
+        return written
     for index, _, frame in video.iter_frames(vp.source, *vp.window):
         if index >= len(paths):
             break
@@ -70,7 +78,9 @@ def remove_stale_frames(vp: VideoPlan) -> int:
     keep = {u.output.name for u in vp.units}
     removed = 0
     for path in vp.units[0].output.parent.iterdir():
-        if _FRAME_FILE.fullmatch(path.name) and path.name not in keep:
+        # an image sequence's frames keep their inputs' names: any PNG in its folder is one
+        ours = _FRAME_FILE.fullmatch(path.name) or (vp.sequence and path.suffix == ".png")
+        if ours and path.name not in keep:
             path.unlink(missing_ok=True)
             removed += 1
     return removed

@@ -86,6 +86,7 @@ class VideoPlan:
     chunks: tuple[Chunk, ...] = ()
     mask_videos: tuple[tuple[Path, Path], ...] = ()  # (mask video, where its frames go)
     loop: int = 0                 # frames the closing pass paints again (loop: true); 0: none
+    sequence: tuple[Path, ...] = ()  # an image sequence's file per kept frame (else a video)
 
 
 @dataclass(frozen=True)
@@ -148,27 +149,36 @@ def image_units(job: Job, out: Path) -> list[Unit]:
 def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None) -> VideoPlan:
     """A video's frames as units: one warm-started chain per chunk, `chains` chunks at most,
     each but the first with a lead-in of `overlap` frames (default CHUNK_OVERLAP)."""
-    from batch_style.media import images, video
+    from batch_style.media import images, sequence, video
 
     overlap = CHUNK_OVERLAP if overlap is None else overlap
-    info = video.probe_video(job.video)
+    info = sequence.probe(job.video, job.fps, job.settings.max_pixels)
+    # An image sequence: its files are the inputs, and each frame keeps its file's name.
+    sources = list(getattr(info, "files", ())) or [job.video]
     frames = tuple(video.select_frames(info, job.start, job.end, job.fps))
     # select_frames never duplicates frames, so a job fps above the source's keeps the source's.
     fps = min(job.fps, info.fps) if job.fps else info.fps
-    stem = job.video.stem
+    stem = sequence.stem(job.video)
     work = run_folder.work_dir(out, job.name, stem)
     window = {"start": job.start, "end": job.end, "fps": job.fps}
     # Extracted frames are named by position (000000.png, ...), so the folder is named for the
     # source and the window: another window, or a replaced source, must not reuse them.
-    frames_dir = work / f"{EXTRACT_PREFIX}{ledger.unit_hash([job.video], {}, window)[:EXTRACT_KEY_LEN]}"
+    frames_dir = work / f"{EXTRACT_PREFIX}{ledger.unit_hash(sources, {}, window)[:EXTRACT_KEY_LEN]}"
     out_dir = (out / job.name / "frames" / stem) if "frames" in job.outputs else work / "out"
     s = job.settings
+    if getattr(info, "bit_depth", 8) == 16:  # 16-bit frames in, 16-bit frames out
+        s = dataclasses.replace(s, bit_depth=16)
+
+    def frame_name(i: int) -> str:
+        """A result frame's file: an image sequence's keeps its input's name."""
+        return (sources[frames[i][0]].stem + ".png" if sequence.is_info(info)
+                else FRAME_NAME.format(i))
     init = _init_path(s)
     # A mask video's frames are extracted next to the video's, named for its bytes.
     mask_videos = {p: frames_dir / f"mask-{ledger.unit_hash([p], {})[:EXTRACT_KEY_LEN]}"
                    for p in (*job.masks.styles, job.masks.protect)
                    if p is not None and p.suffix.lower() not in IMAGE_EXTENSIONS}
-    video_hash = ledger.unit_hash([job.video, *job.styles, *([init] if init else []),
+    video_hash = ledger.unit_hash([*sources, *job.styles, *([init] if init else []),
                                    *job.masks.files()], s.to_dict(),
                                   {**window, "masks": _mask_roles(job.masks)} if job.masks
                                   else window)
@@ -232,9 +242,10 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
                 after = chunks[j + 1]
                 blend = (i - after.lead + 1) / (after.start - after.lead)
             # A loop's first frames as first painted feed the closing pass; it replaces them.
-            key, output = ((f"{job.name}/{stem}/{OPEN_DIR}/{i:06d}", work / OPEN_DIR)
-                           if i < loop else (f"{job.name}/{stem}/{i:06d}", out_dir))
-            previous = frame_unit(i, key, output / FRAME_NAME.format(i), chunk.lead, previous,
+            key, output = ((f"{job.name}/{stem}/{OPEN_DIR}/{i:06d}", work / OPEN_DIR /
+                            FRAME_NAME.format(i)) if i < loop else
+                           (f"{job.name}/{stem}/{i:06d}", out_dir / frame_name(i)))
+            previous = frame_unit(i, key, output, chunk.lead, previous,
                                   partner=partner, blend=blend, before=chain)
             chain[i] = previous
             units.append(previous)
@@ -247,7 +258,7 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
         closing = []
         for i in range(loop):
             previous = frame_unit(i, f"{job.name}/{stem}/{LOOP_DIR}/{i:06d}",
-                                  out_dir / FRAME_NAME.format(i), chunks[-1].lead, previous,
+                                  out_dir / frame_name(i), chunks[-1].lead, previous,
                                   partner=opened[i], blend=(i + 1) / (loop + 1), after=last)
             closing.append(previous)
         units = closing + units
@@ -264,7 +275,9 @@ def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None)
                                                     **({"loop": loop} if loop else {})}),
                      size=size, flow_dir=flow_dir,
                      leads=tuple(leads[i] for i in sorted(leads)) + tuple(opened),
-                     chunks=tuple(chunks), mask_videos=tuple(mask_videos.items()), loop=loop)
+                     chunks=tuple(chunks), mask_videos=tuple(mask_videos.items()), loop=loop,
+                     sequence=tuple(sources[i] for i, _ in frames) if sequence.is_info(info)
+                     else ())
 
 
 def _mask_roles(masks: Masks) -> list:

@@ -141,12 +141,21 @@ class VideoReader:
         if text is INVALID:
             return None, None
         if not isinstance(text, str) or not text:
-            self.nodes.error(node, field, f"expected a video file, {got(text)}")
+            self.nodes.error(node, field, f"expected a video file or numbered frames (a folder, "
+                             f"a glob, shot_%04d.png), {got(text)}")
             return None, None
-        path = self.files.file(text, node, field)
+        from batch_style.media import sequence
+
+        if sequence.is_pattern(text) or os.path.isdir(self.files.path(text)):
+            # numbered frames (docs/video.md, "Image sequences"): fps is applied by job()
+            path = self.files.checked_path(text, node, field)
+            probe = self.media.probe_sequence
+        else:
+            path = self.files.file(text, node, field)
+            probe = self.media.probe_video
         if path is not None and self.files.in_results(path, node, field):
             return None, None
-        info = self.media.probe_video(path, node, field) if path is not None else None
+        info = probe(path, node, field) if path is not None else None
         return (path, info) if info is not None else (None, None)
 
     def video_range(self, entries: dict, field: str, kind: str | None,
@@ -226,7 +235,13 @@ class JobReader:
         style_entries = self.styles(entries, node, field, images)
         styles = tuple(path for path, _ in style_entries if path is not None)
         outputs = self.outputs(entries, field, kind)
-        start, end, fps = self.videos.video_range(entries, field, kind, info)
+        from batch_style.media import sequence
+
+        # A sequence's duration depends on its fps: start is checked against it by check_frames.
+        start, end, fps = self.videos.video_range(entries, field, kind,
+                                                  None if sequence.is_info(info) else info)
+        if sequence.is_info(info):
+            info = sequence.at_fps(info, fps)
         loop = self.videos.loop(entries, field, kind)
         settings, given = self.settings.job_settings(entries, node, field, defaults, name, len(styles))
         init = given.get("init")

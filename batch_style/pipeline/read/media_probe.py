@@ -114,6 +114,17 @@ class Media:
             self.nodes.error(node, field, f"'{self.files.shown_path(path)}': {error.message}")
             return None
 
+    def probe_sequence(self, path: Path, node: Node, field: str) -> Any:
+        """sequence.SequenceInfo at the default fps, or None when it names no usable frames
+        (reported)."""
+        from batch_style.media.sequence import probe_sequence
+
+        try:
+            return probe_sequence(path)
+        except UserError as error:
+            self.nodes.error(node, field, f"'{self.files.shown_path(path)}': {error.message}")
+            return None
+
     def check_frames(self, info: Any, entries: dict, field: str, start: float,
                      end: float | None, fps: float | None) -> None:
         """The frames start, end and fps select (video.select_frames): none is a problem of the

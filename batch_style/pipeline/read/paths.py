@@ -173,8 +173,11 @@ class Files:
                            outputs: tuple[str, ...], entries: dict, field: str) -> None:
         """Every result's file name fits in a file name (NAME_MAX bytes)."""
         if video is not None:
-            named = [(video, f"{video.stem}.{fmt}") for fmt in ("mp4", "gif") if fmt in outputs]
-            named.append((video, video.stem))
+            from batch_style.media.sequence import stem as video_stem
+
+            stem = video_stem(video)
+            named = [(video, f"{stem}.{fmt}") for fmt in ("mp4", "gif") if fmt in outputs]
+            named.append((video, stem))
             key = "video"
         else:
             suffix = ".progress.gif" if "progress_gif" in outputs else ".png"

@@ -115,7 +115,9 @@ def result_paths(job: Job, out: Path) -> list[Path]:
     """The result files a job writes (its frames as their folder), without probing anything."""
     folder = Path(out) / job.name
     if job.kind == "video":
-        stem = job.video.stem
+        from batch_style.media.sequence import stem as video_stem
+
+        stem = video_stem(job.video)
         return ([folder / f"{stem}.{fmt}" for fmt in ("mp4", "gif") if fmt in job.outputs]
                 + ([folder / "frames" / stem] if "frames" in job.outputs else []))
     names = result_names(job.contents)
