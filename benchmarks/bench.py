@@ -111,8 +111,7 @@ def measure(pair: str, method: str, size: int, steps: int, checkpoints: tuple[in
 
     import_tensorflow()
     from batch_style.engine.model import ARITHMETICS, TINY_WIDTHS
-    from batch_style.engine.stylizer import Stylizer
-    from batch_style.engine.weights import load_feature_model
+    from batch_style.engine.painter import Painter
     from batch_style.media import images
     from batch_style.settings import resolve
 
@@ -124,7 +123,7 @@ def measure(pair: str, method: str, size: int, steps: int, checkpoints: tuple[in
     content = images.load_image(content_path, settings.max_pixels)
     style = images.load_image(style_path, settings.max_pixels)
     layers = settings.content_layers + settings.style_layers
-    stylizer = Stylizer(load_feature_model(layers, weights, tiny=tiny))
+    stylizer = Painter(weights, tiny=tiny).stylizer(settings)
     # Every arithmetic but float32 Conv2D reads its own objective (bfloat16 0.2–1% off, Winograd
     # ~1e-5): those runs are judged by their snapshots, evaluated like the final image.
     judged = {a for a, _ in stylizer.phases(settings, settings.steps)} != {"float32"}
@@ -285,14 +284,12 @@ def whole_process(pair: str, method: str, size: int, weights: str | None, tiny: 
 def objectives(pairs_and_paths: list[tuple[str, Path]], size: int, weights: str | None,
                tiny: bool) -> list[float]:
     """The objective of each written result, against its pair, with the default weights."""
-    from batch_style.engine.stylizer import Stylizer
-    from batch_style.engine.weights import load_feature_model
+    from batch_style.engine.painter import Painter
     from batch_style.media import images
     from batch_style.settings import resolve
 
     reference = resolve({"size": size})
-    stylizer = Stylizer(load_feature_model(reference.content_layers + reference.style_layers,
-                                           weights, tiny=tiny))
+    stylizer = Painter(weights, tiny=tiny).stylizer(reference)
     values = []
     for pair, path in pairs_and_paths:
         content, style = (images.load_image(SAMPLES / p, reference.max_pixels)

@@ -117,14 +117,12 @@ def objectives(outcomes: list[Outcome], args) -> list[Outcome]:
     """The objective (docs/design.md) of every stylized frame (no temporal term), in float32, afresh."""
     import dataclasses
 
-    from batch_style.engine.stylizer import Stylizer
-    from batch_style.engine.weights import load_feature_model
+    from batch_style.engine.painter import Painter
     from batch_style.media import images
     from batch_style.settings import resolve
 
     reference = resolve({"size": args.size})
-    stylizer = Stylizer(load_feature_model(reference.content_layers + reference.style_layers,
-                                           args.weights, tiny=args.tiny))
+    stylizer = Painter(args.weights, tiny=args.tiny).stylizer(reference)
     style = images.load_image(Path(args.style), reference.max_pixels)
     done = []
     for o in outcomes:

@@ -74,13 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from batch_style.engine import stylizer as stylizer_module
-    from batch_style.engine.stylizer import Stylizer
-    from batch_style.engine.weights import load_feature_model
+    from batch_style.engine.painter import Painter
     from batch_style.media import images
     from batch_style.settings import resolve
 
     base = resolve({"size": args.size, "steps": args.steps, "tolerance": 0.0})
-    model = Stylizer(load_feature_model(base.content_layers + base.style_layers))
+    model = Painter().stylizer(base)
     if args.trajectory:
         return _write(args.out, _trajectories(args, model, base))
     rows = [f"Measured on {machine()}, {args.size} px, budget {args.steps} steps; distances of "

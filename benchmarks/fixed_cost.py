@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from batch_style.engine import chunked
-    from batch_style.engine.stylizer import Stylizer
-    from batch_style.engine.weights import load_feature_model
+    from batch_style.engine.painter import Painter
     from batch_style.media import images
     from batch_style.settings import resolve
 
@@ -59,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {size: resolve({**base, "size": size}) for size in args.sizes}
     first = settings[args.sizes[0]]
     content, style = (images.load_image(SAMPLES / p, first.max_pixels) for p in PAIRS[args.pair])
-    stylizer = Stylizer(load_feature_model(first.content_layers + first.style_layers,
-                                           args.weights, tiny=args.tiny))
+    stylizer = Painter(args.weights, tiny=args.tiny).stylizer(first)
     times: dict[tuple[int, str], list[float]] = {}
     finals: dict[tuple[int, str], float] = {}
     pixels = {}

@@ -55,9 +55,8 @@ class Timing:
 
 # -- the children: each measurement in a fresh process pinned like a worker ----------------------
 def _pinned_child(gpu: str, size: int, steps: int, weights: str | None, tiny: bool) -> dict:
-    from batch_style.engine.stylizer import Stylizer
+    from batch_style.engine.painter import Painter
     from batch_style.engine.tf_runtime import import_tensorflow
-    from batch_style.engine.weights import load_feature_model
     from batch_style.media import images
     from batch_style.settings import resolve
     from benchmarks import bench
@@ -70,8 +69,7 @@ def _pinned_child(gpu: str, size: int, steps: int, weights: str | None, tiny: bo
     settings = resolve({"size": size, "steps": steps})
     content, style = (images.load_image(bench.SAMPLES / p, settings.max_pixels)
                       for p in bench.PAIRS[PAIR])
-    stylizer = Stylizer(load_feature_model(settings.content_layers + settings.style_layers,
-                                           weights, tiny=tiny))
+    stylizer = Painter(weights, tiny=tiny).stylizer(settings)
     tf.config.experimental.reset_memory_stats("GPU:0")
     result = stylizer.stylize(content, [style], settings)
     peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20

@@ -222,12 +222,11 @@ def main(argv=None) -> None:
     if args.report_only:
         write_doc(report(json.loads(RESULTS.read_text())))
         return
-    from batch_style.engine.stylizer import Stylizer
+    from batch_style.engine.painter import Painter
     from batch_style.engine.weights import load_feature_model
     from batch_style.settings import Settings
 
-    layers = Settings().content_layers + Settings().style_layers
-    stylizer = Stylizer(load_feature_model(layers, tiny=args.tiny))
+    stylizer = Painter(tiny=args.tiny).stylizer(Settings())
     ruler = load_feature_model((*RULER, "block4_conv2"), tiny=args.tiny)
     results = measure(Bench(stylizer, args.size, args.steps), ruler, quick=args.tiny)
     section = report(results)

@@ -66,15 +66,13 @@ def _setup(pair: str, weights: str | None, tiny: bool):
     from batch_style.engine.tf_runtime import import_tensorflow
 
     import_tensorflow()
-    from batch_style.engine.stylizer import Stylizer
-    from batch_style.engine.weights import load_feature_model
+    from batch_style.engine.painter import Painter
     from batch_style.media import images
     from batch_style.settings import Settings
 
     defaults = Settings()
     content, style = (images.load_image(SAMPLES / p, defaults.max_pixels) for p in PAIRS[pair])
-    model = load_feature_model(defaults.content_layers + defaults.style_layers, weights, tiny=tiny)
-    return Stylizer(model), content, style
+    return Painter(weights, tiny=tiny).stylizer(defaults), content, style
 
 
 def _photo_size(pair: str) -> tuple[int, int]:

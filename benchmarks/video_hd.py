@@ -128,8 +128,7 @@ def run_job(folder: Path, video: str, style: str, settings: dict, frames: int, f
 
 
 def levels_part(args, work: Path) -> str:
-    from batch_style.engine.model import load_feature_model
-    from batch_style.engine.stylizer import Stylizer
+    from batch_style.engine.painter import Painter
     from batch_style.media import images
     from batch_style.settings import resolve
 
@@ -149,8 +148,7 @@ def levels_part(args, work: Path) -> str:
         rows.append((name, got))
         print(f"  {name}: {got['wall']:.0f} s, flicker {got['metrics']['flicker']:.2f}",
               file=sys.stderr)
-    stylizer = Stylizer(load_feature_model(reference.content_layers + reference.style_layers,
-                                           args.weights, tiny=args.tiny))
+    stylizer = Painter(args.weights, tiny=args.tiny).stylizer(reference)
     style = images.load_image(Path(args.style), 10**9)
 
     def objective(got, longest: int) -> list[float]:

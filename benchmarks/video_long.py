@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     style = images.load_image(Path(args.style), 50_000_000)
     ruler = None
     if args.alone:
-        from batch_style.engine.model import load_feature_model
+        from batch_style.engine.weights import load_feature_model
         from benchmarks.masks import RULER
 
         ruler = load_feature_model(RULER, args.weights, tiny=args.tiny)
@@ -266,13 +266,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _alone(frame: np.ndarray, style: np.ndarray, args, ruler) -> float:
     """The style distance of `frame` stylized on its own with the first frame's budget."""
-    from batch_style.engine.model import load_feature_model
-    from batch_style.engine.stylizer import Stylizer
+    from batch_style.engine.painter import Painter
     from batch_style.settings import resolve
 
     settings = resolve({"size": args.size, "steps": args.steps})
-    stylizer = Stylizer(load_feature_model(settings.content_layers + settings.style_layers,
-                                           args.weights, tiny=args.tiny))
+    stylizer = Painter(args.weights, tiny=args.tiny).stylizer(settings)
     image = stylizer.stylize(frame, [style], settings).image
     return style_distance(image, style, ruler)
 
