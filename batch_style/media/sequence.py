@@ -14,7 +14,7 @@ import numpy as np
 
 from batch_style.errors import UserError
 from batch_style.media import images
-from batch_style.media.video import VideoInfo, select_frames
+from batch_style.media.video import VideoInfo, probe_video, select_frames
 
 # A sequence has no frame rate of its own; without `fps:` it plays at film's 24, the default of
 # compositing tools. Only the MP4/GIF's timing and start/end (in seconds) depend on it.
@@ -76,8 +76,6 @@ def probe(path: Path, fps: float | None = None, max_pixels: int | None = None) -
     """probe_video() for a video file, probe_sequence() for a sequence."""
     if is_sequence(path):
         return probe_sequence(path, fps, max_pixels)
-    from batch_style.media.video import probe_video
-
     return probe_video(path)
 
 

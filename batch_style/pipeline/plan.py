@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from batch_style.media import images, sequence, video
 from batch_style.media.flow import FLOW_VERSION
 from batch_style.pipeline.jobs import IMAGE_EXTENSIONS, Job, Manifest, Masks
 from batch_style.pipeline.read.paths import mask_for
@@ -149,8 +150,6 @@ def image_units(job: Job, out: Path) -> list[Unit]:
 def video_plan(job: Job, out: Path, chains: int = 1, overlap: int | None = None) -> VideoPlan:
     """A video's frames as units: one warm-started chain per chunk, `chains` chunks at most,
     each but the first with a lead-in of `overlap` frames (default CHUNK_OVERLAP)."""
-    from batch_style.media import images, sequence, video
-
     overlap = CHUNK_OVERLAP if overlap is None else overlap
     info = sequence.probe(job.video, job.fps, job.settings.max_pixels)
     # An image sequence: its files are the inputs, and each frame keeps its file's name.

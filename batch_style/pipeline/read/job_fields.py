@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from yaml.nodes import Node, ScalarNode
 
+from batch_style.media import sequence
 from batch_style.pipeline.jobs import OUTPUTS, Job
 from batch_style.pipeline.read.masks import MaskReader, StyleEntry
 from batch_style.pipeline.read.media_probe import Media
@@ -144,7 +145,6 @@ class VideoReader:
             self.nodes.error(node, field, f"expected a video file or numbered frames (a folder, "
                              f"a glob, shot_%04d.png), {got(text)}")
             return None, None
-        from batch_style.media import sequence
 
         if sequence.is_pattern(text) or os.path.isdir(self.files.path(text)):
             # numbered frames (docs/video.md, "Image sequences"): fps is applied by job()
@@ -235,7 +235,6 @@ class JobReader:
         style_entries = self.styles(entries, node, field, images)
         styles = tuple(path for path, _ in style_entries if path is not None)
         outputs = self.outputs(entries, field, kind)
-        from batch_style.media import sequence
 
         # A sequence's duration depends on its fps: start is checked against it by check_frames.
         start, end, fps = self.videos.video_range(entries, field, kind,

@@ -14,6 +14,7 @@ from batch_style.engine.schedule import level_sizes
 from batch_style.errors import UserError
 from batch_style.media import images, video
 from batch_style.media.images import fit_size, pixels_text
+from batch_style.media.sequence import probe_sequence
 from batch_style.pipeline.read.paths import Files
 from batch_style.pipeline.read.yaml_nodes import Nodes
 from batch_style.settings import Settings
@@ -117,8 +118,6 @@ class Media:
     def probe_sequence(self, path: Path, node: Node, field: str) -> Any:
         """sequence.SequenceInfo at the default fps, or None when it names no usable frames
         (reported)."""
-        from batch_style.media.sequence import probe_sequence
-
         try:
             return probe_sequence(path)
         except UserError as error:

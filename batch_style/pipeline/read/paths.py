@@ -14,6 +14,7 @@ from typing import Any
 
 from yaml.nodes import Node
 
+from batch_style.media.sequence import stem as video_stem
 from batch_style.pipeline.jobs import IMAGE_EXTENSIONS
 from batch_style.pipeline.read.yaml_nodes import INVALID, Nodes, got
 from batch_style.pipeline.state import run_folder
@@ -173,8 +174,6 @@ class Files:
                            outputs: tuple[str, ...], entries: dict, field: str) -> None:
         """Every result's file name fits in a file name (NAME_MAX bytes)."""
         if video is not None:
-            from batch_style.media.sequence import stem as video_stem
-
             stem = video_stem(video)
             named = [(video, f"{stem}.{fmt}") for fmt in ("mp4", "gif") if fmt in outputs]
             named.append((video, stem))

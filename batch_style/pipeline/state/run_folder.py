@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from batch_style import atomic
 from batch_style.errors import UserError
+from batch_style.media.sequence import stem as video_stem
 from batch_style.pipeline.state import safe_files
 
 if TYPE_CHECKING:
@@ -115,8 +116,6 @@ def result_paths(job: Job, out: Path) -> list[Path]:
     """The result files a job writes (its frames as their folder), without probing anything."""
     folder = Path(out) / job.name
     if job.kind == "video":
-        from batch_style.media.sequence import stem as video_stem
-
         stem = video_stem(job.video)
         return ([folder / f"{stem}.{fmt}" for fmt in ("mp4", "gif") if fmt in job.outputs]
                 + ([folder / "frames" / stem] if "frames" in job.outputs else []))

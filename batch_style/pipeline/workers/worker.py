@@ -13,20 +13,24 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-# No TensorFlow import at module level: a worker must be pinned to its GPU (CUDA_VISIBLE_DEVICES)
-# before TensorFlow loads, and unpickling this module's functions happens before that.
 import numpy as np
 
+# Nothing imported here loads TensorFlow: a worker must be pinned to its GPU
+# (CUDA_VISIBLE_DEVICES) before it loads, and unpickling this module's functions comes first.
+from batch_style.engine import tf_runtime
+from batch_style.engine.painter import Painter
 from batch_style.errors import UserError
+from batch_style.media import flow, gif, images, profiles
+from batch_style.pipeline.state import events, ledger
+from batch_style.pipeline.state.snapshots import LiveSnapshot
 from batch_style.pipeline.units import DISK_FULL, Unit, UnitResult, WorkerConfig
+from batch_style.pipeline.workers import gpus, memory
 
 
 class _WorkerState:
     """Heavy per-process state: the painter (feature models, style pictures and their masks)."""
 
     def __init__(self, config: WorkerConfig):
-        from batch_style.engine.painter import Painter
-
         self.config = config
         self.painter = Painter(config.weights, tiny=config.tiny)
 
@@ -89,9 +93,6 @@ def _start(config: WorkerConfig) -> None:
     worker's own, a Dask worker's (CUDA_VISIBLE_DEVICES where it was started), or this process's
     first (--workers 0). Every kind of worker goes through here before its first unit."""
     global _GPU, _GPU_LOST
-    from batch_style.engine import tf_runtime
-    from batch_style.pipeline.workers import gpus
-
     tf_gpus = config.device != "cpu"
     tf_runtime.import_tensorflow(gpus=tf_gpus)
     given = _POOL_GPU if _POOL_WORKER else gpus.given_gpu()
@@ -119,7 +120,6 @@ def worker_info() -> dict:
 def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
     """Stylize one unit and write its outputs; never raises for a failure of the unit itself."""
     global _STATE
-    from batch_style.engine import tf_runtime
 
     started = time.perf_counter()
 
@@ -128,7 +128,6 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "tf_loaded_before_pinning": TF_LOADED_BEFORE_PINNING}
 
-    from batch_style.pipeline.state import events
 
     beat = events.WorkerBeat(config.state_dir, unit.key, gpu=_GPU)  # live progress file
     try:
@@ -164,12 +163,7 @@ def run_unit(unit: Unit, config: WorkerConfig) -> UnitResult:
 
 
 def _stylize_unit(unit: Unit, state: _WorkerState, beat, started: float) -> dict:
-    from batch_style.engine import tf_runtime
-    from batch_style.engine.objective import Temporal
-    from batch_style.media import gif, images, profiles
-    from batch_style.pipeline.state import ledger
-    from batch_style.pipeline.state.snapshots import LiveSnapshot
-    from batch_style.pipeline.workers import memory
+    from batch_style.engine.objective import Temporal  # loads TensorFlow: after GPU pinning
 
     s = unit.settings
     painter = state.painter
@@ -290,8 +284,6 @@ def _frame_start(unit: Unit, content: np.ndarray) -> FrameStart | None:
     mask; in a chunk overlap, blended with the next chunk's lead-in of this frame. None for a
     frame that starts on its own (the first of a chain, a scene cut, or after a failed frame:
     the orchestrator then clears previous_output)."""
-    from batch_style.media import flow, images
-
     def there(path: Path | None) -> Path | None:
         return path if path is not None and path.exists() else None
 
@@ -348,8 +340,6 @@ def _long_term(earlier, size, max_pixels, target, mask):
     and the earlier frames that saw it too (ANCHOR). Returns the target, the mask, and the
     pixels an earlier frame took. A file gone (a failed frame, a flow not made) leaves that
     frame out."""
-    from batch_style.media import flow
-
     taken = np.zeros(mask.shape, bool)
     held = mask > 0.5
     anchored = held.copy() if ANCHOR else np.zeros(mask.shape, bool)
