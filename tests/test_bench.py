@@ -94,6 +94,7 @@ def test_trajectory_measures_the_distance_left_and_the_last_ten_steps():
     assert [c.strip() for c in rows[1].strip("|").split("|")][2:4] == ["0.00", "0.00"]
 
 
+@pytest.mark.slow  # a bench's smoke run: `make test-slow`
 def test_video_long_bench_sees_drift_and_long_term_changes(tmp_path):
     """benchmarks/video_long.py: a result that follows its input exactly scores 1 at every k; one
     whose contrast fades scores its fade in the detail ratio, one that changes slowly a warping

@@ -49,6 +49,7 @@ def test_warm_frames_above_base_size_are_made_coarse_to_fine(media_dir, write_ma
     assert steps == [SMALL["steps"] + 1] + [SMALL["frame_steps"] + 1] * 2
 
 
+@pytest.mark.slow  # a bench's smoke run: `make test-slow`
 def test_the_hd_bench_compares_the_ways_and_reports_memory(tmp_path):
     from benchmarks import video_hd
 
