@@ -8,8 +8,8 @@ import difflib
 import sys
 from pathlib import Path
 
-from batch_style.errors import UserError, UserErrors
-from batch_style.settings import FIELDS, INITS, PRESETS, Settings, check_value, resolve
+from batch_style.errors import UserError
+from batch_style.settings import FIELDS, INITS, PRESETS, Settings, checked, resolve
 from batch_style.text import number, printable
 
 # What the tools people come from call our options (jcjohnson/neural-style and
@@ -179,14 +179,7 @@ def _meant(target: str | None, command: str, options) -> str:
 def _given_settings(args: argparse.Namespace) -> dict:
     """The settings given as options, each checked as a manifest's value (one line each)."""
     given = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
-    problems = []
-    for name, value in list(given.items()):
-        given[name], problem = check_value(name, value)
-        if problem:
-            problems.append(UserError(problem, field="--" + name.replace("_", "-")))
-    if problems:
-        raise problems[0] if len(problems) == 1 else UserErrors(problems)
-    return given
+    return checked(given, lambda name: "--" + name.replace("_", "-"))
 
 
 def stylize_settings(args: argparse.Namespace) -> Settings:
@@ -208,10 +201,6 @@ def run_settings(args: argparse.Namespace) -> dict:
         given["init"] = str(path)
     preset = given.get("preset")
     return {"preset": preset, **PRESETS[preset], **given} if preset else given
-
-
-def _errors(problems):
-    return UserErrors(problems)
 
 
 # -- options from the settings --------------------------------------------------------------------

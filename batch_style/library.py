@@ -15,11 +15,11 @@ from PIL import Image
 from batch_style import orchestrator
 from batch_style.engine import tf_runtime
 from batch_style.engine.painter import MASK_FIELDS, Painter
-from batch_style.errors import UserError, UserErrors
+from batch_style.errors import UserError
 from batch_style.media import gif, images, profiles
 from batch_style.pipeline.read import overwrites
 from batch_style.pipeline.workers import memory
-from batch_style.settings import INITS, Settings, blend_problem, check_settings, resolve
+from batch_style.settings import INITS, Settings, blend_problem, checked, resolve
 
 Source = Any  # a file path, an array H×W×3 in [0,1] or 8-bit, or a PIL image (engine/painter.py)
 DEVICES = ("auto", "cpu", "gpu")
@@ -58,21 +58,12 @@ class Painting:
 def settings_of(given: Mapping[str, Any], field: Callable[[str], str] = str) -> Settings:
     """Settings from keyword values, each checked as in a manifest; every mistake is a
     UserError naming `field(name)` (the command line names its options)."""
-    values = _checked(given, field)
+    values = checked(given, field)
     try:
         return resolve(values)
     except ValueError as e:
         name, _, message = str(e).partition(": ")
         raise UserError(message or name, field=field(name) if message else None) from None
-
-
-def _checked(given: Mapping[str, Any], field: Callable[[str], str] = str) -> dict[str, Any]:
-    """Keyword settings checked one by one, every mistake raised at once."""
-    values, problems = check_settings(given)
-    if problems:
-        errors = [UserError(message, field=field(name)) for name, message in problems]
-        raise errors[0] if len(errors) == 1 else UserErrors(errors)
-    return values
 
 
 def paint(content: Source, style: Source | Sequence[Source], settings: Settings | None = None,
@@ -194,5 +185,5 @@ def run(manifest: str | Path | Mapping | Sequence[str | Path | Mapping], *,
     manifests = [manifest] if isinstance(manifest, (str, Path, Mapping)) else list(manifest)
     options = orchestrator.RunOptions(workers=workers, device=device, force=force,
                                       weights=None if weights is None else str(weights),
-                                      tiny=tiny, settings=_checked(settings))
+                                      tiny=tiny, settings=checked(settings))
     return orchestrator.run(manifests, options, on_event=on_event)

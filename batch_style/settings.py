@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from batch_style.errors import UserError
+from batch_style.errors import UserError, UserErrors
 
 # Layer names are Keras' VGG19 names, the public contract (keras.applications.vgg19).
 VGG19_CONV_LAYERS = (
@@ -266,6 +266,16 @@ def check_settings(mapping: Mapping[str, Any]) -> tuple[dict[str, Any], list[tup
         else:
             clean[name] = value
     return clean, problems
+
+
+def checked(given: Mapping[str, Any], name_of: Callable[[str], str] = str) -> dict[str, Any]:
+    """check_settings(), every mistake raised at once as a UserError naming `name_of(setting)`
+    (the command line names its options, the library its keywords)."""
+    values, problems = check_settings(given)
+    if problems:
+        errors = [UserError(message, field=name_of(name)) for name, message in problems]
+        raise errors[0] if len(errors) == 1 else UserErrors(errors)
+    return values
 
 
 def resolve(*layers: Mapping[str, Any]) -> Settings:
