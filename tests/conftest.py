@@ -299,6 +299,18 @@ def precisions(monkeypatch) -> list[str]:
     return decided
 
 
+@pytest.fixture(scope="module")
+def stylizer():
+    """A Stylizer on the tiny random VGG19 (seed 1) with the default layers, one per test module
+    (its traced functions and style targets are shared by the module's tests)."""
+    from batch_style.engine.model import TINY_WIDTHS, FeatureModel
+    from batch_style.engine.stylizer import Stylizer
+    from batch_style.settings import Settings
+
+    layers = Settings().content_layers + Settings().style_layers
+    return Stylizer(FeatureModel(layers, None, TINY_WIDTHS, seed=1))
+
+
 def relative(a, b) -> float:
     """max |a − b| / max |b|: how far a computed array is from the one it should equal."""
     import numpy as np

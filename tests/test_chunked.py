@@ -8,16 +8,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from batch_style.engine import chunked  # noqa: E402
-from batch_style.engine.model import TINY_WIDTHS, FeatureModel  # noqa: E402
-from batch_style.engine.stylizer import Stylizer, _Reporter  # noqa: E402
-from batch_style.settings import Settings, resolve  # noqa: E402
-
-LAYERS = Settings().content_layers + Settings().style_layers
-
-
-@pytest.fixture(scope="module")
-def stylizer():
-    return Stylizer(FeatureModel(LAYERS, None, TINY_WIDTHS, seed=1))
+from batch_style.engine.stylizer import _Reporter  # noqa: E402
+from batch_style.settings import resolve  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,6 @@ LAYERS = Settings().content_layers + Settings().style_layers
 
 
 @pytest.fixture(scope="module")
-def stylizer():
-    return Stylizer(FeatureModel(LAYERS, None, TINY_WIDTHS, seed=1))
-
-
-@pytest.fixture(scope="module")
 def pair():
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:48, 0:64] / 64.0
