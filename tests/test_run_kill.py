@@ -23,7 +23,7 @@ from PIL import Image
 
 from batch_style import orchestrator as runner
 from batch_style.media import video
-from batch_style.pipeline.state import ledger
+from batch_style.pipeline.state import ledger, run_folder
 
 FRAMES = 12  # the clip's first 0.4 s
 UNITS = 1 + 3 + FRAMES
@@ -100,6 +100,7 @@ def run_killed_repeatedly(media_dir, write_manifest, cli, seed: int, kills: int)
     progress = [kill_run_once(cli, manifest, rng) for _ in range(kills)]
     summary = runner.run([manifest], runner.RunOptions(workers=0, tiny=True))
     assert summary.exit_code == 0
+    assert not run_folder.scratch_dir(manifest.parent / "out").exists()  # the killed workers'
     assert summary.skipped == min(progress[-1], UNITS)
     check_complete(manifest.parent / "out")
     return progress
@@ -152,13 +153,19 @@ def kill_workers(process, times: int) -> list[int]:
     return killed
 
 
-def test_killed_worker_is_replaced_and_its_unit_retried(media_dir, write_manifest, cli):
+def test_killed_worker_is_replaced_and_its_unit_retried(media_dir, write_manifest, cli, tmp_path):
     manifest = folder_manifest(write_manifest, media_dir)
     out = manifest.parent / "out"
-    process = cli.spawn("run", manifest, "--tiny", "--workers", "1")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    process = cli.spawn("run", manifest, "--tiny", "--workers", "1", TMPDIR=str(temp))
     kill_workers(process, 1)
     _, stderr = process.communicate(timeout=180)
     assert process.returncode == 0, stderr
+    # Nothing of the run outlives it: not TensorFlow's autograph files (a worker that does not
+    # exit cleanly leaves one per traced function), not the killed worker's scratch.
+    assert list(temp.iterdir()) == []
+    assert not run_folder.scratch_dir(out).exists()
     records = ledger_records(out)
     assert [(r["key"], r["status"], r["attempts"]) for r in records] == \
         [("fold/a", "done", 2), ("fold/b", "done", 1), ("fold/c", "done", 1)]

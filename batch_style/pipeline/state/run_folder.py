@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ PLAN_NAME = "plan.json"         # the jobs and units of every manifest run here
 WORKERS_DIR = "workers"         # live progress: PID.json per busy worker (events.WorkerBeat)
 SNAPSHOTS_DIR = "snapshots"     # PID.jpg: a busy worker's latest picture (snapshots.py)
 WORK_DIR = "work"               # work/JOB/STEM/: a video's extracted frames, flow, lead-ins
+SCRATCH_DIR = "scratch"         # the workers' temporary files (pools.WorkerPools), while they run
 LOG_NAME = "run.log"            # OUTPUT/run.log
 REPORT_NAME = "report.html"     # OUTPUT/report.html
 # A job's results go to OUTPUT/JOB, so the run's own files in OUTPUT cannot name a job.
@@ -74,6 +76,10 @@ def workers_dir(out: Path) -> Path:
 
 def snapshots_dir(out: Path) -> Path:
     return state_dir(out) / SNAPSHOTS_DIR
+
+
+def scratch_dir(out: Path) -> Path:
+    return state_dir(out) / SCRATCH_DIR
 
 
 def work_dir(out: Path, job: str, stem: str) -> Path:
@@ -163,7 +169,9 @@ def check_inside(out: Path, jobs: Iterable[str]) -> None:
 
 def sweep_temporaries(out: Path, jobs: Iterable[str]) -> int:
     """Remove what killed writers left in the run's own paths (atomic.clean_temporaries), and
-    nowhere else: a user's files beside the run's are not ours to judge."""
+    nowhere else: a user's files beside the run's are not ours to judge. A killed run's workers'
+    scratch folder goes too (the caller holds the run lock: no live worker uses it)."""
+    shutil.rmtree(scratch_dir(out), ignore_errors=True)
     return sum(atomic.clean_temporaries(path, recursive=folder)
                for path, folder, _ in owned(out, jobs) if folder) + \
         atomic.clean_temporaries(Path(out), recursive=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from batch_style import interrupts
 from batch_style.engine import tf_runtime
+from batch_style.pipeline.state import run_folder
 from batch_style.pipeline.units import WorkerConfig
 from batch_style.pipeline.workers import gpus
 from batch_style.pipeline.workers.worker import init_worker
@@ -45,6 +46,18 @@ class _Slot:
     broken: bool = False                # its worker died: the next unit gets a fresh one
 
 
+def _scratch(config: WorkerConfig) -> Path:
+    """The workers' scratch folder: their start-up logs, and their TMPDIR, since TensorFlow's
+    autograph leaves a source file there for every function it traces unless the process exits
+    cleanly, which a pool's worker does not. Under the run's state folder, where the next run
+    clears what a killed one left (run_folder.sweep_temporaries); removed at shutdown."""
+    if config.state_dir is None:  # a pool outside a run (tests, benchmarks)
+        return Path(tempfile.mkdtemp(prefix="batch_style-workers-"))
+    folder = Path(config.state_dir) / run_folder.SCRATCH_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 class WorkerPools(cf.Executor):
     """`workers` worker processes, each in a loky pool of one whose environment pins it to its GPU
     before any module loads (CUDA_VISIBLE_DEVICES; no lock files to claim a GPU with, so nothing
@@ -59,7 +72,7 @@ class WorkerPools(cf.Executor):
         if config.gpu_ids and workers > len(config.gpu_ids):
             raise ValueError(f"{workers} workers for {len(config.gpu_ids)} GPUs")
         self._config = config
-        self._folder = Path(tempfile.mkdtemp(prefix="batch_style-workers-"))
+        self._folder = _scratch(config)
         ids = list(config.gpu_ids[:workers]) if config.gpu_ids else [None] * workers
         self._slots = [_Slot(gpu, gpus.worker_env(gpu, config.device),
                              self._folder / f"worker-{i}.startup.log")
@@ -103,7 +116,8 @@ class WorkerPools(cf.Executor):
         # worker that dies is reported as TerminatedWorkerError instead of hanging the pool.
         slot.pool = ProcessPoolExecutor(
             max_workers=1, initializer=init_worker, initargs=(self._config, slot.gpu, os.getpid()),
-            env={**slot.env, tf_runtime.STARTUP_LOG: str(slot.startup_log)})
+            env={**slot.env, tf_runtime.STARTUP_LOG: str(slot.startup_log),
+                 "TMPDIR": str(self._folder)})
         slot.broken = False
         return slot.pool
 
