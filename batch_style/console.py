@@ -281,7 +281,9 @@ def describe_plan(run) -> str:
         if job.kind == "video" and s.warm_start and job.units > 1:
             steps += f", then {s.frame_steps} per frame"
         noun = "frame" if job.kind == "video" else "image"
-        lines.append(f"  {job.name}: {plural(job.units, noun)}, {job.done} done, "
+        loop = f" ({job.looped} of them repaint the first frames, closing the loop)" \
+            if job.looped else ""
+        lines.append(f"  {job.name}: {plural(job.units, noun)}{loop}, {job.done} done, "
                      f"{job.units - job.done} to run; {size}; {steps}; writes:")
         lines += [f"    {path}" for path in _summed_up(job)]
         lines.append("    computes with: " + job.computes_with)

@@ -25,6 +25,7 @@ class JobPreview:
     settings: Settings
     units: int
     done: int                         # already done (0 with --force)
+    looped: int                       # of `units`, a looped video's closing pass (loop: true)
     size: tuple[int, int] | None      # the first picture's result, px (None: a video's frames)
     paths: tuple[Path, ...]           # the files its units write, relative to the output folder
     frames: tuple[Path, Path, int] | None  # a video's frames output: first, last, how many
@@ -63,7 +64,8 @@ def preview(manifest: Manifest, force: bool = False, *, device: str = "auto",
             autotune.expected_seconds([(u.settings.size, u.cost) for u in todo])
         jobs.append(JobPreview(
             name=job.name, kind=job.kind, settings=s, units=len(units),
-            done=len(units) - len(todo), size=size, paths=paths, frames=frames,
+            done=len(units) - len(todo),
+            looped=sum(bool(u.loop) for u in units), size=size, paths=paths, frames=frames,
             computes_with=autotune.preview(s, longest, test_network=tiny, gpu=on_gpu),
             seconds=seconds))
     state = run_folder.state_dir(manifest.output).name

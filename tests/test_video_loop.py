@@ -176,3 +176,13 @@ def test_a_seam_the_flow_cannot_cross_leaves_the_first_painting(tmp_path):
         start = worker._frame_start(alone, np.full((36, 48, 3), 0.5, np.float32))
         saved = images.load_image(tmp_path / "open.png", 10**6)
         assert np.allclose(start.image, saved, atol=1e-6) and np.allclose(start.mask, 1.0)
+
+
+def test_the_dry_run_says_the_video_loops(loop_clip, media_dir, write_manifest):
+    from batch_style import console, dry_run
+
+    loaded = manifest.load(write_manifest([loop_job(loop_clip, media_dir / "style.png")]))
+    line = console.describe_plan(dry_run.preview(loaded, device="cpu", tiny=True)).splitlines()[1]
+    k = min(LOOP_FRAMES, FRAMES // 2)
+    assert line.startswith(f"  clip: {FRAMES + k} frames ({k} of them repaint the first frames, "
+                           "closing the loop), 0 done")
