@@ -267,6 +267,16 @@ def test_long_term_holds_a_pixel_to_the_latest_frame_that_saw_it(tmp_path, monke
     assert np.allclose(start.image[:, 6:11], start.target[:, 6:11])
     assert np.allclose(start.image[:, :6], 0.2, atol=0.01)
     assert np.allclose(start.image[:, 11], 0.2, atol=0.01)
+    # The anchor's ablations (docs/video.md): t-1 given half the anchor, the rest to t-2 and t-4;
+    # only the nearest earlier frame joining it. Pixels t-1 did not see are held as before.
+    monkeypatch.setattr(worker, "PREVIOUS_SHARE", 0.5)
+    shared = worker._frame_start(unit, np.full((h, w, 3), 0.9, np.float32))
+    assert list(np.round(shared.target[0, :, 0], 2)) == [0.4] * 9 + [0.8] * 2 + [0.2]
+    monkeypatch.setattr(worker, "PREVIOUS_SHARE", None)
+    monkeypatch.setattr(worker, "ANCHOR_FRAMES", 1)
+    nearest = worker._frame_start(unit, np.full((h, w, 3), 0.9, np.float32))
+    assert list(np.round(nearest.target[0, :, 0], 2)) == [0.3] * 6 + [0.4] * 3 + [0.8] * 2 + [0.2]
+    monkeypatch.setattr(worker, "ANCHOR_FRAMES", None)
     # Ruder et al.'s c_long alone: what t-1 saw is held to t-1 only.
     monkeypatch.setattr(worker, "ANCHOR", False)
     latest = worker._frame_start(unit, np.full((h, w, 3), 0.9, np.float32))
