@@ -102,8 +102,8 @@ class Settings:
     frame_steps: int = _spec(100, "steps for video frames after the first of a shot "
                                   "(default: steps / 5)", lo=1, hi=100_000)
     warm_start: bool = _spec(True, "video: start each frame from the previous stylized frame")
-    # 3e12, not 1e11: on clips not tuned on, 0.5× the warping error 10 frames apart with the detail
-    # kept (with worker.KEEP_DETAIL; docs/video.md, "Short-term steadiness and detail").
+    # 3e12, not 1e11: with worker.KEEP_DETAIL, 0.6-0.9× the warping error at k = 1 and 10 on clips
+    # not tuned on, the detail kept (docs/video.md, "Short-term steadiness and detail").
     temporal_weight: float = _spec(3.0e12, "video: weight keeping a frame close to the previous one",
                                    lo=0.0, hi=1e15)
     # Ruder et al.'s long-term term: held to frames t-1, t-2, t-4, ... (this many); a pixel t-1
