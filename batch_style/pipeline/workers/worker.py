@@ -51,8 +51,9 @@ SHARP_WARP = True
 # docs/video.md, "Long-term consistency and drift"). False: Ruder et al.'s c_long alone.
 ANCHOR = True
 # The anchor keeps t-1's own detail below this blur sigma, px (its mean of warped frames is softer):
-# with temporal_weight 3e12, detail 0.95-0.96 kept on clips not tuned on, warping error at k = 1
-# 0.6-0.7× that without (docs/video.md, "Short-term steadiness and detail"). None: off.
+# with temporal_weight 3e12, detail 0.95-0.96 kept on clips not tuned on (0.88-0.92 without),
+# warping error at k = 1 0.6-0.9× that without (docs/video.md, "Short-term steadiness and
+# detail"). None: off.
 KEEP_DETAIL: float | None = 2.0
 # Ablations of the anchor (same section), not settings: t-1's share of it (None: an equal
 # share), how many earlier frames join it (None: all).
