@@ -102,7 +102,9 @@ class Settings:
     frame_steps: int = _spec(100, "steps for video frames after the first of a shot "
                                   "(default: steps / 5)", lo=1, hi=100_000)
     warm_start: bool = _spec(True, "video: start each frame from the previous stylized frame")
-    temporal_weight: float = _spec(1.0e11, "video: weight keeping a frame close to the previous one",
+    # 3e12, not 1e11: with worker.KEEP_DETAIL, 0.6-0.9× the warping error at k = 1 and 10 on clips
+    # not tuned on, the detail kept (docs/video.md, "Short-term steadiness and detail").
+    temporal_weight: float = _spec(3.0e12, "video: weight keeping a frame close to the previous one",
                                    lo=0.0, hi=1e15)
     # Ruder et al.'s long-term term: held to frames t-1, t-2, t-4, ... (this many); a pixel t-1
     # missed to the latest that saw it (docs/video.md, "Long-term consistency ..."); 1: t-1 only.

@@ -140,13 +140,39 @@ def clip_figures(stylized: list[np.ndarray], inputs: list[np.ndarray]) -> dict:
         return float(np.mean([f(x) for x in frames[-edge:]]) / np.mean([f(x) for x in frames[:edge]]))
 
     return {"warp": {str(k): v for k, v in long_term_errors(stylized, inputs).items()},
+            "steady_floor": steady_floor(stylized, inputs),
             "detail_ratio": ratio(detail, stylized), "input_detail_ratio": ratio(detail, inputs),
             "contrast_ratio": ratio(contrast, stylized),
             "input_contrast_ratio": ratio(contrast, inputs),
             "detail_first_last": [detail(stylized[0]), detail(stylized[-1])],
             "contrast_first_last": [contrast(stylized[0]), contrast(stylized[-1])],
-            "flicker": float(np.mean([np.mean(np.abs(b - a)) for a, b in zip(stylized, stylized[1:])])
-                             / np.mean([np.mean(np.abs(b - a)) for a, b in zip(inputs, inputs[1:])]))}
+            "flicker": _flicker(stylized, inputs)}
+
+
+def _flicker(stylized: list[np.ndarray], inputs: list[np.ndarray]) -> float:
+    return float(np.mean([np.mean(np.abs(b - a)) for a, b in zip(stylized, stylized[1:])])
+                 / np.mean([np.mean(np.abs(b - a)) for a, b in zip(inputs, inputs[1:])]))
+
+
+def steady_floor(stylized: list[np.ndarray], inputs: list[np.ndarray]) -> dict[str, float]:
+    """What the k = 1 warping error (bilinear ruler) and the flicker would be if every frame t
+    were exactly stylized frame t−1 carried along the flow with a Lanczos warp: perfectly steady
+    strokes that keep their detail. The ruler's floor for a result that does not wash out."""
+    from batch_style.media import flow
+
+    errors, input_errors, changes = [], [], []
+    for t in range(1, len(inputs)):
+        forward = flow.compute_flow(inputs[t - 1], inputs[t])
+        backward = flow.compute_flow(inputs[t], inputs[t - 1])
+        weight = flow.consistency_mask(forward, backward)[..., None]
+        kept = max(float(weight.sum()) * 3, 1.0)
+        steady = flow.warp(stylized[t - 1], backward, True)
+        for out, now, then in ((errors, steady, stylized[t - 1]), (input_errors, inputs[t], inputs[t - 1])):
+            out.append(float(np.sum(weight * (now - flow.warp(then, backward)) ** 2)) / kept)
+        changes.append(float(np.mean(np.abs(steady - stylized[t - 1]))))
+    moves = np.mean([np.mean(np.abs(b - a)) for a, b in zip(inputs, inputs[1:])])
+    return {"ratio": float(np.mean(errors) / max(np.mean(input_errors), 1e-12)),
+            "flicker": float(np.mean(changes) / moves)}
 
 
 def style_distance(frame: np.ndarray, style: np.ndarray, ruler) -> float:
@@ -179,7 +205,8 @@ def run_clip(clip: Path, style: Path, settings: dict, frames: int, folder: Path,
     # worker's SHARP_WARP or ANCHOR (ablations, not settings).
     from batch_style.pipeline.workers import worker
 
-    names = {"_sharp_warp": "SHARP_WARP", "_anchor": "ANCHOR"}
+    names = {"_sharp_warp": "SHARP_WARP", "_anchor": "ANCHOR", "_previous_share": "PREVIOUS_SHARE",
+             "_anchor_frames": "ANCHOR_FRAMES", "_keep_detail": "KEEP_DETAIL"}
     saved = {name: getattr(worker, name) for name in names.values() if hasattr(worker, name)}
     for key, value in patches.items():
         setattr(worker, names[key], value)

@@ -101,6 +101,7 @@ def test_video_long_bench_sees_drift_and_long_term_changes(tmp_path):
     error that grows with k."""
     import json
 
+    import cv2
     import numpy as np
 
     from batch_style.media import video
@@ -121,6 +122,14 @@ def test_video_long_bench_sees_drift_and_long_term_changes(tmp_path):
     drifting = [np.clip(f + 0.005 * t, 0, 1) for t, f in enumerate(frames)]  # a slow change
     drifted = video_long.clip_figures(drifting, frames)["warp"]
     assert 1.0 < drifted["1"]["ratio"] < drifted["10"]["ratio"] < drifted["30"]["ratio"]
+    # The bilinear ruler's floor: the input carried along its own flow changes as the input does;
+    # a blurred copy scores lower there (the ruler favours blur), a flat one scores nothing.
+    carried = video_long.steady_floor(frames[:12], frames[:12])
+    assert carried["flicker"] == pytest.approx(1.0, abs=0.1)
+    blurred = [cv2.GaussianBlur(f, (0, 0), 1.5) for f in frames[:12]]
+    assert video_long.steady_floor(blurred, frames[:12])["ratio"] < 0.5 * carried["ratio"]
+    flat = video_long.steady_floor([np.full_like(f, 0.5) for f in frames[:12]], frames[:12])
+    assert flat["ratio"] < 1e-6 and flat["flicker"] < 1e-6
     # Through the pipeline with the tiny network: the figures and the style distances.
     out = tmp_path / "long.json"
     assert video_long.main(["--clip", "handheld-tubingen", "--frames", "12", "--size", "32",
@@ -130,3 +139,4 @@ def test_video_long_bench_sees_drift_and_long_term_changes(tmp_path):
     entry = json.loads(out.read_text())["clips"]["handheld-tubingen"]
     assert set(entry) == {"short", "long", "alone"}
     assert set(entry["long"]["warp"]) == {"1", "10"} and entry["alone"]["style_distance_last"] > 0
+    assert set(entry["long"]["steady_floor"]) == {"ratio", "flicker"}

@@ -257,6 +257,7 @@ def test_long_term_holds_a_pixel_to_the_latest_frame_that_saw_it(tmp_path, monke
                 settings=planning.Settings(size=w), output=tmp_path / "out.png", steps=3,
                 previous="v/c/000003", previous_output=tmp_path / "p.png",
                 flow=tmp_path / "p.npz", earlier=(two, four, cut))
+    monkeypatch.setattr(worker, "KEEP_DETAIL", None)  # flat frames: test_anchor_keeps_... has it
     start = worker._frame_start(unit, np.full((h, w, 3), 0.9, np.float32))
     row = np.round(start.target[0, :, 0], 2)
     # Columns 0-5, which t-1 saw, are anchored: the mean of t-1, t-2 and t-4 (ANCHOR).
@@ -267,6 +268,16 @@ def test_long_term_holds_a_pixel_to_the_latest_frame_that_saw_it(tmp_path, monke
     assert np.allclose(start.image[:, 6:11], start.target[:, 6:11])
     assert np.allclose(start.image[:, :6], 0.2, atol=0.01)
     assert np.allclose(start.image[:, 11], 0.2, atol=0.01)
+    # The anchor's ablations (docs/video.md): t-1 given half the anchor, the rest to t-2 and t-4;
+    # only the nearest earlier frame joining it. Pixels t-1 did not see are held as before.
+    monkeypatch.setattr(worker, "PREVIOUS_SHARE", 0.5)
+    shared = worker._frame_start(unit, np.full((h, w, 3), 0.9, np.float32))
+    assert list(np.round(shared.target[0, :, 0], 2)) == [0.4] * 9 + [0.8] * 2 + [0.2]
+    monkeypatch.setattr(worker, "PREVIOUS_SHARE", None)
+    monkeypatch.setattr(worker, "ANCHOR_FRAMES", 1)
+    nearest = worker._frame_start(unit, np.full((h, w, 3), 0.9, np.float32))
+    assert list(np.round(nearest.target[0, :, 0], 2)) == [0.3] * 6 + [0.4] * 3 + [0.8] * 2 + [0.2]
+    monkeypatch.setattr(worker, "ANCHOR_FRAMES", None)
     # Ruder et al.'s c_long alone: what t-1 saw is held to t-1 only.
     monkeypatch.setattr(worker, "ANCHOR", False)
     latest = worker._frame_start(unit, np.full((h, w, 3), 0.9, np.float32))
@@ -274,6 +285,35 @@ def test_long_term_holds_a_pixel_to_the_latest_frame_that_saw_it(tmp_path, monke
     # Without earlier frames (temporal_frames: 1) the pixels t-1 did not see are held to nothing.
     short = worker._frame_start(dataclasses.replace(unit, earlier=()), np.zeros((h, w, 3)))
     assert list(short.mask[0]) == [1.0] * 6 + [0.0] * 6
+
+
+def test_anchor_keeps_the_previous_frames_detail(tmp_path, monkeypatch):
+    """The anchor (the mean of t-1 and earlier frames, each warped: softer than one) holds a
+    pixel to its mean's coarse picture plus t-1's own fine detail (KEEP_DETAIL)."""
+    h, w = 24, 24
+    still = np.zeros((h, w, 2), np.float32)
+    every = flow.FramePair(backward=still, mask=np.ones((h, w), np.float32), change=0.0,
+                           consistent=1.0, cut=False)
+    checks = (np.indices((h, w)).sum(0) % 2)[..., None].repeat(3, 2).astype(np.float32)
+    images.save_image(0.3 + 0.4 * checks, tmp_path / "p.png")  # t-1: fine strokes
+    images.save_image(np.full((h, w, 3), 0.8, np.float32), tmp_path / "e.png")  # t-2: flat
+    for name in ("p", "e"):
+        flow.save_pair(every, tmp_path / f"{name}.npz")
+    unit = Unit(key="v/c/000002", job="v", content=tmp_path / "c.png", styles=(),
+                settings=planning.Settings(size=w), output=tmp_path / "out.png", steps=3,
+                previous="v/c/000001", previous_output=tmp_path / "p.png",
+                flow=tmp_path / "p.npz", earlier=(("v/c/000000", tmp_path / "e.png",
+                                                   tmp_path / "e.npz"),))
+    middle = (slice(6, -6), slice(6, -6), 0)
+
+    def target():
+        return worker._frame_start(unit, np.zeros((h, w, 3), np.float32)).target[middle]
+
+    kept = target()
+    assert np.mean(kept) == pytest.approx((0.5 + 0.8) / 2, abs=0.01)  # the anchor's mean
+    assert np.ptp(kept) == pytest.approx(0.4, abs=0.03)  # t-1's checks at full strength
+    monkeypatch.setattr(worker, "KEEP_DETAIL", None)
+    assert np.ptp(target()) == pytest.approx(0.2, abs=0.03)  # the plain mean halves them
 
 
 def test_plan_gives_each_frame_earlier_frames_of_its_own_chain(media_dir, write_manifest,

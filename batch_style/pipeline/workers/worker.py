@@ -50,6 +50,15 @@ SHARP_WARP = True
 # t-1 alone the strokes crept (warping error at k = 10: 3.7× the input's, 2.1× with this;
 # docs/video.md, "Long-term consistency and drift"). False: Ruder et al.'s c_long alone.
 ANCHOR = True
+# The anchor keeps t-1's own detail below this blur sigma, px (its mean of warped frames is softer):
+# with temporal_weight 3e12, detail 0.95-0.96 kept on clips not tuned on (0.88-0.92 without),
+# warping error at k = 1 0.6-0.9× that without (docs/video.md, "Short-term steadiness and
+# detail"). None: off.
+KEEP_DETAIL: float | None = 2.0
+# Ablations of the anchor (same section), not settings: t-1's share of it (None: an equal
+# share), how many earlier frames join it (None: all).
+PREVIOUS_SHARE: float | None = None
+ANCHOR_FRAMES: int | None = None
 
 
 def init_worker(config: WorkerConfig, gpu: str | None = None, run_pid: int | None = None) -> None:
@@ -343,15 +352,17 @@ def _long_term(earlier, size, max_pixels, target, mask):
     taken = np.zeros(mask.shape, bool)
     held = mask > 0.5
     anchored = held.copy() if ANCHOR else np.zeros(mask.shape, bool)
+    previous = target
     total, count = np.where(held[..., None], target, 0.0), held.astype(np.float32)
-    for _, output, path in earlier:
+    for i, (_, output, path) in enumerate(earlier):
         if not (output.exists() and path.exists()):
             continue
         pair = flow.load_pair(path)
         if pair.cut or pair.size != size:
             continue
         seen = pair.mask > 0.5
-        take = seen & (anchored | ~held)
+        joins = anchored if ANCHOR_FRAMES is None or i < ANCHOR_FRAMES else False
+        take = seen & (joins | ~held)
         if take.any():
             frame = flow.load_frame(output, size, max_pixels)
             total += take[..., None] * flow.warp(frame, pair.backward, SHARP_WARP)
@@ -359,4 +370,15 @@ def _long_term(earlier, size, max_pixels, target, mask):
             taken |= seen & ~held
             held |= take
     target = np.where(held[..., None], total / np.maximum(count, 1.0)[..., None], target)
+    both = (anchored & (count > 1))[..., None]
+    if PREVIOUS_SHARE is not None:
+        rest = (total - previous) / np.maximum(count - 1, 1.0)[..., None]
+        target = np.where(both, PREVIOUS_SHARE * previous + (1 - PREVIOUS_SHARE) * rest, target)
+    if KEEP_DETAIL is not None:
+        import cv2
+
+        def blur(x):
+            return cv2.GaussianBlur(np.asarray(x, np.float32), (0, 0), KEEP_DETAIL)
+
+        target = np.where(both, blur(target) + previous - blur(previous), target)
     return target, held.astype(np.float32), taken
