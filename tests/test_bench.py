@@ -62,6 +62,7 @@ def test_whole_process_table_compares_each_pair_with_its_own_seed_run():
     rows = whole_table(runs).splitlines()[2:]
     assert [r.split(" | ")[-1].rstrip(" |") for r in rows] == ["1.0×", "5.0×", "1.0×", "2.0×"]
     assert "converged at step 341" in rows[1]
+    assert "| -2.38% |" in rows[1] and "| +0.00% |" in rows[2]  # the objective against the seed's
 
 
 def test_bench_refuses_to_skip_both_the_race_and_the_whole_process(capsys):
