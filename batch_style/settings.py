@@ -75,8 +75,8 @@ class Settings:
         False, "keep the photo's colours: luminance (the result's luminance with the photo's "
                "colours; true means this) or histogram (the painting recoloured to the photo's "
                "colours first)", choices=COLOR_METHODS, kind="colors")
-    # The photo in the painting's colours reaches done in ~10% fewer steps than the photo, with
-    # the same look (docs/benchmarks.md, "Fewer steps to done").
+    # The photo in the painting's colours stops 7-12% sooner than the photo, at the same objective
+    # (docs/benchmarks.md, "Fewer steps to done").
     init: str = _spec("painting-colors", "painting-colors (the photo in the painting's colours) "
                                          "| content | noise | path to an image", kind="init")
     seed: int = _spec(0, "random seed (noise init, reproducible runs)", lo=0, hi=2**31 - 1)
