@@ -75,10 +75,10 @@ class Settings:
         False, "keep the photo's colours: luminance (the result's luminance with the photo's "
                "colours; true means this) or histogram (the painting recoloured to the photo's "
                "colours first)", choices=COLOR_METHODS, kind="colors")
-    # The photo in the painting's colours stops 7-12% sooner than the photo, at the same objective
-    # (docs/benchmarks.md, "Fewer steps to done").
-    init: str = _spec("painting-colors", "painting-colors (the photo in the painting's colours) "
-                                         "| content | noise | path to an image", kind="init")
+    # painting-colors stopped 7-12% sooner at 128 px but not at 256 (docs/benchmarks.md, "Fewer
+    # steps to done"): not the default.
+    init: str = _spec("content", "content | painting-colors (the photo in the painting's "
+                                 "colours) | noise | path to an image", kind="init")
     seed: int = _spec(0, "random seed (noise init, reproducible runs)", lo=0, hi=2**31 - 1)
     scales: int = _spec(1, "coarse-to-fine levels, each half the size of the next", lo=1, hi=6)
     # Prints (docs/prints.md): a result larger than base_size is first made at base_size, where

@@ -151,12 +151,13 @@ def test_zero_steps_returns_the_content_init(stylizer, pair):
     assert result.steps == 0 and result.losses.total > 0
 
 
-def test_the_default_start_is_the_photo_in_the_paintings_colours(stylizer, pair):
+def test_painting_colors_start_is_the_photo_in_the_paintings_colours(stylizer, pair):
     _, style = pair
     yy, xx = np.mgrid[0:48, 0:64] / 64.0  # three independent channels: a full covariance
     content = np.stack([0.2 + 0.5 * xx, 0.1 + yy, 0.3 + 0.2 * np.sin(9 * xx * yy)],
                        axis=-1).astype(np.float32)
-    start = stylizer.stylize(content, [style], resolve({"size": 64, "steps": 0})).image
+    chosen = resolve({"size": 64, "steps": 0, "init": "painting-colors"})
+    start = stylizer.stylize(content, [style], chosen).image
     mean, cov = images.color_stats(style)
     got_mean, got_cov = images.color_stats(start)
     np.testing.assert_allclose(got_mean, mean, atol=0.02)  # clipping to [0,1] moves it a little
@@ -168,8 +169,7 @@ def test_the_default_start_is_the_photo_in_the_paintings_colours(stylizer, pair)
     fit, *_ = np.linalg.lstsq(photo, start[inside], rcond=None)
     assert inside.mean() > 0.3 and np.abs(photo @ fit - start[inside]).max() < 1e-3
     # Where the photo's colours are kept, the start is the photo.
-    kept = stylizer.stylize(content, [style], resolve({"size": 64, "steps": 0,
-                                                       "preserve_colors": "histogram"})).image
+    kept = stylizer.stylize(content, [style], chosen.replace(preserve_colors="histogram")).image
     np.testing.assert_allclose(kept, images.resize(content, (64, 48)), atol=1e-6)
 
 

@@ -222,7 +222,7 @@ class Stylizer:
         plan = self.plan(width, height, settings, settings.steps if steps is None else steps,
                          coarse=coarse, memory=memory)
         longest = max(plan[-1].size)
-        first = content  # the painting's colours make done come sooner: docs/benchmarks.md
+        first = content  # init: painting-colors, measured in docs/benchmarks.md
         if recolours_start(settings):
             first = colour_inputs(photo, styles, settings.replace(style_colors=True), regions,
                                   None)[0]
