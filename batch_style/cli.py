@@ -21,7 +21,7 @@ from batch_style.arguments import (
 )
 from batch_style.errors import UsageError, UserError
 from batch_style.pipeline.read import overwrites
-from batch_style.settings import BACKENDS
+from batch_style.settings import BACKENDS, INITS
 from batch_style.text import EscapingFormatter, number, printable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -93,7 +93,7 @@ def _inputs(args, settings) -> list[str]:
     """Every file `stylize` reads: nothing it writes may land on one."""
     masks = [m for m in (*(args.style_mask or ()), *(args.style_image_mask or ())) if m != "none"]
     return [args.content, *args.style, *masks, *([args.protect] if args.protect else []),
-            *([settings.init] if settings.init not in ("content", "noise") else []),
+            *([settings.init] if settings.init not in INITS else []),
             *([args.weights] if args.weights else [])]
 
 

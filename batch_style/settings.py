@@ -25,7 +25,7 @@ VGG19_LAYERS = VGG19_CONV_LAYERS + VGG19_POOL_LAYERS
 OPTIMIZERS = ("lbfgs", "adam")
 PRECISIONS = ("auto", "float32", "bfloat16", "mixed")
 CONVOLUTIONS = ("auto", "direct", "winograd")
-INITS = ("content", "noise")  # or a path to an image
+INITS = ("painting-colors", "content", "noise")  # or a path to an image
 POOLINGS = ("max", "avg")  # VGG19's pools: its own max, or Gatys et al.'s smoother average
 # preserve_colors: false, or how the photo's colours are kept (true means luminance, as before
 # there was a choice): engine/stylizer.py, media/images.py.
@@ -75,7 +75,10 @@ class Settings:
         False, "keep the photo's colours: luminance (the result's luminance with the photo's "
                "colours; true means this) or histogram (the painting recoloured to the photo's "
                "colours first)", choices=COLOR_METHODS, kind="colors")
-    init: str = _spec("content", "content | noise | path to an image", kind="init")
+    # painting-colors stopped 7-12% sooner at 128 px but not at 256 (docs/benchmarks.md, "Fewer
+    # steps to done"): not the default.
+    init: str = _spec("content", "content | painting-colors (the photo in the painting's "
+                                 "colours) | noise | path to an image", kind="init")
     seed: int = _spec(0, "random seed (noise init, reproducible runs)", lo=0, hi=2**31 - 1)
     scales: int = _spec(1, "coarse-to-fine levels, each half the size of the next", lo=1, hi=6)
     # Prints (docs/prints.md): a result larger than base_size is first made at base_size, where
@@ -156,7 +159,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The seed / TensorFlow tutorial schedule: content init, Adam lr 0.02 (beta1 0.99, eps 0.1 are
     # fixed in engine/adam.py), 1000 steps at one scale, no early stop.
     "seed": {"optimizer": "adam", "learning_rate": 0.02, "steps": 1000, "scales": 1,
-             "tolerance": 0.0, "precision": "float32", "convolution": "direct"},
+             "tolerance": 0.0, "precision": "float32", "convolution": "direct",
+             "init": "content"},
     # Small and quick: for trying a manifest before the overnight run.
     "draft": {"size": 256, "steps": 100},
 }
@@ -224,7 +228,7 @@ def check_value(name: str, value: Any) -> tuple[Any, str | None]:
                        f"{got(value)}{hint}")
     if kind == "init":
         if not isinstance(value, str) or not value:
-            return value, f"expected 'content', 'noise' or an image path, {got(value)}"
+            return value, f"expected {', '.join(map(repr, INITS))} or an image path, {got(value)}"
         return value, None
     if isinstance(default, bool):
         if not isinstance(value, bool):

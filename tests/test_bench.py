@@ -62,6 +62,7 @@ def test_whole_process_table_compares_each_pair_with_its_own_seed_run():
     rows = whole_table(runs).splitlines()[2:]
     assert [r.split(" | ")[-1].rstrip(" |") for r in rows] == ["1.0×", "5.0×", "1.0×", "2.0×"]
     assert "converged at step 341" in rows[1]
+    assert "| -2.38% |" in rows[1] and "| +0.00% |" in rows[2]  # the objective against the seed's
 
 
 def test_bench_refuses_to_skip_both_the_race_and_the_whole_process(capsys):
@@ -140,3 +141,25 @@ def test_video_long_bench_sees_drift_and_long_term_changes(tmp_path):
     assert set(entry) == {"short", "long", "alone"}
     assert set(entry["long"]["warp"]) == {"1", "10"} and entry["alone"]["style_distance_last"] > 0
     assert set(entry["long"]["steady_floor"]) == {"ratio", "flicker"}
+
+
+@pytest.mark.slow  # a bench's smoke run (~35 s on a shared 2-core CPU): `make test-slow`
+def test_steps_bench_compares_the_starts_on_the_ruler():
+    """benchmarks/steps.py on the tiny network: a row per start, the colour-matched one as
+    ratios to the photo's, and the start it gives the optimizer is the painting's colours."""
+    import numpy as np
+
+    from batch_style.media import images
+    from benchmarks import steps
+
+    content, style = (images.load_image(steps.SAMPLES / p, 10**6)
+                      for p in steps.PAIRS["tubingen+starry-night"])
+    first = steps.starts(content, style)
+    np.testing.assert_allclose(images.color_stats(first["channels"])[0],
+                               images.color_stats(style)[0], atol=0.03)
+    # float32 and direct convolutions: no timing of `auto`'s choices in a test.
+    rows = steps.measure("tubingen+starry-night", 48, ["content", "colour"], 0, None, True,
+                         {"steps": 6, "precision": "float32", "convolution": "direct"})
+    assert [r["start"] for r in rows] == ["content", "colour"] and rows[0]["ruler_style"] > 0
+    lines = steps.table(rows).splitlines()[2:]
+    assert lines[1].split(" | ")[4].startswith(("+", "-"))  # the objective, relative

@@ -131,6 +131,10 @@ def test_init_image_reaches_image_and_video_units(media_dir, write_manifest):
     _, plan = plan_of(write_manifest, [pair_job(media_dir), clip_job(media_dir, end=0.1)],
                       defaults={**SMALL, "init": init})
     assert all(u.init == Path(init) for u in plan.units)
+    # A named start is no file: the manifest reads it as a name, not a path to check.
+    _, plan = plan_of(write_manifest, [pair_job(media_dir)],
+                      defaults={**SMALL, "init": "painting-colors"})
+    assert all(u.init is None and u.settings.init == "painting-colors" for u in plan.units)
 
 
 # -- hashes: the ledger's "same work" test ----------------------------------------------------

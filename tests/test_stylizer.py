@@ -145,9 +145,32 @@ def test_same_seed_same_result(stylizer, pair):
 
 def test_zero_steps_returns_the_content_init(stylizer, pair):
     content, style = pair
-    result = stylizer.stylize(content, [style], resolve({"size": 64, "steps": 0}))
+    result = stylizer.stylize(content, [style], resolve({"size": 64, "steps": 0,
+                                                         "init": "content"}))
     np.testing.assert_allclose(result.image, images.resize(content, (64, 48)), atol=1e-6)
     assert result.steps == 0 and result.losses.total > 0
+
+
+def test_painting_colors_start_is_the_photo_in_the_paintings_colours(stylizer, pair):
+    _, style = pair
+    yy, xx = np.mgrid[0:48, 0:64] / 64.0  # three independent channels: a full covariance
+    content = np.stack([0.2 + 0.5 * xx, 0.1 + yy, 0.3 + 0.2 * np.sin(9 * xx * yy)],
+                       axis=-1).astype(np.float32)
+    chosen = resolve({"size": 64, "steps": 0, "init": "painting-colors"})
+    start = stylizer.stylize(content, [style], chosen).image
+    mean, cov = images.color_stats(style)
+    got_mean, got_cov = images.color_stats(start)
+    np.testing.assert_allclose(got_mean, mean, atol=0.02)  # clipping to [0,1] moves it a little
+    np.testing.assert_allclose(got_cov, cov, atol=0.01)
+    assert np.abs(images.color_stats(content)[0] - mean).max() > 0.1  # the photo's were not
+    # Its structure is the photo's: one affine map of the colours where it is not clipped.
+    inside = ((start > 0) & (start < 1)).all(axis=-1)
+    photo = np.c_[images.resize(content, (64, 48))[inside], np.ones(inside.sum())]
+    fit, *_ = np.linalg.lstsq(photo, start[inside], rcond=None)
+    assert inside.mean() > 0.3 and np.abs(photo @ fit - start[inside]).max() < 1e-3
+    # Where the photo's colours are kept, the start is the photo.
+    kept = stylizer.stylize(content, [style], chosen.replace(preserve_colors="histogram")).image
+    np.testing.assert_allclose(kept, images.resize(content, (64, 48)), atol=1e-6)
 
 
 def test_style_blend_weights_select_the_style(stylizer, pair):
@@ -216,7 +239,8 @@ def test_mixed_precision_polishes_in_float32(stylizer, pair):
     assert phases("mixed", 100) == [("bfloat16", 75), ("float32", 25)]
     assert phases("mixed", 1) == [("bfloat16", 1)]
     assert phases("float32", 7) == [("float32", 7)]
-    settings = resolve({"size": 64, "steps": 20, "precision": "mixed"})
+    # From the photo: the painting's colours would start it nearer the end than half-way.
+    settings = resolve({"size": 64, "steps": 20, "precision": "mixed", "init": "content"})
     for optimizer in ("lbfgs", "adam"):
         result = stylizer.stylize(content, [style], settings.replace(optimizer=optimizer))
         judged = stylizer.evaluate(result.image, content, [style], settings).total

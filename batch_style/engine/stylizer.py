@@ -19,6 +19,7 @@ from batch_style.engine.objective import Losses, Objective, Temporal, losses_of
 from batch_style.engine.policy import phases
 from batch_style.engine.regions import Regions
 from batch_style.engine.schedule import Level
+from batch_style.engine.start import initial_image, recolours_start
 from batch_style.engine.tile_layout import TileLayout
 from batch_style.engine.tiled_objective import TiledObjective, tiled_features, tiled_grams
 from batch_style.errors import UserError
@@ -221,7 +222,11 @@ class Stylizer:
         plan = self.plan(width, height, settings, settings.steps if steps is None else steps,
                          coarse=coarse, memory=memory)
         longest = max(plan[-1].size)
-        image = self._initial_image(content, plan[0].size, settings, init)
+        first = content  # init: painting-colors, measured in docs/benchmarks.md
+        if recolours_start(settings):
+            first = colour_inputs(photo, styles, settings.replace(style_colors=True), regions,
+                                  None)[0]
+        image = initial_image(first, plan[0].size, settings, init)
         if blend_problem(settings, len(styles)):
             raise UserError(blend_problem(settings, len(styles)), field="style_blend")
         history: list[float] = []
@@ -337,20 +342,6 @@ class Stylizer:
         mask = mask[..., None] if mask.ndim == 2 else mask
         mask = images.resize(np.repeat(mask, 3, axis=-1), (w, h))
         return tf.constant(previous[None]), tf.constant(mask[None])
-
-    @staticmethod
-    def _initial_image(content: np.ndarray, size: tuple[int, int], settings: Settings,
-                       init: np.ndarray | None) -> np.ndarray:
-        w, h = size
-        if init is not None:
-            return images.resize(init, (w, h))
-        if settings.init == "content":
-            return images.resize(content, (w, h))
-        if settings.init == "noise":
-            rng = np.random.default_rng(settings.seed)
-            return rng.uniform(0.0, 1.0, (h, w, 3)).astype(np.float32)
-        # A path: the manifest validated it; callers pass the loaded image as `init`.
-        raise ValueError("settings.init is a path: load it and pass it as init=")
 
 
 def style_guides_of(masks: Sequence[np.ndarray | None], blend: Sequence[float],

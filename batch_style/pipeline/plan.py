@@ -24,7 +24,7 @@ from batch_style.pipeline.state.run_folder import (
     result_names,
 )
 from batch_style.pipeline.units import Unit
-from batch_style.settings import Settings
+from batch_style.settings import INITS, Settings
 
 # Several workers on one video: each chunk but the first starts CHUNK_OVERLAP frames early (its
 # lead-in), and the chunk before hands its last frames over to that lead-in, so the border is a
@@ -102,7 +102,7 @@ class Plan:
 
 def _init_path(settings: Settings) -> Path | None:
     """settings.init when it names an image (the manifest made it absolute and checked it)."""
-    return None if settings.init in ("content", "noise") else Path(settings.init)
+    return None if settings.init in INITS else Path(settings.init)
 
 
 def _mask_fields(masks: Masks, content: Path, frames: dict[Path, Path] | None = None,
