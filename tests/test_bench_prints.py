@@ -37,7 +37,8 @@ def test_a_tiny_run_writes_every_part(tmp_path, monkeypatch, capsys):
     out = tmp_path / "prints.md"
     assert prints.main(["--tiny", "--sizes", "64", "--tile", "32", "--steps", "2",
                         "--exact-size", "96", "--exact-tile", "32", "--print-size", "96",
-                        "--print-steps", "2", "--look-steps", "2", "--out", str(out)]) == 0
+                        "--print-steps", "2", "--look-steps", "2", "--look-pairs",
+                        "golden_gate+kandinsky", "--out", str(out)]) == 0
     text = out.read_text()
     assert text.startswith("# batch-style prints bench") and "Machine: " in text
     assert "## Memory and time per step" in capsys.readouterr().out  # printed as it goes
@@ -46,5 +47,6 @@ def test_a_tiny_run_writes_every_part(tmp_path, monkeypatch, capsys):
         assert f"## {heading}" in text
     assert "| 64×48 | whole | whole |" in text and "| 64×48 | tiled | 32 |" in text
     assert "| 96×72 | 32 px (9) |" in text  # 3×3 tiles
-    assert "Style distance, print ÷ small: **" in text
-    assert (tmp_path / "prints-96.png").is_file() and (tmp_path / "prints-look-512.png").is_file()
+    assert "| golden_gate+kandinsky | tuned |" in text  # the look ratio per pair
+    assert (tmp_path / "prints-96.png").is_file()
+    assert (tmp_path / "prints-look-golden_gate+kandinsky-512.png").is_file()

@@ -45,6 +45,11 @@ class Level:
     steps: int                  # step budget at this level
     tile: int | None = None     # tile side, px (engine/tile_layout.py); None: the whole picture
     pairs_bytes: int | None = None  # memory L-BFGS's pairs may take (None: their own cap)
+    # Once made (stylizer.Result.levels): the steps taken, why the level stopped ("cap",
+    # "converged", or "look": the look rule, engine/reporter.py) and the look rule's readings.
+    taken: int | None = None
+    stop: str = ""
+    looks: tuple[float, ...] = ()
 
 
 def level_sizes(width: int, height: int, settings: Settings, min_side: int,
