@@ -286,18 +286,21 @@ def print_part(args) -> str:
 # -- the look of a print made from base_size ----------------------------------------------------
 def measure_look(pair: str, steps: int, out_dir: str, weights: str | None, tiny: bool,
                  margin: float | None = None, share: float | None = None,
-                 trace: bool = False) -> dict:
+                 trace: bool = False, every: int | None = None) -> dict:
     """The issue's look check: the LOOK_SMALL-px result, and a LOOK_LARGE-px one made with
     base_size LOOK_SMALL (`steps` steps, all else default) taken down to LOOK_SMALL px, each
     measured on masks.py's independent ruler (Grams on layers the objective does not optimize):
     the distance to the painting's Grams, and the content distance to the photo. `margin` and
-    `share` replace the look rule's LOOK_MARGIN and the cap REFINE_SHARE (tuning); `trace`
+    `share` replace the look rule's LOOK_MARGIN and the cap REFINE_SHARE, `every` its
+    LOOK_EVERY (tuning); `trace`
     measures every picture the look rule looks at on the ruler too."""
     from batch_style.engine import reporter, schedule
     from batch_style.engine.weights import load_feature_model
     from batch_style.media import images
     from batch_style.settings import resolve
 
+    if every is not None:
+        reporter.LOOK_EVERY = every
     if margin is not None:
         reporter.LOOK_MARGIN = margin
     if share is not None:
@@ -316,15 +319,18 @@ def measure_look(pair: str, steps: int, out_dir: str, weights: str | None, tiny:
 
     traced: list[tuple[tuple[int, int], float, float]] = []
     if trace:
-        leaves = reporter.LookWatch.leaves
+        leaves, start = reporter.LookWatch.leaves, reporter.LookWatch.start
 
-        def leaves_traced(watch, image):
-            left = leaves(watch, image)
-            traced.append((image.shape[1::-1], watch.looks[-1], judge(images.resize(
-                image, size))["style"]))
-            return left
+        def traced_too(method):
+            def call(watch, image):
+                done = method(watch, image)
+                traced.append((image.shape[1::-1], watch.looks[-1], judge(images.resize(
+                    image, size))["style"]))
+                return done
+            return call
 
-        reporter.LookWatch.leaves = leaves_traced
+        reporter.LookWatch.leaves, reporter.LookWatch.start = traced_too(leaves), traced_too(
+            start)
     large = stylizer.stylize(content, [style], resolve(
         {"size": LOOK_LARGE, "base_size": LOOK_SMALL, "steps": steps}))
     for side, result in ((LOOK_SMALL, small), (LOOK_LARGE, large)):
@@ -356,7 +362,8 @@ def look_part(args) -> str:
     for pair in args.look_pairs:
         ok, got = isolated(args.timeout, measure_look, pair, args.look_steps,
                            str(Path(args.out).parent), args.weights, args.tiny,
-                           args.look_margin, args.refine_share, args.look_trace)
+                           args.look_margin, args.refine_share, args.look_trace,
+                           args.look_every)
         rows.append(look_row(pair, got) if ok else [pair, f"failed: {got}"])
         print("  " + " | ".join(rows[-1]), file=sys.stderr)
         for (w, h), watched, ruled in got.get("trace", []) if ok else []:
@@ -404,6 +411,8 @@ def _parser() -> argparse.ArgumentParser:
         help="the look rule's margin (tuning; default: reporter.LOOK_MARGIN)")
     add("--refine-share", type=float, default=None,
         help="the finer levels' step cap, a share of steps (tuning; default: REFINE_SHARE)")
+    add("--look-every", type=int, default=None,
+        help="steps between the look rule's looks (tuning; default: reporter.LOOK_EVERY)")
     add("--look-trace", action="store_true",
         help="print each picture the look rule looks at, on the ruler too (tuning)")
     add("--pair", default=PAIR, choices=sorted(PAIRS), help="photo and painting")

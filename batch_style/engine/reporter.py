@@ -18,10 +18,11 @@ from batch_style.media import images
 
 TOLERANCE_WINDOW = chunked.WINDOW  # steps over which `tolerance` measures the improvement
 # The look rule: every LOOK_EVERY steps of a finer level its picture is taken down to the base
-# level's size and that level's style term evaluated there; past (1 + LOOK_MARGIN) times the
-# draft's, the level stops and keeps the last picture within it. Tuned on three pairs, judged on
-# three others (docs/prints.md, "The look of a print").
-LOOK_EVERY = 5
+# level's size and that level's style term evaluated there; past (1 + LOOK_MARGIN) times the first
+# finer level's start's, the level stops and keeps the last picture within it. Upsampled and taken
+# down again the draft already reads ~2.5× its own term (a blur the ruler barely sees: 1.035×),
+# and a level can leave the look within 3 steps (docs/prints.md, "The look of a print").
+LOOK_EVERY = 2
 LOOK_MARGIN = 0.1
 
 
@@ -41,17 +42,22 @@ class Progress:
 
 class LookWatch:
     """The look rule for the levels above the first: `style_term(image)` of a picture at the
-    base size (the base level's objective, its style term), against the draft's."""
+    base size (the base level's objective, its style term), read as a ratio to the draft's and
+    judged against the first finer level's start's (the draft upsampled: what refining leaves)."""
 
     def __init__(self, style_term: Callable[[np.ndarray], float], draft: np.ndarray):
         self.style_term, self.size = style_term, draft.shape[1::-1]
         self.margin, self.every = LOOK_MARGIN, LOOK_EVERY
         self.draft = style_term(draft)
-        self.start(draft)
+        self.reference: float | None = None  # the first finer level's start's reading
+        self.kept, self.left, self.looks = draft, False, []
 
     def start(self, image: np.ndarray) -> None:
-        """A new level starts from `image`: nothing looked at yet, `image` kept."""
-        self.kept, self.left, self.looks = image, False, []
+        """A new level starts from `image` (kept; its reading the first of `looks`, which the
+        rule does not judge: the start is what the level keeps at worst)."""
+        self.kept, self.left, self.looks = image, False, [self.ratio(image)]
+        if self.reference is None:
+            self.reference = self.looks[0]
 
     def ratio(self, image: np.ndarray) -> float:
         """The style term of `image` seen at base size, ÷ the draft's."""
@@ -62,7 +68,7 @@ class LookWatch:
         else it is kept."""
         ratio = self.ratio(image)
         self.looks.append(ratio)
-        self.left = ratio > 1.0 + self.margin
+        self.left = ratio > (self.reference or 1.0) * (1.0 + self.margin)
         if not self.left:
             self.kept = image
         return self.left

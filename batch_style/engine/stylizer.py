@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -237,6 +238,8 @@ class Stylizer:
             history.extend(report.history)
             evaluations += n
             plan[number] = ran(level, n, converged, watch)
+            if number + 1 < len(plan):
+                self._release(level.size)
             if number == 0 and len(plan) > 1 and coarse and settings.scales == 1:
                 watch = LookWatch(self._style_term(*schedule[-1]), image)  # above base_size
         if settings.preserve_colors == "luminance":
@@ -250,6 +253,14 @@ class Stylizer:
                       stop_reason={"look": f"the look rule at step {evaluations}",
                                    "converged": f"converged at step {evaluations}"}.get(
                                        plan[-1].stop, "step cap"))
+
+    def _release(self, size: tuple[int, int]) -> None:
+        """Free what only a level of `size` used (its tiled objectives, the heap its maps took)
+        before the next, larger one: its peak is then its own (docs/prints.md, "Memory")."""
+        for key in [k for k in self._tiled_objectives if k[1] == size]:
+            del self._tiled_objectives[key]
+        gc.collect()
+        tf_runtime.trim_heap()
 
     @staticmethod
     def _style_term(objective, _steps, args) -> Callable[[np.ndarray], float]:
