@@ -313,9 +313,14 @@ def measure_look(pair: str, steps: int, out_dir: str, weights: str | None, tiny:
         style.shape[1], style.shape[0], max(size))))
     everywhere = np.ones(size[::-1], np.float32)
 
+    # the content distance relative to the photo's own features' mean square: 1 is as far from
+    # the photo as a picture of zero features
+    scale = float(np.mean(ruler(images.resize(content, size)[None])["block4_conv2"].numpy() ** 2))
+
     def judge(image):
-        return {"style": masks.gram_distance(masks.grams(ruler, image), target),
-                **masks.content_distance(ruler, image, content, everywhere)}
+        distances = masks.content_distance(ruler, image, content, everywhere)
+        return {"style": masks.gram_distance(masks.grams(ruler, image), target), **distances,
+                "relative": distances["block4_conv2"] / max(scale, 1e-30)}
 
     traced: list[tuple[tuple[int, int], float, float]] = []
     if trace:
@@ -353,8 +358,8 @@ def look_row(pair: str, got: dict) -> list[str]:
         else "fail"
     return [pair, kind, f"{got['photo']['style']:.3f}", f"{small['style']:.4f}",
             f"{large['style']:.4f}", f"**{style_ratio:.2f}** {verdict}",
-            f"{small['block4_conv2']:.3f}", f"{large['block4_conv2']:.3f}",
-            f"{content_ratio:.2f}", levels]
+            f"{small['relative']:.3f}", f"{large['relative']:.3f}", f"{content_ratio:.2f}",
+            levels]
 
 
 def look_part(args) -> str:
@@ -374,13 +379,15 @@ def look_part(args) -> str:
             f"{args.look_steps} steps, every other setting its default; both at "
             f"{LOOK_SMALL} px on the ruler of benchmarks/masks.py ({', '.join(masks.RULER)}): "
             f"style distance to the painting (the photo's beside it), and content distance "
-            f"(block4_conv2, mean squared feature difference) to the photo. Look ratio: the "
+            f"to the photo (block4_conv2's mean squared feature difference ÷ the photo's mean "
+            f"squared feature: relative). Look ratio: the "
             f"print's style distance ÷ the draft's (≤ {JUDGED_MAX} on the judged pairs, "
             f"≤ {LOOK_MAX} on all). Levels: each finer level's side, steps taken / its cap, why "
             f"it stopped (look: the look rule; cap; converged) and the look rule's readings "
             f"(the style term seen at base size ÷ the draft's).\n\n"
             + _table(["pair", "", "photo style", "draft style", "print style", "look ratio",
-                      "draft content", "print content", "content ratio", "levels"], rows))
+                      "draft content (relative)", "print content (relative)", "content ratio",
+                      "levels"], rows))
 
 
 # -- the run ------------------------------------------------------------------------------------
