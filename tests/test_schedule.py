@@ -48,9 +48,9 @@ def test_the_whole_picture_when_it_fits_else_the_largest_tile_that_does():
     whole = tile_layout.pass_memory_bytes((2048, 1536), LAYERS)
     roomy = schedule.plan(level, settings, LAYERS, whole + (4 << 30))
     assert roomy.tile is None
-    tight = schedule.plan(level, settings, LAYERS, int(3.4 * 2**30))
+    tight = schedule.plan(level, settings, LAYERS, 3 << 30)
     assert tight.tile is not None and tight.tile % tile_layout.grid(LAYERS) == 0
-    tighter = schedule.plan(level, settings, LAYERS, 3 << 30)
+    tighter = schedule.plan(level, settings, LAYERS, int(2.6 * 2**30))
     assert tighter.tile < tight.tile
     assert tight.pairs_bytes >= schedule.MIN_PAIRS * 2048 * 1536 * schedule.PAIR_BYTES_PER_PX
 

@@ -34,10 +34,9 @@ MAX_AUTO_TILE = 1024  # px
 PICTURE_BYTES_PER_PX = 12 * 3 * 4
 PAIR_BYTES_PER_PX = 2 * 3 * 4
 MIN_PAIRS = 5       # L-BFGS keeps at least these many pairs when memory is short
-# What a worker holds besides a level's buffers, pass and pairs: TensorFlow and the weights (1424
-# MB once loaded), the traced functions, and what the levels below leave: the 2048-px print's peak
-# (512 → 1024 → 2048 px) was 647 MB over the estimate with 1300 (docs/prints.md, "Memory").
-RUNTIME_BYTES = 1950 << 20
+# TensorFlow, the weights and the traced functions of a worker. A 2048-px print peaks ~650 MB
+# above the estimate with it; raising it (smaller tiles) raised the peak (docs/prints.md, "Memory").
+RUNTIME_BYTES = 1300 << 20
 
 
 @dataclass(frozen=True)
