@@ -57,14 +57,14 @@ def test_a_print_records_each_levels_steps_and_why_it_stopped(stylizer, monkeypa
     rng = np.random.default_rng(5)
     photo, painting = (rng.uniform(0, 1, shape).astype(np.float32)
                        for shape in ((72, 96, 3), (40, 40, 3)))
-    given = {"base_size": 48, "steps": 50, "tolerance": 0.0, "optimizer": optimizer,
+    given = {"base_size": 48, "steps": 30, "tolerance": 0.0, "optimizer": optimizer,
              "precision": "float32"}
     settings = resolve({**given, "size": 96})
     monkeypatch.setattr(reporter, "LOOK_MARGIN", 1e9)  # never leaves: the cap
     capped = stylizer.stylize(photo, [painting], settings)
     assert [lv.stop for lv in capped.levels] == ["cap", "cap"]
-    assert capped.levels[1].taken == 5
-    assert len(capped.levels[1].looks) == 1 + 5 // reporter.LOOK_EVERY  # the start's too
+    assert capped.levels[1].taken == 3  # a tenth of 30
+    assert len(capped.levels[1].looks) == 1 + 3 // reporter.LOOK_EVERY  # the start's too
     draft = stylizer.stylize(photo, [painting], resolve({**given, "size": 48})).image
     monkeypatch.setattr(reporter, "LOOK_MARGIN", -1.0)  # leaves at the first look
     for enabled in (True, False):  # steps many to a call, and one a call
