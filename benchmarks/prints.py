@@ -258,11 +258,31 @@ def measure_print(pair: str, size: int, steps: int | None, out_dir: str, weights
     path = Path(out_dir) / f"prints-{size}.png"
     profile = profiles.result_profile(SAMPLES / PAIRS[pair][0])
     images.save_image(result.image, path, bit_depth=16, icc_profile=profile)
-    levels = [(lv.size, lv.tile, lv.steps, ends[i] - ends.get(i - 1, 0.0))
-              for i, lv in enumerate(result.levels)]
-    return {"levels": levels, "seconds": result.seconds, "write": time.perf_counter() - started,
+    levels = [(lv.size, lv.tile, f"{lv.taken}/{lv.steps} ({lv.stop})",
+               ends[i] - ends.get(i - 1, 0.0)) for i, lv in enumerate(result.levels)]
+    write = time.perf_counter() - started
+    peak = _rss_mb()  # the print's: the draft below is made after it
+    look = None
+    if len(result.levels) > 1:  # its look against its draft, the base level made alone
+        look = print_look(stylizer, content, style, settings, result.image, weights, tiny)
+    return {"levels": levels, "seconds": result.seconds, "write": write, "look": look,
             "path": str(path), "icc": profile is not None, "budget_mb": (memory or 0) >> 20,
-            "peak_mb": _rss_mb()}
+            "peak_mb": peak}
+
+
+def print_look(stylizer, content, style, settings, image, weights, tiny) -> float:
+    """The print's style distance ÷ its draft's (the base level made alone, the same settings),
+    both at base size on masks.py's ruler."""
+    from batch_style.engine.weights import load_feature_model
+    from batch_style.media import images
+
+    draft = stylizer.stylize(content, [style], settings.replace(size=settings.base_size)).image
+    ruler = load_feature_model((*masks.RULER, "block4_conv2"), weights, tiny=tiny)
+    size = draft.shape[1::-1]
+    target = masks.grams(ruler, images.resize(style, images.fit_size(
+        style.shape[1], style.shape[0], max(size))))
+    return (masks.gram_distance(masks.grams(ruler, images.resize(image, size)), target)
+            / max(masks.gram_distance(masks.grams(ruler, draft), target), 1e-30))
 
 
 def print_part(args) -> str:
@@ -279,8 +299,10 @@ def print_part(args) -> str:
             f"worker makes it; the model's loading left out. **{total:.1f} s** to "
             f"`{got['path']}` (16-bit PNG, written in {got['write']:.1f} s; the photo's ICC "
             f"profile: {'embedded' if got['icc'] else 'the photo has none'}); peak RSS "
-            f"{got['peak_mb']:.0f} MB.\n\n"
-            + _table(["level", "tile", "steps", "seconds"], rows))
+            f"{got['peak_mb']:.0f} MB. Its look against its draft (the base level made alone), "
+            f"both at base size on the ruler of benchmarks/masks.py: style distance, print ÷ "
+            f"draft: **{'—' if got['look'] is None else format(got['look'], '.2f')}**.\n\n"
+            + _table(["level", "tile", "steps taken (why it stopped)", "seconds"], rows))
 
 
 # -- the look of a print made from base_size ----------------------------------------------------

@@ -50,3 +50,20 @@ def test_a_tiny_run_writes_every_part(tmp_path, monkeypatch, capsys):
     assert "| golden_gate+kandinsky | tuned |" in text  # the look ratio per pair
     assert (tmp_path / "prints-96.png").is_file()
     assert (tmp_path / "prints-look-golden_gate+kandinsky-512.png").is_file()
+
+
+def test_a_prints_look_is_judged_against_its_draft_made_alone(stylizer):
+    import numpy as np
+
+    from batch_style.settings import resolve
+    from benchmarks import prints
+
+    rng = np.random.default_rng(2)
+    photo, painting = (rng.uniform(0, 1, shape).astype(np.float32)
+                       for shape in ((72, 96, 3), (40, 40, 3)))
+    settings = resolve({"size": 96, "base_size": 48, "steps": 4, "precision": "float32"})
+    draft = stylizer.stylize(photo, [painting], settings.replace(size=48)).image
+    # the draft made again inside, the same: its own look
+    assert prints.print_look(stylizer, photo, painting, settings, draft, None,
+                             True) == pytest.approx(1.0, rel=1e-3)
+    assert prints.print_look(stylizer, photo, painting, settings, photo, None, True) > 1.0
