@@ -35,7 +35,8 @@ PICTURE_BYTES_PER_PX = 12 * 3 * 4
 PAIR_BYTES_PER_PX = 2 * 3 * 4
 MIN_PAIRS = 5       # L-BFGS keeps at least these many pairs when memory is short
 # TensorFlow, the weights and the traced functions of a worker. A 2048-px print peaks ~650 MB
-# above the estimate with it; raising it (smaller tiles) raised the peak (docs/prints.md, "Memory").
+# above the estimate with it; raising it (smaller tiles) raised the peak (docs/prints.md,
+# "Memory with the defaults").
 RUNTIME_BYTES = 1300 << 20
 
 

@@ -295,6 +295,6 @@ def cpu_features() -> str:
 def trim_heap() -> None:
     """Hand the C heap's free pages back to the system where glibc can (malloc_trim): the maps
     of a level just made, freed, otherwise stay in the process's memory under the next level's
-    (docs/prints.md, "Memory")."""
+    (docs/prints.md, "Memory with the defaults")."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
