@@ -21,7 +21,8 @@ TOLERANCE_WINDOW = chunked.WINDOW  # steps over which `tolerance` measures the i
 # level's size and that level's style term evaluated there; past (1 + LOOK_MARGIN) times the first
 # finer level's start's, the level stops and keeps the last picture within it. Upsampled and taken
 # down again the draft already reads ~2.5× its own term (a blur the ruler barely sees: 1.035×),
-# and a level can leave the look within 3 steps (docs/prints.md, "The look of a print").
+# and a level can leave the look within 3 steps (docs/prints.md, "The look rule and the memory
+# bound").
 LOOK_EVERY = 2
 LOOK_MARGIN = 0.1
 
