@@ -40,7 +40,8 @@ bench-video-hd: setup
 	$(BIN)/python -m benchmarks.video_hd
 
 # Prints (docs/prints.md): memory and time per step by size, whole and in tiles; tiled against
-# whole; a finished 2048-px print; the look of a print made from base_size; bench-results/prints.md.
+# whole; a finished 2048-px print; the look of a print made from base_size, per pair (tuned on,
+# judged); bench-results/prints.md.
 bench-prints: setup
 	$(BIN)/python -m benchmarks.prints
 

@@ -8,7 +8,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from batch_style.engine import chunked  # noqa: E402
-from batch_style.engine.stylizer import _Reporter  # noqa: E402
+from batch_style.engine.reporter import Reporter  # noqa: E402
 from batch_style.settings import resolve  # noqa: E402
 
 
@@ -64,14 +64,14 @@ def test_the_tolerance_rule_stops_both_loops_at_the_same_step(stylizer, pair, mo
 
 def test_chunks_end_where_the_callback_wants_an_image():
     settings = resolve({"snapshot_every": 10})
-    report = _Reporter(lambda event: None, settings, 0, 1, (8, 6), 25, 0.0, None)
+    report = Reporter(lambda event: None, settings, 0, 1, (8, 6), 25, 0.0, None)
     assert [chunked.next_snapshot(report, n) for n in (0, 9, 10, 19, 20, 24)] == [
         10, 10, 20, 20, 25, 25]
     clock = chunked.Clock()
     assert clock.limit(report, 0, 25) == 1  # the first chunk traces: one step
     clock.ran(4, 0.004, first=False)  # 1 ms a step: as many as fit, to the next image
     assert clock.limit(report, 3, 25) == 7 and clock.limit(report, 20, 25) == 5
-    quiet = _Reporter(None, settings, 0, 1, (8, 6), 200, 0.0, None)
+    quiet = Reporter(None, settings, 0, 1, (8, 6), 200, 0.0, None)
     assert chunked.next_snapshot(quiet, 3) is None
     assert clock.limit(quiet, 3, 200) == chunked.MAX_CHUNK
 

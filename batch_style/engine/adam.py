@@ -64,6 +64,8 @@ def run_adam(image, settings, schedule, report, *, memory_bytes: int | None = No
     last, n, carry, converged = None, 0, 0, False
     clock = chunked.Clock()
     for i, (objective, steps, objective_args) in enumerate(schedule):
+        if report.halted:  # the look rule ended the level (reporter.py)
+            break
         if i:
             report.new_phase()
         adam_step = objective.traced(adam_update)

@@ -4,7 +4,7 @@ One call runs steps until the chunk's length, the budget, a snapshot step or the
 stops it, keeping the optimizer's state on the device and every step's objective in arrays; the
 reporter then sees each step in order (the same events, the bar and progress files updated after
 each chunk, a chunk kept to ~CHUNK_SECONDS). The tolerance rule is evaluated inside, in float64
-on the float32 readings, as _Reporter does, so a run stops at the same step (docs/benchmarks.md,
+on the float32 readings, as reporter.Reporter does, so a run stops at the same step (docs/benchmarks.md,
 "The fixed cost of a step", for what it saves).
 """
 
@@ -44,7 +44,7 @@ class Tolerance(NamedTuple):
                          tf.constant(len(report.history) - report.phase_start))
 
     def read(self, total, tolerance):
-        """(converged, the state after the reading `total`): _Reporter.step's rule."""
+        """(converged, the state after the reading `total`): Reporter.step's rule."""
         total = tf.cast(total, tf.float64)
         seen = self.seen + 1
         before = self.window[0]
@@ -55,12 +55,16 @@ class Tolerance(NamedTuple):
 
 
 def next_snapshot(report, n: int) -> int | None:
-    """The first step after `n` at which `report` (stylizer._Reporter) hands its callback an
-    image: every settings.snapshot_every steps and the level's last (None: no callback)."""
-    if report.callback is None:
-        return None
-    following = (n // report.settings.snapshot_every + 1) * report.settings.snapshot_every
-    return min(following, report.steps) if n < report.steps else following
+    """The first step after `n` at which `report` (reporter.Reporter) reads the image: its
+    callback's every settings.snapshot_every steps and the level's last, or the look rule's
+    (None: neither)."""
+    due = []
+    if report.callback is not None:
+        following = (n // report.settings.snapshot_every + 1) * report.settings.snapshot_every
+        due.append(min(following, report.steps) if n < report.steps else following)
+    if report.watch is not None:
+        due.append((n // report.watch.every + 1) * report.watch.every)
+    return min(due) if due else None
 
 
 class Clock:
@@ -84,7 +88,8 @@ class Clock:
 def replay(report, totals, terms, steps: int, image_fn, started: float,
            finished: float) -> Losses | None:
     """Report a chunk's `steps` steps in order, their times spread over the chunk; the last
-    step's image is `image_fn()` (chunks end where a snapshot is due). Returns the last losses."""
+    step's image is `image_fn()` (chunks end where a snapshot is due). Returns the last losses
+    and whether the look rule stopped the level (the tolerance rule ends a chunk by itself)."""
     totals, terms = totals.numpy(), terms.numpy()
     last = None
 
@@ -95,7 +100,7 @@ def replay(report, totals, terms, steps: int, image_fn, started: float,
         last = losses_of(totals[i], terms[i])
         report.step(last, image_fn if i == steps - 1 else no_image,
                     when=started + (finished - started) * (i + 1) / steps)
-    return last
+    return last, report.halted
 
 
 def run(chunk, report, clock: Clock, n: int, end: int, state, image_of, *args):
@@ -108,8 +113,11 @@ def run(chunk, report, clock: Clock, n: int, end: int, state, image_of, *args):
         state, totals, terms = chunk(state, tf.constant(end), tf.constant(limit), *args)
         steps = int(state.n) - n
         finished = time.perf_counter()
-        last = replay(report, totals, terms, steps, lambda s=state: image_of(s), started,
-                      finished) or last
+        losses_now, halted = replay(report, totals, terms, steps, lambda s=state: image_of(s),
+                                    started, finished)
+        last = losses_now or last
         clock.ran(steps, finished - started, first)
         n, first = n + steps, False
+        if halted:
+            break
     return state, n, last

@@ -257,6 +257,8 @@ def run_lbfgs(image, settings, schedule, report, *, memory_bytes: int | None = N
         return report.step(losses_now, lambda: point.numpy()[0])
 
     for i, (objective, steps, objective_args) in enumerate(schedule):
+        if report.halted:  # the look rule ended the level (reporter.py)
+            break
         if steps + carry <= 0:
             continue
         trial = objective.traced(lbfgs_trial)

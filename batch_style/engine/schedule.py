@@ -34,7 +34,10 @@ MAX_AUTO_TILE = 1024  # px
 PICTURE_BYTES_PER_PX = 12 * 3 * 4
 PAIR_BYTES_PER_PX = 2 * 3 * 4
 MIN_PAIRS = 5       # L-BFGS keeps at least these many pairs when memory is short
-RUNTIME_BYTES = 1300 << 20  # TensorFlow, the weights and the traced functions of a worker
+# TensorFlow, the weights and the traced functions of a worker. A 2048-px print peaks ~650 MB
+# above the estimate with it; raising it (smaller tiles) raised the peak (docs/prints.md,
+# "Memory with the defaults").
+RUNTIME_BYTES = 1300 << 20
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ class Level:
     steps: int                  # step budget at this level
     tile: int | None = None     # tile side, px (engine/tile_layout.py); None: the whole picture
     pairs_bytes: int | None = None  # memory L-BFGS's pairs may take (None: their own cap)
+    # Once made (stylizer.Result.levels): the steps taken, why the level stopped ("cap",
+    # "converged", or "look": the look rule, engine/reporter.py) and the look rule's readings.
+    taken: int | None = None
+    stop: str = ""
+    looks: tuple[float, ...] = ()
 
 
 def level_sizes(width: int, height: int, settings: Settings, min_side: int,
