@@ -277,10 +277,10 @@ def test_native_bfloat16_on_cpus_with_avx512_bf16_or_amx(monkeypatch):
 
 def test_tolerance_compares_readings_of_one_precision():
     from batch_style.engine.objective import Losses
-    from batch_style.engine.stylizer import _Reporter
+    from batch_style.engine.reporter import Reporter
 
     settings = resolve({"tolerance": 1e-3})
-    report = _Reporter(None, settings, 0, 1, (64, 48), 100, 0.0, None)
+    report = Reporter(None, settings, 0, 1, (64, 48), 100, 0.0, None)
     values = [100.0 - i for i in range(12)]  # improving fast
     assert not any(report.step(Losses(v, 0, 0, 0), lambda: None) for v in values)
     report.new_phase()  # float32 reads a little higher than bfloat16 did
@@ -413,11 +413,11 @@ def test_each_precision_optimizes_against_targets_computed_in_it(stylizer, pair)
 
 def test_lbfgs_finds_the_minimum_of_a_box_constrained_quadratic():
     from batch_style.engine.lbfgs import run_lbfgs
-    from batch_style.engine.stylizer import _Reporter
+    from batch_style.engine.reporter import Reporter
 
     problem = _Quadratic((1, 6, 8, 3))
     settings = resolve({"steps": 80, "tolerance": 0.0})  # to the minimum, not "done"
-    report = _Reporter(None, settings, 0, 1, (8, 6), 80, 0.0, None)
+    report = Reporter(None, settings, 0, 1, (8, 6), 80, 0.0, None)
     start = np.full((6, 8, 3), 0.5, np.float32)
     image, last, steps, early = run_lbfgs(start, settings, [(problem, 80, ())], report)
     expected = np.clip(problem.t.numpy()[0], 0.0, 1.0)
@@ -432,10 +432,10 @@ def test_lbfgs_finds_the_minimum_of_a_box_constrained_quadratic():
 
 def test_lbfgs_phases_each_read_the_image_and_share_the_budget():
     from batch_style.engine.lbfgs import run_lbfgs
-    from batch_style.engine.stylizer import _Reporter
+    from batch_style.engine.reporter import Reporter
 
     problem = _Quadratic((1, 6, 8, 3), seed=1)
-    report = _Reporter(None, resolve({}), 0, 1, (8, 6), 30, 0.0, None)
+    report = Reporter(None, resolve({}), 0, 1, (8, 6), 30, 0.0, None)
     start = np.full((6, 8, 3), 0.5, np.float32)
     _, _, steps, _ = run_lbfgs(start, resolve({}), [(problem, 10, ()), (problem, 20, ())],
                                report)
