@@ -88,8 +88,7 @@ class Clock:
 def replay(report, totals, terms, steps: int, image_fn, started: float,
            finished: float) -> Losses | None:
     """Report a chunk's `steps` steps in order, their times spread over the chunk; the last
-    step's image is `image_fn()` (chunks end where a snapshot is due). Returns the last losses
-    and whether the look rule stopped the level (the tolerance rule ends a chunk by itself)."""
+    step's image is `image_fn()` (chunks end where a snapshot is due). Returns the last losses."""
     totals, terms = totals.numpy(), terms.numpy()
     last = None
 
@@ -100,7 +99,7 @@ def replay(report, totals, terms, steps: int, image_fn, started: float,
         last = losses_of(totals[i], terms[i])
         report.step(last, image_fn if i == steps - 1 else no_image,
                     when=started + (finished - started) * (i + 1) / steps)
-    return last, report.halted
+    return last
 
 
 def run(chunk, report, clock: Clock, n: int, end: int, state, image_of, *args):
@@ -113,11 +112,10 @@ def run(chunk, report, clock: Clock, n: int, end: int, state, image_of, *args):
         state, totals, terms = chunk(state, tf.constant(end), tf.constant(limit), *args)
         steps = int(state.n) - n
         finished = time.perf_counter()
-        losses_now, halted = replay(report, totals, terms, steps, lambda s=state: image_of(s),
-                                    started, finished)
-        last = losses_now or last
+        last = replay(report, totals, terms, steps, lambda s=state: image_of(s), started,
+                      finished) or last
         clock.ran(steps, finished - started, first)
         n, first = n + steps, False
-        if halted:
+        if report.halted:  # the look rule (the tolerance rule ends a chunk by itself)
             break
     return state, n, last
